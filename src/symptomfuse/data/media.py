@@ -1,0 +1,192 @@
+"""Reading media with PyAV: probe a file, then decode it onto one clock.
+
+``decode`` returns audio as 16 kHz mono float32 and video as frames at a fixed rate and size (through the
+same ``frame_features`` the live stream uses), both starting at the same instant. Anything wrong with a
+file is raised as ``MediaError`` with a ``reason`` from ``REASONS``, so that curation can quarantine the
+row and say why.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import numpy as np
+
+from symptomfuse.features.audio import SAMPLE_RATE
+from symptomfuse.features.video import FrameConfig, frame_features
+
+# Magic numbers of containers that FFmpeg reads. A file that starts like one of these but cannot be
+# parsed is damaged or truncated ("corrupt"); a file that starts like none is "unreadable".
+_SIGNATURES = [(4, b"ftyp"), (0, b"\x1aE\xdf\xa3"), (0, b"RIFF"), (0, b"OggS"), (0, b"\x00\x00\x01\xba"),
+               (0, b"ID3"), (0, b"fLaC"), (0, b"\xff\xf1"), (0, b"\xff\xf9"), (4, b"moov"), (4, b"mdat"),
+               (4, b"free"), (4, b"wide")]
+
+
+class MediaError(Exception):
+    """A recording that cannot be used; ``reason`` is a short code, the message says what to fix."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class Decoded:
+    audio: np.ndarray | None  # (samples,) float32 at 16 kHz
+    frames: np.ndarray | None  # (frames, H, W, 3) uint8 at cfg.fps
+    source_frame_index: np.ndarray | None  # (frames,) index of the decoded source frame used for each
+    duration_s: float  # common span of the decoded modalities
+    source_fps: float | None
+    source_size: tuple[int, int] | None  # (width, height) of the source video
+    source_frames: int  # video frames decoded from the source
+
+
+def _looks_like_media(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        head = fh.read(16)
+    return any(head[off:off + len(sig)] == sig for off, sig in _SIGNATURES)
+
+
+def _open(path: Path) -> av.container.InputContainer:
+    if not path.exists():
+        raise MediaError("missing_file", f"file not found: {path}")
+    if path.stat().st_size == 0:
+        raise MediaError("empty_file", f"file is empty (0 bytes): {path}")
+    try:
+        return av.open(str(path), metadata_errors="ignore")
+    except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as exc:
+        if _looks_like_media(path):
+            raise MediaError("corrupt", f"container header found but the file cannot be parsed "
+                                        f"(truncated or damaged): {exc}") from exc
+        raise MediaError("unreadable", f"not a media file FFmpeg recognises: {exc}") from exc
+
+
+def _declared_duration(container, stream) -> float | None:
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None:
+        return container.duration / 1e6
+    return None
+
+
+def _decode_file(path: Path, want_audio: bool, want_video: bool, frame_cfg: FrameConfig):
+    """Decode the wanted streams of one file. Returns dict with audio chunks/times and video frames/times."""
+    container = _open(path)
+    out = {"audio": [], "audio_t0": None, "frames": [], "frame_t": [], "declared": {}, "fps": None}
+    with container:
+        streams = []
+        if want_audio:
+            if not container.streams.audio:
+                raise MediaError("no_audio", f"no audio stream in {path.name}")
+            streams.append(container.streams.audio[0])
+        if want_video:
+            if not container.streams.video:
+                raise MediaError("no_video", f"no video stream in {path.name}")
+            vs = container.streams.video[0]
+            vs.thread_type = "AUTO"
+            streams.append(vs)
+            rate = vs.average_rate or vs.guessed_rate
+            out["fps"] = float(rate) if rate else None
+            out["size"] = (vs.codec_context.width, vs.codec_context.height)
+        for s in streams:
+            out["declared"][s.type] = _declared_duration(container, s)
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE) if want_audio else None
+        try:
+            for packet in container.demux(*streams):
+                for frame in packet.decode():
+                    if isinstance(frame, av.AudioFrame):
+                        if out["audio_t0"] is None:
+                            out["audio_t0"] = float(frame.time) if frame.time is not None else 0.0
+                        out["audio"].extend(f.to_ndarray()[0] for f in resampler.resample(frame))
+                    else:
+                        out["frame_t"].append(float(frame.time) if frame.time is not None
+                                              else len(out["frame_t"]) / (out["fps"] or frame_cfg.fps))
+                        out["frames"].append(frame_features(frame, frame_cfg))
+            if resampler is not None:
+                out["audio"].extend(f.to_ndarray()[0] for f in resampler.resample(None))
+        except av.error.FFmpegError as exc:
+            raise MediaError("corrupt", f"decoding failed part-way (damaged or truncated): {exc}") from exc
+    if want_audio and not out["audio"]:
+        raise MediaError("no_audio", f"the audio stream of {path.name} holds no decodable samples")
+    if want_video and not out["frames"]:
+        raise MediaError("no_video", f"the video stream of {path.name} holds no decodable frames")
+    return out
+
+
+def _check_complete(kind: str, declared: float | None, decoded: float, path: Path) -> None:
+    if declared is not None and declared > 0 and decoded < 0.9 * declared - 0.25:
+        raise MediaError("corrupt", f"{kind} of {path.name} ends at {decoded:.2f} s but the file declares "
+                                    f"{declared:.2f} s: truncated or damaged")
+
+
+def _resample_frames(times: np.ndarray, start: float, end: float, fps: float) -> np.ndarray:
+    """For each output instant start + k/fps before ``end``, the index of the last source frame shown
+    at that instant (a frame is shown from its timestamp until the next one's)."""
+    n_out = int(np.floor((end - start) * fps + 1e-6))
+    slots = start + np.arange(n_out) / fps
+    return np.clip(np.searchsorted(times, slots + 1e-6, side="right") - 1, 0, len(times) - 1)
+
+
+def decode(audio_path: Path | None, video_path: Path | None, frame_cfg: FrameConfig = FrameConfig()) -> Decoded:
+    """Decode a recording: one A/V file (same path twice) or separate audio and video files.
+
+    Audio and video are aligned on their timestamps and trimmed to the span both cover.
+    """
+    same = audio_path is not None and audio_path == video_path
+    parts = {}
+    if same:
+        parts["audio"] = parts["video"] = _decode_file(audio_path, True, True, frame_cfg)
+    else:
+        if audio_path is not None:
+            parts["audio"] = _decode_file(audio_path, True, False, frame_cfg)
+        if video_path is not None:
+            parts["video"] = _decode_file(video_path, False, True, frame_cfg)
+
+    spans = []
+    if "audio" in parts:
+        a = parts["audio"]
+        samples = np.concatenate(a["audio"]).astype(np.float32)
+        a_start = a["audio_t0"] or 0.0
+        a_end = a_start + len(samples) / SAMPLE_RATE
+        _check_complete("audio", a["declared"].get("audio"), len(samples) / SAMPLE_RATE, audio_path)
+        spans.append((a_start, a_end))
+    if "video" in parts:
+        v = parts["video"]
+        times = np.asarray(v["frame_t"])
+        order = np.argsort(times, kind="stable")  # decoders emit in presentation order; be sure
+        times = times[order]
+        step = 1.0 / (v["fps"] or frame_cfg.fps)
+        v_start, v_end = float(times[0]), float(times[-1]) + step
+        _check_complete("video", v["declared"].get("video"), v_end - v_start, video_path)
+        spans.append((v_start, v_end))
+
+    start = max(s for s, _ in spans)
+    end = min(e for _, e in spans)
+    if end <= start:
+        raise MediaError("corrupt", "audio and video do not overlap in time")
+    audio = frames = index = None
+    if "audio" in parts:
+        first = int(round((start - a_start) * SAMPLE_RATE))
+        audio = samples[first:first + int(round((end - start) * SAMPLE_RATE))]
+    if "video" in parts:
+        pick = _resample_frames(times, start, end, frame_cfg.fps)
+        index = order[pick]
+        frames = np.stack([v["frames"][i] for i in index]) if len(index) else \
+            np.zeros((0, frame_cfg.height, frame_cfg.width, 3), np.uint8)
+    durations = []
+    if audio is not None:
+        durations.append(len(audio) / SAMPLE_RATE)
+    if frames is not None:
+        durations.append(len(frames) / frame_cfg.fps)
+    v = parts.get("video", {})
+    return Decoded(audio=audio, frames=frames, source_frame_index=index, duration_s=float(min(durations)),
+                   source_fps=v.get("fps"), source_size=v.get("size"), source_frames=len(v.get("frames", ())))
+
+
+def probe_duration(path: Path) -> float:
+    """Declared duration in seconds of a media file, without decoding (for benchmarks and summaries)."""
+    with _open(path) as container:
+        return container.duration / 1e6 if container.duration else 0.0
