@@ -10,13 +10,12 @@ its failure is not re-discovered by decoding it again.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 from pathlib import Path
 
 import numpy as np
 
-from symptomfuse.atomic import atomic_write_bytes, atomic_write_text
+from symptomfuse.atomic import atomic_path, atomic_write_text
 
 
 def file_digest(path: Path, chunk: int = 1 << 20) -> str:
@@ -61,7 +60,6 @@ class FeatureCache:
         """Store an entry; the arrays land before the JSON, so a JSON record implies its arrays."""
         base = self._base(key)
         if arrays is not None:
-            buf = io.BytesIO()
-            np.savez(buf, **arrays)
-            atomic_write_bytes(base.with_suffix(".npz"), buf.getvalue())
+            with atomic_path(base.with_suffix(".npz")) as tmp:
+                np.savez(tmp, **arrays)
         atomic_write_text(base.with_suffix(".json"), json.dumps(meta, indent=1))

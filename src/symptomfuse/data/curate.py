@@ -23,12 +23,12 @@ from symptomfuse.atomic import atomic_write_text
 from symptomfuse.data.cache import FeatureCache, cache_key, file_digest
 from symptomfuse.data.manifest import REASONS, Candidate, Columns, Quarantined, check_rows, read_manifest
 from symptomfuse.data.media import MediaError, decode
-from symptomfuse.features.audio import SAMPLE_RATE, LogMelConfig, log_mel, rms_db
+from symptomfuse.features.audio import SAMPLE_RATE, LogMelConfig, log_mel_windows, rms_db
 from symptomfuse.features.keypoints import N_LANDMARKS, keypoint_features
 from symptomfuse.features.video import FrameConfig
 
 # Bump when a feature function changes what it computes: every cache entry is then rebuilt.
-FEATURES_VERSION = 1
+FEATURES_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -100,14 +100,14 @@ def featurize(c: Candidate, cfg: CurateConfig) -> tuple[dict, dict]:
             frames = np.concatenate([frames, np.repeat(frames[-1:], max(0, cfg.window_frames() - len(frames)), 0)])
         duration = cfg.window_s
     starts = window_starts(duration, cfg)
-    arrays: dict[str, np.ndarray] = {"window_start_s": starts.astype(np.float64)}
+    arrays: dict[str, np.ndarray] = {}
     meta = {"status": "ok", "duration_s": float(dec.duration_s), "n_windows": int(len(starts)),
-            "modalities": [], "source_fps": dec.source_fps}
+            "window_start_s": starts.tolist(), "modalities": [], "source_fps": dec.source_fps}
     if audio is not None:
         n = cfg.window_samples()
-        wins = [audio[int(round(s * SAMPLE_RATE)):][:n] for s in starts]
-        arrays["audio_logmel"] = np.stack([log_mel(w, cfg.logmel) for w in wins])
-        arrays["audio_rms_db"] = np.array([rms_db(w) for w in wins], np.float32)
+        first = np.round(starts * SAMPLE_RATE).astype(np.int64)
+        arrays["audio_logmel"] = log_mel_windows(audio, first, n, cfg.logmel)
+        meta["audio_rms_db"] = [rms_db(audio[s:s + n]) for s in first]
         meta["modalities"].append("audio")
     if frames is not None:
         arrays["frames"] = frames
@@ -233,9 +233,8 @@ def curate(
                          "video_path": str(c.video_path or ""), "keypoints_path": str(c.keypoints_path or ""),
                          "duration_s": meta["duration_s"], "n_windows": meta["n_windows"],
                          "modalities": "+".join(meta["modalities"]), "cache_key": key})
-        arrays = cache.load(key)
-        rms = arrays.get("audio_rms_db")
-        for w, start in enumerate(arrays["window_start_s"]):
+        rms = meta.get("audio_rms_db")
+        for w, start in enumerate(meta["window_start_s"]):
             win_rows.append({"recording_id": rid, "person_id": c.person_id, "label": c.label,
                              "session": c.session, "window": w, "start_s": float(start),
                              "end_s": float(start) + cfg.window_s,

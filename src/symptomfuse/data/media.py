@@ -86,7 +86,6 @@ def _decode_file(path: Path, want_audio: bool, want_video: bool, frame_cfg: Fram
             if not container.streams.video:
                 raise MediaError("no_video", f"no video stream in {path.name}")
             vs = container.streams.video[0]
-            vs.thread_type = "AUTO"
             streams.append(vs)
             rate = vs.average_rate or vs.guessed_rate
             out["fps"] = float(rate) if rate else None

@@ -28,7 +28,8 @@ def plot_summary(recordings: pd.DataFrame, windows: pd.DataFrame, quarantine: pd
         bars = ax.bar(x + (i - 1) * 0.27, vals, 0.27, label=name)
         ax.bar_label(bars, fontsize=8)
     ax.set_xticks(x, classes)
-    ax.set_yscale("log")
+    if any(v > 0 for vals in counts.values() for v in vals):
+        ax.set_yscale("log")  # windows outnumber people by two orders of magnitude
     ax.set_title("class balance")
     ax.legend(fontsize=8)
 

@@ -1,9 +1,12 @@
 """Video features: the one frame function that both curation and live streaming call.
 
-A decoded frame (a PyAV ``VideoFrame`` from a file, a WebRTC track, or a camera array wrapped by
-``frame_from_array``) is scaled by FFmpeg's swscale to a fixed small size and returned as RGB uint8.
-The function works on one frame at a time, so a window's features are the same however the stream was
-cut into windows.
+A decoded frame (a PyAV ``VideoFrame`` from a file or a WebRTC track, or a camera image wrapped by
+``frame_from_array``) is brought to planar YUV 4:2:0 (what H.264 files and WebRTC already deliver; other
+pixel formats go through FFmpeg's converter first), each plane is area-averaged to a fixed small size
+with OpenCV, and the small 4:2:0 picture is converted to RGB (ITU-R BT.601, limited range, as FFmpeg
+does by default). Working on the decoder's planes is several
+times faster than converting the full frame. The function sees one frame at a time, so a window's
+features are the same however the stream was cut into windows.
 """
 
 from __future__ import annotations
@@ -11,14 +14,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import av
+import cv2
 import numpy as np
 
 
 @dataclass(frozen=True)
 class FrameConfig:
-    width: int = 64
-    height: int = 48
+    width: int = 64  # even
+    height: int = 48  # even
     fps: float = 25.0
+
+    def __post_init__(self):
+        if self.width < 2 or self.height < 2 or self.width % 2 or self.height % 2:
+            raise ValueError(f"frame size must be even and at least 2x2, got {self.width}x{self.height}")
+        if self.fps <= 0:
+            raise ValueError(f"fps must be positive, got {self.fps}")
 
 
 def frame_from_array(image: np.ndarray, channel_order: str = "rgb") -> av.VideoFrame:
@@ -31,7 +41,19 @@ def frame_from_array(image: np.ndarray, channel_order: str = "rgb") -> av.VideoF
     return av.VideoFrame.from_ndarray(image, format=f"{channel_order}24")
 
 
+def _plane(p: av.video.plane.VideoPlane) -> np.ndarray:
+    return np.frombuffer(p, np.uint8).reshape(p.height, p.line_size)[:, :p.width]
+
+
 def frame_features(frame: av.VideoFrame, cfg: FrameConfig = FrameConfig()) -> np.ndarray:
-    """One frame scaled to (cfg.height, cfg.width, 3) RGB uint8 with area averaging."""
-    small = frame.reformat(width=cfg.width, height=cfg.height, format="rgb24", interpolation="AREA")
-    return small.to_ndarray()
+    """One frame scaled to (cfg.height, cfg.width, 3) RGB uint8."""
+    if frame.format.name != "yuv420p":
+        frame = frame.reformat(format="yuv420p")
+    w, h = cfg.width, cfg.height
+    y, u, v = frame.planes
+    i420 = np.concatenate([
+        cv2.resize(_plane(y), (w, h), interpolation=cv2.INTER_AREA).ravel(),
+        cv2.resize(_plane(u), (w // 2, h // 2), interpolation=cv2.INTER_AREA).ravel(),
+        cv2.resize(_plane(v), (w // 2, h // 2), interpolation=cv2.INTER_AREA).ravel(),
+    ]).reshape(h * 3 // 2, w)
+    return cv2.cvtColor(i420, cv2.COLOR_YUV2RGB_I420)

@@ -1,0 +1,186 @@
+"""Curation: every bad row is quarantined with the right reason, good rows are kept, the cache works."""
+
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from symptomfuse.cli import main
+from symptomfuse.data import curate as curate_mod
+from symptomfuse.data.cache import FeatureCache
+from symptomfuse.data.curate import CurateConfig, curate
+from symptomfuse.data.media import MediaError, decode
+from symptomfuse.features.audio import SAMPLE_RATE
+from symptomfuse.features.video import FrameConfig
+from symptomfuse.synth.cohort import write_av
+
+from conftest import make_av
+
+LABELS = ["healthy", "parkinsons"]
+
+
+@pytest.fixture(scope="module")
+def dirty(cohort, tmp_path_factory):
+    """The cohort's manifest plus one injected row per failure, each with the reason it must get."""
+    d = tmp_path_factory.mktemp("dirty")
+    m = pd.read_csv(cohort / "manifest.csv")
+    m["path"] = [str(cohort / p) for p in m.path]
+    m["keypoints"] = [str(cohort / p) for p in m.keypoints]
+    good = m.copy()
+    first = m.iloc[0]
+
+    (d / "empty.mp4").write_bytes(b"")
+    data = (cohort / first.path).read_bytes()
+    (d / "truncated.mp4").write_bytes(data[: len(data) * 2 // 5])
+    (d / "random.mp4").write_bytes(np.random.default_rng(0).bytes(50_000))
+    make_av(d / "audio_only.m4a", 5.0, video=False)
+    make_av(d / "video_only.mp4", 5.0, audio=False)
+    make_av(d / "short.mp4", 2.0, seed=1)
+    shutil.copy(cohort / first.path, d / "copy_of_first.mp4")
+    make_av(d / "conflict_a.mp4", 4.0, seed=2)
+    make_av(d / "conflict_b.mp4", 4.0, seed=3)
+    make_av(d / "sep_audio.m4a", 5.0, video=False, seed=4)
+    make_av(d / "sep_video.mp4", 5.0, audio=False, seed=5)
+
+    def row(path, person, label="healthy", session="1", **kw):
+        return {"path": str(path), "person_id": person, "label": label, "session": session, "keypoints": "", **kw}
+
+    injected = [
+        (row(d / "nope.mp4", "X01"), "missing_file"),
+        (row(d / "empty.mp4", "X02"), "empty_file"),
+        (row(d / "truncated.mp4", "X03"), "corrupt"),
+        (row(d / "random.mp4", "X04"), "unreadable"),
+        (row(d / "audio_only.m4a", "X05"), "no_video"),
+        (row(d / "video_only.mp4", "X06"), "no_audio"),
+        (row(d / "short.mp4", "X07"), "too_short"),
+        (row(d / "short.mp4", "X08", label="parkinson?"), "unknown_label"),
+        (dict(first), "duplicate_row"),
+        (row(d / "copy_of_first.mp4", "X09"), "duplicate_content"),
+        (row(d / "conflict_a.mp4", "X10", label="healthy"), "conflicting_labels"),
+        (row(d / "conflict_b.mp4", "X10", label="parkinsons", session="2"), "conflicting_labels"),
+        (row("", "X11"), "missing_field"),
+    ]
+    separate = {"path": "", "audio_path": str(d / "sep_audio.m4a"), "video_path": str(d / "sep_video.mp4"),
+                "person_id": "X12", "label": "parkinsons", "session": "1", "keypoints": ""}
+    rows = [dict(r) for r in good.to_dict("records")] + [r for r, _ in injected] + [separate]
+    manifest = pd.DataFrame(rows).fillna("")
+    manifest.to_csv(d / "manifest.csv", index=False)
+    expected = {len(good) + i: reason for i, (_, reason) in enumerate(injected)}
+    return d / "manifest.csv", expected, len(good) + 1
+
+
+def test_bad_rows_are_quarantined_with_their_reason(dirty, tmp_path):
+    manifest, expected, n_good = dirty
+    res = curate(manifest, tmp_path / "out", labels=LABELS, workers=2, progress=False)
+    got = dict(zip(res.quarantine.row, res.quarantine.reason))
+    assert got == expected
+    assert len(res.recordings) == n_good  # every good row, the separate audio + video one included
+    assert set(res.recordings.row) == set(range(n_good - 1)) | {n_good - 1 + len(expected)}
+    q = pd.read_csv(tmp_path / "out" / "quarantine.csv")
+    assert len(q) == len(expected) and q.detail.notna().all()
+    s = res.summary
+    assert s["totals"]["quarantined"] == len(expected)
+    assert s["quarantined_by_reason"]["conflicting_labels"] == 2
+    for f in ("recordings.csv", "windows.csv", "summary.json", "summary.png", "curation.json"):
+        assert (tmp_path / "out" / f).stat().st_size > 0
+
+
+def test_rerun_hits_the_cache_and_decodes_nothing(dirty, tmp_path, monkeypatch):
+    manifest, expected, n_good = dirty
+    first = curate(manifest, tmp_path / "out", labels=LABELS, workers=2, progress=False)
+    assert first.decoded > 0
+
+    def no_decode(*a, **k):
+        raise AssertionError("decoded on a re-run with nothing changed")
+
+    monkeypatch.setattr(curate_mod, "decode", no_decode)
+    again = curate(manifest, tmp_path / "out", labels=LABELS, workers=1, progress=False)
+    assert again.decoded == 0 and again.cache_hits == first.decoded + first.cache_hits
+    pd.testing.assert_frame_equal(again.recordings, first.recordings)
+    assert dict(zip(again.quarantine.row, again.quarantine.reason)) == expected
+    # A changed setting is a new key: now it must decode again.
+    with pytest.raises(AssertionError, match="decoded on a re-run"):
+        curate(manifest, tmp_path / "out", CurateConfig(hop_s=0.5), labels=LABELS, workers=1, progress=False)
+
+
+def test_windows_and_features_have_the_right_shapes(cohort, tmp_path):
+    res = curate(cohort / "manifest.csv", tmp_path / "out", labels=LABELS, workers=2, progress=False)
+    assert len(res.quarantine) == 0
+    assert (res.recordings.n_windows == 4).all()  # 6 s recordings, 3 s windows, 1 s hop
+    assert len(res.windows) == 4 * len(res.recordings)
+    arrays = FeatureCache(tmp_path / "out" / "cache").load(res.recordings.cache_key[0])
+    assert arrays["audio_logmel"].shape == (4, 64, 298)
+    assert arrays["frames"].shape == (150, 48, 64, 3) and arrays["frames"].dtype == np.uint8
+    assert arrays["keypoint_features"].shape == (4, 75, 127)
+    assert np.all(arrays["keypoint_features"][..., -1] == 1)  # the hand is in every synthetic frame
+    np.testing.assert_allclose(res.windows.start_s.to_numpy()[:4], [0, 1, 2, 3])
+    # the voice sits in the middle of the recording: its windows are loud
+    assert (res.windows.audio_rms_db > -40).all()
+
+
+def test_audio_and_video_are_aligned(tmp_path):
+    """A click and a white flash at the same instant land on the same window position after curation."""
+    fps, rate, t_event = 25, 44100, 2.0
+    frames = [np.full((120, 160, 3), 255 if abs(i / fps - t_event) < 0.5 / fps else 20, np.uint8)
+              for i in range(5 * fps)]
+    audio = np.zeros(5 * rate, np.float32)
+    k = int(t_event * rate)
+    audio[k:k + 441] = 0.8 * np.sin(2 * np.pi * 1000 * np.arange(441) / rate)
+    write_av(tmp_path / "sync.mp4", frames, audio, fps, rate, 160, 120)
+    dec = decode(tmp_path / "sync.mp4", tmp_path / "sync.mp4", FrameConfig(fps=25))
+    flash = np.argmax(dec.frames.mean(axis=(1, 2, 3))) / 25
+    click = np.argmax(np.abs(dec.audio) > 0.2) / SAMPLE_RATE
+    assert abs(flash - click) <= 1 / fps + 1e-6, (flash, click)
+
+
+def test_resampling_to_another_frame_rate(tmp_path):
+    make_av(tmp_path / "a.mp4", 4.0, fps=30)
+    dec = decode(tmp_path / "a.mp4", tmp_path / "a.mp4", FrameConfig(width=32, height=24, fps=15))
+    assert dec.frames.shape[1:] == (24, 32, 3)
+    assert abs(len(dec.frames) / 15 - 4.0) <= 2 / 15
+    assert abs(len(dec.audio) / SAMPLE_RATE - 4.0) < 0.1
+
+
+def test_pad_short_keeps_a_short_recording(tmp_path):
+    make_av(tmp_path / "short.mp4", 1.2)
+    pd.DataFrame([{"path": "short.mp4", "person_id": "A", "label": "x"}]).to_csv(tmp_path / "m.csv", index=False)
+    res = curate(tmp_path / "m.csv", tmp_path / "o", workers=1, progress=False)
+    assert res.quarantine.reason.tolist() == ["too_short"] and res.recordings.empty
+    res = curate(tmp_path / "m.csv", tmp_path / "o", CurateConfig(pad_short=True), workers=1, progress=False)
+    assert len(res.recordings) == 1 and res.recordings.n_windows[0] == 1
+
+
+def test_cli_exit_codes(dirty, tmp_path, capsys):
+    manifest, expected, _ = dirty
+    assert main(["curate", str(manifest), "--out", str(tmp_path / "o"), "--labels", ",".join(LABELS)]) == 0
+    out = capsys.readouterr().out
+    assert "quarantined rows: %d" % len(expected) in out and "parkinsons" in out
+    assert main(["curate", str(manifest), "--out", str(tmp_path / "o"), "--labels", ",".join(LABELS),
+                 "--strict"]) == 1
+    pd.DataFrame([{"path": "gone.mp4", "person_id": "A", "label": "x"}]).to_csv(tmp_path / "m.csv", index=False)
+    assert main(["curate", str(tmp_path / "m.csv"), "--out", str(tmp_path / "o2")]) == 1
+    assert main(["curate", str(tmp_path / "nothing.csv"), "--out", str(tmp_path / "o3")]) == 2
+    pd.DataFrame([{"file": "a.mp4", "who": "A"}]).to_csv(tmp_path / "cols.csv", index=False)
+    assert main(["curate", str(tmp_path / "cols.csv"), "--out", str(tmp_path / "o4")]) == 2
+    assert "--person-col" in capsys.readouterr().err
+
+
+def test_custom_column_names(cohort, tmp_path):
+    m = pd.read_csv(cohort / "manifest.csv").rename(columns={"path": "media", "person_id": "subject",
+                                                             "label": "diagnosis"})
+    m["media"] = [str(cohort / p) for p in m.media]
+    m = m.drop(columns=["keypoints"]).head(2)
+    m.to_csv(tmp_path / "m.csv", index=False)
+    code = main(["curate", str(tmp_path / "m.csv"), "--out", str(tmp_path / "o"), "--path-col", "media",
+                 "--person-col", "subject", "--label-col", "diagnosis", "--workers", "1"])
+    assert code == 0
+    rec = pd.read_csv(tmp_path / "o" / "recordings.csv")
+    assert len(rec) == 2 and rec.modalities.tolist() == ["audio+video"] * 2
+
+
+def test_media_errors_carry_reasons(tmp_path):
+    (tmp_path / "r.mp4").write_bytes(b"\x00" * 1000)
+    with pytest.raises(MediaError) as e:
+        decode(tmp_path / "r.mp4", tmp_path / "r.mp4")
+    assert e.value.reason == "unreadable"
