@@ -30,6 +30,7 @@ def plot_summary(recordings: pd.DataFrame, windows: pd.DataFrame, quarantine: pd
     ax.set_xticks(x, classes)
     if any(v > 0 for vals in counts.values() for v in vals):
         ax.set_yscale("log")  # windows outnumber people by two orders of magnitude
+        ax.set_ylim(bottom=0.8)
     ax.set_title("class balance")
     ax.legend(fontsize=8)
 
