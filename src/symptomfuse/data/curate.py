@@ -10,8 +10,6 @@ feature functions; write ``recordings.csv``, ``windows.csv``, ``quarantine.csv``
 from __future__ import annotations
 
 import json
-import os
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -26,6 +24,7 @@ from symptomfuse.data.media import MediaError, decode
 from symptomfuse.features.audio import SAMPLE_RATE, LogMelConfig, log_mel_windows, rms_db
 from symptomfuse.features.keypoints import N_LANDMARKS, keypoint_features
 from symptomfuse.features.video import FrameConfig
+from symptomfuse.parallel import run_jobs
 
 # Bump when a feature function changes what it computes: every cache entry is then rebuilt.
 FEATURES_VERSION = 2
@@ -208,19 +207,8 @@ def curate(
 
     results = list(hits)
     if todo:
-        workers = workers or min(len(todo), os.cpu_count() or 1)
-        jobs = [(c, cfg, key, cache_root) for c, key, _ in todo]
-        bar = tqdm(total=len(jobs), desc="decode + features", unit="rec", disable=not progress)
-        if workers <= 1:
-            for job in jobs:
-                results.append(_work(job))
-                bar.update()
-        else:
-            with ProcessPoolExecutor(workers) as pool:
-                for fut in as_completed([pool.submit(_work, j) for j in jobs]):
-                    results.append(fut.result())
-                    bar.update()
-        bar.close()
+        results += run_jobs(_work, [(c, cfg, key, cache_root) for c, key, _ in todo], workers,
+                            "decode + features", progress)
 
     rec_rows, win_rows, used_ids = [], [], set()
     for c, key, meta in sorted(results, key=lambda r: r[0].row):

@@ -14,17 +14,14 @@ rests and then taps. Beside it: the ground-truth hand landmarks (``.keypoints.np
 from __future__ import annotations
 
 import json
-import os
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import av
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
-
 from symptomfuse.atomic import atomic_path, atomic_write_text
+from symptomfuse.parallel import run_jobs
 from symptomfuse.synth.hand import HandParams, HandRenderer, SceneParams, hand_trajectory, to_image_coords
 from symptomfuse.synth.voice import VoiceParams, synth_vowel
 
@@ -243,20 +240,7 @@ def synthesize(cfg: SynthConfig, out: Path, workers: int | None = None, progress
     rec_dir.mkdir(parents=True, exist_ok=True)
     people = sample_people(cfg)
     jobs = [(p, s, cfg, rec_dir) for p in people for s in range(1, cfg.recordings_per_person + 1)]
-    workers = workers or min(len(jobs), os.cpu_count() or 1)
-    bar = tqdm(total=len(jobs), desc="synth", unit="rec", disable=not progress)
-    rows = []
-    if workers <= 1:
-        for job in jobs:
-            rows.append(_make_recording_job(job))
-            bar.update()
-    else:
-        with ProcessPoolExecutor(workers) as pool:
-            for row in pool.map(_make_recording_job, jobs):
-                rows.append(row)
-                bar.update()
-    bar.close()
-    manifest = pd.DataFrame(rows)
+    manifest = pd.DataFrame(run_jobs(_make_recording_job, jobs, workers, "synth", progress))
     atomic_write_text(out / "manifest.csv", manifest.to_csv(index=False))
     atomic_write_text(out / "people.json", json.dumps(_jsonable(
         {"config": asdict(cfg), "people": [asdict(p) for p in people]}), indent=1))
