@@ -1,0 +1,1 @@
+"""Per-modality encoders, rebuilt by name from a plain config (see ``registry``)."""

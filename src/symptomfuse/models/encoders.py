@@ -1,0 +1,141 @@
+"""Encoders, one per input representation, each mapping a batch to an embedding (batch, dim).
+
+Each keeps the scaler fitted on its training data (``Standardize``) inside the module, so inference
+always applies the same scaling as training, and each is rebuilt from ``config()``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from symptomfuse.models.registry import register
+
+
+class Standardize(nn.Module):
+    """(x - mean) / std with statistics fitted on training data only and saved with the weights."""
+
+    def __init__(self, shape: tuple[int, ...]):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(shape))
+        self.register_buffer("std", torch.ones(shape))
+
+    @torch.no_grad()
+    def fit(self, x: torch.Tensor, dims: tuple[int, ...]) -> None:
+        """Fit on a training tensor, reducing over ``dims`` (those not in the kept shape)."""
+        self.mean.copy_(x.float().mean(dim=dims).reshape(self.mean.shape))
+        self.std.copy_(x.float().std(dim=dims).reshape(self.std.shape).clamp_min(1e-3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+def _conv2d_block(c_in: int, c_out: int, dropout: float) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(),
+                         nn.MaxPool2d(2), nn.Dropout(dropout))
+
+
+@register("encoder", "logmel_cnn")
+class LogMelCNN(nn.Module):
+    """A small 2-D CNN over a log-mel spectrogram (batch, n_mels, frames) -> (batch, dim)."""
+
+    modality = "audio"
+
+    def __init__(self, n_mels: int = 64, channels: tuple = (16, 32, 64), dim: int = 64, dropout: float = 0.1):
+        super().__init__()
+        self._config = {"n_mels": n_mels, "channels": list(channels), "dim": dim, "dropout": dropout}
+        self.norm = Standardize((n_mels, 1))
+        blocks, c = [], 1
+        for c_out in channels:
+            blocks.append(_conv2d_block(c, c_out, dropout))
+            c = c_out
+        self.body = nn.Sequential(*blocks)
+        self.proj = nn.Linear(c, dim)
+        self.out_dim = dim
+
+    def fit_normalizer(self, x: torch.Tensor) -> None:
+        self.norm.fit(x, dims=(0, 2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.body(self.norm(x).unsqueeze(1))
+        return self.proj(h.mean(dim=(2, 3)))
+
+    def config(self) -> dict:
+        return {"name": self.registry_name, **self._config}
+
+
+@register("encoder", "frames_cnn")
+class FramesCNN(nn.Module):
+    """A per-frame 2-D CNN, then temporal convolution and pooling: (batch, T, H, W, 3) uint8 -> (batch, dim).
+
+    The first layer sees each frame beside its difference from the previous one, so motion (tremor,
+    tapping) is as visible to it as appearance.
+    """
+
+    modality = "video"
+
+    def __init__(self, channels: tuple = (16, 32, 32), dim: int = 64, temporal_kernel: int = 5,
+                 dropout: float = 0.1):
+        super().__init__()
+        self._config = {"channels": list(channels), "dim": dim, "temporal_kernel": temporal_kernel,
+                        "dropout": dropout}
+        self.norm = Standardize((6, 1, 1))
+        blocks, c = [], 6
+        for c_out in channels:
+            blocks.append(_conv2d_block(c, c_out, dropout))
+            c = c_out
+        self.frame_net = nn.Sequential(*blocks)
+        self.temporal = nn.Sequential(nn.Conv1d(c, dim, temporal_kernel, padding=temporal_kernel // 2),
+                                      nn.BatchNorm1d(dim), nn.ReLU())
+        self.out_dim = dim
+
+    @staticmethod
+    def _frames_and_motion(x: torch.Tensor) -> torch.Tensor:
+        f = x.float().permute(0, 1, 4, 2, 3) / 255.0  # (B, T, 3, H, W)
+        motion = torch.diff(f, dim=1, prepend=f[:, :1])
+        return torch.cat([f, motion], dim=2)  # (B, T, 6, H, W)
+
+    def fit_normalizer(self, x: torch.Tensor) -> None:
+        self.norm.fit(self._frames_and_motion(x).flatten(0, 1), dims=(0, 2, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t = x.shape[:2]
+        h = self.norm(self._frames_and_motion(x).flatten(0, 1))
+        h = self.frame_net(h).mean(dim=(2, 3)).reshape(b, t, -1).transpose(1, 2)  # (B, C, T)
+        return self.temporal(h).mean(dim=2)
+
+    def config(self) -> dict:
+        return {"name": self.registry_name, **self._config}
+
+
+@register("encoder", "keypoints_tcn")
+class KeypointsTCN(nn.Module):
+    """Dilated temporal convolutions over keypoint features (batch, T, features) -> (batch, dim)."""
+
+    modality = "video"
+
+    def __init__(self, n_features: int = 127, channels: int = 64, dim: int = 64, levels: int = 4,
+                 kernel: int = 3, dropout: float = 0.1):
+        super().__init__()
+        self._config = {"n_features": n_features, "channels": channels, "dim": dim, "levels": levels,
+                        "kernel": kernel, "dropout": dropout}
+        self.norm = Standardize((n_features,))
+        layers, c = [], n_features
+        for i in range(levels):
+            d = 2 ** i
+            layers += [nn.Conv1d(c, channels, kernel, padding=d * (kernel - 1) // 2, dilation=d),
+                       nn.BatchNorm1d(channels), nn.ReLU(), nn.Dropout(dropout)]
+            c = channels
+        self.tcn = nn.Sequential(*layers)
+        self.proj = nn.Linear(2 * channels, dim)
+        self.out_dim = dim
+
+    def fit_normalizer(self, x: torch.Tensor) -> None:
+        self.norm.fit(x, dims=(0, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.tcn(self.norm(x).transpose(1, 2))
+        return self.proj(torch.cat([h.mean(dim=2), h.amax(dim=2)], dim=1))
+
+    def config(self) -> dict:
+        return {"name": self.registry_name, **self._config}

@@ -1,0 +1,79 @@
+"""The multimodal classifier: encoders in a ModuleDict keyed by modality, a fusion module, a head.
+
+Saved as safetensors (weights, scalers included) plus a JSON config from which ``load`` rebuilds it;
+nothing is pickled.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Dict
+
+import torch
+import torch.nn as nn
+from safetensors.torch import load_file, save_file
+
+from symptomfuse.atomic import atomic_path, atomic_write_text
+from symptomfuse.fusion import modules as _fusion_modules  # noqa: F401  (registers the fusion modules)
+from symptomfuse.models import encoders as _encoders  # noqa: F401  (registers the encoders)
+from symptomfuse.models.registry import build
+
+
+class MultimodalClassifier(nn.Module):
+    def __init__(self, encoders: Dict[str, dict], fusion: dict | None, n_classes: int, dropout: float = 0.2):
+        super().__init__()
+        if fusion is None and len(encoders) != 1:
+            raise ValueError("a model without fusion takes exactly one encoder")
+        self._config = {"encoders": encoders, "fusion": fusion, "n_classes": n_classes, "dropout": dropout}
+        self.encoders = nn.ModuleDict({m: build("encoder", cfg) for m, cfg in encoders.items()})
+        dims = {m: e.out_dim for m, e in self.encoders.items()}
+        self.fusion = build("fusion", {**fusion, "dims": dims}) if fusion is not None else None
+        width = self.fusion.out_dim if self.fusion is not None else next(iter(dims.values()))
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(width, n_classes))
+
+    @property
+    def modalities(self) -> list[str]:
+        return list(self.encoders)
+
+    def forward(self, inputs: Dict[str, torch.Tensor], mask: Dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """Logits (batch, n_classes). ``inputs`` may hold any subset of the modalities; ``mask`` marks, per
+        sample, which present inputs are real (default: all of those given)."""
+        given = [m for m in self.modalities if m in inputs]
+        if not given:
+            raise ValueError(f"no input for any of {self.modalities}")
+        batch = len(inputs[given[0]])
+        if mask is None:
+            mask = {m: torch.ones(batch, dtype=torch.bool) for m in given}
+        if self.fusion is None:
+            return self.head(self.encoders[given[0]](inputs[given[0]]))
+        dims = {m: e.out_dim for m, e in self.encoders.items()}
+        emb, full_mask = {}, {}
+        for m in self.modalities:
+            if m in given:
+                emb[m] = self.encoders[m](inputs[m])
+                full_mask[m] = mask[m].bool()
+            else:  # never encoded: a placeholder the fusion ignores because the mask says absent
+                emb[m] = torch.zeros(batch, dims[m])
+                full_mask[m] = torch.zeros(batch, dtype=torch.bool)
+        return self.head(self.fusion(emb, full_mask))
+
+    def config(self) -> dict:
+        return json.loads(json.dumps(self._config))
+
+
+def save(model: MultimodalClassifier, folder: Path, extra: dict | None = None) -> None:
+    """Write ``model.safetensors`` and ``config.json`` into ``folder``, atomically."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    with atomic_path(folder / "model.safetensors") as tmp:
+        save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(tmp))
+    atomic_write_text(folder / "config.json", json.dumps({"model": model.config(), **(extra or {})}, indent=1))
+
+
+def load(folder: Path) -> MultimodalClassifier:
+    folder = Path(folder)
+    cfg = json.loads((folder / "config.json").read_text())["model"]
+    model = MultimodalClassifier(**cfg)
+    model.load_state_dict(load_file(str(folder / "model.safetensors")))
+    return model.eval()
