@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -13,7 +14,7 @@ DESCRIPTION = f"""\
 symptomfuse: multi-modal (voice + video) classifiers for early signs of disease.
 {NOTICE}
 
-Stages:  synth -> curate   (more stages arrive with later releases)
+Stages:  synth -> curate -> train -> evaluate   (stream, serve and export arrive later)
 Run `symptomfuse COMMAND --help` for the options and an example of each."""
 
 
@@ -154,6 +155,111 @@ def _run_curate(args) -> int:
     return 0
 
 
+DEFAULT_ENCODERS = {"audio": "logmel_cnn", "video": "frames_cnn", "keypoints": "keypoints_tcn"}
+
+
+def _add_train(sub) -> None:
+    p = sub.add_parser(
+        "train", formatter_class=_Formatter,
+        help="cross-validate audio, video and fused classifiers, grouped by person",
+        description=f"""\
+Train every model of a run with k-fold cross-validation grouped by person (stratified by label): one
+model per modality (--modalities), then each intermediate fusion (--fusions) and late fusion (--late)
+over --fusion-modalities. Fused models start from the same fold's single-modality encoders and learn
+with modality dropout, so they work with any subset of their modalities. Early stopping, temperature
+scaling and late-fusion weights use validation people inside the training folds; test people are only
+predicted. Writes run.json, windows.csv, predictions/ (out-of-fold) and models/ (safetensors + JSON).
+
+Modalities: audio (log-mel), video (frames), keypoints (hand keypoint motion).
+Encoders: --audio-encoder, --video-encoder, --keypoints-encoder name a registered encoder; --encoder-args
+takes JSON keyword arguments per modality. {NOTICE}""",
+        epilog="examples:\n  symptomfuse train demo_out/curated --out demo_out/run\n"
+               "  symptomfuse train fsdd_curated --out fsdd_run --modalities audio --folds 6")
+    p.add_argument("curated", type=Path, help="a folder written by `symptomfuse curate`")
+    p.add_argument("--out", type=Path, required=True, help="run folder")
+    p.add_argument("--modalities", type=_csv_list, default=["audio", "video", "keypoints"],
+                   help="single-modality models to train")
+    p.add_argument("--fusion-modalities", type=_csv_list, default=["audio", "keypoints"],
+                   help="modalities the fused models combine (empty: no fusion)")
+    p.add_argument("--fusions", type=_csv_list, default=["concat", "gated", "attention", "uncertainty"],
+                   help="intermediate fusion modules")
+    p.add_argument("--late", type=_csv_list, default=["mean", "weighted", "stacking"],
+                   help="late fusions of the single-modality probabilities")
+    for m, enc in DEFAULT_ENCODERS.items():
+        p.add_argument(f"--{m}-encoder", default=enc, help=f"encoder for {m}")
+    p.add_argument("--encoder-args", type=json.loads, default={},
+                   help='JSON per modality, e.g. \'{"audio": {"channels": [8, 16, 32]}}\'')
+    p.add_argument("--folds", type=int, default=5, help="cross-validation folds")
+    p.add_argument("--held-out", type=_csv_list, default=[], help="people kept out of every fold")
+    p.add_argument("--epochs", type=int, default=20, help="maximum epochs")
+    p.add_argument("--patience", type=int, default=4, help="early-stopping patience (epochs)")
+    p.add_argument("--fusion-epochs", type=int, default=8, help="maximum epochs for fused models")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--modality-dropout", type=float, default=0.3)
+    p.add_argument("--no-augment", action="store_true", help="turn augmentation off")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_run_train)
+
+
+def _run_train(args) -> int:
+    from symptomfuse.data.dataset import load_curated
+    from symptomfuse.models.registry import available
+    from symptomfuse.train.crossval import cross_validate, default_specs
+    from symptomfuse.train.fit import TrainConfig
+    from symptomfuse.train.splits import person_folds
+
+    fusion_mods = [m for m in args.fusion_modalities if m]
+    mods = list(dict.fromkeys(args.modalities + fusion_mods))
+    for f in args.fusions:
+        if f not in available("fusion"):
+            raise ValueError(f"unknown fusion {f!r}; available: {', '.join(available('fusion'))}")
+    encoders = {m: {"name": getattr(args, f"{m}_encoder"), **args.encoder_args.get(m, {})} for m in mods}
+    t0 = time.perf_counter()
+    ws = load_curated(args.curated, mods)
+    folds, _ = person_folds(ws.people, ws.y, args.folds, args.seed, args.held_out)
+    # one model per modality (fusion modalities included: fused models start from them), then fusions
+    specs = default_specs(encoders, args.fusions, args.late, fusion_mods)
+    cfg = TrainConfig(max_epochs=args.epochs, patience=args.patience, batch_size=args.batch_size, lr=args.lr,
+                      modality_dropout=args.modality_dropout, augment=not args.no_augment, seed=args.seed,
+                      progress=True)
+    protocol = {"folds": args.folds, "people": int(len(set(ws.people))), "seed": args.seed,
+                "held_out": args.held_out, "windows": int(len(ws.y)), "curated": str(args.curated)}
+    run = cross_validate(ws, specs, folds, cfg, args.out, protocol, fusion_epochs=args.fusion_epochs)
+    print(f"trained {len(run['models'])} models x {args.folds} folds on {protocol['people']} people "
+          f"({protocol['windows']} windows) in {time.perf_counter() - t0:.0f} s; run folder: {args.out}")
+    print(f"next: symptomfuse evaluate {args.out}")
+    return 0
+
+
+def _add_evaluate(sub) -> None:
+    p = sub.add_parser(
+        "evaluate", formatter_class=_Formatter,
+        help="metrics per window, recording and person with bootstrap intervals; report.html",
+        description=f"""\
+Evaluate a run's out-of-fold predictions: ROC AUC, balanced accuracy, sensitivity, specificity, F1,
+Brier score and ECE per window, per recording and per person (window probabilities averaged), each with
+a 95% bootstrap interval over people; an abstention band; the fusion ablation table (fused models also
+with each modality removed). Writes metrics.json, report.html and report/*.png. {NOTICE}""",
+        epilog="example:\n  symptomfuse evaluate demo_out/run")
+    p.add_argument("run", type=Path, help="a folder written by `symptomfuse train`")
+    p.add_argument("--bootstrap", type=int, default=500, help="bootstrap resamples of people")
+    p.add_argument("--abstain-band", type=float, default=0.1,
+                   help="abstain when the top probability is within this of chance")
+    p.set_defaults(func=_run_evaluate)
+
+
+def _run_evaluate(args) -> int:
+    from symptomfuse.evaluate.report import ablation_table, evaluate_run, format_table
+
+    if not (args.run / "run.json").exists():
+        raise FileNotFoundError(f"{args.run} is not a run folder (no run.json): run `symptomfuse train` first")
+    metrics = evaluate_run(args.run, n_boot=args.bootstrap, band=args.abstain_band)
+    print(format_table(ablation_table(metrics)))
+    print(f"\n{NOTICE}\nreport: {args.run / 'report.html'}   metrics: {args.run / 'metrics.json'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="symptomfuse", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -161,6 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_synth(sub)
     _add_curate(sub)
+    _add_train(sub)
+    _add_evaluate(sub)
     return parser
 
 

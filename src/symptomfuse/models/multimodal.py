@@ -21,16 +21,22 @@ from symptomfuse.models.registry import build
 
 
 class MultimodalClassifier(nn.Module):
-    def __init__(self, encoders: Dict[str, dict], fusion: dict | None, n_classes: int, dropout: float = 0.2):
+    def __init__(self, encoders: Dict[str, dict], fusion: dict | None, n_classes: int, dropout: float = 0.2,
+                 init_seed: int | None = None):
+        """``init_seed`` makes the initial weights reproducible without touching the global RNG."""
         super().__init__()
         if fusion is None and len(encoders) != 1:
             raise ValueError("a model without fusion takes exactly one encoder")
-        self._config = {"encoders": encoders, "fusion": fusion, "n_classes": n_classes, "dropout": dropout}
-        self.encoders = nn.ModuleDict({m: build("encoder", cfg) for m, cfg in encoders.items()})
-        dims = {m: e.out_dim for m, e in self.encoders.items()}
-        self.fusion = build("fusion", {**fusion, "dims": dims}) if fusion is not None else None
-        width = self.fusion.out_dim if self.fusion is not None else next(iter(dims.values()))
-        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(width, n_classes))
+        self._config = {"encoders": encoders, "fusion": fusion, "n_classes": n_classes, "dropout": dropout,
+                        "init_seed": init_seed}
+        with torch.random.fork_rng(devices=[]):
+            if init_seed is not None:
+                torch.manual_seed(init_seed)
+            self.encoders = nn.ModuleDict({m: build("encoder", cfg) for m, cfg in encoders.items()})
+            dims = {m: e.out_dim for m, e in self.encoders.items()}
+            self.fusion = build("fusion", {**fusion, "dims": dims}) if fusion is not None else None
+            width = self.fusion.out_dim if self.fusion is not None else next(iter(dims.values()))
+            self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(width, n_classes))
 
     @property
     def modalities(self) -> list[str]:

@@ -1,0 +1,1 @@
+"""Evaluation: metrics per window, recording and person with bootstrap intervals, calibration, report."""

@@ -1,0 +1,103 @@
+"""Metrics at three levels (window, recording, person) with 95% bootstrap intervals over people.
+
+Window probabilities are aggregated to recordings and people by their mean. For two classes the
+positive class is the second one (e.g. ``parkinsons`` after ``healthy``); for more classes, ROC AUC is
+the macro one-vs-rest mean, sensitivity the macro recall and specificity the macro one-vs-rest
+specificity. ECE is the expected calibration error of the top class over 10 equal-width bins.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy.stats import rankdata
+
+LEVELS = ("window", "recording", "person")
+METRICS = ("roc_auc", "balanced_accuracy", "sensitivity", "specificity", "f1", "brier", "ece", "accuracy")
+
+
+def aggregate(windows: pd.DataFrame, proba: np.ndarray, level: str) -> tuple[pd.DataFrame, np.ndarray]:
+    """Units of ``level`` with their person, true class index (column ``y``) and mean probabilities."""
+    if level == "window":
+        units = windows[["person_id", "y"]].copy()
+        return units.reset_index(drop=True), np.asarray(proba)
+    key = {"recording": "recording_id", "person": "person_id"}[level]
+    cols = [f"_p{k}" for k in range(proba.shape[1])]
+    df = pd.concat([windows[list(dict.fromkeys([key, "person_id", "y"]))].reset_index(drop=True),
+                    pd.DataFrame(proba, columns=cols)], axis=1)
+    g = df.groupby(key, sort=True)
+    units = g[["y"] if key == "person_id" else ["person_id", "y"]].first().reset_index()
+    return units, g[cols].mean().to_numpy()
+
+
+def _auc_binary(y: np.ndarray, s: np.ndarray) -> float:
+    pos = y == 1
+    n1, n0 = pos.sum(), (~pos).sum()
+    if n1 == 0 or n0 == 0:
+        return np.nan
+    r = rankdata(s)
+    return float((r[pos].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+
+
+def compute(y: np.ndarray, proba: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
+    """All metrics for true classes ``y`` and probabilities ``proba`` (n, classes)."""
+    y = np.asarray(y)
+    k = proba.shape[1]
+    if k == 2:
+        pred = (proba[:, 1] >= threshold).astype(int)
+    else:
+        pred = proba.argmax(axis=1)
+    recall = np.array([np.mean(pred[y == c] == c) if np.any(y == c) else np.nan for c in range(k)])
+    spec = np.array([np.mean(pred[y != c] != c) if np.any(y != c) else np.nan for c in range(k)])
+    prec = np.array([np.mean(y[pred == c] == c) if np.any(pred == c) else 0.0 for c in range(k)])
+    f1 = np.where(prec + recall > 0, 2 * prec * recall / np.maximum(prec + recall, 1e-12), 0.0)
+    onehot = np.eye(k)[y]
+    conf = proba.max(axis=1)
+    correct = proba.argmax(axis=1) == y
+    bins = np.minimum((conf * 10).astype(int), 9)
+    ece = sum(abs(conf[bins == b].mean() - correct[bins == b].mean()) * np.mean(bins == b)
+              for b in range(10) if np.any(bins == b))
+    if k == 2:
+        auc, sens, specificity, f1_ = _auc_binary(y, proba[:, 1]), recall[1], recall[0], f1[1]
+    else:
+        auc = np.nanmean([_auc_binary((y == c).astype(int), proba[:, c]) for c in range(k)])
+        sens, specificity, f1_ = np.nanmean(recall), np.nanmean(spec), float(np.mean(f1))
+    return {"roc_auc": float(auc), "balanced_accuracy": float(np.nanmean(recall)), "sensitivity": float(sens),
+            "specificity": float(specificity), "f1": float(f1_),
+            "brier": float(np.mean(np.sum((proba - onehot) ** 2, axis=1))), "ece": float(ece),
+            "accuracy": float(np.mean(pred == y))}
+
+
+def with_intervals(units: pd.DataFrame, proba: np.ndarray, n_boot: int = 500, seed: int = 0) -> dict:
+    """Point metrics plus ``<metric>_ci`` = [2.5%, 97.5%] percentiles over people resampled with replacement."""
+    y = units["y"].to_numpy()
+    out = compute(y, proba)
+    people = units["person_id"].to_numpy()
+    uniq, inv = np.unique(people, return_inverse=True)
+    members = [np.flatnonzero(inv == i) for i in range(len(uniq))]
+    rng = np.random.default_rng(seed)
+    draws = {m: [] for m in METRICS}
+    for _ in range(n_boot):
+        idx = np.concatenate([members[i] for i in rng.integers(0, len(uniq), len(uniq))])
+        if len(np.unique(y[idx])) < 2:
+            continue
+        for m, v in compute(y[idx], proba[idx]).items():
+            draws[m].append(v)
+    for m in METRICS:
+        vals = np.asarray(draws[m], float)
+        vals = vals[np.isfinite(vals)]
+        out[f"{m}_ci"] = [float(np.percentile(vals, 2.5)), float(np.percentile(vals, 97.5))] if len(vals) else [np.nan, np.nan]
+    out["n"] = int(len(y))
+    return out
+
+
+def abstention(units: pd.DataFrame, proba: np.ndarray, band: float = 0.1) -> dict:
+    """Abstain where the top probability is within ``band`` of a coin toss (two classes: 0.5 +- band;
+    more: top probability below 1/k + band). Coverage, and accuracy on the cases kept."""
+    k = proba.shape[1]
+    conf = proba.max(axis=1)
+    keep = conf >= (0.5 + band if k == 2 else 1.0 / k + band)
+    y = units["y"].to_numpy()
+    acc = float(np.mean(proba[keep].argmax(axis=1) == y[keep])) if keep.any() else float("nan")
+    return {"band": band, "coverage": float(keep.mean()), "accuracy_kept": acc,
+            "accuracy_all": float(np.mean(proba.argmax(axis=1) == y))}

@@ -1,0 +1,191 @@
+"""Evaluate a run folder: metrics.json, an ablation table, and report.html with its plots."""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from symptomfuse import NOTICE  # noqa: E402
+from symptomfuse.atomic import atomic_path, atomic_write_text  # noqa: E402
+from symptomfuse.evaluate.metrics import LEVELS, abstention, aggregate, with_intervals  # noqa: E402
+
+
+def load_predictions(run: Path) -> tuple[dict, pd.DataFrame, dict[str, np.ndarray]]:
+    info = json.loads((run / "run.json").read_text())
+    windows = pd.read_csv(run / "windows.csv", dtype={"person_id": str, "session": str})
+    preds = {}
+    for name in info["predictions"]:
+        df = pd.read_csv(run / "predictions" / f"{name}.csv")
+        p = np.full((len(windows), len(info["classes"])), np.nan)
+        p[df.window_index.to_numpy()] = df[[f"p_{c}" for c in info["classes"]]].to_numpy()
+        preds[name] = p
+    return info, windows, preds
+
+
+def evaluate_run(run: Path, n_boot: int = 500, band: float = 0.1, seed: int = 0) -> dict:
+    """Compute metrics for every prediction set in ``run`` and write metrics.json and the report."""
+    run = Path(run)
+    info, windows, preds = load_predictions(run)
+    tested = windows["fold"].to_numpy() >= 0
+    w = windows[tested].reset_index(drop=True)
+    metrics = {"models": {}, "ablations": {}, "protocol": info["protocol"], "classes": info["classes"],
+               "abstention_band": band}
+    for name, p in preds.items():
+        base = name.split("[")[0]
+        spec = info["models"][base]["spec"]
+        dropped = [m.strip("-]") for m in name[len(base):].split("[") if m]
+        entry = {"modalities": [m for m in spec["modalities"] if m not in dropped],
+                 "fusion": spec["late"] or (spec["fusion"] or {}).get("name")}
+        for level in LEVELS:
+            units, pl = aggregate(w, p[tested], level)
+            entry[level] = with_intervals(units, pl, n_boot=n_boot, seed=seed)
+            if level == "person":
+                entry["abstention"] = abstention(units, pl, band)
+        (metrics["ablations"] if dropped else metrics["models"])[name] = entry
+    atomic_write_text(run / "metrics.json", json.dumps(metrics, indent=1, default=float))
+    write_report(run, info, w, {k: v[tested] for k, v in preds.items()}, metrics)
+    return metrics
+
+
+def ablation_table(metrics: dict) -> pd.DataFrame:
+    rows = []
+    for group in ("models", "ablations"):
+        for name, e in metrics[group].items():
+            p, r, wd = e["person"], e["recording"], e["window"]
+            rows.append({"model": name, "modalities": "+".join(e["modalities"]), "fusion": e["fusion"] or "-",
+                         "person AUC": p["roc_auc"], "95% CI": f"{p['roc_auc_ci'][0]:.3f}-{p['roc_auc_ci'][1]:.3f}",
+                         "person bal. acc": p["balanced_accuracy"], "sens": p["sensitivity"],
+                         "spec": p["specificity"], "Brier": p["brier"], "ECE": p["ece"],
+                         "recording AUC": r["roc_auc"], "window AUC": wd["roc_auc"]})
+    return pd.DataFrame(rows)
+
+
+def format_table(df: pd.DataFrame) -> str:
+    return df.to_string(index=False, float_format=lambda v: f"{v:.3f}")
+
+
+def _save(fig, path: Path) -> str:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=90, format="png", bbox_inches="tight")
+    plt.close(fig)
+    return path.name
+
+
+def _roc(y, s):
+    order = np.argsort(-s)
+    y = y[order]
+    tpr = np.concatenate([[0], np.cumsum(y) / max(y.sum(), 1)])
+    fpr = np.concatenate([[0], np.cumsum(1 - y) / max((1 - y).sum(), 1)])
+    return fpr, tpr
+
+
+def write_report(run: Path, info: dict, windows: pd.DataFrame, preds: dict[str, np.ndarray], metrics: dict) -> None:
+    out = run / "report"
+    out.mkdir(exist_ok=True)
+    classes = info["classes"]
+    names = list(metrics["models"])
+    pos = len(classes) - 1
+    person = {n: aggregate(windows, preds[n], "person") for n in names}
+    images = []
+
+    fig, ax = plt.subplots(figsize=(6, 5.5))
+    for n in names:
+        units, p = person[n]
+        y = (units["y"].to_numpy() == pos).astype(int)
+        fpr, tpr = _roc(y, p[:, pos])
+        ax.plot(fpr, tpr, label=f"{n} ({metrics['models'][n]['person']['roc_auc']:.3f})")
+    ax.plot([0, 1], [0, 1], "k:", lw=0.8)
+    ax.set(xlabel="1 - specificity", ylabel="sensitivity",
+           title=f"ROC per person ({classes[pos]} vs rest)")
+    ax.legend(fontsize=7)
+    images.append(("ROC per model, per person", _save(fig, out / "roc.png")))
+
+    best = max(names, key=lambda n: metrics["models"][n]["person"]["roc_auc"])
+    cols = min(4, len(names))
+    rows_ = int(np.ceil(len(names) / cols))
+    fig, axes = plt.subplots(rows_, cols, figsize=(3.2 * cols, 3 * rows_), squeeze=False)
+    for ax, n in zip(axes.flat, names):
+        units, p = person[n]
+        cm = np.zeros((len(classes), len(classes)), int)
+        for t, q in zip(units["y"], p.argmax(axis=1)):
+            cm[t, q] += 1
+        ax.imshow(cm, cmap="Blues")
+        for i in range(len(classes)):
+            for j in range(len(classes)):
+                ax.text(j, i, cm[i, j], ha="center", va="center", fontsize=8)
+        ax.set_xticks(range(len(classes)), classes, fontsize=6, rotation=30)
+        ax.set_yticks(range(len(classes)), classes, fontsize=6)
+        ax.set_title(n + (" (best)" if n == best else ""), fontsize=8)
+    for ax in list(axes.flat)[len(names):]:
+        ax.axis("off")
+    fig.supxlabel("predicted")
+    fig.supylabel("true")
+    images.append(("Confusion matrices, per person", _save(fig, out / "confusion.png")))
+
+    fig, ax = plt.subplots(figsize=(6, 5.5))
+    for n in names:
+        units, p = person[n]
+        conf = p.max(axis=1)
+        correct = p.argmax(axis=1) == units["y"].to_numpy()
+        edges = np.linspace(0, 1, 6)
+        idx = np.clip(np.digitize(conf, edges) - 1, 0, 4)
+        xs = [conf[idx == b].mean() for b in range(5) if np.any(idx == b)]
+        ys = [correct[idx == b].mean() for b in range(5) if np.any(idx == b)]
+        ax.plot(xs, ys, "o-", label=n, ms=3)
+    ax.plot([0, 1], [0, 1], "k:", lw=0.8)
+    ax.set(xlabel="confidence (top class)", ylabel="accuracy", title="Reliability per person (temperature-scaled)")
+    ax.legend(fontsize=7)
+    images.append(("Reliability diagram", _save(fig, out / "reliability.png")))
+
+    trained = [n for n in names if info["models"][n]["folds"] and "history" in info["models"][n]["folds"][0]]
+    if trained:
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for i, n in enumerate(trained):
+            for f in info["models"][n]["folds"]:
+                h = pd.DataFrame(f["history"])
+                ax.plot(h.epoch, h.val_loss, color=f"C{i}", alpha=0.6, lw=1,
+                        label=n if f["fold"] == 0 else None)
+        ax.set(xlabel="epoch", ylabel="validation loss", title="Training curves (one line per fold)")
+        ax.legend(fontsize=7)
+        images.append(("Training curves", _save(fig, out / "training_curves.png")))
+
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(names) + 1.5))
+    for i, n in enumerate(names):
+        units, p = person[n]
+        y = units["y"].to_numpy()
+        jitter = np.random.default_rng(0).uniform(-0.15, 0.15, len(y))
+        for c in range(len(classes)):
+            ax.scatter(p[y == c, pos], i + jitter[y == c], s=10, color=f"C{c}",
+                       label=classes[c] if i == 0 else None, alpha=0.8)
+    ax.axvline(0.5, color="k", lw=0.6, ls=":")
+    ax.set_yticks(range(len(names)), names, fontsize=7)
+    ax.set(xlabel=f"P({classes[pos]}) per person", title="Per-person probabilities (out-of-fold)")
+    ax.legend(fontsize=7, loc="lower right")
+    images.append(("Per-person probability strip", _save(fig, out / "person_strip.png")))
+
+    table = ablation_table(metrics)
+    proto = metrics["protocol"]
+    body = [f"<h1>symptomfuse evaluation</h1><p class=notice><b>{html.escape(NOTICE)}</b></p>",
+            f"<p>{proto['folds']}-fold cross-validation grouped by person, {proto['people']} people, "
+            f"seed {proto['seed']}. Every prediction is out-of-fold; probabilities are temperature-scaled on "
+            f"validation people; windows are averaged per recording and per person. Intervals: 95% bootstrap "
+            f"over people. Rows with [-m] are fused models with modality m removed at inference.</p>",
+            "<h2>Fusion ablation</h2>", table.to_html(index=False, float_format=lambda v: f"{v:.3f}"),
+            "<h2>Abstention (per person)</h2>",
+            pd.DataFrame([{"model": n, **metrics["models"][n]["abstention"]} for n in names]).to_html(
+                index=False, float_format=lambda v: f"{v:.3f}")]
+    for title, img in images:
+        body.append(f"<h2>{html.escape(title)}</h2><img src='report/{img}' style='max-width:100%'>")
+    page = ("<!doctype html><html><head><meta charset='utf-8'><title>symptomfuse report</title><style>"
+            "body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse;"
+            "font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px}.notice{background:#fff3cd;"
+            "padding:8px}</style></head><body>" + "\n".join(body) + "</body></html>")
+    atomic_write_text(run / "report.html", page)

@@ -1,0 +1,130 @@
+"""Training and evaluation end to end on a tiny cohort; splits, leak check, determinism, late fusion."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from symptomfuse.cli import main
+from symptomfuse.data.curate import curate
+from symptomfuse.data.dataset import load_curated
+from symptomfuse.evaluate.calibration import calibrated, fit_temperature
+from symptomfuse.evaluate.metrics import compute
+from symptomfuse.fusion.late import MeanLate, StackingLate, WeightedLate
+from symptomfuse.models.multimodal import MultimodalClassifier, load
+from symptomfuse.train.fit import TrainConfig, fit, predict_logits
+from symptomfuse.train.splits import LeakError, check_no_leak, person_folds
+
+TINY = json.dumps({"audio": {"channels": [4, 8], "dim": 8}, "video": {"channels": [4, 4], "dim": 8},
+                   "keypoints": {"channels": 8, "dim": 8, "levels": 2}})
+
+
+@pytest.fixture(scope="module")
+def curated(cohort, tmp_path_factory):
+    out = tmp_path_factory.mktemp("curated")
+    curate(cohort / "manifest.csv", out, labels=["healthy", "parkinsons"], workers=2, progress=False)
+    return out
+
+
+def test_folds_are_grouped_by_person_and_stratified():
+    people = np.repeat([f"p{i}" for i in range(20)], 4)
+    y = np.repeat([0, 1] * 10, 4)
+    folds, held = person_folds(people, y, k=5, seed=0, held_out=["p0", "p1"])
+    assert len(held) == 8 and set(people[held]) == {"p0", "p1"}
+    tested = np.concatenate([f.test for f in folds])
+    assert sorted(tested.tolist()) == sorted(set(range(80)) - set(held.tolist()))
+    for f in folds:
+        for a, b in ((f.train, f.val), (f.train, f.test), (f.val, f.test)):
+            assert not set(people[a]) & set(people[b])
+        assert set(y[f.test]) == {0, 1}
+    with pytest.raises(ValueError, match="at least 5 people in every class"):
+        person_folds(people[:16], y[:16], k=5)
+
+
+def test_leak_check_refuses_a_person_in_two_splits():
+    check_no_leak({"train": np.array(["a", "b"]), "test": np.array(["c"])})
+    with pytest.raises(LeakError, match="both 'train' and 'test'"):
+        check_no_leak({"train": np.array(["a", "b"]), "test": np.array(["b", "c"])})
+
+
+def test_late_fusion_models():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 200)
+    good = np.clip(np.stack([1 - y, y], 1) * 0.8 + 0.1 + rng.normal(0, 0.05, (200, 2)), 0.01, 0.99)
+    good /= good.sum(1, keepdims=True)
+    noise = rng.dirichlet([1, 1], 200)
+    probas = {"audio": good, "video": noise}
+    w = WeightedLate().fit(probas, y)
+    assert w.weights_["audio"] > 0.7
+    for fuser in (MeanLate().fit(probas, y), w, StackingLate().fit(probas, y)):
+        p = fuser.predict_proba(probas)
+        assert p.shape == (200, 2) and np.allclose(p.sum(1), 1)
+        assert compute(y, p)["roc_auc"] > 0.9
+    assert np.allclose(w.predict_proba({"audio": good}), good)  # a missing modality is renormalised away
+    with pytest.raises(ValueError, match="missing"):
+        StackingLate().fit(probas, y).predict_proba({"audio": good})
+
+
+def test_temperature_scaling_fixes_overconfidence():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 2000)
+    logits = np.stack([np.zeros(2000), (2 * y - 1) * 1.0 + rng.normal(0, 1.5, 2000)], 1) * 5
+    t = fit_temperature(logits, y)
+    assert t > 2
+    assert compute(y, calibrated(logits, t))["ece"] < compute(y, calibrated(logits, 1.0))["ece"]
+
+
+def test_training_is_deterministic_and_reloads(curated, tmp_path):
+    ws = load_curated(curated, ["keypoints"])
+    folds, _ = person_folds(ws.people, ws.y, k=2, seed=0)
+    f = folds[0]
+    runs = []
+    for _ in range(2):
+        model = MultimodalClassifier({"keypoints": {"name": "keypoints_tcn", "channels": 8, "dim": 8,
+                                                    "levels": 2}}, None, 2, init_seed=1)
+        model, hist = fit(model, ws, f.train, f.val, TrainConfig(max_epochs=3, seed=5))
+        runs.append(predict_logits(model, ws, f.test))
+    np.testing.assert_array_equal(runs[0], runs[1])
+    assert len(hist) == 3
+
+
+def test_train_and_evaluate_cli(curated, tmp_path, capsys):
+    run = tmp_path / "run"
+    code = main(["train", str(curated), "--out", str(run), "--folds", "2", "--epochs", "2",
+                 "--fusion-epochs", "1", "--fusions", "gated,attention", "--encoder-args", TINY,
+                 "--batch-size", "16"])
+    assert code == 0
+    assert main(["evaluate", str(run), "--bootstrap", "50"]) == 0
+    out = capsys.readouterr().out
+    assert "fused_gated" in out and "late_stacking" in out
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["protocol"]["folds"] == 2 and metrics["protocol"]["people"] == 8
+    for name in ("audio_only", "video_only", "keypoints_only", "fused_gated", "fused_attention",
+                 "late_mean", "late_weighted", "late_stacking"):
+        e = metrics["models"][name]
+        for level in ("person", "recording", "window"):
+            for key in ("roc_auc", "roc_auc_ci", "balanced_accuracy", "sensitivity", "specificity", "brier", "ece"):
+                assert key in e[level], (name, level, key)
+            assert e[level]["roc_auc_ci"][0] <= e[level]["roc_auc_ci"][1]
+    assert metrics["models"]["fused_gated"]["fusion"] == "gated"
+    assert metrics["models"]["audio_only"]["modalities"] == ["audio"]
+    assert "fused_gated[-audio]" in metrics["ablations"]
+    # every window of every person has an out-of-fold prediction
+    windows = pd.read_csv(run / "windows.csv")
+    assert (windows.fold >= 0).all()
+    pred = pd.read_csv(run / "predictions" / "fused_gated.csv")
+    assert len(pred) == len(windows) and np.allclose(pred.filter(like="p_").sum(1), 1)
+    html = (run / "report.html").read_text()
+    assert "Research tool, not a diagnosis" in html
+    for png in ("roc", "confusion", "reliability", "training_curves", "person_strip"):
+        assert (run / "report" / f"{png}.png").stat().st_size > 1000
+    # a saved fold model reloads from safetensors + JSON with identical predictions
+    ws = load_curated(curated, ["audio", "keypoints"])
+    model = load(run / "models" / "fused_gated" / "fold0")
+    idx = np.arange(10)
+    with torch.no_grad():
+        a = predict_logits(model, ws, idx)
+        b = predict_logits(load(run / "models" / "fused_gated" / "fold0"), ws, idx)
+    np.testing.assert_array_equal(a, b)
