@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 DEMO_OUT ?= demo_out
 APT_PACKAGES := ffmpeg
 
-.PHONY: demo test install system-deps bench clean
+.PHONY: demo fsdd test install system-deps bench clean
 
 # The virtual environment, with the package and its pinned dependencies. Rebuilt when the pins change.
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -24,10 +24,22 @@ system-deps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 
-# The main job on the embedded synthetic cohort.
+SF := $(VENV)/bin/symptomfuse
+
+# The main job on the embedded synthetic cohort: data, every model, the evaluation report.
 demo: $(VENV)/.installed
-	$(VENV)/bin/symptomfuse synth --out $(DEMO_OUT)/cohort --people 48 --seed 0
-	$(VENV)/bin/symptomfuse curate $(DEMO_OUT)/cohort/manifest.csv --out $(DEMO_OUT)/curated --labels healthy,parkinsons
+	$(SF) synth --out $(DEMO_OUT)/cohort --people 48 --seed 0
+	$(SF) curate $(DEMO_OUT)/cohort/manifest.csv --out $(DEMO_OUT)/curated --labels healthy,parkinsons
+	$(SF) train $(DEMO_OUT)/curated --out $(DEMO_OUT)/run --epochs 12 --patience 3 --fusion-epochs 4
+	$(SF) evaluate $(DEMO_OUT)/run
+
+# Bring your own data: an audio-only, 10-class classifier on real speech (FSDD), split by speaker.
+fsdd: $(VENV)/.installed
+	$(SF) curate data/fsdd/manifest.csv --out $(DEMO_OUT)/fsdd_curated --modalities audio --window 1.0 \
+	  --hop 0.5 --pad-short --label-scope recording
+	$(SF) train $(DEMO_OUT)/fsdd_curated --out $(DEMO_OUT)/fsdd_run --modalities audio --fusion-modalities "" \
+	  --folds 6 --epochs 25 --patience 5
+	$(SF) evaluate $(DEMO_OUT)/fsdd_run
 
 test: $(VENV)/.installed system-deps
 	$(PY) -m pytest -q

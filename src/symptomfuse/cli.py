@@ -119,6 +119,9 @@ quarantined; 2 for bad arguments or an unreadable manifest.""",
     p.add_argument("--fps", type=float, default=25.0, help="video frame rate after decoding")
     p.add_argument("--frame-size", type=_size, default=(64, 48), help="video feature WIDTHxHEIGHT")
     p.add_argument("--n-mels", type=int, default=64, help="mel bands of the audio features")
+    p.add_argument("--label-scope", choices=["person", "recording"], default="person",
+                   help="person: one label per person (a diagnosis), conflicting rows are quarantined; "
+                        "recording: labels may differ between a person's recordings")
     p.add_argument("--pad-short", action="store_true",
                    help="pad recordings shorter than one window instead of quarantining them")
     p.add_argument("--cache", type=Path, default=None, help="feature cache folder (default: OUT/cache)")
@@ -134,7 +137,8 @@ def _run_curate(args) -> int:
     from symptomfuse.features.video import FrameConfig
 
     cfg = CurateConfig(window_s=args.window, hop_s=args.hop, modalities=tuple(args.modalities),
-                       pad_short=args.pad_short, logmel=LogMelConfig(n_mels=args.n_mels),
+                       pad_short=args.pad_short, label_scope=args.label_scope,
+                       logmel=LogMelConfig(n_mels=args.n_mels),
                        frames=FrameConfig(width=args.frame_size[0], height=args.frame_size[1], fps=args.fps))
     columns = Columns(path=args.path_col, audio=args.audio_col, video=args.video_col, person=args.person_col,
                       label=args.label_col, session=args.session_col, keypoints=args.keypoints_col)

@@ -36,6 +36,7 @@ class CurateConfig:
     hop_s: float = 1.0
     modalities: tuple = ("audio", "video")
     pad_short: bool = False  # pad a recording shorter than one window (audio: silence; video: last frame)
+    label_scope: str = "person"  # "person": one label per person (a diagnosis); "recording": may differ
     logmel: LogMelConfig = field(default_factory=LogMelConfig)
     frames: FrameConfig = field(default_factory=FrameConfig)
 
@@ -51,7 +52,8 @@ class CurateConfig:
 
     def settings(self) -> dict:
         """Everything that shapes a cache entry."""
-        return {"features_version": FEATURES_VERSION, "sample_rate": SAMPLE_RATE, **asdict(self)}
+        shaping = {k: v for k, v in asdict(self).items() if k != "label_scope"}
+        return {"features_version": FEATURES_VERSION, "sample_rate": SAMPLE_RATE, **shaping}
 
     def window_samples(self) -> int:
         return int(round(self.window_s * SAMPLE_RATE))
@@ -174,7 +176,8 @@ def curate(
     cache_root = Path(cache_dir) if cache_dir else out / "cache"
     cache = FeatureCache(cache_root)
     df = read_manifest(manifest, columns)
-    candidates, bad = check_rows(df, Path(root) if root else manifest.parent, columns, labels, cfg.modalities)
+    candidates, bad = check_rows(df, Path(root) if root else manifest.parent, columns, labels, cfg.modalities,
+                                 cfg.label_scope)
     settings = cfg.settings()
 
     # File-level checks and content hashes (cheap: no decoding).
@@ -247,7 +250,7 @@ def curate(
     atomic_write_text(out / "quarantine.csv", quarantine.to_csv(index=False))
     atomic_write_text(out / "curation.json", json.dumps({
         "manifest": str(manifest.resolve()), "classes": classes, "columns": asdict(columns),
-        "cache_dir": str(cache_root.resolve()), "config": settings}, indent=1))
+        "cache_dir": str(cache_root.resolve()), "label_scope": cfg.label_scope, "config": settings}, indent=1))
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
     from symptomfuse.data.summary_plot import plot_summary  # matplotlib only when writing the plot
     plot_summary(recordings, windows, quarantine, classes, out / "summary.png")

@@ -100,8 +100,15 @@ def check_rows(
     columns: Columns = Columns(),
     labels: list[str] | None = None,
     modalities: tuple[str, ...] = ("audio", "video"),
+    label_scope: str = "person",
 ) -> tuple[list[Candidate], list[Quarantined]]:
-    """Table-level checks. Returns the usable candidates and the quarantined rows."""
+    """Table-level checks. Returns the usable candidates and the quarantined rows.
+
+    ``label_scope="person"`` (a diagnosis: one label per person) quarantines every row of a person whose
+    rows disagree; ``"recording"`` (e.g. which word was spoken) allows different labels per person.
+    """
+    if label_scope not in ("person", "recording"):
+        raise ValueError(f"label scope must be 'person' or 'recording', got {label_scope!r}")
     candidates: list[Candidate] = []
     bad: list[Quarantined] = []
     seen: dict[tuple, int] = {}
@@ -137,7 +144,7 @@ def check_rows(
     by_person: dict[str, set] = {}
     for c in candidates:
         by_person.setdefault(c.person_id, set()).add(c.label)
-    conflicted = {p for p, ls in by_person.items() if len(ls) > 1}
+    conflicted = {p for p, ls in by_person.items() if len(ls) > 1} if label_scope == "person" else set()
     kept = []
     for c in candidates:
         if c.person_id in conflicted:

@@ -36,18 +36,23 @@ def evaluate_run(run: Path, n_boot: int = 500, band: float = 0.1, seed: int = 0)
     info, windows, preds = load_predictions(run)
     tested = windows["fold"].to_numpy() >= 0
     w = windows[tested].reset_index(drop=True)
+    # With one label per person (a diagnosis) the person is the unit that matters; when labels differ
+    # between a person's recordings (e.g. spoken digits) the recording is the top level.
+    per_person = bool((w.groupby("person_id")["y"].nunique() == 1).all())
+    levels = LEVELS if per_person else tuple(lv for lv in LEVELS if lv != "person")
+    top = levels[-1]
     metrics = {"models": {}, "ablations": {}, "protocol": info["protocol"], "classes": info["classes"],
-               "abstention_band": band}
+               "abstention_band": band, "top_level": top}
     for name, p in preds.items():
         base = name.split("[")[0]
         spec = info["models"][base]["spec"]
         dropped = [m.strip("-]") for m in name[len(base):].split("[") if m]
         entry = {"modalities": [m for m in spec["modalities"] if m not in dropped],
                  "fusion": spec["late"] or (spec["fusion"] or {}).get("name")}
-        for level in LEVELS:
+        for level in levels:
             units, pl = aggregate(w, p[tested], level)
             entry[level] = with_intervals(units, pl, n_boot=n_boot, seed=seed)
-            if level == "person":
+            if level == top:
                 entry["abstention"] = abstention(units, pl, band)
         (metrics["ablations"] if dropped else metrics["models"])[name] = entry
     atomic_write_text(run / "metrics.json", json.dumps(metrics, indent=1, default=float))
@@ -57,14 +62,18 @@ def evaluate_run(run: Path, n_boot: int = 500, band: float = 0.1, seed: int = 0)
 
 def ablation_table(metrics: dict) -> pd.DataFrame:
     rows = []
+    top = metrics.get("top_level", "person")
     for group in ("models", "ablations"):
         for name, e in metrics[group].items():
-            p, r, wd = e["person"], e["recording"], e["window"]
-            rows.append({"model": name, "modalities": "+".join(e["modalities"]), "fusion": e["fusion"] or "-",
-                         "person AUC": p["roc_auc"], "95% CI": f"{p['roc_auc_ci'][0]:.3f}-{p['roc_auc_ci'][1]:.3f}",
-                         "person bal. acc": p["balanced_accuracy"], "sens": p["sensitivity"],
-                         "spec": p["specificity"], "Brier": p["brier"], "ECE": p["ece"],
-                         "recording AUC": r["roc_auc"], "window AUC": wd["roc_auc"]})
+            p, wd = e[top], e["window"]
+            row = {"model": name, "modalities": "+".join(e["modalities"]), "fusion": e["fusion"] or "-",
+                   f"{top} AUC": p["roc_auc"], "95% CI": f"{p['roc_auc_ci'][0]:.3f}-{p['roc_auc_ci'][1]:.3f}",
+                   f"{top} bal. acc": p["balanced_accuracy"], "accuracy": p["accuracy"],
+                   "sens": p["sensitivity"], "spec": p["specificity"], "Brier": p["brier"], "ECE": p["ece"]}
+            if top == "person":
+                row["recording AUC"] = e["recording"]["roc_auc"]
+            row["window AUC"] = wd["roc_auc"]
+            rows.append(row)
     return pd.DataFrame(rows)
 
 
@@ -93,7 +102,8 @@ def write_report(run: Path, info: dict, windows: pd.DataFrame, preds: dict[str, 
     classes = info["classes"]
     names = list(metrics["models"])
     pos = len(classes) - 1
-    person = {n: aggregate(windows, preds[n], "person") for n in names}
+    top = metrics["top_level"]
+    person = {n: aggregate(windows, preds[n], top) for n in names}
     images = []
 
     fig, ax = plt.subplots(figsize=(6, 5.5))
@@ -101,14 +111,14 @@ def write_report(run: Path, info: dict, windows: pd.DataFrame, preds: dict[str, 
         units, p = person[n]
         y = (units["y"].to_numpy() == pos).astype(int)
         fpr, tpr = _roc(y, p[:, pos])
-        ax.plot(fpr, tpr, label=f"{n} ({metrics['models'][n]['person']['roc_auc']:.3f})")
+        ax.plot(fpr, tpr, label=f"{n} ({metrics['models'][n][top]['roc_auc']:.3f})")
     ax.plot([0, 1], [0, 1], "k:", lw=0.8)
     ax.set(xlabel="1 - specificity", ylabel="sensitivity",
-           title=f"ROC per person ({classes[pos]} vs rest)")
+           title=f"ROC per {top} ({classes[pos]} vs rest)")
     ax.legend(fontsize=7)
-    images.append(("ROC per model, per person", _save(fig, out / "roc.png")))
+    images.append((f"ROC per model, per {top}", _save(fig, out / "roc.png")))
 
-    best = max(names, key=lambda n: metrics["models"][n]["person"]["roc_auc"])
+    best = max(names, key=lambda n: metrics["models"][n][top]["roc_auc"])
     cols = min(4, len(names))
     rows_ = int(np.ceil(len(names) / cols))
     fig, axes = plt.subplots(rows_, cols, figsize=(3.2 * cols, 3 * rows_), squeeze=False)
@@ -128,7 +138,7 @@ def write_report(run: Path, info: dict, windows: pd.DataFrame, preds: dict[str, 
         ax.axis("off")
     fig.supxlabel("predicted")
     fig.supylabel("true")
-    images.append(("Confusion matrices, per person", _save(fig, out / "confusion.png")))
+    images.append((f"Confusion matrices, per {top}", _save(fig, out / "confusion.png")))
 
     fig, ax = plt.subplots(figsize=(6, 5.5))
     for n in names:
@@ -141,7 +151,7 @@ def write_report(run: Path, info: dict, windows: pd.DataFrame, preds: dict[str, 
         ys = [correct[idx == b].mean() for b in range(5) if np.any(idx == b)]
         ax.plot(xs, ys, "o-", label=n, ms=3)
     ax.plot([0, 1], [0, 1], "k:", lw=0.8)
-    ax.set(xlabel="confidence (top class)", ylabel="accuracy", title="Reliability per person (temperature-scaled)")
+    ax.set(xlabel="confidence (top class)", ylabel="accuracy", title=f"Reliability per {top} (temperature-scaled)")
     ax.legend(fontsize=7)
     images.append(("Reliability diagram", _save(fig, out / "reliability.png")))
 
@@ -167,9 +177,9 @@ def write_report(run: Path, info: dict, windows: pd.DataFrame, preds: dict[str, 
                        label=classes[c] if i == 0 else None, alpha=0.8)
     ax.axvline(0.5, color="k", lw=0.6, ls=":")
     ax.set_yticks(range(len(names)), names, fontsize=7)
-    ax.set(xlabel=f"P({classes[pos]}) per person", title="Per-person probabilities (out-of-fold)")
+    ax.set(xlabel=f"P({classes[pos]}) per {top}", title=f"Per-{top} probabilities (out-of-fold)")
     ax.legend(fontsize=7, loc="lower right")
-    images.append(("Per-person probability strip", _save(fig, out / "person_strip.png")))
+    images.append((f"Per-{top} probability strip", _save(fig, out / "person_strip.png")))
 
     table = ablation_table(metrics)
     proto = metrics["protocol"]
@@ -179,7 +189,7 @@ def write_report(run: Path, info: dict, windows: pd.DataFrame, preds: dict[str, 
             f"validation people; windows are averaged per recording and per person. Intervals: 95% bootstrap "
             f"over people. Rows with [-m] are fused models with modality m removed at inference.</p>",
             "<h2>Fusion ablation</h2>", table.to_html(index=False, float_format=lambda v: f"{v:.3f}"),
-            "<h2>Abstention (per person)</h2>",
+            f"<h2>Abstention (per {top})</h2>",
             pd.DataFrame([{"model": n, **metrics["models"][n]["abstention"]} for n in names]).to_html(
                 index=False, float_format=lambda v: f"{v:.3f}")]
     for title, img in images:

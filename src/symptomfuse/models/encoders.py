@@ -41,7 +41,7 @@ class LogMelCNN(nn.Module):
 
     modality = "audio"
 
-    def __init__(self, n_mels: int = 64, channels: tuple = (16, 32, 64), dim: int = 64, dropout: float = 0.1):
+    def __init__(self, n_mels: int = 64, channels: tuple = (8, 16, 32), dim: int = 32, dropout: float = 0.1):
         super().__init__()
         self._config = {"n_mels": n_mels, "channels": list(channels), "dim": dim, "dropout": dropout}
         self.norm = Standardize((n_mels, 1))
@@ -68,39 +68,45 @@ class LogMelCNN(nn.Module):
 class FramesCNN(nn.Module):
     """A per-frame 2-D CNN, then temporal convolution and pooling: (batch, T, H, W, 3) uint8 -> (batch, dim).
 
-    The first layer sees each frame beside its difference from the previous one, so motion (tremor,
-    tapping) is as visible to it as appearance.
+    Each frame enters as its luma beside its difference from the previous frame, so motion (tremor,
+    tapping) is as visible as appearance. The frame is first average-pooled by ``input_pool`` and the first
+    convolution has stride 2, which keeps the cost per frame small enough to train on a CPU.
     """
 
     modality = "video"
 
-    def __init__(self, channels: tuple = (16, 32, 32), dim: int = 64, temporal_kernel: int = 5,
-                 dropout: float = 0.1):
+    def __init__(self, channels: tuple = (8, 16), dim: int = 32, temporal_kernel: int = 5,
+                 dropout: float = 0.1, input_pool: int = 2):
         super().__init__()
         self._config = {"channels": list(channels), "dim": dim, "temporal_kernel": temporal_kernel,
-                        "dropout": dropout}
-        self.norm = Standardize((6, 1, 1))
-        blocks, c = [], 6
-        for c_out in channels:
-            blocks.append(_conv2d_block(c, c_out, dropout))
+                        "dropout": dropout, "input_pool": input_pool}
+        self.pool = nn.AvgPool2d(input_pool) if input_pool > 1 else nn.Identity()
+        self.norm = Standardize((2, 1, 1))
+        layers, c = [nn.Conv2d(2, channels[0], 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(channels[0]),
+                     nn.ReLU()], channels[0]
+        for c_out in channels[1:]:
+            layers.append(_conv2d_block(c, c_out, dropout))
             c = c_out
-        self.frame_net = nn.Sequential(*blocks)
+        self.frame_net = nn.Sequential(*layers)
         self.temporal = nn.Sequential(nn.Conv1d(c, dim, temporal_kernel, padding=temporal_kernel // 2),
                                       nn.BatchNorm1d(dim), nn.ReLU())
         self.out_dim = dim
 
     @staticmethod
-    def _frames_and_motion(x: torch.Tensor) -> torch.Tensor:
-        f = x.float().permute(0, 1, 4, 2, 3) / 255.0  # (B, T, 3, H, W)
-        motion = torch.diff(f, dim=1, prepend=f[:, :1])
-        return torch.cat([f, motion], dim=2)  # (B, T, 6, H, W)
+    def _luma_and_motion(x: torch.Tensor) -> torch.Tensor:
+        luma = (x.float() @ torch.tensor([0.299, 0.587, 0.114])) / 255.0  # (B, T, H, W)
+        motion = torch.diff(luma, dim=1, prepend=luma[:, :1])
+        return torch.stack([luma, motion], dim=2)  # (B, T, 2, H, W)
+
+    def _input(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(self._luma_and_motion(x).flatten(0, 1))  # (B*T, 2, H', W')
 
     def fit_normalizer(self, x: torch.Tensor) -> None:
-        self.norm.fit(self._frames_and_motion(x).flatten(0, 1), dims=(0, 2, 3))
+        self.norm.fit(self._input(x), dims=(0, 2, 3))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, t = x.shape[:2]
-        h = self.norm(self._frames_and_motion(x).flatten(0, 1))
+        h = self.norm(self._input(x))
         h = self.frame_net(h).mean(dim=(2, 3)).reshape(b, t, -1).transpose(1, 2)  # (B, C, T)
         return self.temporal(h).mean(dim=2)
 
@@ -114,7 +120,7 @@ class KeypointsTCN(nn.Module):
 
     modality = "video"
 
-    def __init__(self, n_features: int = 127, channels: int = 64, dim: int = 64, levels: int = 4,
+    def __init__(self, n_features: int = 127, channels: int = 32, dim: int = 32, levels: int = 3,
                  kernel: int = 3, dropout: float = 0.1):
         super().__init__()
         self._config = {"n_features": n_features, "channels": channels, "dim": dim, "levels": levels,

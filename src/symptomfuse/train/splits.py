@@ -32,36 +32,34 @@ class Fold:
     test: np.ndarray
 
 
-def _person_labels(people: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    uniq, first = np.unique(people, return_index=True)
-    return uniq, y[first]
-
-
 def person_folds(people: np.ndarray, y: np.ndarray, k: int = 5, seed: int = 0,
                  held_out: list[str] | None = None) -> tuple[list[Fold], np.ndarray]:
     """Folds over windows, grouped by person and stratified by label.
 
-    Returns the folds and the window indices of the held-out people (empty when none are given); the
-    held-out people are in no fold.
+    Labels may be one per person (a diagnosis) or differ between a person's windows (e.g. spoken
+    digits); either way every person is in exactly one test fold. Inside each fold's training people a
+    further grouped split sets aside validation people. Returns the folds and the window indices of the
+    held-out people (empty when none are given); the held-out people are in no fold.
     """
     people = np.asarray(people).astype(str)
+    y = np.asarray(y)
     held = np.isin(people, list(held_out or []))
     if held_out and not held.any():
         raise ValueError(f"none of the held-out people {held_out[:5]} is in the data")
     pool = np.flatnonzero(~held)
-    uniq, labels = _person_labels(people[pool], y[pool])
-    min_class = np.bincount(labels).min() if len(labels) else 0
-    if k < 2 or min_class < k:
+    per_class = [len(set(people[pool][y[pool] == c])) for c in np.unique(y[pool])]
+    if k < 2 or min(per_class, default=0) < k:
         raise ValueError(f"{k}-fold cross-validation needs at least {k} people in every class; the smallest "
-                         f"class has {min_class}. Use --folds {max(2, min_class)} or more data.")
+                         f"class has {min(per_class, default=0)}. Use --folds {max(2, min(per_class, default=2))} "
+                         "or more data.")
     outer = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
     folds = []
-    for i, (tr, te) in enumerate(outer.split(uniq, labels, groups=uniq)):
-        inner_k = max(2, min(5, np.bincount(labels[tr]).min()))
+    for i, (tr, te) in enumerate(outer.split(pool, y[pool], groups=people[pool])):
+        tr_idx = pool[tr]
+        inner_k = max(2, min(5, min(len(set(people[tr_idx][y[tr_idx] == c])) for c in np.unique(y[tr_idx]))))
         inner = StratifiedGroupKFold(n_splits=inner_k, shuffle=True, random_state=seed + 1 + i)
-        itr, iva = next(inner.split(uniq[tr], labels[tr], groups=uniq[tr]))
-        to_idx = lambda ps: pool[np.isin(people[pool], ps)]  # noqa: E731
-        fold = Fold(i, to_idx(uniq[tr][itr]), to_idx(uniq[tr][iva]), to_idx(uniq[te]))
+        itr, iva = next(inner.split(tr_idx, y[tr_idx], groups=people[tr_idx]))
+        fold = Fold(i, tr_idx[itr], tr_idx[iva], pool[te])
         check_no_leak({"train": people[fold.train], "val": people[fold.val], "test": people[fold.test],
                        "held_out": people[held]})
         folds.append(fold)
