@@ -50,8 +50,9 @@ def load_curated(folder: Path, modalities: tuple[str, ...] | list[str]) -> Windo
     if not cache_dir.exists():
         cache_dir = folder / "cache"
     cache = FeatureCache(cache_dir)
-    recordings = pd.read_csv(folder / "recordings.csv", dtype={"person_id": str, "session": str})
-    windows = pd.read_csv(folder / "windows.csv", dtype={"person_id": str, "session": str})
+    text = {"person_id": str, "session": str, "label": str, "recording_id": str}
+    recordings = pd.read_csv(folder / "recordings.csv", dtype=text)
+    windows = pd.read_csv(folder / "windows.csv", dtype=text)
     cfg = info["config"]
     win_frames = int(round(cfg["window_s"] * cfg["frames"]["fps"]))
     parts = {m: [] for m in modalities}
@@ -71,5 +72,8 @@ def load_curated(folder: Path, modalities: tuple[str, ...] | list[str]) -> Windo
                 parts[m].append(arrays[_CACHE_KEYS[m]])
     order = pd.concat([windows.loc[windows.recording_id == r] for r in recordings.recording_id], ignore_index=True)
     classes = list(info["classes"])
-    y = order["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
+    y = order["label"].map({c: i for i, c in enumerate(classes)})
+    if y.isna().any():
+        raise ValueError(f"labels {sorted(order.label[y.isna()].unique())} are not among the classes {classes}")
+    y = y.to_numpy()
     return WindowSet(order, classes, y.astype(np.int64), {m: np.concatenate(parts[m]) for m in modalities})

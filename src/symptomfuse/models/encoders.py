@@ -15,8 +15,9 @@ from symptomfuse.models.registry import register
 class Standardize(nn.Module):
     """(x - mean) / std with statistics fitted on training data only and saved with the weights."""
 
-    def __init__(self, shape: tuple[int, ...]):
+    def __init__(self, shape: tuple[int, ...], min_std: float = 1e-3):
         super().__init__()
+        self.min_std = min_std  # a feature constant in training (a silent band) must not blow up later
         self.register_buffer("mean", torch.zeros(shape))
         self.register_buffer("std", torch.ones(shape))
 
@@ -24,7 +25,7 @@ class Standardize(nn.Module):
     def fit(self, x: torch.Tensor, dims: tuple[int, ...]) -> None:
         """Fit on a training tensor, reducing over ``dims`` (those not in the kept shape)."""
         self.mean.copy_(x.float().mean(dim=dims).reshape(self.mean.shape))
-        self.std.copy_(x.float().std(dim=dims).reshape(self.std.shape).clamp_min(1e-3))
+        self.std.copy_(x.float().std(dim=dims).reshape(self.std.shape).clamp_min(self.min_std))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std
@@ -37,28 +38,33 @@ def _conv2d_block(c_in: int, c_out: int, dropout: float) -> nn.Sequential:
 
 @register("encoder", "logmel_cnn")
 class LogMelCNN(nn.Module):
-    """A small 2-D CNN over a log-mel spectrogram (batch, n_mels, frames) -> (batch, dim)."""
+    """A small 2-D CNN over a log-mel spectrogram (batch, n_mels, frames) -> (batch, dim).
+
+    Pooling at the end is over time only (mean and max), so the head still knows which frequency band a
+    pattern sits in (formants, harmonics, noise).
+    """
 
     modality = "audio"
 
     def __init__(self, n_mels: int = 64, channels: tuple = (8, 16, 32), dim: int = 32, dropout: float = 0.1):
         super().__init__()
         self._config = {"n_mels": n_mels, "channels": list(channels), "dim": dim, "dropout": dropout}
-        self.norm = Standardize((n_mels, 1))
+        self.norm = Standardize((n_mels, 1), min_std=3.0)  # dB
         blocks, c = [], 1
         for c_out in channels:
             blocks.append(_conv2d_block(c, c_out, dropout))
             c = c_out
         self.body = nn.Sequential(*blocks)
-        self.proj = nn.Linear(c, dim)
+        bands = n_mels // 2 ** len(channels)
+        self.proj = nn.Linear(2 * c * bands, dim)
         self.out_dim = dim
 
     def fit_normalizer(self, x: torch.Tensor) -> None:
         self.norm.fit(x, dims=(0, 2))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.body(self.norm(x).unsqueeze(1))
-        return self.proj(h.mean(dim=(2, 3)))
+        h = self.body(self.norm(x).unsqueeze(1))  # (B, C, bands, frames)
+        return self.proj(torch.cat([h.mean(dim=3), h.amax(dim=3)], dim=1).flatten(1))
 
     def config(self) -> dict:
         return {"name": self.registry_name, **self._config}
@@ -68,9 +74,11 @@ class LogMelCNN(nn.Module):
 class FramesCNN(nn.Module):
     """A per-frame 2-D CNN, then temporal convolution and pooling: (batch, T, H, W, 3) uint8 -> (batch, dim).
 
-    Each frame enters as its luma beside its difference from the previous frame, so motion (tremor,
-    tapping) is as visible as appearance. The frame is first average-pooled by ``input_pool`` and the first
-    convolution has stride 2, which keeps the cost per frame small enough to train on a CPU.
+    Each frame enters as three channels: its luma, its signed difference from the previous frame, and
+    the magnitude of that difference. The frame is then average-pooled by ``input_pool`` and the first
+    convolution has stride 2, which keeps the cost per frame small enough to train on a CPU; the magnitude
+    is taken before pooling, so sub-pixel motion such as a tremor keeps its energy instead of averaging
+    away.
     """
 
     modality = "video"
@@ -81,8 +89,8 @@ class FramesCNN(nn.Module):
         self._config = {"channels": list(channels), "dim": dim, "temporal_kernel": temporal_kernel,
                         "dropout": dropout, "input_pool": input_pool}
         self.pool = nn.AvgPool2d(input_pool) if input_pool > 1 else nn.Identity()
-        self.norm = Standardize((2, 1, 1))
-        layers, c = [nn.Conv2d(2, channels[0], 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(channels[0]),
+        self.norm = Standardize((3, 1, 1))
+        layers, c = [nn.Conv2d(3, channels[0], 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(channels[0]),
                      nn.ReLU()], channels[0]
         for c_out in channels[1:]:
             layers.append(_conv2d_block(c, c_out, dropout))
@@ -96,10 +104,10 @@ class FramesCNN(nn.Module):
     def _luma_and_motion(x: torch.Tensor) -> torch.Tensor:
         luma = (x.float() @ torch.tensor([0.299, 0.587, 0.114])) / 255.0  # (B, T, H, W)
         motion = torch.diff(luma, dim=1, prepend=luma[:, :1])
-        return torch.stack([luma, motion], dim=2)  # (B, T, 2, H, W)
+        return torch.stack([luma, motion, motion.abs()], dim=2)  # (B, T, 3, H, W)
 
     def _input(self, x: torch.Tensor) -> torch.Tensor:
-        return self.pool(self._luma_and_motion(x).flatten(0, 1))  # (B*T, 2, H', W')
+        return self.pool(self._luma_and_motion(x).flatten(0, 1))  # (B*T, 3, H', W')
 
     def fit_normalizer(self, x: torch.Tensor) -> None:
         self.norm.fit(self._input(x), dims=(0, 2, 3))

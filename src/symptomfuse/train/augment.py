@@ -1,6 +1,7 @@
 """Training-time augmentation, per modality, on batches of tensors (never at evaluation).
 
-audio (log-mel dB, (B, M, T)): gain, added noise floor, time shift, SpecAugment time and frequency masks.
+audio (log-mel dB, (B, M, T)): gain, a noise floor relative to the sample's level, time shift, SpecAugment
+masks.
 video (uint8 frames, (B, T, H, W, 3)): brightness, contrast, small shifts.
 keypoints (features, (B, T, 127)): scale and rotation jitter, applied alike to positions, velocities and
 accelerations.
@@ -16,8 +17,11 @@ import torch
 def augment_audio(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     b, m, t = x.shape
     x = x + (torch.rand(b, 1, 1, generator=g) * 12 - 6)  # gain +-6 dB
-    floor = torch.rand(b, 1, 1, generator=g) * 30 - 80  # a noise floor between -80 and -50 dB
-    x = 10 * torch.log10(10 ** (x / 10) + 10 ** (floor / 10))
+    # a noise floor 60-80 dB below the sample's loudest bins (levels differ a lot between data sets)
+    peak = torch.quantile(x.reshape(b, -1), 0.99, dim=1).view(b, 1, 1)
+    floor = peak - 60 - torch.rand(b, 1, 1, generator=g) * 20
+    noisy = torch.rand(b, 1, 1, generator=g) < 0.5  # half the samples keep their own (clean) floor
+    x = torch.where(noisy, 10 * torch.log10(10 ** (x / 10) + 10 ** (floor / 10)), x)
     shift = int(torch.randint(-t // 10, t // 10 + 1, (1,), generator=g))
     x = torch.roll(x, shift, dims=2)
     fill = x.mean(dim=(1, 2), keepdim=True)
