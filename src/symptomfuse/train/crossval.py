@@ -21,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy.special import softmax
 from tqdm import tqdm
 
 from symptomfuse.atomic import atomic_write_text
@@ -62,10 +61,6 @@ def default_specs(encoders: dict[str, dict], fusions: list[str], late: list[str]
     return specs
 
 
-def _probs_from_logits(logits):
-    return softmax(np.asarray(logits, np.float64), axis=1)
-
-
 def cross_validate(ws: WindowSet, specs: list[ModelSpec], folds: list[Fold], cfg: TrainConfig, out: Path,
                    protocol: dict, fusion_epochs: int | None = None) -> dict:
     """Train and predict every spec on every fold; write the run folder; return run.json's content."""
@@ -100,8 +95,9 @@ def cross_validate(ws: WindowSet, specs: list[ModelSpec], folds: list[Fold], cfg
                 fold_models[(spec.name, fold.index)] = model
                 save(model, out / "models" / spec.name / f"fold{fold.index}",
                      {"classes": ws.classes, "fold": fold.index, "modalities": spec.modalities})
-                t = fit_temperature(predict_logits(model, ws, fold.val), ws.y[fold.val])
-                val_probs[(spec.name, fold.index)] = calibrated(predict_logits(model, ws, fold.val), t)
+                val_logits = predict_logits(model, ws, fold.val)
+                t = fit_temperature(val_logits, ws.y[fold.val])
+                val_probs[(spec.name, fold.index)] = calibrated(val_logits, t)
                 record.update(temperature=t, history=history)
                 for drop in drops:
                     p = calibrated(predict_logits(model, ws, fold.test, drop=drop), t)
@@ -112,9 +108,9 @@ def cross_validate(ws: WindowSet, specs: list[ModelSpec], folds: list[Fold], cfg
                 val = {m: val_probs[(name, fold.index)] for m, name in members.items()}
                 test = {m: preds[name][fold.test] for m, name in members.items()}
                 fuser = LATE[spec.late]().fit(val, ws.y[fold.val])
-                raw_val = fuser.predict_proba(val)
-                t = fit_temperature(np.log(np.clip(raw_val, 1e-6, 1)), ws.y[fold.val])
-                val_probs[(spec.name, fold.index)] = calibrated(np.log(np.clip(raw_val, 1e-6, 1)), t)
+                val_logits = np.log(np.clip(fuser.predict_proba(val), 1e-6, 1))
+                t = fit_temperature(val_logits, ws.y[fold.val])
+                val_probs[(spec.name, fold.index)] = calibrated(val_logits, t)
                 p = calibrated(np.log(np.clip(fuser.predict_proba(test), 1e-6, 1)), t)
                 preds.setdefault(spec.name, np.full((n, k), np.nan))[fold.test] = p
                 record.update(temperature=t, weights=getattr(fuser, "weights_", None))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import copy
 import logging
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import lightning as L
 import numpy as np
@@ -35,7 +35,6 @@ class TrainConfig:
     augment: bool = True
     seed: int = 0
     progress: bool = False
-    extra: dict = field(default_factory=dict)
 
 
 class _Windows(Dataset):
