@@ -32,10 +32,6 @@ class WindowSet:
     def people(self) -> np.ndarray:
         return self.windows["person_id"].to_numpy()
 
-    def subset(self, index: np.ndarray) -> "WindowSet":
-        return WindowSet(self.windows.iloc[index].reset_index(drop=True), self.classes, self.y[index],
-                         {m: x[index] for m, x in self.inputs.items()})
-
 
 def load_curated(folder: Path, modalities: tuple[str, ...] | list[str]) -> WindowSet:
     """Load the windows of a ``symptomfuse curate`` output folder for the given modalities."""
@@ -56,6 +52,7 @@ def load_curated(folder: Path, modalities: tuple[str, ...] | list[str]) -> Windo
     cfg = info["config"]
     win_frames = int(round(cfg["window_s"] * cfg["frames"]["fps"]))
     parts = {m: [] for m in modalities}
+    by_recording = dict(tuple(windows.groupby("recording_id", sort=False)))
     for rec in recordings.itertuples():
         have = set(rec.modalities.split("+"))
         missing = [m for m in modalities if m not in have]
@@ -63,14 +60,14 @@ def load_curated(folder: Path, modalities: tuple[str, ...] | list[str]) -> Windo
             raise ValueError(f"recording {rec.recording_id} has no {missing}; curate with those modalities "
                              "(keypoints need a keypoints column) or train without them")
         arrays = cache.load(rec.cache_key)
-        starts = np.asarray(windows.loc[windows.recording_id == rec.recording_id, "start_s"])
+        starts = by_recording[rec.recording_id]["start_s"].to_numpy()
         for m in modalities:
             if m == "video":
                 first = np.round(starts * cfg["frames"]["fps"]).astype(int)
                 parts[m].append(np.stack([arrays["frames"][f:f + win_frames] for f in first]))
             else:
                 parts[m].append(arrays[_CACHE_KEYS[m]])
-    order = pd.concat([windows.loc[windows.recording_id == r] for r in recordings.recording_id], ignore_index=True)
+    order = pd.concat([by_recording[r] for r in recordings.recording_id], ignore_index=True)
     classes = list(info["classes"])
     y = order["label"].map({c: i for i, c in enumerate(classes)})
     if y.isna().any():

@@ -4,9 +4,9 @@ A decoded frame (a PyAV ``VideoFrame`` from a file or a WebRTC track, or a camer
 ``frame_from_array``) is brought to planar YUV 4:2:0 (what H.264 files and WebRTC already deliver; other
 pixel formats go through FFmpeg's converter first), each plane is area-averaged to a fixed small size
 with OpenCV, and the small 4:2:0 picture is converted to RGB (ITU-R BT.601, limited range, as FFmpeg
-does by default). Working on the decoder's planes is several
-times faster than converting the full frame. The function sees one frame at a time, so a window's
-features are the same however the stream was cut into windows.
+does by default). Working on the decoder's planes is several times faster than converting the full
+frame. The function sees one frame at a time, so a window's features are the same however the stream
+was cut into windows.
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pandas as pd
+
 from symptomfuse.atomic import atomic_path, atomic_write_text
 from symptomfuse.parallel import run_jobs
 from symptomfuse.synth.hand import HandParams, HandRenderer, SceneParams, hand_trajectory, to_image_coords

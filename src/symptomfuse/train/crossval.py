@@ -44,10 +44,6 @@ class ModelSpec:
     late: str | None = None
     members: list[str] = field(default_factory=list)
 
-    @property
-    def fusion_name(self) -> str | None:
-        return self.late or (self.fusion or {}).get("name")
-
 
 def default_specs(encoders: dict[str, dict], fusions: list[str], late: list[str],
                   fusion_modalities: list[str]) -> list[ModelSpec]:
