@@ -72,12 +72,22 @@ def _declared_duration(container, stream) -> float | None:
     return None
 
 
-def _decode_file(path: Path, want_audio: bool, want_video: bool, frame_cfg: FrameConfig):
-    """Decode the wanted streams of one file. Returns dict with audio chunks/times and video frames/times."""
+@dataclass(frozen=True)
+class MediaInfo:
+    """What a file declares before decoding: per stream type its declared duration, and the video's
+    frame rate and size."""
+
+    declared: dict  # stream type ("audio"/"video") -> declared seconds or None
+    fps: float | None
+    size: tuple[int, int] | None  # (width, height)
+
+
+def open_media(path: Path, want_audio: bool, want_video: bool):
+    """Open a file for decoding: ``(container, streams, MediaInfo)``. Raises MediaError when a wanted
+    stream is missing."""
     container = _open(path)
-    out = {"audio": [], "audio_t0": None, "frames": [], "frame_t": [], "declared": {}, "fps": None}
-    with container:
-        streams = []
+    streams, declared, fps, size = [], {}, None, None
+    try:
         if want_audio:
             if not container.streams.audio:
                 raise MediaError("no_audio", f"no audio stream in {path.name}")
@@ -88,26 +98,61 @@ def _decode_file(path: Path, want_audio: bool, want_video: bool, frame_cfg: Fram
             vs = container.streams.video[0]
             streams.append(vs)
             rate = vs.average_rate or vs.guessed_rate
-            out["fps"] = float(rate) if rate else None
-            out["size"] = (vs.codec_context.width, vs.codec_context.height)
+            fps = float(rate) if rate else None
+            size = (vs.codec_context.width, vs.codec_context.height)
         for s in streams:
-            out["declared"][s.type] = _declared_duration(container, s)
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE) if want_audio else None
-        try:
-            for packet in container.demux(*streams):
-                for frame in packet.decode():
-                    if isinstance(frame, av.AudioFrame):
-                        if out["audio_t0"] is None:
-                            out["audio_t0"] = float(frame.time) if frame.time is not None else 0.0
-                        out["audio"].extend(f.to_ndarray()[0] for f in resampler.resample(frame))
-                    else:
-                        out["frame_t"].append(float(frame.time) if frame.time is not None
-                                              else len(out["frame_t"]) / (out["fps"] or frame_cfg.fps))
-                        out["frames"].append(frame_features(frame, frame_cfg))
-            if resampler is not None:
-                out["audio"].extend(f.to_ndarray()[0] for f in resampler.resample(None))
-        except av.error.FFmpegError as exc:
-            raise MediaError("corrupt", f"decoding failed part-way (damaged or truncated): {exc}") from exc
+            declared[s.type] = _declared_duration(container, s)
+    except MediaError:
+        container.close()
+        raise
+    return container, streams, MediaInfo(declared, fps, size)
+
+
+def iter_decoded(container, streams, fallback_fps: float):
+    """Decode ``streams`` in the file's order, yielding ``("audio", t, samples)`` with 16 kHz mono
+    float32 chunks (libswresample; contiguous from the first audio frame's time ``t``) and
+    ``("video", t, av.VideoFrame)``. Curation and live file replay both read files through this loop, so
+    both see the same samples and frames. A frame without a timestamp gets ``index / fallback_fps``."""
+    want_audio = any(s.type == "audio" for s in streams)
+    resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE) if want_audio else None
+    audio_t, n_frames = None, 0
+    try:
+        for packet in container.demux(*streams):
+            for frame in packet.decode():
+                if isinstance(frame, av.AudioFrame):
+                    if audio_t is None:
+                        audio_t = float(frame.time) if frame.time is not None else 0.0
+                    for f in resampler.resample(frame):
+                        samples = f.to_ndarray()[0]
+                        yield "audio", audio_t, samples
+                        audio_t += len(samples) / SAMPLE_RATE
+                else:
+                    t = float(frame.time) if frame.time is not None else n_frames / fallback_fps
+                    n_frames += 1
+                    yield "video", t, frame
+        if resampler is not None and audio_t is not None:
+            for f in resampler.resample(None):
+                samples = f.to_ndarray()[0]
+                yield "audio", audio_t, samples
+                audio_t += len(samples) / SAMPLE_RATE
+    except av.error.FFmpegError as exc:
+        raise MediaError("corrupt", f"decoding failed part-way (damaged or truncated): {exc}") from exc
+
+
+def _decode_file(path: Path, want_audio: bool, want_video: bool, frame_cfg: FrameConfig):
+    """Decode the wanted streams of one file. Returns dict with audio chunks/times and video frames/times."""
+    container, streams, info = open_media(path, want_audio, want_video)
+    out = {"audio": [], "audio_t0": None, "frames": [], "frame_t": [], "declared": info.declared,
+           "fps": info.fps, "size": info.size}
+    with container:
+        for kind, t, payload in iter_decoded(container, streams, info.fps or frame_cfg.fps):
+            if kind == "audio":
+                if out["audio_t0"] is None:
+                    out["audio_t0"] = t
+                out["audio"].append(payload)
+            else:
+                out["frame_t"].append(t)
+                out["frames"].append(frame_features(payload, frame_cfg))
     if want_audio and not out["audio"]:
         raise MediaError("no_audio", f"the audio stream of {path.name} holds no decodable samples")
     if want_video and not out["frames"]:
