@@ -1,0 +1,126 @@
+"""The web application: the page, its static files, and the WebRTC offer/answer endpoint.
+
+Routes: ``GET /`` (the page), ``GET /static/...``, ``POST /offer`` (``{"sdp", "type"}`` -> the answer and a
+session id), ``GET /health`` (sessions open). ICE uses no STUN or TURN server: nothing leaves the machine
+or the local network, and aiortc never contacts a public server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+from pathlib import Path
+from typing import Any, Callable
+
+from aiohttp import web
+
+from symptomfuse.serve.session import NOTICE, EventLog, Session
+
+log = logging.getLogger("symptomfuse.serve")
+
+STATIC = Path(__file__).with_name("static")
+SESSIONS = web.AppKey("sessions", dict)
+CONFIG = web.AppKey("config", dict)
+
+
+def create_app(engine_factory: Callable[[], Any], *, event_log: Path | None = None, max_sessions: int = 16,
+               max_backlog_s: float = 2.0, info: dict | None = None) -> web.Application:
+    """An aiohttp application; ``engine_factory()`` returns a fresh engine for each browser session."""
+    app = web.Application(client_max_size=256 * 1024)
+    app[SESSIONS] = {}
+    app[CONFIG] = {"factory": engine_factory, "log": EventLog(event_log), "max": max_sessions,
+                   "backlog": max_backlog_s, "info": {"notice": NOTICE, **(info or {})}}
+    app.router.add_get("/", _index)
+    app.router.add_get("/health", _health)
+    app.router.add_post("/offer", _offer)
+    app.router.add_static("/static/", STATIC, show_index=False)
+    app.on_shutdown.append(_shutdown)
+    return app
+
+
+async def _index(request: web.Request) -> web.StreamResponse:
+    return web.FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-store"})
+
+
+async def _health(request: web.Request) -> web.Response:
+    app = request.app
+    return web.json_response({"sessions": len(app[SESSIONS]), **app[CONFIG]["info"]})
+
+
+async def _offer(request: web.Request) -> web.Response:
+    from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+
+    app = request.app
+    cfg = app[CONFIG]
+    try:
+        params = await request.json()
+        sdp, kind = params["sdp"], params["type"]
+        if kind != "offer" or not isinstance(sdp, str):
+            raise ValueError
+    except (ValueError, KeyError, TypeError, json.JSONDecodeError):
+        raise web.HTTPBadRequest(text='expected JSON {"sdp": "...", "type": "offer"} from RTCPeerConnection.createOffer')
+    if len(app[SESSIONS]) >= cfg["max"]:
+        raise web.HTTPServiceUnavailable(text=f"{cfg['max']} sessions are open (--max-sessions); try again later")
+
+    # iceServers=[]: no STUN/TURN, so aiortc never contacts a public server (its default is Google's STUN)
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    try:
+        session = Session(pc, cfg["factory"], cfg["log"], cfg["backlog"],
+                          on_closed=lambda s: app[SESSIONS].pop(s.id, None))
+    except Exception:
+        await pc.close()
+        raise
+    app[SESSIONS][session.id] = session
+    try:
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type=kind))
+        await pc.setLocalDescription(await pc.createAnswer())
+    except Exception as exc:  # noqa: BLE001 - a bad offer ends that session only
+        await session.close(f"bad offer: {exc}")
+        raise web.HTTPBadRequest(text=f"could not answer the offer: {exc}")
+    log.info("session %s started (%d open)", session.id, len(app[SESSIONS]))
+    return web.json_response({"sdp": pc.localDescription.sdp, "type": pc.localDescription.type,
+                              "session": session.id, **cfg["info"]})
+
+
+async def _shutdown(app: web.Application) -> None:
+    sessions = list(app[SESSIONS].values())
+    await asyncio.gather(*(s.close("server shutting down") for s in sessions), return_exceptions=True)
+    app[CONFIG]["log"].close()
+
+
+def detector_engine_factory(model_dir: Path, backend: str = "torch", update_every: float = 0.5):
+    """Load the exported detector once; each session gets its own StreamEngine around it."""
+    from symptomfuse.stream.detector import Detector
+    from symptomfuse.stream.engine import StreamEngine
+
+    detector = Detector.load(model_dir, backend=backend)
+    return lambda: StreamEngine(detector, update_every=update_every)
+
+
+def serve(engine_factory, host: str = "127.0.0.1", port: int = 8080, *, ice_addresses: list[str] | None = None,
+          event_log: Path | None = None, max_sessions: int = 16, info: dict | None = None,
+          ready: Callable[[str], None] | None = None) -> None:
+    """Run the server until interrupted."""
+    from symptomfuse.serve.ice import limit_host_addresses
+
+    limit_host_addresses(ice_addresses)
+    app = create_app(engine_factory, event_log=event_log, max_sessions=max_sessions, info=info)
+
+    async def main() -> None:
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        url = f"http://{host if ':' not in host else f'[{host}]'}:{port}/"
+        (ready or print)(url)
+        stop = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):   # end sessions cleanly on Ctrl-C and on kill
+            asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+        try:
+            await stop.wait()
+        finally:
+            await runner.cleanup()
+
+    asyncio.run(main())

@@ -1,0 +1,295 @@
+"""A headless Chromium with a fake camera and microphone fed from files, pointed at a running server.
+
+Used by the browser test and ``benchmarks/webrtc_bench.py``; nothing here runs when you ``serve``.
+
+* :func:`to_y4m_wav` converts any media file (PyAV) into what Chromium's fake capture devices play in a
+  loop: raw YUV4MPEG2 video and 16-bit mono WAV.
+* :class:`NetNamespace` makes a network namespace with only loopback up (``ip netns``; needs root), so
+  the server, the browser and their WebRTC traffic are isolated from every real network.
+* ``python -m symptomfuse.serve.headless`` (run inside the namespace) opens one Chromium per ``--feed``
+  (via Selenium and the system chromedriver; never a downloaded browser), opens ``--tabs`` pages each,
+  lets them stream for ``--seconds``, and writes what the pages received as JSON, plus screenshots.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import wave
+from pathlib import Path
+
+import numpy as np
+
+CHROMIUM_FLAGS = [
+    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--disable-default-apps", "--disable-extensions", "--mute-audio", "--window-size=1200,820",
+    "--allow-loopback-in-peer-connection", "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+    # background tabs must keep streaming (several sessions in one browser)
+    "--disable-background-timer-throttling", "--disable-renderer-backgrounding",
+    "--disable-backgrounding-occluded-windows",
+]
+
+
+# -- media -------------------------------------------------------------------------------------------------
+def to_y4m_wav(src: Path, out_dir: Path, name: str | None = None, seconds: float | None = None,
+               rate: int = 48000) -> tuple[Path, Path]:
+    """Decode ``src`` to ``NAME.y4m`` (yuv420p, its own size and frame rate) and ``NAME.wav`` (mono s16)."""
+    import av
+
+    src, out_dir = Path(src), Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    name = name or src.stem
+    y4m, wav = out_dir / f"{name}.y4m", out_dir / f"{name}.wav"
+    with av.open(str(src)) as c:
+        vs = c.streams.video[0]
+        fps = vs.average_rate or vs.guessed_rate or 25
+        num, den = fps.numerator, fps.denominator
+        limit = None if seconds is None else int(round(seconds * num / den))
+        with open(y4m, "wb") as f:
+            n = 0
+            for frame in c.decode(vs):
+                if limit is not None and n >= limit:
+                    break
+                if n == 0:
+                    w, h = frame.width - frame.width % 2, frame.height - frame.height % 2
+                    f.write(f"YUV4MPEG2 W{w} H{h} F{num}:{den} Ip A1:1 C420jpeg\n".encode())
+                img = frame.reformat(width=w, height=h, format="yuv420p").to_ndarray()  # (h*3/2, w) planes
+                f.write(b"FRAME\n")
+                f.write(np.ascontiguousarray(img).tobytes())
+                n += 1
+    if n == 0:
+        raise ValueError(f"{src}: no video frames to convert")
+    with av.open(str(src)) as c:
+        if not c.streams.audio:
+            raise ValueError(f"{src}: no audio stream; the fake microphone needs one")
+        rs = av.AudioResampler(format="s16", layout="mono", rate=rate)
+        chunks = []
+        for frame in c.decode(c.streams.audio[0]):
+            for out in rs.resample(frame):
+                chunks.append(out.to_ndarray().reshape(-1))
+        for out in rs.resample(None):
+            chunks.append(out.to_ndarray().reshape(-1))
+    pcm = np.concatenate(chunks).astype("<i2")
+    if seconds is not None:
+        pcm = pcm[: int(seconds * rate)]
+    with wave.open(str(wav), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(pcm.tobytes())
+    return y4m, wav
+
+
+# -- isolation ---------------------------------------------------------------------------------------------
+class NetNamespace:
+    """``with NetNamespace("sf-test") as ns: subprocess.Popen(ns.prefix + [...])`` - only loopback inside."""
+
+    def __init__(self, name: str | None = None) -> None:
+        self.name = name or f"sf-{os.getpid()}-{int(time.time() * 1000) % 100000}"
+        self.prefix = ["ip", "netns", "exec", self.name]
+
+    @staticmethod
+    def available() -> str | None:
+        """None when namespaces can be made here, else why not."""
+        if shutil.which("ip") is None:
+            return "`ip` (iproute2) is not installed"
+        if os.geteuid() != 0:
+            return "making a network namespace needs root"
+        return None
+
+    def __enter__(self) -> "NetNamespace":
+        subprocess.run(["ip", "netns", "add", self.name], check=True, timeout=10)
+        try:
+            subprocess.run(self.prefix + ["ip", "link", "set", "lo", "up"], check=True, timeout=10)
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        subprocess.run(["ip", "netns", "delete", self.name], timeout=10, check=False)
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL after ``timeout``; the process only (it was started by us)."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+# -- the browser ---------------------------------------------------------------------------------------------
+def chromium_paths() -> tuple[str, str]:
+    chromium = os.environ.get("SYMPTOMFUSE_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = os.environ.get("SYMPTOMFUSE_CHROMEDRIVER") or shutil.which("chromedriver")
+    if not chromium or not driver:
+        raise FileNotFoundError("Chromium and its driver are needed: apt-get install chromium chromium-driver "
+                                "(`make system-deps` does it)")
+    return chromium, driver
+
+
+def launch(video: Path, audio: Path, profile: Path, extra: list[str] = ()):
+    """A headless Chromium (Selenium) whose fake camera plays ``video`` (.y4m) and microphone ``audio`` (.wav)."""
+    os.environ.setdefault("SE_OFFLINE", "true")          # Selenium Manager must never download anything
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    chromium, driver = chromium_paths()
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = chromium
+    for flag in [*CHROMIUM_FLAGS, f"--use-file-for-fake-video-capture={video}",
+                 f"--use-file-for-fake-audio-capture={audio}", f"--user-data-dir={profile}", *extra]:
+        opts.add_argument(flag)
+    return webdriver.Chrome(service=Service(executable_path=driver), options=opts)
+
+
+STATE_JS = """
+const s = window.sf || {};
+return {state: s.state || null, session: s.session || null, error: s.error || null,
+        n: (s.events || []).length, latencies: (s.latencies || []).slice(),
+        fused: (s.events || []).map(e => e.fused ? e.fused.p : null),
+        events: arguments[0] ? (s.events || []) : []};
+"""
+
+
+def wait_http(url: str, deadline: float) -> None:
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no server answered at {url}")
+        time.sleep(0.2)
+
+
+def run_feeds(url: str, feeds: list[dict], seconds: float, tabs: int = 1, out_dir: Path | None = None,
+              query: str = "autostart=1&latency=1", stop_first: bool = True, timeout: float = 60.0) -> dict:
+    """Open each feed's browser with ``tabs`` pages; stream ``seconds`` after each page's first prediction.
+
+    ``feeds``: ``[{"name", "video", "audio"}]``. Returns per page: the time from load to the first
+    prediction, every fused probability, the capture-to-prediction latencies (ms) and the events.
+    The first page of each browser is stopped with its Stop button, the others just close (the peer
+    leaves), so both ways of ending are exercised.
+    """
+    deadline = time.monotonic() + timeout
+    wait_http(url + "health", deadline)
+    tmp = Path(tempfile.mkdtemp(prefix="sf-chromium-"))
+    browsers, pages = [], []
+    try:
+        for i, feed in enumerate(feeds):
+            drv = launch(Path(feed["video"]), Path(feed["audio"]), tmp / f"profile{i}")
+            drv.set_page_load_timeout(20)
+            drv.set_script_timeout(10)
+            browsers.append(drv)
+            for k in range(tabs):
+                if k:
+                    drv.switch_to.new_window("tab")
+                drv.get(f"{url}?{query}")
+                pages.append({"feed": feed["name"], "driver": drv, "handle": drv.current_window_handle,
+                              "t_load": time.monotonic(), "t_first": None})
+        results = {}
+        while True:
+            done = True
+            for i, pg in enumerate(pages):
+                pg["driver"].switch_to.window(pg["handle"])
+                st = pg["driver"].execute_script(STATE_JS, False)
+                pg["state"] = st
+                if st["error"]:
+                    raise RuntimeError(f"page {pg['feed']}#{i}: {st['error']}")
+                if st["n"] and pg["t_first"] is None:
+                    pg["t_first"] = time.monotonic()
+                if pg["t_first"] is None or time.monotonic() - pg["t_first"] < seconds:
+                    done = False
+            if done:
+                break
+            if time.monotonic() > deadline:
+                waiting = [f"{p['feed']}: {p.get('state', {}).get('state')}, {p.get('state', {}).get('n')} events"
+                           for p in pages]
+                raise TimeoutError(f"pages did not stream {seconds} s of predictions in {timeout} s: {waiting}")
+            time.sleep(0.5)
+        for i, pg in enumerate(pages):
+            drv = pg["driver"]
+            drv.switch_to.window(pg["handle"])
+            st = drv.execute_script(STATE_JS, True)
+            key = f"{pg['feed']}#{i}"
+            results[key] = {"feed": pg["feed"], "session": st["session"],
+                            "first_prediction_s": pg["t_first"] - pg["t_load"], "fused": st["fused"],
+                            "latencies_ms": st["latencies"], "events": st["events"]}
+            if out_dir is not None and pg is next(p for p in pages if p["feed"] == pg["feed"]):
+                shot = Path(out_dir) / f"{pg['feed']}.png"
+                drv.save_screenshot(str(shot))
+                results[key]["screenshot"] = str(shot)
+        if stop_first:
+            for pg in pages:
+                if pg is next(p for p in pages if p["feed"] == pg["feed"]):
+                    pg["driver"].switch_to.window(pg["handle"])
+                    pg["driver"].execute_script("document.getElementById('stop').click()")
+            time.sleep(1.0)
+        return results
+    finally:
+        for drv in browsers:
+            try:
+                drv.quit()
+            except Exception:  # noqa: BLE001 - a browser that is already gone
+                pass
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def sessions_open(url: str) -> int:
+    with urllib.request.urlopen(url + "health", timeout=2) as r:
+        return int(json.load(r)["sessions"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m symptomfuse.serve.headless",
+        description="Stream files through headless Chromium pages (fake camera + microphone) to a running "
+                    "`symptomfuse serve`, and write what the pages received as JSON. Run it where the server "
+                    "is reachable, e.g. inside the same network namespace.")
+    p.add_argument("--url", default="http://127.0.0.1:8080/", help="the server's page")
+    p.add_argument("--feed", action="append", required=True, metavar="NAME:VIDEO.y4m:AUDIO.wav",
+                   help="one browser per feed (repeat)")
+    p.add_argument("--tabs", type=int, default=1, help="pages (sessions) per browser")
+    p.add_argument("--seconds", type=float, default=10.0, help="seconds of predictions to collect per page")
+    p.add_argument("--timeout", type=float, default=90.0, help="give up after this many seconds")
+    p.add_argument("--out", type=Path, required=True, help="JSON file of the results (screenshots beside it)")
+    p.add_argument("--wait-closed", type=float, default=15.0,
+                   help="then wait up to this long for the server to close every session")
+    args = p.parse_args(argv)
+    feeds = []
+    for spec in args.feed:
+        name, video, audio = spec.split(":")
+        feeds.append({"name": name, "video": video, "audio": audio})
+    url = args.url if args.url.endswith("/") else args.url + "/"
+    t0 = time.monotonic()
+    results = run_feeds(url, feeds, args.seconds, args.tabs, out_dir=args.out.parent, timeout=args.timeout)
+    deadline = time.monotonic() + args.wait_closed
+    left = sessions_open(url)
+    while left and time.monotonic() < deadline:
+        time.sleep(0.25)
+        left = sessions_open(url)
+    out = {"pages": results, "sessions_open_after_close": left,
+           "wall_s": time.monotonic() - t0}
+    args.out.write_text(json.dumps(out))
+    print(json.dumps({k: {"first_prediction_s": round(v["first_prediction_s"], 2), "n": len(v["fused"]),
+                          "last_fused": v["fused"][-1] if v["fused"] else None}
+                      for k, v in results.items()}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,227 @@
+"""One browser peer: its audio and video tracks -> its own streaming engine -> its data channel.
+
+Each session owns an engine and a one-thread executor, so the engine's CPU work never runs on the event
+loop (WebRTC receive loops keep running) and sessions never share engine state. Frames are queued as they
+arrive and handed to the engine thread in batches; when the engine falls behind by more than
+``max_backlog_s`` of video, the oldest queued video frames are dropped (audio is never dropped) and the
+count is reported to the page. A session ends when the page says ``stop``, when its peer leaves (the
+connection fails or closes, or its tracks end), or when the server shuts down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable
+
+from symptomfuse.serve.media import MediaClock, audio_to_mono_float
+
+log = logging.getLogger("symptomfuse.serve")
+
+NOTICE = "research tool, not a diagnosis"
+
+
+class EventLog:
+    """Append-only JSON-lines log of session events (predictions and lifecycle; never media content)."""
+
+    def __init__(self, path) -> None:
+        self.path = path
+        self._f = open(path, "a", encoding="utf-8") if path else None
+
+    def write(self, session: str, kind: str, **fields: Any) -> None:
+        if self._f is None:
+            return
+        self._f.write(json.dumps({"time": time.time(), "session": session, "type": kind, **fields}) + "\n")
+        self._f.flush()
+
+    def close(self) -> None:
+        if self._f is not None:
+            self._f.close()
+            self._f = None
+
+
+class Session:
+    """Frames from one peer connection through one engine; events out over the data channel."""
+
+    def __init__(self, pc, engine_factory: Callable[[], Any], event_log: EventLog | None = None,
+                 max_backlog_s: float = 2.0, on_closed: Callable[["Session"], None] | None = None) -> None:
+        self.id = uuid.uuid4().hex[:12]
+        self.pc = pc
+        self.engine = engine_factory()
+        self.event_log = event_log or EventLog(None)
+        self.max_backlog_s = max_backlog_s
+        self.on_closed = on_closed
+        self.clock = MediaClock()
+        self.channel = None
+        self.closed = False
+        self.counts = {"audio": 0, "video": 0, "dropped_video": 0, "events": 0}
+        self._pending: deque = deque()
+        self._wake = asyncio.Event()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"engine-{self.id}")
+        self._tasks: list[asyncio.Task] = [asyncio.ensure_future(self._worker())]
+        self._unsent: deque = deque(maxlen=64)
+        self._last_rtp: int | None = None       # RTP timestamps: newest video frame pushed, first received
+        self._first_rtp: int | None = None
+        self._disconnect_timer: asyncio.TimerHandle | None = None
+        self.event_log.write(self.id, "start")
+
+        @pc.on("datachannel")
+        def _on_channel(channel) -> None:
+            self.channel = channel
+            channel.on("message", self._on_message)
+            channel.on("close", lambda: asyncio.ensure_future(self.close("data channel closed")))
+            if channel.readyState == "open":
+                self._on_open()
+            else:
+                channel.on("open", self._on_open)
+
+        @pc.on("track")
+        def _on_track(track) -> None:
+            if track.kind in ("audio", "video"):
+                self._tasks.append(asyncio.ensure_future(self._consume(track)))
+
+        @pc.on("connectionstatechange")
+        async def _on_state() -> None:
+            state = pc.connectionState
+            if state in ("failed", "closed"):
+                await self.close(f"connection {state}")
+            elif state == "disconnected":      # may recover; end the session if it does not within 5 s
+                loop = asyncio.get_running_loop()
+                self._disconnect_timer = loop.call_later(
+                    5.0, lambda: pc.connectionState == "disconnected"
+                    and asyncio.ensure_future(self.close("peer disconnected")))
+            elif self._disconnect_timer is not None:
+                self._disconnect_timer.cancel()
+                self._disconnect_timer = None
+
+    # -- page <-> server messages ----------------------------------------------------------------------
+    def _on_open(self) -> None:
+        self._send({"type": "hello", "session": self.id, "notice": NOTICE})
+        while self._unsent:
+            self._send(self._unsent.popleft())
+
+    def _on_message(self, message) -> None:
+        try:
+            msg = json.loads(message)
+        except (TypeError, ValueError):
+            return
+        if isinstance(msg, dict) and msg.get("type") == "stop":
+            asyncio.ensure_future(self.close("stopped by the page", flush=True))
+
+    def _send(self, msg: dict) -> None:
+        ch = self.channel
+        if ch is None or ch.readyState != "open":
+            self._unsent.append(msg)
+            return
+        try:
+            ch.send(json.dumps(msg))
+        except Exception as exc:  # noqa: BLE001 - a closing channel must not stop the session's worker
+            log.debug("session %s: send failed: %s", self.id, exc)
+
+    # -- media -----------------------------------------------------------------------------------------
+    async def _consume(self, track) -> None:
+        from aiortc.mediastreams import MediaStreamError
+
+        kind = track.kind
+        while not self.closed:
+            try:
+                frame = await track.recv()
+            except MediaStreamError:
+                break
+            t = self.clock.time(kind, frame.pts, frame.time_base)
+            self.counts[kind] += 1
+            if kind == "audio":
+                self._pending.append(("audio", audio_to_mono_float(frame), frame.sample_rate, t, None))
+            else:
+                if self._first_rtp is None:
+                    self._first_rtp = frame.pts
+                self._pending.append(("video", frame, t, frame.pts))
+                self._drop_backlog()
+            self._wake.set()
+        if not self.closed:
+            await self.close(f"{kind} track ended")
+
+    def _drop_backlog(self) -> None:
+        video = [item for item in self._pending if item[0] == "video"]
+        if len(video) < 2 or video[-1][2] - video[0][2] <= self.max_backlog_s:
+            return
+        keep_from = video[-1][2] - self.max_backlog_s
+        kept = deque(item for item in self._pending if item[0] != "video" or item[2] >= keep_from)
+        self.counts["dropped_video"] += len(self._pending) - len(kept)
+        self._pending = kept
+
+    def _process(self, batch: list) -> list[tuple[dict, int | None]]:
+        """Engine thread: push a batch of frames; return the due events, each with the RTP timestamp of the
+        newest video frame pushed before it (the page maps it back to the frame's capture time)."""
+        out = []
+        for item in batch:
+            if item[0] == "audio":
+                _, samples, rate, t, _ = item
+                events = self.engine.push_audio(samples, rate, t)
+            else:
+                _, frame, t, rtp = item
+                self._last_rtp = rtp
+                events = self.engine.push_video(frame, t)
+            out.extend((ev, self._last_rtp) for ev in events)
+        return out
+
+    async def _worker(self) -> None:
+        loop = asyncio.get_running_loop()
+        while not self.closed:
+            await self._wake.wait()
+            self._wake.clear()
+            if not self._pending:
+                continue
+            batch, self._pending = list(self._pending), deque()
+            try:
+                results = await loop.run_in_executor(self._executor, self._process, batch)
+            except Exception as exc:  # noqa: BLE001 - report engine errors to the page, end the session
+                log.exception("session %s: engine error", self.id)
+                self._send({"type": "error", "message": f"engine error: {exc}"})
+                await self.close("engine error")
+                return
+            for event, rtp in results:
+                self._emit(event, rtp)
+
+    def _emit(self, event: dict, rtp: int | None) -> None:
+        self.counts["events"] += 1
+        self._send({"type": "prediction", "event": event, "video_rtp": rtp, "video_first_rtp": self._first_rtp,
+                    "dropped_video": self.counts["dropped_video"]})
+        self.event_log.write(self.id, "prediction", event=event)
+
+    # -- end -------------------------------------------------------------------------------------------
+    async def close(self, reason: str, flush: bool = False) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self._wake.set()
+        current = asyncio.current_task()
+        for task in self._tasks:
+            if task is not current:
+                task.cancel()
+        loop = asyncio.get_running_loop()
+        if flush:
+            try:
+                rest = list(self._pending)
+                self._pending.clear()
+                results = await loop.run_in_executor(self._executor, self._process, rest)
+                for ev in await loop.run_in_executor(self._executor, self.engine.flush):
+                    results.append((ev, self._last_rtp))
+                for event, rtp in results:
+                    self._emit(event, rtp)
+            except Exception:  # noqa: BLE001
+                log.exception("session %s: flush failed", self.id)
+        self._send({"type": "end", "reason": reason})
+        if self.channel is not None and self.channel.readyState == "open":
+            await asyncio.sleep(0.2)           # let the last messages leave before the connection closes
+        self.event_log.write(self.id, "end", reason=reason, counts=dict(self.counts))
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        await self.pc.close()
+        log.info("session %s ended: %s (%s)", self.id, reason, self.counts)
+        if self.on_closed is not None:
+            self.on_closed(self)

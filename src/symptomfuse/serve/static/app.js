@@ -1,0 +1,178 @@
+// symptomfuse live: camera + microphone to the server over WebRTC, predictions back over a data channel.
+// Research tool, not a diagnosis. URL options: ?autostart=1 starts at once (tests);
+// ?latency=1 records when each encoded video frame leaves this page, to time capture -> prediction.
+"use strict";
+const params = new URLSearchParams(location.search);
+const $ = id => document.getElementById(id);
+const MODS = ["audio", "video", "keypoints"];
+const QUALITY_NAME = { audio: "voice", video: "camera", keypoints: "hand" };
+const QUALITY_TEXT = { no_voice: "no voice", silent: "no voice", no_hand: "no hand in view",
+                       no_video: "no picture", no_audio: "no sound", missing: "not in this model" };
+
+// State the tests and the benchmark read (window.sf); nothing here leaves the page except the offer.
+const sf = window.sf = { state: "idle", session: null, events: [], latencies: [], error: null, log: [] };
+const chart = new ProbChart($("chart"), [
+  { key: "audio", label: "audio", color: "#2271b1" },
+  { key: "video", label: "video", color: "#8c8f94", dash: [4, 3] },
+  { key: "keypoints", label: "keypoints", color: "#00a32a" },
+  { key: "fused", label: "fused", color: "#d63638", width: 3 },
+]);
+let pc = null, channel = null, stream = null, t0 = null;
+const sentAt = new Map();                      // RTP timestamp of an encoded video frame -> performance.now()
+let firstSent = null;                          // the first encoded video frame's RTP timestamp
+
+function setStatus(text, state) {
+  $("status").textContent = text;
+  if (state) sf.state = state;
+}
+function record(kind, fields) {
+  const entry = { time: Date.now() / 1000, type: kind, session: sf.session, ...fields };
+  sf.log.push(entry);
+  return entry;
+}
+function fmt(p) { return (p === null || p === undefined) ? "-" : p.toFixed(2); }
+
+function showQuality(mod, q) {
+  const chip = $(`q-${mod}`);
+  const text = q ? (QUALITY_TEXT[q] || String(q).replace(/_/g, " ")) : "-";
+  chip.textContent = `${QUALITY_NAME[mod]}: ${text}`;
+  chip.className = "chip " + (!q ? "" : (q === "ok" ? "ok" : "bad"));
+}
+
+function onPrediction(msg) {
+  const ev = msg.event, now = performance.now();
+  sf.events.push(ev);
+  // The page's RTP timestamps lack the random offset the sender adds on the wire; the first video frame
+  // the server decoded is the first one this page encoded, so their difference is that offset.
+  if (msg.video_rtp != null && msg.video_first_rtp != null && firstSent !== null) {
+    const key = (msg.video_rtp - ((msg.video_first_rtp - firstSent) >>> 0)) >>> 0;
+    if (sentAt.has(key)) sf.latencies.push(now - sentAt.get(key)); else sf.unmatched = (sf.unmatched || 0) + 1;
+  }
+  const mods = ev.modalities || {}, values = {};
+  for (const m of MODS) {
+    const v = mods[m] ? mods[m].p : null;
+    values[m] = v;
+    $(`p-${m}`).textContent = fmt(v);
+    showQuality(m, mods[m] ? mods[m].quality : null);
+  }
+  const fused = ev.fused || {};
+  values.fused = fused.p;
+  $("p-fused").textContent = fmt(fused.p);
+  $("fused-label").textContent = fused.abstain ? "fused: abstains (too uncertain)"
+    : `fused: ${fused.label ?? "-"}` + (fused.uncertainty != null ? ` (uncertainty ${fused.uncertainty.toFixed(2)})` : "");
+  if (t0 === null) t0 = now;
+  chart.add((now - t0) / 1000, values);
+  record("prediction", { event: ev });
+  setStatus(`live: ${sf.events.length} predictions. ${ev.notice || "research tool, not a diagnosis"}`, "live");
+}
+
+function onMessage(e) {
+  let msg;
+  try { msg = JSON.parse(e.data); } catch (_) { return; }
+  if (msg.type === "hello") { sf.session = msg.session; record("hello", { notice: msg.notice }); }
+  else if (msg.type === "prediction") onPrediction(msg);
+  else if (msg.type === "error") { sf.error = msg.message; setStatus(`error: ${msg.message}`, "error"); }
+  else if (msg.type === "end") { record("end", { reason: msg.reason }); teardown(`ended: ${msg.reason}`); }
+}
+
+// Latency mode: see each encoded video frame as it leaves the encoder, keyed by its RTP timestamp.
+function watchSender(sender) {
+  if (!sender.createEncodedStreams) return;
+  const { readable, writable } = sender.createEncodedStreams();
+  const isVideo = sender.track && sender.track.kind === "video";
+  readable.pipeThrough(new TransformStream({
+    transform(frame, ctl) {
+      if (isVideo) {
+        const md = frame.getMetadata ? frame.getMetadata() : {};
+        const ts = (md.rtpTimestamp !== undefined) ? md.rtpTimestamp : frame.timestamp;
+        if (firstSent === null) firstSent = ts;
+        sentAt.set(ts, performance.now());
+        if (sentAt.size > 2000) sentAt.delete(sentAt.keys().next().value);
+      }
+      ctl.enqueue(frame);
+    },
+  })).pipeTo(writable);
+}
+
+function waitForIce(pc, ms) {
+  if (pc.iceGatheringState === "complete") return Promise.resolve();
+  return new Promise(resolve => {
+    const done = () => { if (pc.iceGatheringState === "complete") { pc.removeEventListener("icegatheringstatechange", done); resolve(); } };
+    pc.addEventListener("icegatheringstatechange", done);
+    setTimeout(resolve, ms);                 // send what was gathered so far
+  });
+}
+
+async function start() {
+  $("start").disabled = true;
+  sf.events = []; sf.latencies = []; sf.error = null; t0 = null; firstSent = null; sentAt.clear();
+  try {
+    setStatus("asking for the camera and the microphone...", "media");
+    // Voice measures need the raw signal: no echo cancellation, noise suppression or automatic gain.
+    stream = await navigator.mediaDevices.getUserMedia({
+      audio: { echoCancellation: false, noiseSuppression: false, autoGainControl: false, channelCount: 1 },
+      video: true,
+    });
+    $("preview").srcObject = stream;
+    const latency = params.get("latency") === "1" && "createEncodedStreams" in RTCRtpSender.prototype;
+    sf.latencyMode = latency;
+    pc = new RTCPeerConnection(latency ? { encodedInsertableStreams: true } : {});
+    pc.addEventListener("connectionstatechange", () => {
+      record("connection", { state: pc.connectionState });
+      if (pc.connectionState === "failed") teardown("connection failed", "error");
+    });
+    channel = pc.createDataChannel("events");
+    channel.onmessage = onMessage;
+    for (const track of stream.getTracks()) {
+      const sender = pc.addTrack(track, stream);
+      if (latency) watchSender(sender);
+    }
+    setStatus("connecting...", "connecting");
+    await pc.setLocalDescription(await pc.createOffer());
+    await waitForIce(pc, 3000);
+    const res = await fetch("/offer", { method: "POST", headers: { "Content-Type": "application/json" },
+                                         body: JSON.stringify({ sdp: pc.localDescription.sdp, type: pc.localDescription.type }) });
+    if (!res.ok) throw new Error(`server: ${res.status} ${await res.text()}`);
+    const answer = await res.json();
+    sf.session = answer.session;
+    record("start", {});
+    await pc.setRemoteDescription({ sdp: answer.sdp, type: answer.type });
+    setStatus("connected; the first prediction comes after about 3 seconds of sound and picture.", "waiting");
+    $("stop").disabled = false; $("download").disabled = false;
+  } catch (err) {
+    sf.error = String(err);
+    teardown(`could not start: ${err}`, "error");
+  }
+}
+
+function stop() {
+  $("stop").disabled = true;
+  if (channel && channel.readyState === "open") {
+    channel.send(JSON.stringify({ type: "stop" }));   // the server flushes, sends "end", then we close
+    setTimeout(() => teardown("stopped"), 3000);
+  } else teardown("stopped");
+}
+
+function teardown(text, state = "stopped") {
+  if (stream) stream.getTracks().forEach(t => t.stop());
+  if (pc) pc.close();
+  pc = null; channel = null; stream = null;
+  $("preview").srcObject = null;
+  $("start").disabled = false; $("stop").disabled = true;
+  setStatus(text, state);
+}
+
+function download() {
+  const blob = new Blob([sf.log.map(e => JSON.stringify(e)).join("\n") + "\n"], { type: "application/x-ndjson" });
+  const a = document.createElement("a");
+  a.href = URL.createObjectURL(blob);
+  a.download = `symptomfuse-events-${sf.session || "session"}.jsonl`;
+  a.click();
+  URL.revokeObjectURL(a.href);
+}
+
+$("start").onclick = start;
+$("stop").onclick = stop;
+$("download").onclick = download;
+window.addEventListener("pagehide", () => { if (pc) pc.close(); });
+if (params.get("autostart") === "1") start();
