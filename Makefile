@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 DEMO_OUT ?= demo_out
-APT_PACKAGES := ffmpeg
+APT_PACKAGES := ffmpeg chromium chromium-driver iproute2
 
 .PHONY: demo fsdd test install system-deps bench clean
 
@@ -16,7 +16,8 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 install: $(VENV)/.installed
 
-# Debian packages the tests use (ffmpeg's ffprobe checks that generated files are standard media).
+# Debian packages the tests use (ffmpeg's ffprobe checks that generated files are standard media; the browser
+# test drives Debian's headless Chromium through chromedriver inside a network namespace made with iproute2).
 system-deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \

@@ -264,6 +264,83 @@ def _run_evaluate(args) -> int:
     return 0
 
 
+DEMO_MODEL = Path("demo_out/model")
+
+
+def _add_serve(sub) -> None:
+    p = sub.add_parser(
+        "serve", formatter_class=_Formatter,
+        help="live detection in the browser: camera + microphone over WebRTC, a live dashboard",
+        description=f"""\
+Serve a page that asks for the camera and the microphone (echo cancellation, noise suppression and
+automatic gain off), streams them to this server over WebRTC (aiortc), runs the exported detector on
+them with the streaming engine, and shows per-modality and fused probabilities as a moving chart, with
+quality indicators (no voice, no hand in view) and short guidance for the tasks (sustain "aaah" for 5 s;
+rest the hands in view; tap index finger and thumb). Predictions go back to the page over an
+RTCDataChannel; the page can save them as JSON lines, and --event-log keeps them on the server.
+
+Every browser tab is its own session with its own engine on its own thread; a session ends when the
+page presses Stop or leaves. No STUN or TURN server is used: sound and picture go only between the
+browser and this server, and neither is stored or logged. {NOTICE}
+
+Browsers give the camera only to https pages or to http://localhost / 127.0.0.1: to serve other
+machines, use --host 0.0.0.0 with --cert and --key. --ice-addresses limits the addresses WebRTC
+offers (default: this machine's, or 127.0.0.1 when it has no other).""",
+        epilog="examples:\n  symptomfuse serve --demo                       # the model `make demo` exported\n"
+               "  symptomfuse serve --model MODEL --port 8080     # MODEL from `symptomfuse export`\n"
+               "  symptomfuse serve --model MODEL --host 0.0.0.0 --cert cert.pem --key key.pem")
+    p.add_argument("--model", type=Path, default=None, help="an export folder written by `symptomfuse export`")
+    p.add_argument("--demo", action="store_true", help=f"use the model `make demo` exported ({DEMO_MODEL})")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    p.add_argument("--port", type=int, default=8080, help="port to listen on")
+    p.add_argument("--backend", choices=["torch", "onnx"], default="torch", help="inference backend")
+    p.add_argument("--update-every", type=float, default=0.5, help="seconds of media between predictions")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads per inference (sessions already run in parallel, one thread each)")
+    p.add_argument("--max-sessions", type=int, default=16, help="refuse new sessions beyond this many")
+    p.add_argument("--ice-addresses", default=None,
+                   help="comma-separated addresses to offer for WebRTC, e.g. 127.0.0.1 (default: discovered)")
+    p.add_argument("--event-log", type=Path, default=None,
+                   help="append every session's events (predictions, start, end; never media) as JSON lines")
+    p.add_argument("--cert", type=Path, default=None, help="TLS certificate (PEM) to serve https")
+    p.add_argument("--key", type=Path, default=None, help="TLS private key (PEM) for --cert")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning"], help="server log level")
+    p.set_defaults(func=_run_serve)
+
+
+def _run_serve(args) -> int:
+    import logging
+
+    if args.demo == (args.model is not None):
+        raise ValueError("give either --model DIR (from `symptomfuse export`) or --demo")
+    model = DEMO_MODEL if args.demo else args.model
+    if not model.is_dir():
+        hint = "run `make demo` first (it trains and exports it)" if args.demo else \
+            "export a trained run with `symptomfuse export RUN --out DIR`"
+        raise FileNotFoundError(f"no exported model at {model}: {hint}")
+    if (args.cert is None) != (args.key is None):
+        raise ValueError("--cert and --key go together")
+    if args.update_every <= 0 or args.threads < 1 or args.max_sessions < 1:
+        raise ValueError("--update-every must be > 0, --threads and --max-sessions >= 1")
+    from symptomfuse.serve.app import detector_engine_factory, serve
+    from symptomfuse.serve.ice import parse_addresses
+
+    ice = parse_addresses(args.ice_addresses) if args.ice_addresses else None
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    logging.getLogger("aioice").setLevel(logging.WARNING)
+    if args.backend == "torch":
+        import torch
+
+        torch.set_num_threads(args.threads)
+    factory = detector_engine_factory(model, backend=args.backend, update_every=args.update_every)
+    print(NOTICE)
+    serve(factory, args.host, args.port, ice_addresses=ice, event_log=args.event_log,
+          max_sessions=args.max_sessions, cert=args.cert, key=args.key, info={"model": str(model)},
+          ready=lambda url: print(f"serving {url}  (Ctrl-C to stop)", flush=True))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="symptomfuse", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -273,6 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_curate(sub)
     _add_train(sub)
     _add_evaluate(sub)
+    _add_serve(sub)
     return parser
 
 

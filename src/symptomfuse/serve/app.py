@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 import signal
+import ssl
 from pathlib import Path
 from typing import Any, Callable
 
@@ -101,8 +102,8 @@ def detector_engine_factory(model_dir: Path, backend: str = "torch", update_ever
 
 def serve(engine_factory, host: str = "127.0.0.1", port: int = 8080, *, ice_addresses: list[str] | None = None,
           event_log: Path | None = None, max_sessions: int = 16, info: dict | None = None,
-          ready: Callable[[str], None] | None = None) -> None:
-    """Run the server until interrupted."""
+          cert: Path | None = None, key: Path | None = None, ready: Callable[[str], None] | None = None) -> None:
+    """Run the server until SIGINT or SIGTERM; https when ``cert`` and ``key`` are given."""
     from symptomfuse.serve.ice import limit_host_addresses
 
     limit_host_addresses(ice_addresses)
@@ -113,7 +114,7 @@ def serve(engine_factory, host: str = "127.0.0.1", port: int = 8080, *, ice_addr
         await runner.setup()
         site = web.TCPSite(runner, host, port)
         await site.start()
-        url = f"http://{host if ':' not in host else f'[{host}]'}:{port}/"
+        url = f"{'https' if tls else 'http'}://{host if ':' not in host else f'[{host}]'}:{port}/"
         (ready or print)(url)
         stop = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):   # end sessions cleanly on Ctrl-C and on kill

@@ -107,6 +107,7 @@ async function start() {
   $("start").disabled = true;
   sf.events = []; sf.latencies = []; sf.error = null; t0 = null; firstSent = null; sentAt.clear();
   try {
+    if (!navigator.mediaDevices) throw new Error("the browser gives the camera only to https pages or to http://localhost");
     setStatus("asking for the camera and the microphone...", "media");
     // Voice measures need the raw signal: no echo cancellation, noise suppression or automatic gain.
     stream = await navigator.mediaDevices.getUserMedia({
