@@ -55,6 +55,23 @@ class CurateConfig:
         shaping = {k: v for k, v in asdict(self).items() if k != "label_scope"}
         return {"features_version": FEATURES_VERSION, "sample_rate": SAMPLE_RATE, **shaping}
 
+    @classmethod
+    def from_settings(cls, settings: dict) -> "CurateConfig":
+        """Rebuild the config from ``settings()`` (as saved in curation.json and in model exports).
+
+        Refuses settings made by a different version of the feature functions, whose features the
+        models were not trained on."""
+        version = settings.get("features_version")
+        if version != FEATURES_VERSION:
+            raise ValueError(f"these settings come from features version {version}, but this code computes "
+                             f"version {FEATURES_VERSION}: curate, train and export again")
+        if settings.get("sample_rate", SAMPLE_RATE) != SAMPLE_RATE:
+            raise ValueError(f"audio features at {settings['sample_rate']} Hz are not supported "
+                             f"(only {SAMPLE_RATE} Hz)")
+        return cls(window_s=settings["window_s"], hop_s=settings["hop_s"],
+                   modalities=tuple(settings["modalities"]), pad_short=settings.get("pad_short", False),
+                   logmel=LogMelConfig(**settings["logmel"]), frames=FrameConfig(**settings["frames"]))
+
     def window_samples(self) -> int:
         return int(round(self.window_s * SAMPLE_RATE))
 
@@ -70,7 +87,9 @@ def window_starts(duration_s: float, cfg: CurateConfig) -> np.ndarray:
     return np.arange(n) * cfg.hop_s
 
 
-def _load_keypoints(path: Path, n_source_frames: int) -> np.ndarray:
+def load_keypoints(path: Path, n_source_frames: int | None = None) -> np.ndarray:
+    """A .npy file of hand landmarks as float32 (frames, 21, 3); with ``n_source_frames``, checks that it
+    has one entry per video frame (give or take one). Raises MediaError("bad_keypoints")."""
     try:
         kp = np.load(path, allow_pickle=False)
     except FileNotFoundError as exc:
@@ -80,7 +99,7 @@ def _load_keypoints(path: Path, n_source_frames: int) -> np.ndarray:
     if kp.ndim != 3 or kp.shape[1] != N_LANDMARKS or kp.shape[2] not in (2, 3) or not np.issubdtype(kp.dtype, np.floating):
         raise MediaError("bad_keypoints", f"{path.name} has shape {kp.shape} {kp.dtype}; "
                                           "expected float (frames, 21, 2 or 3)")
-    if abs(len(kp) - n_source_frames) > 1:
+    if n_source_frames is not None and abs(len(kp) - n_source_frames) > 1:
         raise MediaError("bad_keypoints", f"{path.name} has {len(kp)} frames but the video has {n_source_frames}")
     if kp.shape[2] == 2:
         kp = np.concatenate([kp, np.zeros(kp.shape[:2] + (1,), kp.dtype)], axis=2)
@@ -114,7 +133,7 @@ def featurize(c: Candidate, cfg: CurateConfig) -> tuple[dict, dict]:
         arrays["frames"] = frames
         meta["modalities"].append("video")
         if c.keypoints_path is not None:
-            src = _load_keypoints(c.keypoints_path, dec.source_frames)
+            src = load_keypoints(c.keypoints_path, dec.source_frames)
             kp = src[np.minimum(dec.source_frame_index, len(src) - 1)]
             if len(kp) < len(frames):  # padded short recording: hold the last landmarks too
                 kp = np.concatenate([kp, np.repeat(kp[-1:], len(frames) - len(kp), 0)])

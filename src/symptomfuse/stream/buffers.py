@@ -1,0 +1,145 @@
+"""Ring buffers on the engine's media clock: audio samples, and fixed-rate slots for frames and landmarks.
+
+Both place data exactly where curation places it, so a live window holds the same numbers as the
+training window over the same span:
+
+* ``AudioRing`` keeps 16 kHz samples contiguous from the time of the first one (as ``media.decode``
+  does), resampling other rates with libswresample, statefully, as curation's decoder does.
+* ``SlotRing`` keeps one item per slot at ``origin + k / fps``; slot k holds the last item whose time is
+  at or before the slot's (``media._resample_frames``'s rule), so frames at any source rate are brought
+  to the training frame rate the same way. A slot is final once an item later than it has arrived.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+
+import av
+import numpy as np
+
+from symptomfuse.features.audio import SAMPLE_RATE
+
+_EPS = 1e-6  # seconds: the tolerance media._resample_frames uses to compare frame and slot times
+
+
+class AudioRing:
+    """Mono 16 kHz samples with absolute indices; keeps the most recent ``keep_s`` seconds."""
+
+    def __init__(self, keep_s: float, max_gap_s: float = 0.1):
+        self.capacity = int(math.ceil(keep_s * SAMPLE_RATE))
+        self.data = np.zeros(2 * self.capacity, np.float32)
+        self.used = 0  # samples held in self.data[:used]
+        self.end = 0  # absolute index one past the newest sample
+        self.start_t: float | None = None  # media time of absolute sample 0
+        self.max_gap_s = max_gap_s
+        self._resampler: av.AudioResampler | None = None
+        self._rate: int | None = None
+        self._next_in_t: float | None = None  # where the next pushed input is expected to start
+
+    def push(self, samples: np.ndarray, sample_rate: int, t: float) -> None:
+        x = np.asarray(samples, dtype=np.float32)
+        if x.ndim != 1:
+            raise ValueError(f"push_audio takes mono samples of shape (n,), got {x.shape}: average the channels")
+        if sample_rate <= 0:
+            raise ValueError(f"sample_rate must be positive, got {sample_rate}")
+        if self.start_t is None:
+            self.start_t = float(t)
+        elif self._next_in_t is not None and t - self._next_in_t > self.max_gap_s:
+            self._append(np.zeros(int(round((t - self._next_in_t) * SAMPLE_RATE)), np.float32))  # a dropout
+        self._next_in_t = float(t) + len(x) / sample_rate
+        if sample_rate != SAMPLE_RATE:
+            x = self._resample(x, int(sample_rate))
+        self._append(x)
+
+    def _resample(self, x: np.ndarray, rate: int) -> np.ndarray:
+        if self._rate != rate:
+            self._resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+            self._rate = rate
+        frame = av.AudioFrame.from_ndarray(x[None], format="flt", layout="mono")
+        frame.sample_rate = rate
+        out = [f.to_ndarray()[0] for f in self._resampler.resample(frame)]
+        return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+    def _append(self, x: np.ndarray) -> None:
+        if len(x) > self.capacity:
+            x = x[-self.capacity:]
+        if self.used + len(x) > len(self.data):  # move the newest `capacity - len(x)` samples to the front
+            keep = self.capacity - len(x)
+            self.data[:keep] = self.data[self.used - keep:self.used]
+            self.used = keep
+        self.data[self.used:self.used + len(x)] = x
+        self.used += len(x)
+        self.end += len(x)
+
+    @property
+    def clock(self) -> float:
+        """Media time up to which samples have arrived (-inf before any)."""
+        return -math.inf if self.start_t is None else self.start_t + self.end / SAMPLE_RATE
+
+    def window(self, t: float, n: int) -> np.ndarray | None:
+        """The ``n`` samples from media time ``t`` (nearest sample), or None if not all are held."""
+        if self.start_t is None:
+            return None
+        first = int(round((t - self.start_t) * SAMPLE_RATE))
+        oldest = self.end - self.used
+        if first < oldest or first + n > self.end:
+            return None
+        i = first - oldest
+        return self.data[i:i + n].copy()
+
+
+class SlotRing:
+    """Items (frames or landmarks) at ``fps`` slots from ``origin``; keeps the most recent ``keep`` slots."""
+
+    def __init__(self, fps: float, origin: float, keep: int):
+        self.fps, self.origin, self.keep = fps, origin, keep
+        self.slots: deque = deque()
+        self.first_slot = 0  # index of self.slots[0]
+        self.next_slot: int | None = None  # the first slot not yet final
+        self.first_t: float | None = None  # time of the first item
+        self.last: tuple[float, object] | None = None  # (time, item) of the newest item
+        self.step: float | None = None  # the newest interval between items
+
+    def _slot_time(self, k: int) -> float:
+        return self.origin + k / self.fps
+
+    def push(self, item, t: float) -> None:
+        if self.last is None:
+            self.first_t = float(t)
+            # the first slot this item can fill: the first whose time is at or after t
+            self.next_slot = self.first_slot = math.ceil((t - _EPS - self.origin) * self.fps - 1e-9)
+        else:
+            if t <= self.last[0]:
+                return  # out of order or repeated: the slot rule needs increasing times
+            self.step = t - self.last[0]
+            self._fill_before(t)
+        self.last = (t, item)
+
+    def _fill_before(self, t: float) -> None:
+        """Give the newest item to every open slot whose time is before ``t`` (it was on show then)."""
+        while self._slot_time(self.next_slot) + _EPS < t:
+            self.slots.append(self.last[1])
+            self.next_slot += 1
+        while len(self.slots) > self.keep:
+            self.slots.popleft()
+            self.first_slot += 1
+
+    def close(self) -> None:
+        """No more items: the newest one is shown for one more interval (as curation assumes)."""
+        if self.last is not None:
+            self._fill_before(self.last[0] + (self.step or 1.0 / self.fps))
+
+    @property
+    def clock(self) -> float:
+        """Media time up to which slots are final (-inf before any item)."""
+        return -math.inf if self.next_slot is None else self._slot_time(self.next_slot)
+
+    def window(self, t: float, n: int) -> list | None:
+        """The ``n`` slots from media time ``t`` (nearest slot), or None if not all are final and held."""
+        if self.next_slot is None:
+            return None
+        k = int(round((t - self.origin) * self.fps))
+        if k < self.first_slot or k + n > self.next_slot:
+            return None
+        return [self.slots[i] for i in range(k - self.first_slot, k - self.first_slot + n)]

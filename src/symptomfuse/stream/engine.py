@@ -1,0 +1,223 @@
+"""The streaming engine that every live path uses: push media in, get detection events out.
+
+Audio, video frames and hand landmarks go into ring buffers on one media clock (``buffers``). Windows
+have the length of the training windows and start every ``update_every`` seconds on a grid from
+``origin`` (default 0). A window is evaluated once every modality that has sent data has reached its
+end, or once any modality is ``max_wait_s`` past it (the late one is then reported "no_data"). For each
+window the engine:
+
+1. cuts each modality's window and gates it (``quality``): silence, no voice, black or frozen picture,
+   no hand;
+2. computes the model inputs with the same feature functions as curation (``features.audio.log_mel``,
+   the frames already brought to the training size and rate by ``features.video.frame_features``,
+   ``features.keypoints.keypoint_features``);
+3. runs each passing modality's model and the primary (fused) model over the passing modalities it has
+   (``Detector.predict``);
+4. smooths the fused probabilities over the last ``smooth`` updates and decides whether to abstain.
+
+Each event is a plain JSON-serialisable dict:
+
+    {"t": window end (s), "window": [start, end],
+     "modalities": {"audio": {"p": float | None, "quality": "ok" | "silence" | "no_voice" | "no_data"},
+                    "video": {"p": ..., "quality": "ok" | "black" | "frozen" | "no_hand" | "no_data"},
+                    "keypoints": {"p": ..., "quality": "ok" | "no_hand" | "no_landmarks" | "no_data"}},
+     "fused": {"p": float | None, "label": str | None, "uncertainty": float | None, "abstain": bool,
+               "modalities": [the modalities fused], "p_window": this window's p before smoothing},
+     "latency_ms": wall time from the first push that reached the window's end to the event,
+     "notice": "research tool, not a diagnosis"}
+
+``p`` is the probability of the positive class (the second of two classes); with more classes it is the
+top class's probability, and ``fused`` also carries ``probs`` per class. ``uncertainty`` is the entropy
+of the smoothed probabilities divided by its maximum (0: certain, 1: a coin toss). The engine abstains
+when no modality passed its gate, or when the top probability is within ``abstain_band`` of chance (the
+rule of ``symptomfuse evaluate --abstain-band``).
+
+One engine serves one stream and is not thread-safe: call it from one thread.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+
+import av
+import numpy as np
+
+from symptomfuse.features.audio import log_mel
+from symptomfuse.features.keypoints import N_LANDMARKS, keypoint_features
+from symptomfuse.features.video import frame_features, frame_from_array
+from symptomfuse.stream.buffers import AudioRing, SlotRing
+from symptomfuse.stream.detector import Detector
+from symptomfuse.stream.quality import QualityConfig, audio_quality, hand_quality, video_quality
+
+NOTICE = "research tool, not a diagnosis"
+MODALITIES = ("audio", "video", "keypoints")
+
+
+def abstains(probs: np.ndarray, band: float) -> bool:
+    """True when the top probability is within ``band`` of chance (two classes: 0.5 + band)."""
+    k = len(probs)
+    return bool(probs.max() < (0.5 + band if k == 2 else 1.0 / k + band))
+
+
+def uncertainty(probs: np.ndarray) -> float:
+    """Entropy of ``probs`` over its maximum, log(K): 0 certain, 1 uniform."""
+    p = np.clip(probs, 1e-12, 1.0)
+    return float(-(p * np.log(p)).sum() / math.log(len(p)))
+
+
+class StreamEngine:
+    def __init__(self, detector: Detector, update_every: float = 0.5, smooth: int = 3, abstain_band: float = 0.1,
+                 origin: float = 0.0, max_wait_s: float = 0.5, quality: QualityConfig = QualityConfig(),
+                 aspect: float | None = None, clock=time.perf_counter):
+        """``smooth``: updates averaged in the fused result (1: none). ``aspect``: width / height of the
+        picture the landmarks were found in (default: taken from the pushed frames, else 4:3).
+        ``clock``: the wall clock for latencies."""
+        if update_every <= 0:
+            raise ValueError(f"update_every must be positive seconds, got {update_every}")
+        if smooth < 1:
+            raise ValueError(f"smooth must be at least 1 update, got {smooth}")
+        if not 0 <= abstain_band < 0.5:
+            raise ValueError(f"abstain_band must be in [0, 0.5), got {abstain_band}")
+        self.detector, self.features = detector, detector.features
+        self.update_every, self.origin, self.max_wait_s = float(update_every), float(origin), float(max_wait_s)
+        self.abstain_band, self.quality, self.aspect, self.clock = abstain_band, quality, aspect, clock
+        self.window_s = self.features.window_s
+        keep_s = self.window_s + self.update_every + self.max_wait_s + 1.0
+        fps = self.features.frames.fps
+        self.audio = AudioRing(keep_s)
+        self.frames = SlotRing(fps, self.origin, math.ceil(keep_s * fps))
+        self.hands = SlotRing(fps, self.origin, math.ceil(keep_s * fps))
+        self._history: deque = deque(maxlen=smooth)
+        self._next: int | None = None  # grid index of the next window's start
+        self._reached: float | None = None  # wall time at which data first reached the next window's end
+        self.timings: deque = deque(maxlen=10_000)  # per update: (update CPU s, of which model forward CPU s)
+
+    # ---- input -------------------------------------------------------------------------------------------
+
+    def push_audio(self, samples: np.ndarray, sample_rate: int, t: float) -> list[dict]:
+        """Mono float samples in [-1, 1] at any rate; ``t``: media time of the first sample."""
+        wall = self.clock()
+        self.audio.push(samples, sample_rate, t)
+        return self._due(wall)
+
+    def push_video(self, frame: av.VideoFrame | np.ndarray, t: float) -> list[dict]:
+        """A PyAV frame, or an (H, W, 3) uint8 RGB image; ``t``: its presentation time in seconds."""
+        wall = self.clock()
+        if isinstance(frame, np.ndarray):
+            frame = frame_from_array(frame, "rgb")
+        elif not isinstance(frame, av.VideoFrame):
+            raise TypeError(f"push_video takes an av.VideoFrame or an (H, W, 3) uint8 array, got {type(frame)}")
+        if self.aspect is None:
+            self.aspect = frame.width / frame.height
+        self.frames.push(frame_features(frame, self.features.frames), t)
+        return self._due(wall)
+
+    def push_landmarks(self, landmarks: np.ndarray | None, t: float) -> list[dict]:
+        """(21, 2 or 3) hand landmarks normalised like MediaPipe's (x / width, y / height), or None when no
+        hand was found, for the frame at media time ``t``."""
+        wall = self.clock()
+        if landmarks is None:
+            lm = np.full((N_LANDMARKS, 3), np.nan, np.float32)
+        else:
+            lm = np.asarray(landmarks, np.float32)
+            if lm.shape not in ((N_LANDMARKS, 2), (N_LANDMARKS, 3)):
+                raise ValueError(f"push_landmarks takes ({N_LANDMARKS}, 2 or 3) landmarks or None, got {lm.shape}")
+            if lm.shape[1] == 2:
+                lm = np.concatenate([lm, np.zeros((N_LANDMARKS, 1), np.float32)], axis=1)
+        self.hands.push(lm, t)
+        return self._due(wall)
+
+    def flush(self) -> list[dict]:
+        """End of input: evaluate every window that the data reached."""
+        wall = self.clock()
+        self.frames.close()
+        self.hands.close()
+        return self._due(wall, final=True)
+
+    # ---- windows -----------------------------------------------------------------------------------------
+
+    def _clocks(self) -> list[float]:
+        return [r.clock for r in (self.audio, self.frames, self.hands) if r.clock > -math.inf]
+
+    def _due(self, wall: float, final: bool = False) -> list[dict]:
+        clocks = self._clocks()
+        if not clocks:
+            return []
+        if self._next is None:
+            starts = [s for s in (self.audio.start_t, self.frames.first_t, self.hands.first_t) if s is not None]
+            self._next = math.ceil((min(starts) - self.origin) / self.update_every - 1e-9)
+        events = []
+        while True:
+            start = self.origin + self._next * self.update_every
+            end = start + self.window_s
+            if max(clocks) < end - 1e-9:
+                break
+            if self._reached is None:
+                self._reached = wall
+            if not (final or min(clocks) >= end - 1e-9 or max(clocks) >= end + self.max_wait_s):
+                break
+            events.append(self._update(start))
+            self._next += 1
+            self._reached = None
+        return events
+
+    def _update(self, start: float) -> dict:
+        cpu0 = time.process_time()
+        feats, wanted = self.features, set(self.detector.modalities)
+        quality, inputs = {}, {}
+
+        samples = self.audio.window(start, feats.window_samples())
+        quality["audio"] = "no_data" if samples is None else audio_quality(samples, self.quality)
+        if quality["audio"] == "ok" and "audio" in wanted:
+            inputs["audio"] = log_mel(samples, feats.logmel)[None]
+
+        frames = self.frames.window(start, feats.window_frames())
+        quality["video"] = "no_data" if frames is None else video_quality(np.stack(frames), self.quality)
+        if self.hands.last is None:
+            quality["keypoints"] = "no_landmarks"
+        else:
+            hands = self.hands.window(start, feats.window_frames())
+            quality["keypoints"] = "no_data" if hands is None else hand_quality(np.stack(hands), self.quality)
+            if quality["keypoints"] == "no_hand" and quality["video"] == "ok":
+                quality["video"] = "no_hand"
+            if quality["keypoints"] == "ok" and "keypoints" in wanted:
+                inputs["keypoints"] = keypoint_features(np.stack(hands), feats.frames.fps,
+                                                        self.aspect or 4 / 3)[None]
+        if quality["video"] == "ok" and "video" in wanted:
+            inputs["video"] = np.stack(frames)[None]
+
+        cpu1 = time.process_time()
+        pred = self.detector.predict(inputs)
+        cpu2 = time.process_time()
+        event = self._event(start, quality, pred)
+        self.timings.append((time.process_time() - cpu0, cpu2 - cpu1))
+        event["latency_ms"] = (self.clock() - self._reached) * 1000.0
+        return event
+
+    # ---- events ------------------------------------------------------------------------------------------
+
+    def _p(self, probs: np.ndarray) -> float:
+        return float(probs[1]) if len(probs) == 2 else float(probs.max())
+
+    def _event(self, start: float, quality: dict, pred) -> dict:
+        modalities = {}
+        for m in MODALITIES:
+            probs = pred.modalities.get(m)
+            modalities[m] = {"p": None if probs is None else self._p(probs[0]), "quality": quality[m]}
+        fused = {"p": None, "label": None, "uncertainty": None, "abstain": True, "modalities": [], "p_window": None}
+        if pred.fused is None:
+            self._history.clear()  # nothing usable: do not carry an old result into a new person or scene
+        else:
+            raw = pred.fused[0]
+            self._history.append(raw)
+            probs = np.mean(self._history, axis=0)
+            fused.update(p=self._p(probs), label=self.detector.classes[int(np.argmax(probs))],
+                         uncertainty=uncertainty(probs), abstain=abstains(probs, self.abstain_band),
+                         modalities=pred.fused_modalities, p_window=self._p(raw))
+            if len(probs) > 2:
+                fused["probs"] = {c: float(v) for c, v in zip(self.detector.classes, probs)}
+        end = start + self.window_s
+        return {"t": round(end, 6), "window": [round(start, 6), round(end, 6)], "modalities": modalities,
+                "fused": fused, "latency_ms": 0.0, "notice": NOTICE}

@@ -1,0 +1,217 @@
+"""Export trained models for live detection: safetensors + JSON and ONNX, each model split into parts.
+
+An export folder holds everything the live engine needs, and nothing is read from the run afterwards:
+
+  export.json                   classes, the feature settings (window, log-mel, frames), which model is
+                                the primary (fused) one, which single-modality model serves each
+                                modality, each model's temperature and its parts' files, and where the
+                                models came from (run, fold, the fold's test people)
+  MODEL/config.json             the model's config (``multimodal.load`` format), classes, temperature,
+                                feature settings
+  MODEL/encoder.M.safetensors   modality M's encoder, its train-fitted scaler included
+  MODEL/encoder.M.onnx
+  MODEL/head.safetensors        fusion module (if any) + classification layer
+  MODEL/head.onnx
+
+Encoders go to ONNX through ``torch.export`` (``dynamo=True``). Heads go through the TorchScript tracer
+(``dynamo=False``): the fusion modules check that every sample has a present modality with a
+data-dependent ``if``, which ``torch.export`` cannot trace; the tracer evaluates it once on the example
+(all present), and the engine never feeds a sample with nothing present.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from safetensors.torch import save_file
+from tqdm import tqdm
+
+from symptomfuse import NOTICE
+from symptomfuse.atomic import atomic_path, atomic_write_text
+from symptomfuse.data.curate import CurateConfig
+from symptomfuse.models.multimodal import MultimodalClassifier
+from symptomfuse.models.multimodal import load as load_model
+from symptomfuse.stream.parts import example_inputs, part_state, split
+
+EXPORT_FILE = "export.json"
+FORMAT = "symptomfuse-export/1"
+OPSET = 18
+
+
+def _rewrite_small_matmuls(path: Path) -> None:
+    """Replace ``MatMul(x, w)`` with a constant vector ``w`` of a few entries (such as RGB -> luma weights)
+    by ``ReduceSum(x * w, axis -1)``: the same numbers, but onnxruntime's MatMul is very slow with an inner
+    dimension of 3 (about 50 ms against 1 ms for a window of frames)."""
+    import onnx
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    vectors = {i.name for i in graph.initializer if len(i.dims) == 1 and i.dims[0] <= 8}
+    nodes, changed = [], False
+    for node in graph.node:
+        if node.op_type == "MatMul" and node.input[1] in vectors:
+            axes = f"{node.name}_axes"
+            graph.initializer.append(onnx.numpy_helper.from_array(np.array([-1], np.int64), axes))
+            nodes.append(onnx.helper.make_node("Mul", list(node.input), [f"{node.name}_product"], name=f"{node.name}_mul"))
+            nodes.append(onnx.helper.make_node("ReduceSum", [f"{node.name}_product", axes], list(node.output),
+                                               name=f"{node.name}_sum", keepdims=0))
+            changed = True
+        else:
+            nodes.append(node)
+    if changed:
+        del graph.node[:]
+        graph.node.extend(nodes)
+        onnx.checker.check_model(model)
+        onnx.save(model, str(path))
+
+
+def _export_onnx(part_name: str, part, model: MultimodalClassifier, features: CurateConfig, path: Path) -> None:
+    """Encoders go through ``torch.export`` (the current exporter); heads through the TorchScript tracer,
+    because the fusion modules' data-dependent check cannot be traced by ``torch.export``."""
+    example = example_inputs(model, features)
+    args = tuple(torch.from_numpy(example[name]) for name in part.inputs)
+    quiet = logging.getLogger("torch.onnx")
+    level = quiet.level
+    with atomic_path(path) as tmp, warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")  # tracer and deprecation warnings; the parity test is the check
+        quiet.setLevel(logging.ERROR)  # "torchvision is not installed" notes
+        try:
+            torch.onnx.export(part.module, args, str(tmp), input_names=part.inputs, output_names=[part.output],
+                              dynamic_axes={n: {0: "batch"} for n in [*part.inputs, part.output]},
+                              opset_version=OPSET, dynamo=part_name.startswith("encoder."), verbose=False)
+        finally:
+            quiet.setLevel(level)
+        _rewrite_small_matmuls(tmp)
+
+
+def export_model(model: MultimodalClassifier, name: str, temperature: float, classes: list[str],
+                 features: CurateConfig, out: Path, onnx: bool = True) -> dict:
+    """Write one model's parts into ``out/name/``; return its entry for export.json."""
+    model = model.eval()
+    folder = Path(out) / name
+    folder.mkdir(parents=True, exist_ok=True)
+    parts = {}
+    for part_name, part in split(model).items():
+        files = {"safetensors": f"{name}/{part_name}.safetensors"}
+        with atomic_path(Path(out) / files["safetensors"]) as tmp:
+            save_file(part_state(model, part), str(tmp))
+        if onnx:
+            files["onnx"] = f"{name}/{part_name}.onnx"
+            _export_onnx(part_name, part, model, features, Path(out) / files["onnx"])
+        parts[part_name] = {**files, "inputs": part.inputs, "output": part.output}
+    entry = {"modalities": model.modalities, "fusion": (model.config()["fusion"] or {}).get("name"),
+             "temperature": float(temperature), "config": f"{name}/config.json", "parts": parts,
+             "embedding_dims": {m: int(e.out_dim) for m, e in model.encoders.items()}}
+    atomic_write_text(folder / "config.json", json.dumps({
+        "model": model.config(), "classes": classes, "temperature": float(temperature),
+        "features": features.settings(), "notice": NOTICE}, indent=1))
+    return entry
+
+
+def export_models(models: dict[str, tuple[MultimodalClassifier, float]], primary: str, classes: list[str],
+                  features: CurateConfig, out: Path, source: dict | None = None, onnx: bool = True,
+                  progress: bool = False) -> dict:
+    """Export ``{name: (model, temperature)}``; ``primary`` is the model whose output is the fused result.
+
+    Every single-modality model among them serves its modality's own prediction. Writes export.json last,
+    so a folder with an export.json is complete.
+    """
+    if primary not in models:
+        raise ValueError(f"primary model {primary!r} is not among the exported models {sorted(models)}")
+    out = Path(out)
+    entries = {}
+    for name, (model, temperature) in tqdm(models.items(), desc="export", unit="model", disable=not progress):
+        entries[name] = export_model(model, name, temperature, classes, features, out, onnx)
+    singles = {e["modalities"][0]: name for name, e in entries.items() if e["fusion"] is None}
+    spec = {"format": FORMAT, "notice": NOTICE, "classes": list(classes),
+            "positive_class": classes[1] if len(classes) == 2 else None, "features": features.settings(),
+            "primary": primary, "singles": singles, "models": entries, "onnx": onnx, "source": source or {}}
+    atomic_write_text(out / EXPORT_FILE, json.dumps(spec, indent=1, default=float))
+    return spec
+
+
+def _best_model(run: Path, info: dict) -> str:
+    """The intermediate fusion with the best top-level ROC AUC in metrics.json (else the first fused
+    model, else the first trained model)."""
+    trained = [n for n, m in info["models"].items() if m["spec"]["late"] is None]
+    fused = [n for n in trained if info["models"][n]["spec"]["fusion"] is not None]
+    candidates = fused or trained
+    metrics_path = run / "metrics.json"
+    if metrics_path.exists():
+        metrics = json.loads(metrics_path.read_text())
+        top = metrics.get("top_level", "person")
+
+        def auc(name):
+            value = metrics["models"].get(name, {}).get(top, {}).get("roc_auc")
+            return -np.inf if value is None or not np.isfinite(value) else value
+        return max(candidates, key=auc)
+    return candidates[0]
+
+
+def _curation_settings(info: dict, curated: Path | None) -> CurateConfig:
+    folder = Path(curated) if curated is not None else Path(info["protocol"]["curated"])
+    path = folder / "curation.json"
+    if not path.exists():
+        raise FileNotFoundError(f"the feature settings come from the curated set's curation.json, not found at "
+                                f"{path}: pass --curated FOLDER (the folder given to `symptomfuse train`)")
+    return CurateConfig.from_settings(json.loads(path.read_text())["config"])
+
+
+def export_run(run: Path, out: Path, model: str | None = None, fold: int | None = None, person: str | None = None,
+               curated: Path | None = None, onnx: bool = True, progress: bool = True) -> dict:
+    """Export one fold of a ``symptomfuse train`` run: the chosen model (default: the best intermediate
+    fusion) and every single-modality model of the same fold.
+
+    ``person`` picks the fold in which that person was a test person, so that streaming their recordings
+    is a fair, held-out test; ``fold`` picks a fold directly (default 0).
+    """
+    run = Path(run)
+    if not (run / "run.json").exists():
+        raise FileNotFoundError(f"{run} is not a run folder (no run.json): run `symptomfuse train` first")
+    if fold is not None and person is not None:
+        raise ValueError("give --fold or --person, not both")
+    info = json.loads((run / "run.json").read_text())
+    windows = pd.read_csv(run / "windows.csv", dtype={"person_id": str})
+    n_folds = int(info["protocol"]["folds"])
+    if person is not None:
+        folds = windows.loc[windows.person_id == person, "fold"].unique()
+        if len(folds) == 0:
+            raise ValueError(f"person {person!r} is not in this run; people: "
+                             f"{', '.join(sorted(windows.person_id.unique())[:12])}, ...")
+        fold = int(folds[0]) if folds[0] >= 0 else 0  # a --held-out person is held out of every fold
+    fold = 0 if fold is None else int(fold)
+    if not 0 <= fold < n_folds:
+        raise ValueError(f"--fold must be between 0 and {n_folds - 1}, got {fold}")
+
+    trained = {n: m for n, m in info["models"].items() if m["spec"]["late"] is None}
+    model = model or _best_model(run, info)
+    if model not in trained:
+        late = sorted(set(info["models"]) - set(trained))
+        raise ValueError(f"cannot export {model!r}: choose a trained model ({', '.join(trained)})"
+                         + (f"; late fusions ({', '.join(late)}) are not exported" if late else ""))
+    names = [model] + [n for n, m in trained.items() if m["spec"]["fusion"] is None and n != model]
+
+    def temperature(name):
+        return next(r["temperature"] for r in info["models"][name]["folds"] if r["fold"] == fold)
+
+    models = {n: (load_model(run / "models" / n / f"fold{fold}"), temperature(n)) for n in names}
+    test_people = sorted(windows.loc[windows.fold == fold, "person_id"].unique().tolist())
+    source = {"run": str(run.resolve()), "fold": fold, "person": person, "test_people": test_people,
+              "held_out": info["protocol"].get("held_out", [])}
+    metrics_path = run / "metrics.json"
+    if metrics_path.exists():
+        metrics = json.loads(metrics_path.read_text())
+        top = metrics.get("top_level", "person")
+        source["cross_validated_roc_auc"] = {n: metrics["models"][n][top]["roc_auc"] for n in names
+                                             if n in metrics["models"]}
+        source["roc_auc_level"] = top
+    return export_models(models, model, info["classes"], _curation_settings(info, curated), out, source,
+                         onnx, progress)
