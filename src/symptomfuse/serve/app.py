@@ -32,7 +32,8 @@ def create_app(engine_factory: Callable[[], Any], *, event_log: Path | None = No
     app = web.Application(client_max_size=256 * 1024)
     app[SESSIONS] = {}
     app[CONFIG] = {"factory": engine_factory, "log": EventLog(event_log), "max": max_sessions,
-                   "backlog": max_backlog_s, "info": {"notice": NOTICE, **(info or {})}}
+                   "backlog": max_backlog_s,
+                   "info": {"notice": NOTICE, **getattr(engine_factory, "info", {}), **(info or {})}}
     app.router.add_get("/", _index)
     app.router.add_get("/health", _health)
     app.router.add_post("/offer", _offer)
@@ -97,7 +98,13 @@ def detector_engine_factory(model_dir: Path, backend: str = "torch", update_ever
     from symptomfuse.stream.engine import StreamEngine
 
     detector = Detector.load(model_dir, backend=backend)
-    return lambda: StreamEngine(detector, update_every=update_every)
+
+    def factory() -> StreamEngine:
+        return StreamEngine(detector, update_every=update_every)
+
+    factory.info = {"modalities": list(detector.modalities), "classes": list(detector.classes),
+                    "positive_class": detector.positive_class}
+    return factory
 
 
 def serve(engine_factory, host: str = "127.0.0.1", port: int = 8080, *, ice_addresses: list[str] | None = None,
@@ -112,7 +119,11 @@ def serve(engine_factory, host: str = "127.0.0.1", port: int = 8080, *, ice_addr
     async def main() -> None:
         runner = web.AppRunner(app)
         await runner.setup()
-        site = web.TCPSite(runner, host, port)
+        tls = None
+        if cert is not None:
+            tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            tls.load_cert_chain(str(cert), str(key))
+        site = web.TCPSite(runner, host, port, ssl_context=tls)
         await site.start()
         url = f"{'https' if tls else 'http'}://{host if ':' not in host else f'[{host}]'}:{port}/"
         (ready or print)(url)

@@ -6,8 +6,9 @@ const params = new URLSearchParams(location.search);
 const $ = id => document.getElementById(id);
 const MODS = ["audio", "video", "keypoints"];
 const QUALITY_NAME = { audio: "voice", video: "camera", keypoints: "hand" };
-const QUALITY_TEXT = { no_voice: "no voice", silent: "no voice", no_hand: "no hand in view",
-                       no_video: "no picture", no_audio: "no sound", missing: "not in this model" };
+const QUALITY_TEXT = {                         // the engine's quality gates (symptomfuse.stream.quality)
+  ok: "ok", silence: "silence", no_voice: "no voice", no_data: "no data", black: "dark picture",
+  frozen: "frozen picture", no_hand: "no hand in view", no_landmarks: "no hand detector" };
 
 // State the tests and the benchmark read (window.sf); nothing here leaves the page except the offer.
 const sf = window.sf = { state: "idle", session: null, events: [], latencies: [], error: null, log: [] };
@@ -52,14 +53,16 @@ function onPrediction(msg) {
   for (const m of MODS) {
     const v = mods[m] ? mods[m].p : null;
     values[m] = v;
-    $(`p-${m}`).textContent = fmt(v);
+    const absent = sf.modalities && !sf.modalities.includes(m);
+    $(`p-${m}`).textContent = absent ? "n/a" : fmt(v);
     showQuality(m, mods[m] ? mods[m].quality : null);
   }
   const fused = ev.fused || {};
   values.fused = fused.p;
   $("p-fused").textContent = fmt(fused.p);
   $("fused-label").textContent = fused.abstain ? "fused: abstains (too uncertain)"
-    : `fused: ${fused.label ?? "-"}` + (fused.uncertainty != null ? ` (uncertainty ${fused.uncertainty.toFixed(2)})` : "");
+    : `fused: the model's top class is "${fused.label ?? "-"}"` +
+      (fused.uncertainty != null ? ` (uncertainty ${fused.uncertainty.toFixed(2)})` : "") + ". Not a diagnosis.";
   if (t0 === null) t0 = now;
   chart.add((now - t0) / 1000, values);
   record("prediction", { event: ev });
@@ -136,6 +139,8 @@ async function start() {
     if (!res.ok) throw new Error(`server: ${res.status} ${await res.text()}`);
     const answer = await res.json();
     sf.session = answer.session;
+    sf.modalities = answer.modalities || null;     // what the model uses; the others show "n/a"
+    if (answer.positive_class) $("positive").textContent = `"${answer.positive_class}"`;
     record("start", {});
     await pc.setRemoteDescription({ sdp: answer.sdp, type: answer.type });
     setStatus("connected; the first prediction comes after about 3 seconds of sound and picture.", "waiting");
