@@ -42,8 +42,9 @@ fsdd: $(VENV)/.installed
 	  --folds 6 --epochs 25 --patience 5
 	$(SF) evaluate $(DEMO_OUT)/fsdd_run
 
+# SYMPTOMFUSE_REQUIRE_BROWSER=1: the headless-Chromium test fails, rather than skips, when it cannot run.
 test: $(VENV)/.installed system-deps
-	$(PY) -m pytest -q
+	SYMPTOMFUSE_REQUIRE_BROWSER=1 $(PY) -m pytest -q
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/curate_bench.py
