@@ -178,12 +178,14 @@ def wait_http(url: str, deadline: float) -> None:
 
 def run_feeds(url: str, feeds: list[dict], seconds: float, tabs: int = 1, out_dir: Path | None = None,
               query: str = "autostart=1&latency=1", stop_first: bool = True, timeout: float = 60.0) -> dict:
-    """Open each feed's browser with ``tabs`` pages; stream ``seconds`` after each page's first prediction.
+    """Open each feed's browser with ``tabs`` pages; once every page has had its first prediction, let
+    them all stream ``seconds`` more.
 
     ``feeds``: ``[{"name", "video", "audio"}]``. Returns per page: the time from load to the first
-    prediction, every fused probability, the capture-to-prediction latencies (ms) and the events.
-    The first page of each browser is stopped with its Stop button, the others just close (the peer
-    leaves), so both ways of ending are exercised.
+    prediction, every fused probability, the capture-to-prediction latencies (ms; ``steady_from`` is the
+    index of the first one measured while every page was streaming) and the events. The first page of
+    each browser is stopped with its Stop button, the others just close (the peer leaves), so both ways
+    of ending are exercised.
     """
     deadline = time.monotonic() + timeout
     wait_http(url + "health", deadline)
@@ -200,10 +202,9 @@ def run_feeds(url: str, feeds: list[dict], seconds: float, tabs: int = 1, out_di
                     drv.switch_to.new_window("tab")
                 drv.get(f"{url}?{query}")
                 pages.append({"feed": feed["name"], "driver": drv, "handle": drv.current_window_handle,
-                              "t_load": time.monotonic(), "t_first": None})
-        results = {}
-        while True:
-            done = True
+                              "t_load": time.monotonic(), "t_first": None, "steady_from": None, "first": k == 0})
+        t_all = None
+        while t_all is None or time.monotonic() - t_all < seconds:
             for i, pg in enumerate(pages):
                 pg["driver"].switch_to.window(pg["handle"])
                 st = pg["driver"].execute_script(STATE_JS, False)
@@ -212,15 +213,16 @@ def run_feeds(url: str, feeds: list[dict], seconds: float, tabs: int = 1, out_di
                     raise RuntimeError(f"page {pg['feed']}#{i}: {st['error']}")
                 if st["n"] and pg["t_first"] is None:
                     pg["t_first"] = time.monotonic()
-                if pg["t_first"] is None or time.monotonic() - pg["t_first"] < seconds:
-                    done = False
-            if done:
-                break
+            if t_all is None and all(pg["t_first"] is not None for pg in pages):
+                t_all = time.monotonic()
+                for pg in pages:
+                    pg["steady_from"] = len(pg["state"]["latencies"])
             if time.monotonic() > deadline:
                 waiting = [f"{p['feed']}: {p.get('state', {}).get('state')}, {p.get('state', {}).get('n')} events"
                            for p in pages]
                 raise TimeoutError(f"pages did not stream {seconds} s of predictions in {timeout} s: {waiting}")
             time.sleep(0.5)
+        results = {}
         for i, pg in enumerate(pages):
             drv = pg["driver"]
             drv.switch_to.window(pg["handle"])
@@ -228,14 +230,15 @@ def run_feeds(url: str, feeds: list[dict], seconds: float, tabs: int = 1, out_di
             key = f"{pg['feed']}#{i}"
             results[key] = {"feed": pg["feed"], "session": st["session"],
                             "first_prediction_s": pg["t_first"] - pg["t_load"], "fused": st["fused"],
-                            "latencies_ms": st["latencies"], "events": st["events"]}
-            if out_dir is not None and pg is next(p for p in pages if p["feed"] == pg["feed"]):
+                            "latencies_ms": st["latencies"], "steady_from": pg["steady_from"],
+                            "events": st["events"]}
+            if out_dir is not None and pg["first"]:
                 shot = Path(out_dir) / f"{pg['feed']}.png"
                 drv.save_screenshot(str(shot))
                 results[key]["screenshot"] = str(shot)
         if stop_first:
             for pg in pages:
-                if pg is next(p for p in pages if p["feed"] == pg["feed"]):
+                if pg["first"]:
                     pg["driver"].switch_to.window(pg["handle"])
                     pg["driver"].execute_script("document.getElementById('stop').click()")
             time.sleep(1.0)
@@ -264,7 +267,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--feed", action="append", required=True, metavar="NAME:VIDEO.y4m:AUDIO.wav",
                    help="one browser per feed (repeat)")
     p.add_argument("--tabs", type=int, default=1, help="pages (sessions) per browser")
-    p.add_argument("--seconds", type=float, default=10.0, help="seconds of predictions to collect per page")
+    p.add_argument("--seconds", type=float, default=10.0,
+                   help="seconds to stream once every page has had its first prediction")
     p.add_argument("--timeout", type=float, default=90.0, help="give up after this many seconds")
     p.add_argument("--out", type=Path, required=True, help="JSON file of the results (screenshots beside it)")
     p.add_argument("--wait-closed", type=float, default=15.0,

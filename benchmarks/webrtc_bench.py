@@ -1,0 +1,120 @@
+"""Capture-to-prediction latency of ``symptomfuse serve`` in headless Chromium, with 1, 4 and 8 sessions.
+
+Latency is measured in the page, on the page's clock: from the moment a video frame leaves the page's
+encoder (an encoded-frame transform on the sender; capture + encode is a few ms earlier still) to the
+moment the prediction whose window that frame completed arrives over the data channel. The server sends,
+with every prediction, the RTP timestamp of the newest video frame the engine had been given; the page
+maps it back to its own frame. So the figure includes encoding, the network (loopback), jitter buffer and
+decoding in aiortc, queueing, the engine (features + models) and the data channel. It does not include
+the window itself: a prediction is about the last 3 s, and comes out once that window's last frame is in.
+
+For each session count, the script makes a network namespace with only loopback up, starts
+``symptomfuse serve`` in it, and opens one headless Chromium with that many tabs, each a session fed by
+the same fake camera and microphone (a file, looped). It counts only predictions that arrive while every
+tab is streaming. Needs root, chromium and chromium-driver (``make system-deps``) and an exported model.
+
+    python benchmarks/webrtc_bench.py [--model demo_out/model] [--sessions 1,4,8] [--seconds 20]
+
+Prints a table and writes benchmarks/results/webrtc_bench.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from symptomfuse.serve.headless import NetNamespace, stop_process, to_y4m_wav
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_once(model: Path, n: int, feed: tuple[Path, Path], seconds: float, port: int, work: Path,
+             backend: str) -> dict:
+    events_log, result = work / f"events_{n}.jsonl", work / f"result_{n}.json"
+    with NetNamespace() as ns:
+        server = subprocess.Popen(
+            ns.prefix + [sys.executable, "-m", "symptomfuse.cli", "serve", "--model", str(model), "--port", str(port),
+                         "--backend", backend, "--ice-addresses", "127.0.0.1", "--event-log", str(events_log),
+                         "--max-sessions", str(n + 2), "--log-level", "warning"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            driver = subprocess.run(
+                ns.prefix + [sys.executable, "-m", "symptomfuse.serve.headless", "--url", f"http://127.0.0.1:{port}/",
+                             "--feed", f"bench:{feed[0]}:{feed[1]}", "--tabs", str(n), "--seconds", str(seconds),
+                             "--timeout", str(60 + 4 * n + seconds), "--out", str(result)],
+                capture_output=True, text=True, timeout=120 + 4 * n + seconds)
+        finally:
+            stop_process(server, timeout=15)
+            server_log = server.stdout.read()
+    if driver.returncode != 0:
+        raise RuntimeError(f"{n} sessions: the browser driver failed:\n{driver.stderr[-3000:]}\n{server_log[-3000:]}")
+    pages = json.loads(result.read_text())["pages"].values()
+    lat = np.concatenate([np.asarray(p["latencies_ms"][p["steady_from"]:], float) for p in pages])
+    engine = np.asarray([e["latency_ms"] for p in pages for e in p["events"][-20:]], float)
+    first = np.asarray([p["first_prediction_s"] for p in pages])
+    log = [json.loads(line) for line in events_log.read_text().splitlines()]
+    ends = [e["counts"] for e in log if e["type"] == "end"]
+    video = sum(c["video"] for c in ends)
+    dropped = sum(c["dropped_video"] for c in ends)
+    return {"sessions": n, "predictions": int(len(lat)),
+            "p50_ms": float(np.percentile(lat, 50)) if len(lat) else None,
+            "p95_ms": float(np.percentile(lat, 95)) if len(lat) else None,
+            "engine_p50_ms": float(np.percentile(engine, 50)) if len(engine) else None,
+            "first_prediction_s_max": float(first.max()), "video_frames": int(video),
+            "dropped_video_share": dropped / video if video else 0.0}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", type=Path, default=ROOT / "demo_out" / "model",
+                   help="an export folder (`symptomfuse export`; `make demo` writes demo_out/model)")
+    p.add_argument("--sessions", default="1,4,8", help="comma-separated concurrent browser sessions")
+    p.add_argument("--seconds", type=float, default=20.0, help="seconds measured once every session streams")
+    p.add_argument("--media", type=Path, default=ROOT / "data" / "grid" / "sbwe5n.mpg",
+                   help="a file with sound and picture for the fake camera and microphone (looped)")
+    p.add_argument("--backend", choices=["torch", "onnx"], default="torch")
+    p.add_argument("--port", type=int, default=8766)
+    p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "webrtc_bench.json")
+    args = p.parse_args(argv)
+    if not (args.model / "export.json").exists():
+        print(f"error: no exported model at {args.model}: run `make demo`, or give --model DIR from "
+              "`symptomfuse export`", file=sys.stderr)
+        return 2
+    why = NetNamespace.available()
+    if why:
+        print(f"error: {why}", file=sys.stderr)
+        return 2
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="sf-webrtc-bench-") as tmp:
+        work = Path(tmp)
+        feed = to_y4m_wav(args.media, work, "feed")
+        for n in (int(v) for v in args.sessions.split(",")):
+            t0 = time.perf_counter()
+            rows.append(run_once(args.model, n, feed, args.seconds, args.port, work, args.backend))
+            rows[-1]["wall_s"] = time.perf_counter() - t0
+            print(f"{n} session(s): {rows[-1]}", flush=True)
+    print("\n| sessions | predictions | capture-to-prediction p50 (ms) | p95 (ms) | engine p50 (ms) | "
+          "first prediction, slowest (s) | video frames dropped |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for r in rows:
+        print(f"| {r['sessions']} | {r['predictions']} | {r['p50_ms']:.0f} | {r['p95_ms']:.0f} | "
+              f"{r['engine_p50_ms']:.0f} | {r['first_prediction_s_max']:.1f} | {100 * r['dropped_video_share']:.1f}% |")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"rows": rows, "model": str(args.model), "media": str(args.media),
+                                    "seconds": args.seconds, "backend": args.backend, "cpus": os.cpu_count(),
+                                    "machine": platform.platform(), "python": platform.python_version()}, indent=1))
+    print(f"\nwrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
