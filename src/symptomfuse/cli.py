@@ -14,7 +14,7 @@ DESCRIPTION = f"""\
 symptomfuse: multi-modal (voice + video) classifiers for early signs of disease.
 {NOTICE}
 
-Stages:  synth -> curate -> train -> evaluate   (stream, serve and export arrive later)
+Stages:  synth -> curate -> train -> evaluate -> export -> stream (terminal) or serve (browser)
 Run `symptomfuse COMMAND --help` for the options and an example of each."""
 
 
@@ -341,6 +341,144 @@ def _run_serve(args) -> int:
     return 0
 
 
+def _add_export(sub) -> None:
+    p = sub.add_parser(
+        "export", formatter_class=_Formatter,
+        help="export a run's models for live use: safetensors + JSON and ONNX",
+        description=f"""\
+Export one fold of a trained run for live detection (`symptomfuse stream`, `symptomfuse serve`): the
+chosen model (default: the intermediate fusion with the best cross-validated ROC AUC in metrics.json)
+and every single-modality model of the same fold, which give each modality's own prediction. Each model
+is split into one encoder per modality and a head (fusion + classifier), each written as safetensors +
+JSON and as ONNX. export.json holds what the live engine needs and nothing else is read later: classes,
+temperatures, the window and feature settings from the curated set, and the fold's test people.
+
+Use --person to take the fold in which that person was a test person: streaming their recordings is
+then a fair test of people the models never saw. {NOTICE}""",
+        epilog="examples:\n  symptomfuse export demo_out/run --out demo_out/model --person P001\n"
+               "  symptomfuse export demo_out/run --out model_dir --model fused_attention --fold 2")
+    p.add_argument("run", type=Path, help="a folder written by `symptomfuse train`")
+    p.add_argument("--out", type=Path, required=True, help="export folder")
+    p.add_argument("--model", default=None, help="the primary (fused) model (default: best fused in metrics.json)")
+    p.add_argument("--fold", type=int, default=None, help="which fold's models (default 0)")
+    p.add_argument("--person", default=None, help="take the fold in which this person was a test person")
+    p.add_argument("--curated", type=Path, default=None,
+                   help="the curated set the run trained on, if it moved (feature settings come from it)")
+    p.add_argument("--no-onnx", action="store_true", help="write safetensors + JSON only")
+    p.set_defaults(func=_run_export)
+
+
+def _run_export(args) -> int:
+    from symptomfuse.stream.export import export_run
+
+    t0 = time.perf_counter()
+    spec = export_run(args.run, args.out, model=args.model, fold=args.fold, person=args.person,
+                      curated=args.curated, onnx=not args.no_onnx)
+    src = spec["source"]
+    print(f"exported {', '.join(spec['models'])} (fold {src['fold']}; primary: {spec['primary']}) "
+          f"to {args.out} in {time.perf_counter() - t0:.1f} s, {'with' if spec['onnx'] else 'without'} ONNX")
+    print(f"this fold's test people (never trained on): {', '.join(src['test_people'])}")
+    print(f"next: symptomfuse stream RECORDING --model {args.out} --realtime")
+    return 0
+
+
+def _add_stream(sub) -> None:
+    p = sub.add_parser(
+        "stream", formatter_class=_Formatter,
+        help="live detection from a file, a webcam or a microphone, with a live view and JSON lines",
+        description=f"""\
+Run the exported models live. Every --update-every seconds the engine takes the last window (as long as
+the training windows) of each modality, checks its quality (silence or no voice; black or frozen
+picture; no hand in view when landmarks are given), computes the same features as training, and
+predicts with each usable modality's model and with the fused model over the usable ones; the fused
+result is smoothed over --smooth updates and abstains when it is too close to chance.
+
+Sources: a recording (replayed as fast as possible, or at its own pace with --realtime; hand
+landmarks from a NAME.keypoints.npy file beside it, or --landmarks), or a webcam (--camera, OpenCV)
+and/or a microphone (--mic, sounddevice; needs Debian's libportaudio2). There is no landmark detector
+yet: live, the keypoints modality is reported missing and the fusion uses what is present.
+
+Output: a live view (a bar per modality and for the fused result) and/or JSON lines (--jsonl), one
+event per update: {{t, modalities: {{audio: {{p, quality}}, video: ..., keypoints: ...}}, fused: {{p, label,
+uncertainty, abstain}}, latency_ms, notice}}. {NOTICE}""",
+        epilog="examples:\n  symptomfuse stream demo_out/cohort/recordings/P001_s1.mp4 --model demo_out/model --realtime\n"
+               "  symptomfuse stream rec.mp4 --model MODEL --jsonl events.jsonl --no-view --backend onnx\n"
+               "  symptomfuse stream --camera 0 --mic default --model MODEL --seconds 60")
+    p.add_argument("file", type=Path, nargs="?", default=None, help="a recording to replay")
+    p.add_argument("--model", type=Path, required=True, help="an export folder written by `symptomfuse export`")
+    p.add_argument("--realtime", action="store_true", help="replay the file at its own pace (default: as fast as possible)")
+    p.add_argument("--camera", type=int, default=None, help="webcam index (OpenCV), e.g. 0")
+    p.add_argument("--mic", default=None, help="microphone: default, an index, or part of a name")
+    p.add_argument("--seconds", type=float, default=None, help="stop a live stream after this long")
+    p.add_argument("--landmarks", default="auto",
+                   help="hand landmarks for a file: auto (NAME.keypoints.npy beside it), none, or a .npy path")
+    p.add_argument("--backend", choices=["torch", "onnx"], default="torch", help="inference backend")
+    p.add_argument("--threads", type=int, default=1, help="inference threads")
+    p.add_argument("--update-every", type=float, default=0.5, help="seconds of media between updates")
+    p.add_argument("--smooth", type=int, default=3, help="updates averaged in the fused result")
+    p.add_argument("--abstain-band", type=float, default=0.1,
+                   help="abstain when the top probability is within this of chance")
+    p.add_argument("--jsonl", default=None, help="write events as JSON lines to this file (- for stdout)")
+    p.add_argument("--no-view", action="store_true", help="no live view")
+    p.set_defaults(func=_run_stream)
+
+
+def _run_stream(args) -> int:
+    import numpy as np
+    import torch
+
+    from symptomfuse.data.media import MediaError
+    from symptomfuse.stream.detector import Detector
+    from symptomfuse.stream.engine import StreamEngine
+    from symptomfuse.stream.sources import DeviceError, live, replay_file
+    from symptomfuse.stream.view import LiveView, write_jsonl
+
+    live_source = args.camera is not None or args.mic is not None
+    if (args.file is None) == (not live_source):
+        raise ValueError("give a FILE to replay, or --camera and/or --mic for a live stream (not both)")
+    if args.file is not None and not args.file.is_file():
+        raise FileNotFoundError(f"no such recording: {args.file}")
+    if args.threads < 1:
+        raise ValueError("--threads must be at least 1")
+    torch.set_num_threads(args.threads)
+    detector = Detector.load(args.model, args.backend, threads=args.threads)
+    engine = StreamEngine(detector, update_every=args.update_every, smooth=args.smooth,
+                          abstain_band=args.abstain_band)
+    jsonl = None if args.jsonl is None else (sys.stdout if args.jsonl == "-" else open(args.jsonl, "w"))
+    view = None if args.no_view or args.jsonl == "-" else LiveView(detector.positive_class)
+    if view is not None:
+        print(NOTICE)
+    events, code = [], 0
+    try:
+        if args.file is not None:
+            landmarks = None if args.landmarks == "none" else args.landmarks
+            source = replay_file(engine, args.file, realtime=args.realtime, landmarks=landmarks)
+        else:
+            source = live(engine, camera=args.camera, mic=args.mic, seconds=args.seconds)
+        for event in source:
+            events.append(event)
+            if jsonl is not None:
+                write_jsonl(jsonl, event)
+            if view is not None:
+                view.show(event)
+    except (DeviceError, MediaError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        code = 2
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if jsonl is not None and jsonl is not sys.stdout:
+            jsonl.close()
+    fused = [e["fused"]["p_window"] for e in events if e["fused"]["p_window"] is not None]
+    if events and view is not None:
+        lat = np.percentile([e["latency_ms"] for e in events], [50, 95])
+        mean = f"{np.mean(fused):.2f}" if fused else "--"
+        what = f"p({detector.positive_class})" if detector.positive_class else "top-class probability"
+        print(f"{len(events)} updates; mean fused {what} over the stream {mean}; "
+              f"latency p50 {lat[0]:.0f} ms, p95 {lat[1]:.0f} ms.  {NOTICE}")
+    return code
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="symptomfuse", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -350,6 +488,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_curate(sub)
     _add_train(sub)
     _add_evaluate(sub)
+    _add_export(sub)
+    _add_stream(sub)
     _add_serve(sub)
     return parser
 

@@ -61,6 +61,14 @@ class AudioRing:
         out = [f.to_ndarray()[0] for f in self._resampler.resample(frame)]
         return np.concatenate(out) if out else np.zeros(0, np.float32)
 
+    def close(self) -> None:
+        """No more input: take the samples the resampler still holds."""
+        if self._resampler is not None:
+            out = [f.to_ndarray()[0] for f in self._resampler.resample(None)]
+            if out:
+                self._append(np.concatenate(out))
+            self._resampler, self._rate = None, None
+
     def _append(self, x: np.ndarray) -> None:
         if len(x) > self.capacity:
             x = x[-self.capacity:]

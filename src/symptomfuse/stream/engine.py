@@ -132,6 +132,7 @@ class StreamEngine:
     def flush(self) -> list[dict]:
         """End of input: evaluate every window that the data reached."""
         wall = self.clock()
+        self.audio.close()
         self.frames.close()
         self.hands.close()
         return self._due(wall, final=True)

@@ -38,23 +38,24 @@ def sidecar_landmarks(path: Path) -> Path | None:
 
 
 def replay_file(engine: StreamEngine, path: str | Path, realtime: bool = False,
-                landmarks: str | Path | None = "auto", sleep=time.sleep) -> Iterator[dict]:
+                landmarks: str | Path | None = "auto", clock=time.perf_counter, sleep=time.sleep) -> Iterator[dict]:
     """Replay a recording through ``engine``; yields events, then those of ``engine.flush()``.
 
-    ``landmarks``: "auto" (the sidecar file if any), None (no landmarks), or a .npy path.
+    ``landmarks``: "auto" (the sidecar file if any), None (no landmarks), or a .npy path. ``clock`` and
+    ``sleep`` pace a real-time replay.
     """
     path = Path(path)
     container, streams, info = _open_any(path)
     kp_path = sidecar_landmarks(path) if landmarks == "auto" else (Path(landmarks) if landmarks else None)
     kp = load_keypoints(kp_path) if kp_path is not None else None
-    wall0, t0, n_frames = time.perf_counter(), None, 0
+    wall0, t0, n_frames = clock(), None, 0
     with container:
         for kind, t, payload in iter_decoded(container, streams, info.fps or engine.features.frames.fps):
             available = t + len(payload) / SAMPLE_RATE if kind == "audio" else t
             if t0 is None:
                 t0 = t
             if realtime:
-                wait = wall0 + (available - t0) - time.perf_counter()
+                wait = wall0 + (available - t0) - clock()
                 if wait > 0:
                     sleep(wait)
             if kind == "audio":
@@ -81,7 +82,12 @@ def open_camera(index: int):
     """An opened ``cv2.VideoCapture``, or DeviceError."""
     import cv2
 
-    cap = cv2.VideoCapture(int(index))
+    level = cv2.getLogLevel()
+    cv2.setLogLevel(0)  # silent: OpenCV's own warnings about the index; our error says what to do
+    try:
+        cap = cv2.VideoCapture(int(index))
+    finally:
+        cv2.setLogLevel(level)
     if not cap.isOpened():
         cap.release()
         raise DeviceError(f"no camera at index {index}: check that one is connected and not in use by another "

@@ -1,0 +1,73 @@
+"""What a person sees of a live stream: a terminal view redrawn in place, and JSON lines for programs.
+
+The view shows one bar per modality and one for the fused result, each the probability of the positive
+class, with the modality's quality, and always the notice that this is a research tool, not a diagnosis.
+When the output is not a terminal, each event is one plain line instead.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import TextIO
+
+from symptomfuse.stream.engine import MODALITIES, NOTICE
+
+BAR = 30
+
+
+def _bar(p: float | None) -> str:
+    if p is None:
+        return " " * BAR
+    filled = int(round(p * BAR))
+    return "#" * filled + "-" * (BAR - filled)
+
+
+def _value(p: float | None) -> str:
+    return "  -- " if p is None else f"{p:5.2f}"
+
+
+def render(event: dict, positive: str | None) -> list[str]:
+    """The view's lines for one event."""
+    what = f"p({positive})" if positive else "top-class probability"
+    lines = [f"t = {event['t']:7.2f} s   latency {event['latency_ms']:5.0f} ms   bars: {what}",
+             f"*** {NOTICE.upper()} ***"]
+    for m in MODALITIES:
+        e = event["modalities"][m]
+        lines.append(f"{m:<10} [{_bar(e['p'])}] {_value(e['p'])}  {e['quality']}")
+    f = event["fused"]
+    if f["p"] is None:
+        state = "no usable modality: abstain"
+    else:
+        state = f"{f['label']}{' (uncertain: abstain)' if f['abstain'] else ''}  from {'+'.join(f['modalities'])}"
+    lines.append(f"{'fused':<10} [{_bar(f['p'])}] {_value(f['p'])}  {state}")
+    return lines
+
+
+class LiveView:
+    """Redraws the view in place on a terminal; writes one line per event elsewhere."""
+
+    def __init__(self, positive: str | None, out: TextIO | None = None):
+        self.positive, self.out = positive, out if out is not None else sys.stdout
+        self.tty = self.out.isatty()
+        self._drawn = 0
+
+    def show(self, event: dict) -> None:
+        lines = render(event, self.positive)
+        if self.tty:
+            if self._drawn:
+                self.out.write(f"\x1b[{self._drawn}F")  # back to the view's first line
+            self.out.write("".join(f"{line}\x1b[K\n" for line in lines))
+            self._drawn = len(lines)
+        else:
+            f = event["fused"]
+            mods = "  ".join(f"{m} {_value(event['modalities'][m]['p']).strip()} ({event['modalities'][m]['quality']})"
+                             for m in MODALITIES)
+            self.out.write(f"t={event['t']:.2f}s  {mods}  fused {_value(f['p']).strip()}"
+                           f"{' abstain' if f['abstain'] else ''}  [{NOTICE}]\n")
+        self.out.flush()
+
+
+def write_jsonl(out: TextIO, event: dict) -> None:
+    out.write(json.dumps(event) + "\n")
+    out.flush()

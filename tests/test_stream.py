@@ -1,0 +1,264 @@
+"""Live detection: export, the two backends, the streaming engine against offline predictions, gating,
+sources and the `export` / `stream` commands. Models are small random-weight models with their scalers
+fitted on the test data, so the probabilities are not all 0 or 1."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from symptomfuse.cli import main
+from symptomfuse.data.curate import CurateConfig, curate
+from symptomfuse.data.dataset import load_curated
+from symptomfuse.evaluate.calibration import calibrated
+from symptomfuse.features.audio import SAMPLE_RATE
+from symptomfuse.models.multimodal import MultimodalClassifier, save
+from symptomfuse.stream.detector import Detector
+from symptomfuse.stream.engine import NOTICE, StreamEngine
+from symptomfuse.stream.export import export_models
+from symptomfuse.stream.sources import DeviceError, open_camera, open_microphone, replay_file
+from symptomfuse.synth.cohort import SynthConfig, synthesize
+
+ENCODERS = {"audio": {"name": "logmel_cnn", "channels": [4, 8, 8], "dim": 16},
+            "video": {"name": "frames_cnn", "channels": [4, 8], "dim": 16},
+            "keypoints": {"name": "keypoints_tcn", "channels": 16, "dim": 16, "levels": 2}}
+CLASSES = ["healthy", "parkinsons"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """Two synthetic 6 s recordings, curated with the default settings."""
+    root = tmp_path_factory.mktemp("stream")
+    synthesize(SynthConfig(people=2, seed=11, recordings_per_person=1, duration_s=6.0), root / "cohort",
+               workers=1, progress=False)
+    curate(root / "cohort" / "manifest.csv", root / "curated", CurateConfig(), labels=CLASSES, workers=1,
+           progress=False)
+    ws = load_curated(root / "curated", ["audio", "video", "keypoints"])
+    return root, ws
+
+
+def _models(ws) -> dict:
+    models = {}
+    for i, (m, cfg) in enumerate(ENCODERS.items()):
+        models[f"{m}_only"] = (MultimodalClassifier({m: cfg}, None, 2, init_seed=i), 0.9 + 0.2 * i)
+    models["fused_gated"] = (MultimodalClassifier({m: ENCODERS[m] for m in ("audio", "keypoints")},
+                                                  {"name": "gated", "dim": 16}, 2, init_seed=7), 1.3)
+    for model, _ in models.values():
+        for m, enc in model.encoders.items():
+            x = torch.from_numpy(ws.inputs[m])
+            prepare = getattr(enc, "prepare", None)  # encoders that fit their scaler on prepared input
+            enc.fit_normalizer(prepare(x) if prepare is not None else x)
+        model.eval()
+    return models
+
+
+@pytest.fixture(scope="module")
+def exported(data):
+    root, ws = data
+    models = _models(ws)
+    export_models(models, "fused_gated", CLASSES, CurateConfig(), root / "export", onnx=True)
+    return root / "export", models
+
+
+def test_export_folder_is_self_contained(exported):
+    folder, _ = exported
+    spec = json.loads((folder / "export.json").read_text())
+    assert spec["primary"] == "fused_gated" and spec["positive_class"] == "parkinsons"
+    assert spec["singles"] == {"audio": "audio_only", "video": "video_only", "keypoints": "keypoints_only"}
+    assert spec["features"]["window_s"] == 3.0 and spec["models"]["fused_gated"]["temperature"] == 1.3
+    assert set(spec["models"]["fused_gated"]["parts"]) == {"encoder.audio", "encoder.keypoints", "head"}
+    for entry in spec["models"].values():
+        for part in entry["parts"].values():
+            assert (folder / part["safetensors"]).stat().st_size > 0 and (folder / part["onnx"]).stat().st_size > 0
+    assert not list(folder.rglob("*.pt")) and not list(folder.rglob("*.pkl"))
+
+
+def test_split_parts_match_the_whole_model(data, exported):
+    _, ws = data
+    folder, models = exported
+    det = Detector.load(folder, "torch")
+    x = {m: ws.inputs[m][:4] for m in ("audio", "keypoints")}
+    model, temperature = models["fused_gated"]
+    with torch.no_grad():
+        for given in (["audio", "keypoints"], ["audio"], ["keypoints"]):
+            whole = model({m: torch.from_numpy(x[m]) for m in given}).numpy()
+            got = det.predict({m: x[m] for m in given})
+            np.testing.assert_allclose(got.fused, calibrated(whole, temperature), atol=1e-6)
+            assert got.fused_modalities == given
+
+
+def test_torch_and_onnxruntime_agree(data, exported):
+    _, ws = data
+    folder, _ = exported
+    on_torch, on_onnx = Detector.load(folder, "torch"), Detector.load(folder, "onnx")
+    x = {m: v[:6] for m, v in ws.inputs.items()}
+    for given in (list(x), ["audio", "video"], ["keypoints"]):
+        a, b = on_torch.predict({m: x[m] for m in given}), on_onnx.predict({m: x[m] for m in given})
+        for m in given:
+            np.testing.assert_allclose(a.modalities[m], b.modalities[m], atol=1e-4)
+        np.testing.assert_allclose(a.fused, b.fused, atol=1e-4)
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnx"])
+def test_streamed_file_equals_offline_windows(data, exported, backend):
+    root, ws = data
+    folder, _ = exported
+    det = Detector.load(folder, backend)
+    rec = ws.windows.recording_id.iloc[0]
+    sel = (ws.windows.recording_id == rec).to_numpy()
+    offline = det.predict({m: v[sel] for m, v in ws.inputs.items()})
+    engine = StreamEngine(det, update_every=0.5, smooth=1)
+    events = list(replay_file(engine, root / "cohort" / "recordings" / f"{rec}.mp4"))
+    assert [e["t"] for e in events] == [3.0 + 0.5 * i for i in range(len(events))] and len(events) >= 7
+    by_start = {e["window"][0]: e for e in events}
+    for i, start in enumerate(ws.windows.start_s[sel]):
+        e = by_start[start]
+        for m in ("audio", "video", "keypoints"):
+            assert e["modalities"][m]["quality"] == "ok"
+            assert abs(e["modalities"][m]["p"] - offline.modalities[m][i, 1]) < 1e-5
+        assert abs(e["fused"]["p"] - offline.fused[i, 1]) < 1e-5
+        assert e["fused"]["modalities"] == ["audio", "keypoints"] and e["notice"] == NOTICE
+    json.dumps(events)  # plain JSON
+
+
+def test_realtime_replay_keeps_media_pace(data, exported):
+    root, ws = data
+    now = [0.0]  # a fake wall clock that only sleeping moves
+
+    def sleep(seconds):
+        now[0] += seconds
+
+    engine = StreamEngine(Detector.load(exported[0]), update_every=1.0, clock=lambda: now[0])
+    rec = ws.windows.recording_id.iloc[0]
+    events = list(replay_file(engine, root / "cohort" / "recordings" / f"{rec}.mp4", realtime=True,
+                              landmarks=None, clock=lambda: now[0], sleep=sleep))
+    assert 5.9 < now[0] < 6.1  # the recording's 6 s
+    assert [e["t"] for e in events] == [3.0, 4.0, 5.0, 6.0]
+    assert all(e["latency_ms"] < 50 for e in events)  # from the window's end (a frame or a 21 ms audio chunk)
+    assert all(e["modalities"]["keypoints"]["quality"] == "no_landmarks" for e in events)
+    assert all(e["fused"]["modalities"] == ["audio"] for e in events)  # fusion uses what is present
+
+
+def _voice(seconds: float, rate: int = SAMPLE_RATE) -> np.ndarray:
+    t = np.arange(int(seconds * rate)) / rate
+    return (0.2 * np.sign(np.sin(2 * np.pi * 140 * t)) * np.exp(-((t * 140) % 1) * 3)).astype(np.float32)
+
+
+def _push(engine, seconds, audio=None, frame=None, landmarks="skip", fps=25, rate=SAMPLE_RATE):
+    """Push ``seconds`` of frames (and landmarks) with the audio between them, as a live source would."""
+    events, block = [], rate // fps
+    for k in range(int(seconds * fps)):
+        t = k / fps
+        if frame is not None:
+            events += engine.push_video(frame(k), t)
+        if landmarks != "skip":
+            events += engine.push_landmarks(landmarks(k), t)
+        if audio is not None:
+            events += engine.push_audio(audio[k * block:(k + 1) * block], rate, t)
+    return events + engine.flush()
+
+
+def _moving(k):
+    rng = np.random.default_rng(k)
+    return rng.integers(40, 220, (48, 64, 3), dtype=np.uint8)
+
+
+def test_gating_silence_and_black_frames_switch_modalities_off(exported):
+    det = Detector.load(exported[0])
+    events = _push(StreamEngine(det), 4.0, audio=np.zeros(4 * SAMPLE_RATE, np.float32),
+                   frame=lambda k: np.zeros((48, 64, 3), np.uint8))
+    assert events
+    for e in events:
+        assert e["modalities"]["audio"] == {"p": None, "quality": "silence"}
+        assert e["modalities"]["video"] == {"p": None, "quality": "black"}
+        assert e["fused"]["p"] is None and e["fused"]["abstain"] is True and e["fused"]["modalities"] == []
+
+    # voice with a black picture: audio carries on alone, and the event says so
+    events = _push(StreamEngine(det), 4.0, audio=_voice(4.0), frame=lambda k: np.zeros((48, 64, 3), np.uint8))
+    assert all(e["modalities"]["audio"]["quality"] == "ok" and e["modalities"]["video"]["quality"] == "black"
+               for e in events)
+    assert all(e["fused"]["modalities"] == ["audio"] and e["fused"]["p"] is not None for e in events)
+
+
+def test_gating_noise_frozen_picture_and_no_hand(exported):
+    det = Detector.load(exported[0])
+    noise = (0.05 * np.random.default_rng(0).standard_normal(4 * SAMPLE_RATE)).astype(np.float32)
+    still = _moving(0)
+    events = _push(StreamEngine(det), 4.0, audio=noise, frame=lambda k: still, landmarks=lambda k: None)
+    for e in events:
+        assert e["modalities"]["audio"]["quality"] == "no_voice"
+        assert e["modalities"]["video"]["quality"] == "frozen"
+        assert e["modalities"]["keypoints"]["quality"] == "no_hand"
+    events = _push(StreamEngine(det), 4.0, frame=_moving, landmarks=lambda k: None)
+    assert all(e["modalities"]["video"]["quality"] == "no_hand" for e in events)
+    assert all(e["modalities"]["audio"]["quality"] == "no_data" for e in events)
+
+
+def test_audio_at_another_rate_is_resampled(exported):
+    det = Detector.load(exported[0])
+    events = _push(StreamEngine(det), 4.0, audio=_voice(4.0, 48000), rate=48000)
+    assert [e["t"] for e in events] == [3.0, 3.5, 4.0]
+    assert all(e["modalities"]["audio"]["quality"] == "ok" and e["modalities"]["audio"]["p"] is not None
+               for e in events)
+
+
+def test_bad_inputs_say_what_to_fix(exported):
+    engine = StreamEngine(Detector.load(exported[0]))
+    with pytest.raises(ValueError, match="mono"):
+        engine.push_audio(np.zeros((100, 2), np.float32), 16000, 0.0)
+    with pytest.raises(ValueError, match="21"):
+        engine.push_landmarks(np.zeros((5, 3)), 0.0)
+    with pytest.raises(ValueError, match="uint8"):
+        engine.push_video(np.zeros((48, 64, 3), np.float32), 0.0)
+    with pytest.raises(ValueError, match="update_every"):
+        StreamEngine(engine.detector, update_every=0)
+    with pytest.raises(FileNotFoundError, match="symptomfuse export"):
+        Detector.load(exported[0].parent, "torch")
+
+
+def test_missing_devices_give_clear_errors(exported, capsys):
+    with pytest.raises(DeviceError, match="no camera at index 97"):
+        open_camera(97)
+    with pytest.raises(DeviceError, match="PortAudio|microphone"):
+        open_microphone("no such microphone 123")
+    assert main(["stream", "--camera", "97", "--model", str(exported[0])]) == 2
+    assert "no camera at index 97" in capsys.readouterr().err
+    assert main(["stream", "--model", str(exported[0])]) == 2  # neither a file nor a device
+
+
+def test_export_and_stream_commands(data, exported, tmp_path, capsys):
+    root, ws = data
+    _, models = exported
+    # a run folder as `symptomfuse train` writes it, with this fold's models
+    run = tmp_path / "run"
+    people = sorted(ws.windows.person_id.unique())
+    info = {"protocol": {"folds": 2, "curated": str(root / "curated"), "held_out": []}, "classes": CLASSES,
+            "models": {}, "predictions": []}
+    for name, (model, temperature) in models.items():
+        spec = {"late": None, "fusion": model.config()["fusion"], "modalities": model.modalities}
+        info["models"][name] = {"spec": spec, "folds": [{"fold": f, "temperature": temperature + f} for f in (0, 1)]}
+        for f in (0, 1):
+            save(model, run / "models" / name / f"fold{f}")
+    run.mkdir(exist_ok=True)
+    (run / "run.json").write_text(json.dumps(info))
+    windows = ws.windows.assign(fold=[people.index(p) for p in ws.windows.person_id])
+    windows.to_csv(run / "windows.csv", index_label="window_index")
+    out = tmp_path / "export"
+    assert main(["export", str(run), "--out", str(out), "--person", people[1], "--no-onnx"]) == 0
+    spec = json.loads((out / "export.json").read_text())
+    assert spec["source"]["fold"] == 1 and spec["source"]["test_people"] == [people[1]]
+    assert spec["primary"] == "fused_gated" and spec["models"]["fused_gated"]["temperature"] == 2.3
+    assert main(["export", str(run), "--out", str(out), "--model", "nope"]) == 2
+    assert "choose a trained model" in capsys.readouterr().err
+
+    rec = ws.windows.recording_id[ws.windows.person_id == people[1]].iloc[0]
+    events_path = tmp_path / "events.jsonl"
+    assert main(["stream", str(root / "cohort" / "recordings" / f"{rec}.mp4"), "--model", str(out),
+                 "--jsonl", str(events_path)]) == 0
+    shown = capsys.readouterr().out
+    assert "research tool, not a diagnosis" in shown and "fused" in shown
+    events = [json.loads(line) for line in events_path.read_text().splitlines()]
+    assert len(events) >= 7 and all(e["notice"] == NOTICE for e in events)
+    assert pd.Series([e["fused"]["p"] for e in events]).between(0, 1).all()
