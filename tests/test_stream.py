@@ -262,3 +262,19 @@ def test_export_and_stream_commands(data, exported, tmp_path, capsys):
     events = [json.loads(line) for line in events_path.read_text().splitlines()]
     assert len(events) >= 7 and all(e["notice"] == NOTICE for e in events)
     assert pd.Series([e["fused"]["p"] for e in events]).between(0, 1).all()
+
+
+def test_log_mel_ring_equals_log_mel_of_each_window():
+    from symptomfuse.features.audio import LogMelConfig, log_mel
+    from symptomfuse.stream.buffers import AudioRing, LogMelRing
+
+    cfg = LogMelConfig()
+    audio, ring = AudioRing(keep_s=6.0), LogMelRing(cfg, keep_s=6.0)
+    x = (0.1 * np.random.default_rng(1).standard_normal(10 * SAMPLE_RATE)).astype(np.float32)
+    for i in range(0, len(x), 700):
+        audio.push(x[i:i + 700], SAMPLE_RATE, -0.0213 + i / SAMPLE_RATE)
+        for start in (0.0, 0.5, 1.0, 2.0, 5.5, 6.255):  # 6.255 s is off the hop phase: the cache starts afresh
+            first = audio.index(start)
+            got = ring.window(audio, first, 3 * SAMPLE_RATE)
+            if got is not None:
+                np.testing.assert_allclose(got, log_mel(audio.read(first, 3 * SAMPLE_RATE), cfg), atol=1e-3)

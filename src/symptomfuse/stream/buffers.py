@@ -18,7 +18,7 @@ from collections import deque
 import av
 import numpy as np
 
-from symptomfuse.features.audio import SAMPLE_RATE
+from symptomfuse.features.audio import SAMPLE_RATE, LogMelConfig, log_mel
 
 _EPS = 1e-6  # seconds: the tolerance media._resample_frames uses to compare frame and slot times
 
@@ -85,16 +85,51 @@ class AudioRing:
         """Media time up to which samples have arrived (-inf before any)."""
         return -math.inf if self.start_t is None else self.start_t + self.end / SAMPLE_RATE
 
-    def window(self, t: float, n: int) -> np.ndarray | None:
-        """The ``n`` samples from media time ``t`` (nearest sample), or None if not all are held."""
-        if self.start_t is None:
-            return None
-        first = int(round((t - self.start_t) * SAMPLE_RATE))
+    def index(self, t: float) -> int:
+        """Absolute index of the sample at media time ``t`` (the nearest)."""
+        return int(round((t - self.start_t) * SAMPLE_RATE))
+
+    def read(self, first: int, n: int) -> np.ndarray | None:
+        """Samples ``first`` to ``first + n`` (absolute indices), or None if not all are held."""
         oldest = self.end - self.used
-        if first < oldest or first + n > self.end:
+        if self.start_t is None or first < oldest or first + n > self.end:
             return None
-        i = first - oldest
-        return self.data[i:i + n].copy()
+        return self.data[first - oldest:first - oldest + n].copy()
+
+
+class LogMelRing:
+    """The log-mel frames of an ``AudioRing``, each computed once.
+
+    ``features.audio.log_mel`` frames lie wholly inside their window, so a window's spectrogram is the
+    frames of the whole stream that fall in it, as long as windows start on the same hop phase
+    (``log_mel_windows`` relies on the same fact for curation). Each update then computes only the frames
+    new since the last one, with ``log_mel`` itself, and the same numbers come out (up to float rounding).
+    A window on another phase starts the cache afresh.
+    """
+
+    def __init__(self, cfg: LogMelConfig, keep_s: float):
+        self.cfg = cfg
+        self.capacity = int(math.ceil(keep_s * SAMPLE_RATE / cfg.hop_length)) + 1
+        self.columns = np.zeros((cfg.n_mels, self.capacity), np.float32)
+        self.phase: int | None = None  # first sample of frame 0, modulo the hop
+        self.done = 0  # frames before this index (on the phase's grid) are computed
+
+    def window(self, audio: AudioRing, first: int, n_samples: int) -> np.ndarray | None:
+        """The (n_mels, frames) log-mel of samples ``first`` to ``first + n_samples``, or None if not held."""
+        hop, n = self.cfg.hop_length, self.cfg.frames(n_samples)
+        if audio.read(first, n_samples) is None:
+            return None
+        if self.phase != first % hop:
+            self.phase, self.done = first % hop, 0
+        j0 = (first - self.phase) // hop
+        cached = j0 < self.done and self.done - self.capacity <= j0  # frames j0 .. done-1 are held
+        j_new = min(self.done, j0 + n) if cached else j0
+        if j_new < j0 + n:
+            span = audio.read(self.phase + j_new * hop, (j0 + n - 1 - j_new) * hop + self.cfg.win_length)
+            fresh = log_mel(span, self.cfg)
+            self.columns[:, np.arange(j_new, j0 + n) % self.capacity] = fresh
+            self.done = j0 + n
+        return self.columns[:, np.arange(j0, j0 + n) % self.capacity]
 
 
 class SlotRing:

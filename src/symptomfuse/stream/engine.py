@@ -9,8 +9,8 @@ window the engine:
 1. cuts each modality's window and gates it (``quality``): silence, no voice, black or frozen picture,
    no hand;
 2. computes the model inputs with the same feature functions as curation (``features.audio.log_mel``,
-   the frames already brought to the training size and rate by ``features.video.frame_features``,
-   ``features.keypoints.keypoint_features``);
+   each frame computed once as in ``log_mel_windows``; the frames already brought to the training size
+   and rate by ``features.video.frame_features``; ``features.keypoints.keypoint_features``);
 3. runs each passing modality's model and the primary (fused) model over the passing modalities it has
    (``Detector.predict``);
 4. smooths the fused probabilities over the last ``smooth`` updates and decides whether to abstain.
@@ -44,10 +44,9 @@ from collections import deque
 import av
 import numpy as np
 
-from symptomfuse.features.audio import log_mel
 from symptomfuse.features.keypoints import N_LANDMARKS, keypoint_features
 from symptomfuse.features.video import frame_features, frame_from_array
-from symptomfuse.stream.buffers import AudioRing, SlotRing
+from symptomfuse.stream.buffers import AudioRing, LogMelRing, SlotRing
 from symptomfuse.stream.detector import Detector
 from symptomfuse.stream.quality import QualityConfig, audio_quality, hand_quality, video_quality
 
@@ -87,6 +86,7 @@ class StreamEngine:
         keep_s = self.window_s + self.update_every + self.max_wait_s + 1.0
         fps = self.features.frames.fps
         self.audio = AudioRing(keep_s)
+        self.logmel = LogMelRing(self.features.logmel, keep_s)
         self.frames = SlotRing(fps, self.origin, math.ceil(keep_s * fps))
         self.hands = SlotRing(fps, self.origin, math.ceil(keep_s * fps))
         self._history: deque = deque(maxlen=smooth)
@@ -169,10 +169,11 @@ class StreamEngine:
         feats, wanted = self.features, set(self.detector.modalities)
         quality, inputs = {}, {}
 
-        samples = self.audio.window(start, feats.window_samples())
+        first = None if self.audio.start_t is None else self.audio.index(start)
+        samples = None if first is None else self.audio.read(first, feats.window_samples())
         quality["audio"] = "no_data" if samples is None else audio_quality(samples, self.quality)
         if quality["audio"] == "ok" and "audio" in wanted:
-            inputs["audio"] = log_mel(samples, feats.logmel)[None]
+            inputs["audio"] = self.logmel.window(self.audio, first, feats.window_samples())[None]
 
         frames = self.frames.window(start, feats.window_frames())
         quality["video"] = "no_data" if frames is None else video_quality(np.stack(frames), self.quality)

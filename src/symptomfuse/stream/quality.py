@@ -67,12 +67,14 @@ def audio_quality(samples: np.ndarray, cfg: QualityConfig = QualityConfig()) -> 
 
 
 def video_quality(frames: np.ndarray, cfg: QualityConfig = QualityConfig()) -> str:
-    """``frames``: (T, H, W, 3) uint8, the window's frames as the model sees them."""
-    level = frames.reshape(len(frames), -1).mean(axis=1)
+    """``frames``: (T, H, W, 3) uint8, the window's frames as the model sees them. Looks at the green
+    channel of every 4th pixel each way: enough to see darkness and any change, for little CPU."""
+    g = frames[:, ::4, ::4, 1].reshape(len(frames), -1).astype(np.int16)
+    level = g.mean(axis=1)
     if np.mean(level < cfg.black_level) > 0.5:
         return "black"
     if len(frames) > 1:
-        change = np.abs(np.diff(frames.reshape(len(frames), -1).astype(np.int16), axis=0)).mean(axis=1)
+        change = np.abs(np.diff(g, axis=0)).mean(axis=1)
         if np.mean(change > cfg.still_level) < cfg.min_moving:
             return "frozen"
     return "ok"
