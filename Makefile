@@ -33,6 +33,9 @@ demo: $(VENV)/.installed
 	$(SF) curate $(DEMO_OUT)/cohort/manifest.csv --out $(DEMO_OUT)/curated --labels healthy,parkinsons
 	$(SF) train $(DEMO_OUT)/curated --out $(DEMO_OUT)/run --epochs 12 --patience 3 --fusion-epochs 4
 	$(SF) evaluate $(DEMO_OUT)/run
+	# live: export the fold in which P001 was a test person, then stream one of P001's recordings in real time
+	$(SF) export $(DEMO_OUT)/run --out $(DEMO_OUT)/model --person P001
+	$(SF) stream $(DEMO_OUT)/cohort/recordings/P001_s1.mp4 --model $(DEMO_OUT)/model --realtime
 
 # Bring your own data: an audio-only, 10-class classifier on real speech (FSDD), split by speaker.
 fsdd: $(VENV)/.installed
