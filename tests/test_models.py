@@ -32,7 +32,7 @@ def test_registry_lists_and_rejects():
 def test_encoder_shapes_and_rebuild(modality):
     enc = build("encoder", ENCODERS[modality])
     x = batch()[modality]
-    enc.fit_normalizer(x)
+    enc.fit_normalizer(enc.prepare(x))
     out = enc(x)
     assert out.shape == (3, 8)
     again = build("encoder", enc.config())
@@ -80,10 +80,27 @@ def test_save_and_reload_gives_identical_predictions(tmp_path):
     torch.manual_seed(0)
     model = MultimodalClassifier(ENCODERS, {"name": "gated", "dim": 8}, n_classes=3)
     for m, enc in model.encoders.items():
-        enc.fit_normalizer(batch(8)[m])
+        enc.fit_normalizer(enc.prepare(batch(8)[m]))
     model.eval()
     save(model, tmp_path / "m")
     again = load(tmp_path / "m")
     with torch.no_grad():
         torch.testing.assert_close(model(batch()), again(batch()), rtol=0, atol=0)
     assert not list(tmp_path.glob("m/*.pt")) and (tmp_path / "m" / "model.safetensors").exists()
+
+
+@pytest.mark.parametrize("modality", list(ENCODERS))
+def test_prepare_then_network_is_the_whole_encoder_and_augmentation_keeps_shapes(modality):
+    """Training prepares inputs once and augments the prepared tensors; inference runs ``forward``."""
+    from symptomfuse.train.augment import AUGMENT
+
+    enc = build("encoder", ENCODERS[modality])
+    x = batch()[modality]
+    h = enc.prepare(x)
+    enc.fit_normalizer(h)
+    enc.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(enc(x), enc.forward_prepared(h), rtol=0, atol=0)
+    augmented = AUGMENT[enc.input_kind](h, torch.Generator().manual_seed(0))
+    assert augmented.shape == h.shape and augmented.dtype == torch.float32
+    assert not torch.equal(augmented, h)

@@ -2,6 +2,12 @@
 
 Each keeps the scaler fitted on its training data (``Standardize``) inside the module, so inference
 always applies the same scaling as training, and each is rebuilt from ``config()``.
+
+An encoder works in two steps: ``prepare`` turns the feature function's output (what curation caches
+and the live stream computes) into the network's input with no parameters and no randomness, and
+``forward_prepared`` runs the network. ``forward`` does both. Training prepares every window once,
+then augments and trains on the prepared tensors (``input_kind`` names their format for augmentation),
+which for video saves recomputing frame differences in every epoch.
 """
 
 from __future__ import annotations
@@ -31,20 +37,43 @@ class Standardize(nn.Module):
         return (x - self.mean) / self.std
 
 
+class Encoder(nn.Module):
+    """Base class: ``forward(x) == forward_prepared(prepare(x))``; scalers are fitted on prepared input."""
+
+    modality: str
+    input_kind: str  # the format of prepare's output: "logmel", "motion" or "keypoints"
+    out_dim: int
+
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        return x.float()
+
+    def forward_prepared(self, h: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_prepared(self.prepare(x))
+
+    def fit_normalizer(self, h: torch.Tensor) -> None:
+        raise NotImplementedError
+
+    def config(self) -> dict:
+        return {"name": self.registry_name, **self._config}
+
+
 def _conv2d_block(c_in: int, c_out: int, dropout: float) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(),
                          nn.MaxPool2d(2), nn.Dropout(dropout))
 
 
 @register("encoder", "logmel_cnn")
-class LogMelCNN(nn.Module):
+class LogMelCNN(Encoder):
     """A small 2-D CNN over a log-mel spectrogram (batch, n_mels, frames) -> (batch, dim).
 
     Pooling at the end is over time only (mean and max), so the head still knows which frequency band a
     pattern sits in (formants, harmonics, noise).
     """
 
-    modality = "audio"
+    modality, input_kind = "audio", "logmel"
 
     def __init__(self, n_mels: int = 64, channels: tuple = (8, 16, 32), dim: int = 32, dropout: float = 0.1):
         super().__init__()
@@ -60,18 +89,15 @@ class LogMelCNN(nn.Module):
         self.out_dim = dim
 
     def fit_normalizer(self, x: torch.Tensor) -> None:
-        self.norm.fit(x, dims=(0, 2))
+        self.norm.fit(x, dims=(0, 2))  # per band
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward_prepared(self, x: torch.Tensor) -> torch.Tensor:
         h = self.body(self.norm(x).unsqueeze(1))  # (B, C, bands, frames)
         return self.proj(torch.cat([h.mean(dim=3), h.amax(dim=3)], dim=1).flatten(1))
 
-    def config(self) -> dict:
-        return {"name": self.registry_name, **self._config}
-
 
 @register("encoder", "frames_cnn")
-class FramesCNN(nn.Module):
+class FramesCNN(Encoder):
     """A per-frame 2-D CNN, then temporal convolution and pooling: (batch, T, H, W, 3) uint8 -> (batch, dim).
 
     Each frame enters as motion only: the signed difference of its luma from the previous frame's, and
@@ -82,7 +108,7 @@ class FramesCNN(nn.Module):
     magnitude is taken before pooling, so sub-pixel motion such as a tremor keeps its energy.
     """
 
-    modality = "video"
+    modality, input_kind = "video", "motion"
 
     def __init__(self, channels: tuple = (8, 16), dim: int = 32, temporal_kernel: int = 5,
                  dropout: float = 0.1, input_pool: int = 2):
@@ -105,34 +131,30 @@ class FramesCNN(nn.Module):
         self.proj = nn.Linear(2 * dim, dim)
         self.out_dim = dim
 
-    @staticmethod
-    def _motion(x: torch.Tensor) -> torch.Tensor:
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T, H, W, 3) uint8 frames -> (B, T, 2, H', W') pooled signed motion and motion magnitude."""
+        b, t = x.shape[:2]
         luma = (x.float() @ torch.tensor([0.299, 0.587, 0.114])) / 255.0  # (B, T, H, W)
         motion = torch.diff(luma, dim=1, prepend=luma[:, :1])
-        return torch.stack([motion, motion.abs()], dim=2)  # (B, T, 2, H, W)
+        h = self.pool(torch.stack([motion, motion.abs()], dim=2).flatten(0, 1))
+        return h.reshape(b, t, *h.shape[1:])
 
-    def _input(self, x: torch.Tensor) -> torch.Tensor:
-        return self.pool(self._motion(x).flatten(0, 1))  # (B*T, 2, H', W')
+    def fit_normalizer(self, h: torch.Tensor) -> None:
+        self.norm.fit(h.flatten(0, 1), dims=(0, 2, 3))
 
-    def fit_normalizer(self, x: torch.Tensor) -> None:
-        self.norm.fit(self._input(x), dims=(0, 2, 3))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, t = x.shape[:2]
-        h = self.norm(self._input(x))
+    def forward_prepared(self, h: torch.Tensor) -> torch.Tensor:
+        b, t = h.shape[:2]
+        h = self.norm(h.flatten(0, 1))
         h = self.frame_net(h).mean(dim=(2, 3)).reshape(b, t, -1).transpose(1, 2)  # (B, C, T)
         h = self.temporal(h)
         return self.proj(torch.cat([h.mean(dim=2), h.amax(dim=2)], dim=1))
 
-    def config(self) -> dict:
-        return {"name": self.registry_name, **self._config}
-
 
 @register("encoder", "keypoints_tcn")
-class KeypointsTCN(nn.Module):
+class KeypointsTCN(Encoder):
     """Dilated temporal convolutions over keypoint features (batch, T, features) -> (batch, dim)."""
 
-    modality = "video"
+    modality, input_kind = "keypoints", "keypoints"
 
     def __init__(self, n_features: int = 127, channels: int = 32, dim: int = 32, levels: int = 3,
                  kernel: int = 3, dropout: float = 0.1):
@@ -153,9 +175,6 @@ class KeypointsTCN(nn.Module):
     def fit_normalizer(self, x: torch.Tensor) -> None:
         self.norm.fit(x, dims=(0, 1))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward_prepared(self, x: torch.Tensor) -> torch.Tensor:
         h = self.tcn(self.norm(x).transpose(1, 2))
         return self.proj(torch.cat([h.mean(dim=2), h.amax(dim=2)], dim=1))
-
-    def config(self) -> dict:
-        return {"name": self.registry_name, **self._config}

@@ -42,22 +42,28 @@ class MultimodalClassifier(nn.Module):
     def modalities(self) -> list[str]:
         return list(self.encoders)
 
-    def forward(self, inputs: Dict[str, torch.Tensor], mask: Dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+    def forward(self, inputs: Dict[str, torch.Tensor], mask: Dict[str, torch.Tensor] | None = None,
+                prepared: bool = False) -> torch.Tensor:
         """Logits (batch, n_classes). ``inputs`` may hold any subset of the modalities; ``mask`` marks, per
-        sample, which present inputs are real (default: all of those given)."""
+        sample, which present inputs are real (default: all of those given). With ``prepared``, inputs
+        have already been through each encoder's ``prepare`` (as in training)."""
         given = [m for m in self.modalities if m in inputs]
         if not given:
             raise ValueError(f"no input for any of {self.modalities}")
         batch = len(inputs[given[0]])
         if mask is None:
             mask = {m: torch.ones(batch, dtype=torch.bool) for m in given}
+        def encode(m):
+            enc = self.encoders[m]
+            return enc.forward_prepared(inputs[m]) if prepared else enc(inputs[m])
+
         if self.fusion is None:
-            return self.head(self.encoders[given[0]](inputs[given[0]]))
+            return self.head(encode(given[0]))
         dims = {m: e.out_dim for m, e in self.encoders.items()}
         emb, full_mask = {}, {}
         for m in self.modalities:
             if m in given:
-                emb[m] = self.encoders[m](inputs[m])
+                emb[m] = encode(m)
                 full_mask[m] = mask[m].bool()
             else:  # never encoded: a placeholder the fusion ignores because the mask says absent
                 emb[m] = torch.zeros(batch, dims[m])

@@ -1,8 +1,12 @@
-"""Training-time augmentation, per modality, on batches of tensors (never at evaluation).
+"""Training-time augmentation on batches of prepared encoder inputs (never at evaluation), keyed by the
+encoder's ``input_kind``.
 
-audio (log-mel dB, (B, M, T)): gain, a noise floor relative to the sample's level, time shift, SpecAugment
-masks.
-video (uint8 frames, (B, T, H, W, 3)): brightness, contrast, small shifts.
+logmel (log-mel dB, (B, M, T)): gain, a noise floor relative to the sample's level, time shift,
+SpecAugment masks.
+motion (the frames encoder's input, (B, T, 2, H, W): signed luma difference and its magnitude):
+contrast, brightness flicker and small shifts. A steady brightness change leaves frame differences
+unchanged, so brightness enters as flicker: a lighting step between two frames offsets that frame's
+difference everywhere.
 keypoints (features, (B, T, 127)): scale and rotation jitter, applied alike to positions, velocities and
 accelerations.
 """
@@ -36,16 +40,14 @@ def augment_audio(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     return x
 
 
-def augment_video(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    b = x.shape[0]
-    f = x.float()
-    contrast = 0.8 + 0.4 * torch.rand(b, 1, 1, 1, 1, generator=g)
-    brightness = torch.rand(b, 1, 1, 1, 1, generator=g) * 40 - 20
-    mean = f.mean(dim=(1, 2, 3, 4), keepdim=True)
-    f = (f - mean) * contrast + mean + brightness
-    dy, dx = (int(v) for v in torch.randint(-2, 3, (2,), generator=g))
-    f = torch.roll(f, (dy, dx), dims=(2, 3))
-    return f.clamp(0, 255).to(torch.uint8)
+def augment_motion(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    b, t = x.shape[:2]
+    contrast = 0.8 + 0.4 * torch.rand(b, 1, 1, 1, 1, generator=g)  # scales every luma difference
+    flicker = torch.randn(b, t, 1, 1, 1, generator=g) * 0.01  # about 2.5 grey levels
+    flicker = flicker * (torch.rand(b, t, 1, 1, 1, generator=g) < 0.1)  # on a tenth of the frames
+    signed, magnitude = x[:, :, :1] * contrast + flicker, x[:, :, 1:] * contrast + flicker.abs()
+    dy, dx = (int(v) for v in torch.randint(-1, 2, (2,), generator=g))
+    return torch.roll(torch.cat([signed, magnitude], dim=2), (dy, dx), dims=(3, 4))
 
 
 def augment_keypoints(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
@@ -60,4 +62,4 @@ def augment_keypoints(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     return torch.cat([rot.reshape(b, t, -1), x[..., -1:]], dim=2)
 
 
-AUGMENT = {"audio": augment_audio, "video": augment_video, "keypoints": augment_keypoints}
+AUGMENT = {"logmel": augment_audio, "motion": augment_motion, "keypoints": augment_keypoints}

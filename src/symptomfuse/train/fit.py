@@ -32,21 +32,38 @@ class TrainConfig:
     lr: float = 2e-3
     weight_decay: float = 1e-3
     modality_dropout: float = 0.3  # per sample and modality, in fused models; one modality always stays
+    freeze_encoders: bool = False  # train only the fusion and head (encoders stay as given, in eval mode)
     augment: bool = True
     seed: int = 0
     progress: bool = False
 
 
-class _Windows(Dataset):
-    def __init__(self, ws: WindowSet, index: np.ndarray, modalities: list[str]):
-        self.ws, self.index, self.modalities = ws, np.asarray(index), modalities
+@torch.no_grad()
+def prepare(model: MultimodalClassifier, ws: WindowSet, index: np.ndarray, chunk: int = 64) -> dict[str, torch.Tensor]:
+    """Each modality's windows ``index`` through its encoder's ``prepare``, once (no parameters, no
+    randomness: the same tensors serve every epoch)."""
+    index = np.asarray(index)
+    return {m: torch.cat([enc.prepare(torch.from_numpy(np.asarray(ws.inputs[m][index[s:s + chunk]])))
+                          for s in range(0, max(len(index), 1), chunk)])
+            for m, enc in model.encoders.items()}
+
+
+class _Prepared(Dataset):
+    """Prepared inputs and labels, fetched a whole batch at a time (one gather per modality)."""
+
+    def __init__(self, inputs: dict[str, torch.Tensor], y: np.ndarray):
+        self.inputs, self.y = inputs, torch.as_tensor(y)
 
     def __len__(self):
-        return len(self.index)
+        return len(self.y)
 
-    def __getitem__(self, i):
-        j = self.index[i]
-        return {m: torch.from_numpy(np.asarray(self.ws.inputs[m][j])) for m in self.modalities}, int(self.ws.y[j])
+    def __getitems__(self, idx: list[int]):
+        i = torch.as_tensor(idx)
+        return {m: v[i] for m, v in self.inputs.items()}, self.y[i]
+
+
+def _as_batch(batch):
+    return batch
 
 
 class LitClassifier(L.LightningModule):
@@ -67,18 +84,23 @@ class LitClassifier(L.LightningModule):
         keep[none, torch.randint(0, len(mods), (int(none.sum()),), generator=self.gen)] = True
         return {m: keep[:, i] for i, m in enumerate(mods)}
 
+    def on_train_epoch_start(self):
+        if self.cfg.freeze_encoders:  # no dropout, no batch-norm updates: the encoders stay what they were
+            self.model.encoders.eval()
+
     def training_step(self, batch, _):
         x, y = batch
         if self.cfg.augment:
-            x = {m: AUGMENT[m](v, self.gen) for m, v in x.items()}
-        logits = self.model(x, self._mask(len(y)))
+            x = {m: AUGMENT[self.model.encoders[m].input_kind](v, self.gen) for m, v in x.items()}
+        logits = self.model(x, self._mask(len(y)), prepared=True)
         loss = nn.functional.cross_entropy(logits, y, weight=self.class_weights)
         self._train_losses.append(float(loss.detach()))
         return loss
 
     def validation_step(self, batch, _):
         x, y = batch
-        loss = nn.functional.cross_entropy(self.model(x), y, weight=self.class_weights, reduction="sum")
+        loss = nn.functional.cross_entropy(self.model(x, prepared=True), y, weight=self.class_weights,
+                                           reduction="sum")
         self.log("val_loss", loss / len(y), on_epoch=True, batch_size=len(y), prog_bar=True)
 
     def on_validation_epoch_end(self):
@@ -93,7 +115,8 @@ class LitClassifier(L.LightningModule):
             self.best_state = copy.deepcopy(self.model.state_dict())
 
     def configure_optimizers(self):
-        return torch.optim.AdamW(self.model.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        return torch.optim.AdamW(params, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
 
 
 def class_weights(y: np.ndarray, n_classes: int) -> torch.Tensor:
@@ -106,13 +129,17 @@ def fit(model: MultimodalClassifier, ws: WindowSet, train: np.ndarray, val: np.n
         cfg: TrainConfig) -> tuple[MultimodalClassifier, list[dict]]:
     """Train ``model`` on windows ``train``, early-stop on ``val``; return it with its best weights."""
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    mods = model.modalities
-    for m, enc in model.encoders.items():  # scalers from the training windows only
-        enc.fit_normalizer(torch.from_numpy(np.asarray(ws.inputs[m][train])))
+    x_train, x_val = prepare(model, ws, train), prepare(model, ws, val)
+    if cfg.freeze_encoders:
+        model.encoders.requires_grad_(False)
+    else:
+        for m, enc in model.encoders.items():  # scalers from the training windows only
+            enc.fit_normalizer(x_train[m])
     lit = LitClassifier(model, class_weights(ws.y[train], len(ws.classes)), cfg)
     g = torch.Generator().manual_seed(cfg.seed)
-    train_dl = DataLoader(_Windows(ws, train, mods), batch_size=cfg.batch_size, shuffle=True, generator=g)
-    val_dl = DataLoader(_Windows(ws, val, mods), batch_size=256)
+    train_dl = DataLoader(_Prepared(x_train, ws.y[train]), batch_size=cfg.batch_size, shuffle=True, generator=g,
+                          collate_fn=_as_batch)
+    val_dl = DataLoader(_Prepared(x_val, ws.y[val]), batch_size=256, collate_fn=_as_batch)
     trainer = L.Trainer(
         accelerator="cpu", devices=1, max_epochs=cfg.max_epochs, deterministic=True, logger=False,
         enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=cfg.progress,
