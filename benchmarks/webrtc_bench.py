@@ -65,12 +65,25 @@ def run_once(model: Path, n: int, feed: tuple[Path, Path], seconds: float, port:
     ends = [e["counts"] for e in log if e["type"] == "end"]
     video = sum(c["video"] for c in ends)
     dropped = sum(c["dropped_video"] for c in ends)
+    starts = {e["session"]: e["time"] for e in log if e["type"] == "start"}
+    fps = [e["counts"]["video"] / (e["time"] - starts[e["session"]]) for e in log if e["type"] == "end"]
+    n_events = sum(len(p["events"]) for p in pages)
+    late = sum(p["video_late"] for p in pages)
     return {"sessions": n, "predictions": int(len(lat)),
             "p50_ms": float(np.percentile(lat, 50)) if len(lat) else None,
             "p95_ms": float(np.percentile(lat, 95)) if len(lat) else None,
             "engine_p50_ms": float(np.percentile(engine, 50)) if len(engine) else None,
             "first_prediction_s_max": float(first.max()), "video_frames": int(video),
-            "dropped_video_share": dropped / video if video else 0.0}
+            "dropped_video_share": dropped / video if video else 0.0,
+            "video_fps_received_median": float(np.median(fps)) if fps else None,
+            "predictions_without_video_share": late / n_events if n_events else None,
+            "unmatched": int(sum(p["unmatched"] for p in pages)),
+            "video_send": [p["video_send"] for p in pages][:1],
+            "send_stats": [p["send_stats"] for p in pages]}
+
+
+def fmt(value, spec: str = ".0f") -> str:
+    return "-" if value is None else format(value, spec)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -102,12 +115,13 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(run_once(args.model, n, feed, args.seconds, args.port, work, args.backend))
             rows[-1]["wall_s"] = time.perf_counter() - t0
             print(f"{n} session(s): {rows[-1]}", flush=True)
-    print("\n| sessions | predictions | capture-to-prediction p50 (ms) | p95 (ms) | engine p50 (ms) | "
-          "first prediction, slowest (s) | video frames dropped |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print("\n| sessions | predictions timed | capture-to-prediction p50 (ms) | p95 (ms) | engine p50 (ms) | "
+          "video fps received | predictions without their video | first prediction, slowest (s) |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
-        print(f"| {r['sessions']} | {r['predictions']} | {r['p50_ms']:.0f} | {r['p95_ms']:.0f} | "
-              f"{r['engine_p50_ms']:.0f} | {r['first_prediction_s_max']:.1f} | {100 * r['dropped_video_share']:.1f}% |")
+        print(f"| {r['sessions']} | {r['predictions']} | {fmt(r['p50_ms'])} | {fmt(r['p95_ms'])} | "
+              f"{fmt(r['engine_p50_ms'])} | {fmt(r['video_fps_received_median'], '.1f')} | "
+              f"{100 * (r['predictions_without_video_share'] or 0):.0f}% | {r['first_prediction_s_max']:.1f} |")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"rows": rows, "model": str(args.model), "media": str(args.media),
                                     "seconds": args.seconds, "backend": args.backend, "cpus": os.cpu_count(),

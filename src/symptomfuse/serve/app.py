@@ -102,8 +102,10 @@ def detector_engine_factory(model_dir: Path, backend: str = "torch", update_ever
     def factory() -> StreamEngine:
         return StreamEngine(detector, update_every=update_every)
 
+    frames = detector.features.frames
     factory.info = {"modalities": list(detector.modalities), "classes": list(detector.classes),
-                    "positive_class": detector.positive_class}
+                    "positive_class": detector.positive_class, "frame_size": [frames.width, frames.height],
+                    "fps": frames.fps}
     return factory
 
 

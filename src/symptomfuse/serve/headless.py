@@ -157,7 +157,8 @@ def launch(video: Path, audio: Path, profile: Path, extra: list[str] = ()):
 STATE_JS = """
 const s = window.sf || {};
 return {state: s.state || null, session: s.session || null, error: s.error || null,
-        n: (s.events || []).length, latencies: (s.latencies || []).slice(),
+        n: (s.events || []).length, latencies: (s.latencies || []).slice(), videoSend: s.videoSend || null,
+        unmatched: s.unmatched || 0, videoLate: s.videoLate || 0,
         fused: (s.events || []).map(e => e.fused ? e.fused.p : null),
         events: arguments[0] ? (s.events || []) : []};
 """
@@ -199,7 +200,7 @@ def run_feeds(url: str, feeds: list[dict], seconds: float, tabs: int = 1, out_di
             browsers.append(drv)
             for k in range(tabs):
                 if k:
-                    drv.switch_to.new_window("tab")
+                    drv.switch_to.new_window("window")
                 drv.get(f"{url}?{query}")
                 pages.append({"feed": feed["name"], "driver": drv, "handle": drv.current_window_handle,
                               "t_load": time.monotonic(), "t_first": None, "steady_from": None, "first": k == 0})
@@ -227,10 +228,15 @@ def run_feeds(url: str, feeds: list[dict], seconds: float, tabs: int = 1, out_di
             drv = pg["driver"]
             drv.switch_to.window(pg["handle"])
             st = drv.execute_script(STATE_JS, True)
+            send = drv.execute_async_script(
+                "const done = arguments[arguments.length - 1]; "
+                "(window.sf && sf.sendStats ? sf.sendStats() : Promise.resolve(null)).then(done, () => done(null));")
             key = f"{pg['feed']}#{i}"
             results[key] = {"feed": pg["feed"], "session": st["session"],
                             "first_prediction_s": pg["t_first"] - pg["t_load"], "fused": st["fused"],
                             "latencies_ms": st["latencies"], "steady_from": pg["steady_from"],
+                            "video_send": st["videoSend"], "unmatched": st["unmatched"],
+                            "video_late": st["videoLate"], "send_stats": send,
                             "events": st["events"]}
             if out_dir is not None and pg["first"]:
                 shot = Path(out_dir) / f"{pg['feed']}.png"

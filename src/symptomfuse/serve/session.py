@@ -24,6 +24,7 @@ from symptomfuse.serve.media import MediaClock, audio_to_mono_float
 log = logging.getLogger("symptomfuse.serve")
 
 NOTICE = "research tool, not a diagnosis"
+VIDEO_SLACK_S = 0.06  # a video frame this close before a window's end completes it (1.5 frames at 25 fps)
 
 
 class EventLog:
@@ -66,6 +67,7 @@ class Session:
         self._tasks: list[asyncio.Task] = [asyncio.ensure_future(self._worker())]
         self._unsent: deque = deque(maxlen=64)
         self._last_rtp: int | None = None       # RTP timestamps: newest video frame pushed, first received
+        self._last_video_t: float | None = None
         self._first_rtp: int | None = None
         self._disconnect_timer: asyncio.TimerHandle | None = None
         self.event_log.write(self.id, "start")
@@ -157,7 +159,8 @@ class Session:
 
     def _process(self, batch: list) -> list[tuple[dict, int | None]]:
         """Engine thread: push a batch of frames; return the due events, each with the RTP timestamp of the
-        newest video frame pushed before it (the page maps it back to the frame's capture time)."""
+        video frame that completed its window (the page maps it back to the frame's capture time), or None
+        when the window closed without its last video frame (video late or stalled)."""
         out = []
         for item in batch:
             if item[0] == "audio":
@@ -165,10 +168,15 @@ class Session:
                 events = self.engine.push_audio(samples, rate, t)
             else:
                 _, frame, t, rtp = item
-                self._last_rtp = rtp
+                self._last_rtp, self._last_video_t = rtp, t
                 events = self.engine.push_video(frame, t)
-            out.extend((ev, self._last_rtp) for ev in events)
+            out.extend((ev, self._completing_rtp(ev)) for ev in events)
         return out
+
+    def _completing_rtp(self, event: dict) -> int | None:
+        if self._last_video_t is None or self._last_video_t < event.get("t", 0.0) - VIDEO_SLACK_S:
+            return None
+        return self._last_rtp
 
     async def _worker(self) -> None:
         loop = asyncio.get_running_loop()
@@ -211,7 +219,7 @@ class Session:
                 self._pending.clear()
                 results = await loop.run_in_executor(self._executor, self._process, rest)
                 for ev in await loop.run_in_executor(self._executor, self.engine.flush):
-                    results.append((ev, self._last_rtp))
+                    results.append((ev, self._completing_rtp(ev)))
                 for event, rtp in results:
                     self._emit(event, rtp)
             except Exception:  # noqa: BLE001

@@ -19,6 +19,19 @@ const chart = new ProbChart($("chart"), [
   { key: "fused", label: "fused", color: "#d63638", width: 3 },
 ]);
 let pc = null, channel = null, stream = null, t0 = null;
+// The video sender's own counters (frames encoded and sent, why quality was limited), for diagnostics.
+sf.sendStats = async () => {
+  if (!pc) return null;
+  const out = [];
+  (await pc.getStats()).forEach(r => {
+    if (r.type === "outbound-rtp" && r.kind === "video") {
+      out.push({ framesEncoded: r.framesEncoded, framesSent: r.framesSent, fps: r.framesPerSecond,
+                 width: r.frameWidth, height: r.frameHeight, limitedBy: r.qualityLimitationReason,
+                 encodeMsPerFrame: r.framesEncoded ? 1000 * r.totalEncodeTime / r.framesEncoded : null });
+    }
+  });
+  return out;
+};
 const sentAt = new Map();                      // RTP timestamp of an encoded video frame -> performance.now()
 let firstSent = null;                          // the first encoded video frame's RTP timestamp
 
@@ -45,7 +58,8 @@ function onPrediction(msg) {
   sf.events.push(ev);
   // The page's RTP timestamps lack the random offset the sender adds on the wire; the first video frame
   // the server decoded is the first one this page encoded, so their difference is that offset.
-  if (msg.video_rtp != null && msg.video_first_rtp != null && firstSent !== null) {
+  if (msg.video_rtp == null) sf.videoLate = (sf.videoLate || 0) + 1;   // window closed without its video
+  else if (msg.video_first_rtp != null && firstSent !== null) {
     const key = (msg.video_rtp - ((msg.video_first_rtp - firstSent) >>> 0)) >>> 0;
     if (sentAt.has(key)) sf.latencies.push(now - sentAt.get(key)); else sf.unmatched = (sf.unmatched || 0) + 1;
   }
@@ -97,6 +111,25 @@ function watchSender(sender) {
   })).pipeTo(writable);
 }
 
+// The models see small frames (e.g. 64x48 at 25 fps): send at most 4 times the model's frame height, at
+// the model's frame rate, and when the CPU or the network is short, let the browser lower the resolution,
+// never the frame rate (tremor and tapping live in the timing). The preview stays at full resolution.
+async function tuneVideo(sender, answer) {
+  const settings = sender.track.getSettings();
+  const height = answer.frame_size ? answer.frame_size[1] : 48;
+  const params = sender.getParameters();
+  if (!params.encodings || !params.encodings.length) return;
+  params.encodings[0].scaleResolutionDownBy = Math.max(1, (settings.height || 480) / (4 * height));
+  if (answer.fps) params.encodings[0].maxFramerate = answer.fps;
+  try {
+    await sender.setParameters({ ...params, degradationPreference: "maintain-framerate" });
+  } catch (_) {
+    await sender.setParameters(params).catch(() => {});   // older browsers: no degradationPreference
+  }
+  sf.videoSend = { scale: params.encodings[0].scaleResolutionDownBy, fps: answer.fps || null,
+                   camera: [settings.width, settings.height, settings.frameRate] };
+}
+
 function waitForIce(pc, ms) {
   if (pc.iceGatheringState === "complete") return Promise.resolve();
   return new Promise(resolve => {
@@ -127,10 +160,8 @@ async function start() {
     });
     channel = pc.createDataChannel("events");
     channel.onmessage = onMessage;
-    for (const track of stream.getTracks()) {
-      const sender = pc.addTrack(track, stream);
-      if (latency) watchSender(sender);
-    }
+    const senders = stream.getTracks().map(track => pc.addTrack(track, stream));
+    if (latency) senders.forEach(watchSender);
     setStatus("connecting...", "connecting");
     await pc.setLocalDescription(await pc.createOffer());
     await waitForIce(pc, 3000);
@@ -143,6 +174,8 @@ async function start() {
     if (answer.positive_class) $("positive").textContent = `"${answer.positive_class}"`;
     record("start", {});
     await pc.setRemoteDescription({ sdp: answer.sdp, type: answer.type });
+    const video = senders.find(s => s.track && s.track.kind === "video");
+    if (video) await tuneVideo(video, answer);
     setStatus("connected; the first prediction comes after about 3 seconds of sound and picture.", "waiting");
     $("stop").disabled = false; $("download").disabled = false;
   } catch (err) {
