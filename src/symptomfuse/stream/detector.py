@@ -8,6 +8,8 @@ Probabilities are temperature-calibrated with the temperature fitted on the fold
 
 Both backends run the same parts (see ``parts``): on torch, modules rebuilt from the safetensors + JSON;
 on onnxruntime, the ONNX files. Their outputs agree within 1e-4 (tested).
+
+A Detector keeps no state between calls, so several engines on several threads may share one.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from symptomfuse.data.curate import CurateConfig
 from symptomfuse.evaluate.calibration import calibrated
 from symptomfuse.models.multimodal import MultimodalClassifier
 from symptomfuse.stream.export import EXPORT_FILE, FORMAT
-from symptomfuse.stream.parts import split
+from symptomfuse.stream.parts import INPUT_DTYPES, input_shapes, split
 
 BACKENDS = ("torch", "onnx")
 
@@ -131,7 +133,14 @@ class Detector:
         if spec.get("format") != FORMAT:
             raise ValueError(f"{path} has format {spec.get('format')!r}; this version reads {FORMAT!r}: export again")
         models = {name: ExportedModel(folder, name, entry, backend, threads) for name, entry in spec["models"].items()}
-        return cls(spec, models, backend, folder)
+        detector = cls(spec, models, backend, folder)
+        detector.predict(detector.example_inputs())  # warm up, so that the first live update is not slow
+        return detector
+
+    def example_inputs(self, batch: int = 1) -> dict[str, np.ndarray]:
+        """Zero model inputs of the right shapes and dtypes for every modality."""
+        shapes = input_shapes(self.features)
+        return {m: np.zeros((batch, *shapes[m]), INPUT_DTYPES[m]) for m in self.modalities}
 
     def model_for(self, modality: str) -> ExportedModel | None:
         """The model that gives ``modality``'s own prediction, if any."""

@@ -176,7 +176,8 @@ class StreamEngine:
             inputs["audio"] = self.logmel.window(self.audio, first, feats.window_samples())[None]
 
         frames = self.frames.window(start, feats.window_frames())
-        quality["video"] = "no_data" if frames is None else video_quality(np.stack(frames), self.quality)
+        frames = None if frames is None else np.stack(frames)
+        quality["video"] = "no_data" if frames is None else video_quality(frames, self.quality)
         if self.hands.last is None:
             quality["keypoints"] = "no_landmarks"
         else:
@@ -188,7 +189,7 @@ class StreamEngine:
                 inputs["keypoints"] = keypoint_features(np.stack(hands), feats.frames.fps,
                                                         self.aspect or 4 / 3)[None]
         if quality["video"] == "ok" and "video" in wanted:
-            inputs["video"] = np.stack(frames)[None]
+            inputs["video"] = frames[None]
 
         cpu1 = time.process_time()
         pred = self.detector.predict(inputs)

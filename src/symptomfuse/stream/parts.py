@@ -70,12 +70,17 @@ def part_state(model: MultimodalClassifier, part: Part) -> dict[str, torch.Tenso
     return {k: v.detach().contiguous() for k, v in model.state_dict().items() if k.startswith(part.prefixes)}
 
 
+def input_shapes(features: CurateConfig) -> dict[str, tuple[int, ...]]:
+    """The shape of one window's model input per modality, from the feature settings."""
+    t = features.window_frames()
+    return {"audio": (features.logmel.n_mels, features.logmel.frames(features.window_samples())),
+            "video": (t, features.frames.height, features.frames.width, 3),
+            "keypoints": (t, FEATURES_PER_FRAME)}
+
+
 def example_inputs(model: MultimodalClassifier, features: CurateConfig, batch: int = 1) -> dict[str, np.ndarray]:
     """Zero inputs of the right shape and dtype for every input name of every part of ``model``."""
-    t = features.window_frames()
-    shapes = {"audio": (features.logmel.n_mels, features.logmel.frames(features.window_samples())),
-              "video": (t, features.frames.height, features.frames.width, 3),
-              "keypoints": (t, FEATURES_PER_FRAME)}
+    shapes = input_shapes(features)
     out = {m: np.zeros((batch, *shapes[m]), INPUT_DTYPES[m]) for m in model.modalities}
     out["mask"] = np.ones((batch, len(model.modalities)), bool)
     for m, enc in model.encoders.items():

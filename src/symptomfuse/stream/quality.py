@@ -2,7 +2,8 @@
 
 audio      "silence"   the window's loudness is below ``silence_db`` dBFS
            "no_voice"  fewer than ``min_voiced`` of its 40 ms frames are voiced (a clear pitch between
-                       60 and 400 Hz in the autocorrelation), e.g. noise or a room without a voice
+                       60 and 400 Hz in the autocorrelation; every other frame is looked at), e.g.
+                       noise or a room without a voice
 video      "black"     most frames are dark (mean level below ``black_level`` of 255)
            "frozen"    the picture does not change (a stalled camera repeats one frame)
            "no_hand"   landmarks are given and a hand is seen in fewer than ``min_hand`` of the frames
@@ -40,12 +41,13 @@ class QualityConfig:
 
 def voiced_fraction(samples: np.ndarray, cfg: QualityConfig = QualityConfig(), frame_s: float = 0.04,
                     f0_range: tuple[float, float] = (60.0, 400.0)) -> float:
-    """Share of the 40 ms frames (back to back) of 16 kHz ``samples`` with a clear pitch period."""
+    """Share of 40 ms frames of 16 kHz ``samples`` with a clear pitch period. Every other frame of the
+    back-to-back frames is looked at: a share needs no more, and it halves the cost."""
     x = np.asarray(samples, np.float32)
     n = int(frame_s * SAMPLE_RATE)
     if len(x) < n:
         return 0.0
-    frames = x[:len(x) // n * n].reshape(-1, n)
+    frames = x[:len(x) // n * n].reshape(-1, n)[::2]
     frames = frames - frames.mean(axis=1, keepdims=True)
     lo, hi = int(SAMPLE_RATE / f0_range[1]), int(SAMPLE_RATE / f0_range[0])
     size = 1 << (n + hi).bit_length()  # long enough that lags up to `hi` do not wrap around
