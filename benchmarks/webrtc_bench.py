@@ -37,8 +37,14 @@ from symptomfuse.serve.headless import NetNamespace, stop_process, to_y4m_wav
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (``ip netns exec`` execs, so it is the server's pid)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run_once(model: Path, n: int, feed: tuple[Path, Path], seconds: float, port: int, work: Path,
-             backend: str) -> dict:
+             backend: str, browser_nice: int = 0) -> dict:
     events_log, result = work / f"events_{n}.jsonl", work / f"result_{n}.json"
     with NetNamespace() as ns:
         server = subprocess.Popen(
@@ -46,12 +52,14 @@ def run_once(model: Path, n: int, feed: tuple[Path, Path], seconds: float, port:
                          "--backend", backend, "--ice-addresses", "127.0.0.1", "--event-log", str(events_log),
                          "--max-sessions", str(n + 2), "--log-level", "warning"],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        started = time.monotonic()
         try:
             driver = subprocess.run(
-                ns.prefix + [sys.executable, "-m", "symptomfuse.serve.headless", "--url", f"http://127.0.0.1:{port}/",
+                ns.prefix + ["nice", "-n", str(browser_nice), sys.executable, "-m", "symptomfuse.serve.headless", "--url", f"http://127.0.0.1:{port}/",
                              "--feed", f"bench:{feed[0]}:{feed[1]}", "--tabs", str(n), "--seconds", str(seconds),
                              "--timeout", str(60 + 4 * n + seconds), "--out", str(result)],
                 capture_output=True, text=True, timeout=120 + 4 * n + seconds)
+            server_cpu_s, wall_s = cpu_seconds(server.pid), time.monotonic() - started
         finally:
             stop_process(server, timeout=15)
             server_log = server.stdout.read()
@@ -78,6 +86,7 @@ def run_once(model: Path, n: int, feed: tuple[Path, Path], seconds: float, port:
             "video_fps_received_median": float(np.median(fps)) if fps else None,
             "predictions_without_video_share": late / n_events if n_events else None,
             "unmatched": int(sum(p["unmatched"] for p in pages)),
+            "server_cores": server_cpu_s / wall_s, "load_avg_1min": os.getloadavg()[0],
             "video_send": [p["video_send"] for p in pages][:1],
             "send_stats": [p["send_stats"] for p in pages]}
 
@@ -96,6 +105,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="a file with sound and picture for the fake camera and microphone (looped)")
     p.add_argument("--backend", choices=["torch", "onnx"], default="torch")
     p.add_argument("--port", type=int, default=8766)
+    p.add_argument("--browser-nice", type=int, default=0,
+                   help="run the browsers at this nice level, so that on one machine the server comes first "
+                        "(as if the browsers ran on other machines)")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "webrtc_bench.json")
     args = p.parse_args(argv)
     if not (args.model / "export.json").exists():
@@ -112,19 +124,20 @@ def main(argv: list[str] | None = None) -> int:
         feed = to_y4m_wav(args.media, work, "feed")
         for n in (int(v) for v in args.sessions.split(",")):
             t0 = time.perf_counter()
-            rows.append(run_once(args.model, n, feed, args.seconds, args.port, work, args.backend))
+            rows.append(run_once(args.model, n, feed, args.seconds, args.port, work, args.backend, args.browser_nice))
             rows[-1]["wall_s"] = time.perf_counter() - t0
             print(f"{n} session(s): {rows[-1]}", flush=True)
     print("\n| sessions | predictions timed | capture-to-prediction p50 (ms) | p95 (ms) | engine p50 (ms) | "
-          "video fps received | predictions without their video | first prediction, slowest (s) |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+          "video fps received | predictions without their video | first prediction, slowest (s) | server cores |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
         print(f"| {r['sessions']} | {r['predictions']} | {fmt(r['p50_ms'])} | {fmt(r['p95_ms'])} | "
               f"{fmt(r['engine_p50_ms'])} | {fmt(r['video_fps_received_median'], '.1f')} | "
-              f"{100 * (r['predictions_without_video_share'] or 0):.0f}% | {r['first_prediction_s_max']:.1f} |")
+              f"{100 * (r['predictions_without_video_share'] or 0):.0f}% | {r['first_prediction_s_max']:.1f} | "
+              f"{r['server_cores']:.2f} |")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"rows": rows, "model": str(args.model), "media": str(args.media),
-                                    "seconds": args.seconds, "backend": args.backend, "cpus": os.cpu_count(),
+                                    "seconds": args.seconds, "backend": args.backend, "browser_nice": args.browser_nice, "cpus": os.cpu_count(),
                                     "machine": platform.platform(), "python": platform.python_version()}, indent=1))
     print(f"\nwrote {args.out}")
     return 0

@@ -60,8 +60,6 @@ def live_setup(tmp_path_factory):
         pytest.skip(why)
     from live_model import voice_cohort
 
-    from symptomfuse.stream.export import export_run
-
     root = tmp_path_factory.mktemp("live")
     t0 = time.perf_counter()
     manifest = voice_cohort(root / "cohort", people=16, recordings=2, seconds=5.0)
@@ -70,7 +68,7 @@ def live_setup(tmp_path_factory):
     assert cli(["train", str(root / "curated"), "--out", str(root / "run"), "--modalities", "audio",
                 "--fusion-modalities", "", "--fusions", "", "--late", "", "--folds", "2", "--epochs", "10",
                 "--patience", "3"]) == 0
-    export_run(root / "run", root / "model", fold=0, onnx=False, progress=False)
+    assert cli(["export", str(root / "run"), "--out", str(root / "model"), "--fold", "0", "--no-onnx"]) == 0
     train_s = time.perf_counter() - t0
 
     # a person with voice signs (phenotype "both"), never seen in training (another generator seed)

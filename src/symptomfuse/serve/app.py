@@ -27,12 +27,12 @@ CONFIG = web.AppKey("config", dict)
 
 
 def create_app(engine_factory: Callable[[], Any], *, event_log: Path | None = None, max_sessions: int = 16,
-               max_backlog_s: float = 2.0, info: dict | None = None) -> web.Application:
+               max_lag_s: float = 1.0, info: dict | None = None) -> web.Application:
     """An aiohttp application; ``engine_factory()`` returns a fresh engine for each browser session."""
     app = web.Application(client_max_size=256 * 1024)
     app[SESSIONS] = {}
     app[CONFIG] = {"factory": engine_factory, "log": EventLog(event_log), "max": max_sessions,
-                   "backlog": max_backlog_s,
+                   "max_lag": max_lag_s,
                    "info": {"notice": NOTICE, **getattr(engine_factory, "info", {}), **(info or {})}}
     app.router.add_get("/", _index)
     app.router.add_get("/health", _health)
@@ -69,7 +69,7 @@ async def _offer(request: web.Request) -> web.Response:
     # iceServers=[]: no STUN/TURN, so aiortc never contacts a public server (its default is Google's STUN)
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     try:
-        session = Session(pc, cfg["factory"], cfg["log"], cfg["backlog"],
+        session = Session(pc, cfg["factory"], cfg["log"], cfg["max_lag"],
                           on_closed=lambda s: app[SESSIONS].pop(s.id, None))
     except Exception:
         await pc.close()

@@ -64,6 +64,10 @@ class MediaClock:
         self._unwrap: dict[str, _Unwrap] = {}
         self._origin: dict[str, float] = {}
 
+    def now(self) -> float:
+        """The media time it is now (where a frame arriving without delay would be)."""
+        return self._now() - self.start
+
     def time(self, kind: str, pts: int | None, time_base: Fraction | None) -> float:
         """Media time of a frame of track ``kind`` ('audio' or 'video') with this pts and time base."""
         if pts is None or time_base is None:   # no timestamp: use the arrival time

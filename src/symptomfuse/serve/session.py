@@ -2,9 +2,10 @@
 
 Each session owns an engine and a one-thread executor, so the engine's CPU work never runs on the event
 loop (WebRTC receive loops keep running) and sessions never share engine state. Frames are queued as they
-arrive and handed to the engine thread in batches; when the engine falls behind by more than
-``max_backlog_s`` of video, the oldest queued video frames are dropped (audio is never dropped) and the
-count is reported to the page. A session ends when the page says ``stop``, when its peer leaves (the
+arrive and handed to the engine thread in batches. When the server falls behind (too many sessions for
+its cores), a video frame that is more than ``max_lag_s`` late by the time the engine would take it is
+skipped, so the delay stops growing; audio is never skipped. The lag and the count of skipped frames go
+to the page with every prediction. A session ends when the page says ``stop``, when its peer leaves (the
 connection fails or closes, or its tracks end), or when the server shuts down.
 """
 
@@ -50,12 +51,13 @@ class Session:
     """Frames from one peer connection through one engine; events out over the data channel."""
 
     def __init__(self, pc, engine_factory: Callable[[], Any], event_log: EventLog | None = None,
-                 max_backlog_s: float = 2.0, on_closed: Callable[["Session"], None] | None = None) -> None:
+                 max_lag_s: float = 1.0, on_closed: Callable[["Session"], None] | None = None) -> None:
         self.id = uuid.uuid4().hex[:12]
         self.pc = pc
         self.engine = engine_factory()
         self.event_log = event_log or EventLog(None)
-        self.max_backlog_s = max_backlog_s
+        self.max_lag_s = max_lag_s
+        self.lag_s = 0.0
         self.on_closed = on_closed
         self.clock = MediaClock()
         self.channel = None
@@ -143,19 +145,9 @@ class Session:
                 if self._first_rtp is None:
                     self._first_rtp = frame.pts
                 self._pending.append(("video", frame, t, frame.pts))
-                self._drop_backlog()
             self._wake.set()
         if not self.closed:
             await self.close(f"{kind} track ended")
-
-    def _drop_backlog(self) -> None:
-        video = [item for item in self._pending if item[0] == "video"]
-        if len(video) < 2 or video[-1][2] - video[0][2] <= self.max_backlog_s:
-            return
-        keep_from = video[-1][2] - self.max_backlog_s
-        kept = deque(item for item in self._pending if item[0] != "video" or item[2] >= keep_from)
-        self.counts["dropped_video"] += len(self._pending) - len(kept)
-        self._pending = kept
 
     def _process(self, batch: list) -> list[tuple[dict, int | None]]:
         """Engine thread: push a batch of frames; return the due events, each with the RTP timestamp of the
@@ -168,6 +160,10 @@ class Session:
                 events = self.engine.push_audio(samples, rate, t)
             else:
                 _, frame, t, rtp = item
+                self.lag_s = self.clock.now() - t
+                if self.lag_s > self.max_lag_s:
+                    self.counts["dropped_video"] += 1
+                    continue
                 self._last_rtp, self._last_video_t = rtp, t
                 events = self.engine.push_video(frame, t)
             out.extend((ev, self._completing_rtp(ev)) for ev in events)
@@ -199,7 +195,7 @@ class Session:
     def _emit(self, event: dict, rtp: int | None) -> None:
         self.counts["events"] += 1
         self._send({"type": "prediction", "event": event, "video_rtp": rtp, "video_first_rtp": self._first_rtp,
-                    "dropped_video": self.counts["dropped_video"]})
+                    "dropped_video": self.counts["dropped_video"], "lag_s": round(self.lag_s, 3)})
         self.event_log.write(self.id, "prediction", event=event)
 
     # -- end -------------------------------------------------------------------------------------------

@@ -80,7 +80,8 @@ function onPrediction(msg) {
   if (t0 === null) t0 = now;
   chart.add((now - t0) / 1000, values);
   record("prediction", { event: ev });
-  setStatus(`live: ${sf.events.length} predictions. ${ev.notice || "research tool, not a diagnosis"}`, "live");
+  const behind = msg.lag_s > 0.5 ? ` The server is ${msg.lag_s.toFixed(1)} s behind: it skips video to catch up.` : "";
+  setStatus(`live: ${sf.events.length} predictions.${behind} ${ev.notice || "research tool, not a diagnosis"}`, "live");
 }
 
 function onMessage(e) {
