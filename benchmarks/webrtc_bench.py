@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from symptomfuse.serve.headless import NetNamespace, stop_process, to_y4m_wav
+from symptomfuse.serve.headless import NetNamespace, run_bounded, stop_process, to_y4m_wav
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,23 +46,26 @@ def cpu_seconds(pid: int) -> float:
 def run_once(model: Path, n: int, feed: tuple[Path, Path], seconds: float, port: int, work: Path,
              backend: str, browser_nice: int = 0) -> dict:
     events_log, result = work / f"events_{n}.jsonl", work / f"result_{n}.json"
+    server_log_path = work / f"server_{n}.log"
+    server_log_file = open(server_log_path, "w")
     with NetNamespace() as ns:
         server = subprocess.Popen(
             ns.prefix + [sys.executable, "-m", "symptomfuse.cli", "serve", "--model", str(model), "--port", str(port),
                          "--backend", backend, "--ice-addresses", "127.0.0.1", "--event-log", str(events_log),
                          "--max-sessions", str(n + 2), "--log-level", "warning"],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            stdout=server_log_file, stderr=subprocess.STDOUT)
         started = time.monotonic()
         try:
-            driver = subprocess.run(
+            driver = run_bounded(
                 ns.prefix + ["nice", "-n", str(browser_nice), sys.executable, "-m", "symptomfuse.serve.headless", "--url", f"http://127.0.0.1:{port}/",
                              "--feed", f"bench:{feed[0]}:{feed[1]}", "--tabs", str(n), "--seconds", str(seconds),
                              "--timeout", str(60 + 4 * n + seconds), "--out", str(result)],
-                capture_output=True, text=True, timeout=120 + 4 * n + seconds)
+                timeout=120 + 4 * n + seconds)
             server_cpu_s, wall_s = cpu_seconds(server.pid), time.monotonic() - started
         finally:
             stop_process(server, timeout=15)
-            server_log = server.stdout.read()
+            server_log_file.close()
+            server_log = server_log_path.read_text(errors="replace")
     if driver.returncode != 0:
         raise RuntimeError(f"{n} sessions: the browser driver failed:\n{driver.stderr[-3000:]}\n{server_log[-3000:]}")
     pages = json.loads(result.read_text())["pages"].values()

@@ -32,7 +32,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent / "browser"))
 
 from symptomfuse.cli import main as cli  # noqa: E402
-from symptomfuse.serve.headless import NetNamespace, chromium_paths, stop_process, to_y4m_wav  # noqa: E402
+from symptomfuse.serve.headless import NetNamespace, chromium_paths, run_bounded, stop_process, to_y4m_wav  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 GRID_CLIP = ROOT / "data" / "grid" / "sbwe5n.mpg"
@@ -88,20 +88,23 @@ def test_live_in_headless_chromium(live_setup):
     out.mkdir()
     events_log = root / "events.jsonl"
     t0 = time.perf_counter()
+    server_log_path = root / "server.log"
+    server_log_file = open(server_log_path, "w")
     with NetNamespace() as ns:
         server = subprocess.Popen(
             ns.prefix + [sys.executable, "-m", "symptomfuse.cli", "serve", "--model", str(live_setup["model"]),
                          "--port", str(PORT), "--ice-addresses", "127.0.0.1", "--event-log", str(events_log)],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            stdout=server_log_file, stderr=subprocess.STDOUT)
         try:
-            driver = subprocess.run(
+            driver = run_bounded(
                 ns.prefix + [sys.executable, "-m", "symptomfuse.serve.headless", "--url", f"http://127.0.0.1:{PORT}/",
                              "--seconds", str(STREAM_S), "--timeout", "60", "--out", str(out / "result.json"),
                              *[a for name, (v, w) in feeds.items() for a in ("--feed", f"{name}:{v}:{w}")]],
-                capture_output=True, text=True, timeout=120)
+                timeout=120)
         finally:
             stop_process(server, timeout=15)
-            server_log = server.stdout.read()
+            server_log_file.close()
+            server_log = server_log_path.read_text(errors="replace")
     wall = time.perf_counter() - t0
     assert driver.returncode == 0, f"browser driver failed:\n{driver.stdout}\n{driver.stderr[-4000:]}\n" \
                                    f"server log:\n{server_log[-4000:]}"

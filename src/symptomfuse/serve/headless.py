@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -114,8 +115,44 @@ class NetNamespace:
             raise
         return self
 
+    def pids(self) -> list[int]:
+        out = subprocess.run(["ip", "netns", "pids", self.name], capture_output=True, text=True, timeout=10)
+        return [int(p) for p in out.stdout.split()]
+
     def __exit__(self, *exc) -> None:
+        # whatever still runs in the namespace was started by us (a browser left by a killed driver): end it
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            pids = self.pids()
+            for pid in pids:
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
+            deadline = time.monotonic() + 5
+            while pids and time.monotonic() < deadline and self.pids():
+                time.sleep(0.1)
         subprocess.run(["ip", "netns", "delete", self.name], timeout=10, check=False)
+
+
+def run_bounded(cmd: list[str], timeout: float) -> subprocess.CompletedProcess:
+    """Run ``cmd`` in its own process group; on timeout end the whole group (a driver and its browser)."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(proc.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                proc.wait(5)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        out, err = proc.communicate()
+        err += f"\n(timed out after {timeout:.0f} s and was stopped)"
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
 def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> None:
