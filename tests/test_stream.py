@@ -225,6 +225,8 @@ def test_missing_devices_give_clear_errors(exported, capsys):
         open_microphone("no such microphone 123")
     assert main(["stream", "--camera", "97", "--model", str(exported[0])]) == 2
     assert "no camera at index 97" in capsys.readouterr().err
+    assert main(["stream", "--mic", "no such microphone 123", "--model", str(exported[0])]) == 2
+    assert "microphone" in capsys.readouterr().err
     assert main(["stream", "--model", str(exported[0])]) == 2  # neither a file nor a device
 
 

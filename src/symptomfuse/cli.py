@@ -425,10 +425,9 @@ uncertainty, abstain}}, latency_ms, notice}}. {NOTICE}""",
 
 def _run_stream(args) -> int:
     import numpy as np
-    import torch
 
     from symptomfuse.data.media import MediaError
-    from symptomfuse.stream.detector import Detector
+    from symptomfuse.stream.detector import Detector, limit_threads
     from symptomfuse.stream.engine import StreamEngine
     from symptomfuse.stream.sources import DeviceError, live, replay_file
     from symptomfuse.stream.view import LiveView, write_jsonl
@@ -440,7 +439,7 @@ def _run_stream(args) -> int:
         raise FileNotFoundError(f"no such recording: {args.file}")
     if args.threads < 1:
         raise ValueError("--threads must be at least 1")
-    torch.set_num_threads(args.threads)
+    limit_threads(args.threads)
     detector = Detector.load(args.model, args.backend, threads=args.threads)
     engine = StreamEngine(detector, update_every=args.update_every, smooth=args.smooth,
                           abstain_band=args.abstain_band)

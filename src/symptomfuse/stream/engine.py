@@ -32,7 +32,9 @@ of the smoothed probabilities divided by its maximum (0: certain, 1: a coin toss
 when no modality passed its gate, or when the top probability is within ``abstain_band`` of chance (the
 rule of ``symptomfuse evaluate --abstain-band``).
 
-One engine serves one stream and is not thread-safe: call it from one thread.
+One engine serves one stream and is not thread-safe: call it from one thread. Engines may share one
+Detector. A live process should call ``detector.limit_threads(1)`` first (idle BLAS threads spin
+between updates and would multiply the CPU a stream uses).
 """
 
 from __future__ import annotations
