@@ -359,8 +359,8 @@ then a fair test of people the models never saw. {NOTICE}""",
                "  symptomfuse export demo_out/run --out model_dir --model fused_attention --fold 2")
     p.add_argument("run", type=Path, help="a folder written by `symptomfuse train`")
     p.add_argument("--out", type=Path, required=True, help="export folder")
-    p.add_argument("--model", default=None, help="the primary (fused) model (default: best fused in metrics.json)")
-    p.add_argument("--fold", type=int, default=None, help="which fold's models (default 0)")
+    p.add_argument("--model", default=None, help="the primary (fused) model; None: the best fused model in metrics.json")
+    p.add_argument("--fold", type=int, default=None, help="which fold's models; None: fold 0, or --person's fold")
     p.add_argument("--person", default=None, help="take the fold in which this person was a test person")
     p.add_argument("--curated", type=Path, default=None,
                    help="the curated set the run trained on, if it moved (feature settings come from it)")
