@@ -296,7 +296,8 @@ offers (default: this machine's, or 127.0.0.1 when it has no other).""",
     p.add_argument("--backend", choices=["torch", "onnx"], default="torch", help="inference backend")
     p.add_argument("--update-every", type=float, default=0.5, help="seconds of media between predictions")
     p.add_argument("--threads", type=int, default=1,
-                   help="torch threads per inference (sessions already run in parallel, one thread each)")
+                   help="threads per inference, torch or onnxruntime (sessions already run in parallel, one "
+                        "thread each)")
     p.add_argument("--max-sessions", type=int, default=16, help="refuse new sessions beyond this many")
     p.add_argument("--ice-addresses", default=None,
                    help="comma-separated addresses to offer for WebRTC, e.g. 127.0.0.1 (default: discovered)")
@@ -333,7 +334,8 @@ def _run_serve(args) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    factory = detector_engine_factory(model, backend=args.backend, update_every=args.update_every)
+    factory = detector_engine_factory(model, backend=args.backend, update_every=args.update_every,
+                                      threads=args.threads)
     print(NOTICE)
     serve(factory, args.host, args.port, ice_addresses=ice, event_log=args.event_log,
           max_sessions=args.max_sessions, cert=args.cert, key=args.key, info={"model": str(model)},

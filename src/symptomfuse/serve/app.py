@@ -92,12 +92,14 @@ async def _shutdown(app: web.Application) -> None:
     app[CONFIG]["log"].close()
 
 
-def detector_engine_factory(model_dir: Path, backend: str = "torch", update_every: float = 0.5):
-    """Load the exported detector once; each session gets its own StreamEngine around it."""
+def detector_engine_factory(model_dir: Path, backend: str = "torch", update_every: float = 0.5,
+                            threads: int | None = None):
+    """Load the exported detector once (shared: it is stateless); each session gets its own StreamEngine.
+    ``threads`` bounds onnxruntime's threads per inference (torch's are process-wide)."""
     from symptomfuse.stream.detector import Detector
     from symptomfuse.stream.engine import StreamEngine
 
-    detector = Detector.load(model_dir, backend=backend)
+    detector = Detector.load(model_dir, backend=backend, threads=threads if backend == "onnx" else None)
 
     def factory() -> StreamEngine:
         return StreamEngine(detector, update_every=update_every)
