@@ -143,6 +143,7 @@ function waitForIce(pc, ms) {
 async function start() {
   $("start").disabled = true;
   sf.events = []; sf.latencies = []; sf.error = null; t0 = null; firstSent = null; sentAt.clear();
+  sf.log = []; sf.videoLate = 0; sf.unmatched = 0; chart.reset();
   try {
     if (!navigator.mediaDevices) throw new Error("the browser gives the camera only to https pages or to http://localhost");
     setStatus("asking for the camera and the microphone...", "media");
@@ -189,7 +190,8 @@ function stop() {
   $("stop").disabled = true;
   if (channel && channel.readyState === "open") {
     channel.send(JSON.stringify({ type: "stop" }));   // the server flushes, sends "end", then we close
-    setTimeout(() => teardown("stopped"), 3000);
+    const mine = pc;
+    setTimeout(() => { if (pc === mine) teardown("stopped"); }, 3000);   // no "end" came: close anyway
   } else teardown("stopped");
 }
 

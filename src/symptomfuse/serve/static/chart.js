@@ -3,7 +3,11 @@
 class ProbChart {
   constructor(canvas, series, span = 30) {
     this.canvas = canvas; this.ctx = canvas.getContext("2d"); this.series = series; this.span = span;
-    this.points = Object.fromEntries(series.map(s => [s.key, []]));
+    this.reset();
+  }
+  reset() {
+    this.points = Object.fromEntries(this.series.map(s => [s.key, []]));
+    this.tMax = 0;
     this.draw();
   }
   add(t, values) {
