@@ -76,8 +76,8 @@ def run_once(model: Path, n: int, feed: tuple[Path, Path], seconds: float, port:
     ends = [e["counts"] for e in log if e["type"] == "end"]
     video = sum(c["video"] for c in ends)
     dropped = sum(c["dropped_video"] for c in ends)
-    starts = {e["session"]: e["time"] for e in log if e["type"] == "start"}
-    fps = [e["counts"]["video"] / (e["time"] - starts[e["session"]]) for e in log if e["type"] == "end"]
+    # frames a second the server received, over the 2 s before each prediction while every page streamed
+    fps = [v for p in pages for v in p["video_fps"][p["steady_events_from"]:] if v is not None]
     n_events = sum(len(p["events"]) for p in pages)
     late = sum(p["video_late"] for p in pages)
     return {"sessions": n, "predictions": int(len(lat)),
@@ -87,6 +87,7 @@ def run_once(model: Path, n: int, feed: tuple[Path, Path], seconds: float, port:
             "first_prediction_s_max": float(first.max()), "video_frames": int(video),
             "dropped_video_share": dropped / video if video else 0.0,
             "video_fps_received_median": float(np.median(fps)) if fps else None,
+            "video_fps_sent": [s[0]["fps"] for p in pages for s in [p["send_stats"]] if s],
             "predictions_without_video_share": late / n_events if n_events else None,
             "unmatched": int(sum(p["unmatched"] for p in pages)),
             "server_cores": server_cpu_s / wall_s, "load_avg_1min": os.getloadavg()[0],

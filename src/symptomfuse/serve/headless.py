@@ -195,7 +195,7 @@ STATE_JS = """
 const s = window.sf || {};
 return {state: s.state || null, session: s.session || null, error: s.error || null,
         n: (s.events || []).length, latencies: (s.latencies || []).slice(), videoSend: s.videoSend || null,
-        unmatched: s.unmatched || 0, videoLate: s.videoLate || 0,
+        unmatched: s.unmatched || 0, videoLate: s.videoLate || 0, videoFps: (s.videoFps || []).slice(),
         fused: (s.events || []).map(e => e.fused ? e.fused.p : null),
         events: arguments[0] ? (s.events || []) : []};
 """
@@ -240,7 +240,8 @@ def run_feeds(url: str, feeds: list[dict], seconds: float, tabs: int = 1, out_di
                     drv.switch_to.new_window("window")
                 drv.get(f"{url}?{query}")
                 pages.append({"feed": feed["name"], "driver": drv, "handle": drv.current_window_handle,
-                              "t_load": time.monotonic(), "t_first": None, "steady_from": None, "first": k == 0})
+                              "t_load": time.monotonic(), "t_first": None, "steady_from": None, "steady_events": None,
+                              "first": k == 0})
         t_all = None
         while t_all is None or time.monotonic() - t_all < seconds:
             for i, pg in enumerate(pages):
@@ -255,6 +256,7 @@ def run_feeds(url: str, feeds: list[dict], seconds: float, tabs: int = 1, out_di
                 t_all = time.monotonic()
                 for pg in pages:
                     pg["steady_from"] = len(pg["state"]["latencies"])
+                    pg["steady_events"] = pg["state"]["n"]
             if time.monotonic() > deadline:
                 waiting = [f"{p['feed']}: {p.get('state', {}).get('state')}, {p.get('state', {}).get('n')} events"
                            for p in pages]
@@ -272,8 +274,9 @@ def run_feeds(url: str, feeds: list[dict], seconds: float, tabs: int = 1, out_di
             results[key] = {"feed": pg["feed"], "session": st["session"],
                             "first_prediction_s": pg["t_first"] - pg["t_load"], "fused": st["fused"],
                             "latencies_ms": st["latencies"], "steady_from": pg["steady_from"],
+                            "steady_events_from": pg["steady_events"],
                             "video_send": st["videoSend"], "unmatched": st["unmatched"],
-                            "video_late": st["videoLate"], "send_stats": send,
+                            "video_late": st["videoLate"], "send_stats": send, "video_fps": st["videoFps"],
                             "events": st["events"]}
             if out_dir is not None and pg["first"]:
                 shot = Path(out_dir) / f"{pg['feed']}.png"

@@ -25,6 +25,7 @@ from symptomfuse.serve.media import MediaClock, audio_to_mono_float
 log = logging.getLogger("symptomfuse.serve")
 
 NOTICE = "research tool, not a diagnosis"
+FPS_SPAN_S = 2.0  # video frame rate received, over the last 2 s
 VIDEO_SLACK_S = 0.06  # a video frame this close before a window's end completes it (1.5 frames at 25 fps)
 
 
@@ -70,6 +71,7 @@ class Session:
         self._unsent: deque = deque(maxlen=64)
         self._last_rtp: int | None = None       # RTP timestamps: newest video frame pushed, first received
         self._last_video_t: float | None = None
+        self._arrivals: deque = deque()           # arrival times of the last FPS_SPAN_S of video frames
         self._first_rtp: int | None = None
         self._disconnect_timer: asyncio.TimerHandle | None = None
         self.event_log.write(self.id, "start")
@@ -144,6 +146,10 @@ class Session:
             else:
                 if self._first_rtp is None:
                     self._first_rtp = frame.pts
+                now = time.monotonic()
+                self._arrivals.append(now)
+                while self._arrivals and self._arrivals[0] < now - FPS_SPAN_S:
+                    self._arrivals.popleft()
                 self._pending.append(("video", frame, t, frame.pts))
             self._wake.set()
         if not self.closed:
@@ -195,7 +201,8 @@ class Session:
     def _emit(self, event: dict, rtp: int | None) -> None:
         self.counts["events"] += 1
         self._send({"type": "prediction", "event": event, "video_rtp": rtp, "video_first_rtp": self._first_rtp,
-                    "dropped_video": self.counts["dropped_video"], "lag_s": round(self.lag_s, 3)})
+                    "dropped_video": self.counts["dropped_video"], "lag_s": round(self.lag_s, 3),
+                    "video_fps": round(len(self._arrivals) / FPS_SPAN_S, 1)})
         self.event_log.write(self.id, "prediction", event=event)
 
     # -- end -------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ const QUALITY_TEXT = {                         // the engine's quality gates (sy
   frozen: "frozen picture", no_hand: "no hand in view", no_landmarks: "no hand detector" };
 
 // State the tests and the benchmark read (window.sf); nothing here leaves the page except the offer.
-const sf = window.sf = { state: "idle", session: null, events: [], latencies: [], error: null, log: [] };
+const sf = window.sf = { state: "idle", session: null, events: [], latencies: [], error: null, log: [], videoFps: [] };
 const chart = new ProbChart($("chart"), [
   { key: "audio", label: "audio", color: "#2271b1" },
   { key: "video", label: "video", color: "#8c8f94", dash: [4, 3] },
@@ -56,6 +56,7 @@ function showQuality(mod, q) {
 function onPrediction(msg) {
   const ev = msg.event, now = performance.now();
   sf.events.push(ev);
+  sf.videoFps.push(msg.video_fps);              // frames a second the server received, for diagnostics
   // The page's RTP timestamps lack the random offset the sender adds on the wire; the first video frame
   // the server decoded is the first one this page encoded, so their difference is that offset.
   if (msg.video_rtp == null) sf.videoLate = (sf.videoLate || 0) + 1;   // window closed without its video
@@ -143,7 +144,7 @@ function waitForIce(pc, ms) {
 async function start() {
   $("start").disabled = true;
   sf.events = []; sf.latencies = []; sf.error = null; t0 = null; firstSent = null; sentAt.clear();
-  sf.log = []; sf.videoLate = 0; sf.unmatched = 0; chart.reset();
+  sf.log = []; sf.videoLate = 0; sf.unmatched = 0; sf.videoFps = []; chart.reset();
   try {
     if (!navigator.mediaDevices) throw new Error("the browser gives the camera only to https pages or to http://localhost");
     setStatus("asking for the camera and the microphone...", "media");
