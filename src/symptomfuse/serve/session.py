@@ -142,7 +142,7 @@ class Session:
             t = self.clock.time(kind, frame.pts, frame.time_base)
             self.counts[kind] += 1
             if kind == "audio":
-                self._pending.append(("audio", audio_to_mono_float(frame), frame.sample_rate, t, None))
+                self._pending.append(("audio", frame, frame.sample_rate, t, None))   # converted on the engine thread
             else:
                 if self._first_rtp is None:
                     self._first_rtp = frame.pts
@@ -162,8 +162,8 @@ class Session:
         out = []
         for item in batch:
             if item[0] == "audio":
-                _, samples, rate, t, _ = item
-                events = self.engine.push_audio(samples, rate, t)
+                _, frame, rate, t, _ = item
+                events = self.engine.push_audio(audio_to_mono_float(frame), rate, t)
             else:
                 _, frame, t, rtp = item
                 self.lag_s = self.clock.now() - t
