@@ -37,14 +37,22 @@ from symptomfuse.serve.headless import NetNamespace, run_bounded, stop_process, 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process so far (``ip netns exec`` execs, so it is the server's pid)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def server_cpu_seconds(ns: NetNamespace) -> float:
+    """User + system CPU seconds so far of the server's processes (front and workers) in the namespace."""
+    total = 0.0
+    for pid in ns.pids():
+        try:
+            if b"symptomfuse.cli" not in Path(f"/proc/{pid}/cmdline").read_bytes():
+                continue
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def run_once(model: Path, n: int, feed: tuple[Path, Path], seconds: float, port: int, work: Path,
-             backend: str, browser_nice: int = 0) -> dict:
+             backend: str, browser_nice: int = 0, workers: int = 1) -> dict:
     events_log, result = work / f"events_{n}.jsonl", work / f"result_{n}.json"
     server_log_path = work / f"server_{n}.log"
     server_log_file = open(server_log_path, "w")
@@ -52,7 +60,7 @@ def run_once(model: Path, n: int, feed: tuple[Path, Path], seconds: float, port:
         server = subprocess.Popen(
             ns.prefix + [sys.executable, "-m", "symptomfuse.cli", "serve", "--model", str(model), "--port", str(port),
                          "--backend", backend, "--ice-addresses", "127.0.0.1", "--event-log", str(events_log),
-                         "--max-sessions", str(n + 2), "--log-level", "warning"],
+                         "--max-sessions", str(n + 2), "--log-level", "warning", "--workers", str(workers)],
             stdout=server_log_file, stderr=subprocess.STDOUT)
         started = time.monotonic()
         try:
@@ -61,7 +69,7 @@ def run_once(model: Path, n: int, feed: tuple[Path, Path], seconds: float, port:
                              "--feed", f"bench:{feed[0]}:{feed[1]}", "--tabs", str(n), "--seconds", str(seconds),
                              "--timeout", str(60 + 4 * n + seconds), "--out", str(result)],
                 timeout=120 + 4 * n + seconds)
-            server_cpu_s, wall_s = cpu_seconds(server.pid), time.monotonic() - started
+            server_cpu_s, wall_s = server_cpu_seconds(ns), time.monotonic() - started
         finally:
             stop_process(server, timeout=15)
             server_log_file.close()
@@ -109,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="a file with sound and picture for the fake camera and microphone (looped)")
     p.add_argument("--backend", choices=["torch", "onnx"], default="torch")
     p.add_argument("--port", type=int, default=8766)
+    p.add_argument("--workers", type=int, default=1, help="server processes (`serve --workers`)")
     p.add_argument("--browser-nice", type=int, default=0,
                    help="run the browsers at this nice level, so that on one machine the server comes first "
                         "(as if the browsers ran on other machines)")
@@ -128,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
         feed = to_y4m_wav(args.media, work, "feed")
         for n in (int(v) for v in args.sessions.split(",")):
             t0 = time.perf_counter()
-            rows.append(run_once(args.model, n, feed, args.seconds, args.port, work, args.backend, args.browser_nice))
+            rows.append(run_once(args.model, n, feed, args.seconds, args.port, work, args.backend, args.browser_nice,
+                                 args.workers))
             rows[-1]["wall_s"] = time.perf_counter() - t0
             print(f"{n} session(s): {rows[-1]}", flush=True)
     print("\n| sessions | predictions timed | capture-to-prediction p50 (ms) | p95 (ms) | engine p50 (ms) | "
@@ -141,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['server_cores']:.2f} |")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"rows": rows, "model": str(args.model), "media": str(args.media),
-                                    "seconds": args.seconds, "backend": args.backend, "browser_nice": args.browser_nice, "cpus": os.cpu_count(),
+                                    "seconds": args.seconds, "backend": args.backend, "browser_nice": args.browser_nice, "workers": args.workers, "cpus": os.cpu_count(),
                                     "machine": platform.platform(), "python": platform.python_version()}, indent=1))
     print(f"\nwrote {args.out}")
     return 0

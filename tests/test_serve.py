@@ -84,3 +84,25 @@ def test_serve_command_says_what_to_fix(tmp_path, capsys):
     assert "symptomfuse export" in capsys.readouterr().err
     assert main(["serve"]) == 2
     assert "--model DIR" in capsys.readouterr().err
+
+
+def test_front_hands_offers_to_workers():
+    from symptomfuse.serve.workers import create_front_app
+
+    async def run():
+        workers = [TestServer(create_app(lambda: None, info={"model": "m"})) for _ in range(2)]
+        for w in workers:
+            await w.start_server()
+        try:
+            front = create_front_app([(str(w.make_url("/")), None) for w in workers])
+            async with TestClient(TestServer(front)) as client:
+                health = await (await client.get("/health")).json()
+                assert health["workers"] == health["workers_up"] == 2 and health["sessions"] == 0
+                assert health["model"] == "m"
+                assert (await client.get("/")).status == 200
+                bad = await client.post("/offer", json={"sdp": 1})      # relayed to a worker, which refuses it
+                assert bad.status == 400 and "createOffer" in await bad.text()
+        finally:
+            for w in workers:
+                await w.close()
+    asyncio.run(run())

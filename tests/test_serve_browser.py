@@ -1,7 +1,8 @@
 """End to end in a real browser: Debian's headless Chromium, a fake camera and microphone fed from files,
 `symptomfuse serve` with the streaming engine, WebRTC on loopback inside a network namespace of its own.
 
-Two recordings stream at the same time, each from its own browser, into one server:
+Two recordings stream at the same time, each from its own browser, into one server (run twice: one server
+process, and `--workers 2`, where the two sessions land in different worker processes):
 * a real GRID talking-face clip (data/grid; a healthy speaker, not in training);
 * a synthetic recording with voice signs (`symptomfuse synth`, a person the model never saw).
 
@@ -82,18 +83,20 @@ def live_setup(tmp_path_factory):
     return {"root": root, "model": root / "model", "feeds": feeds, "train_s": train_s}
 
 
-def test_live_in_headless_chromium(live_setup):
+@pytest.mark.parametrize("workers", [1, 2], ids=["one-process", "two-workers"])
+def test_live_in_headless_chromium(live_setup, workers):
     root, feeds = live_setup["root"], live_setup["feeds"]
-    out = root / "browser"
+    out = root / f"browser-{workers}"
     out.mkdir()
-    events_log = root / "events.jsonl"
+    events_log = root / f"events-{workers}.jsonl"
     t0 = time.perf_counter()
-    server_log_path = root / "server.log"
+    server_log_path = root / f"server-{workers}.log"
     server_log_file = open(server_log_path, "w")
     with NetNamespace() as ns:
         server = subprocess.Popen(
             ns.prefix + [sys.executable, "-m", "symptomfuse.cli", "serve", "--model", str(live_setup["model"]),
-                         "--port", str(PORT), "--ice-addresses", "127.0.0.1", "--event-log", str(events_log)],
+                         "--port", str(PORT), "--ice-addresses", "127.0.0.1", "--event-log", str(events_log),
+                         "--workers", str(workers)],
             stdout=server_log_file, stderr=subprocess.STDOUT)
         try:
             driver = run_bounded(
@@ -127,7 +130,7 @@ def test_live_in_headless_chromium(live_setup):
         fused = [p for p in page["fused"] if p is not None]
         summary[name] = {"end_p": sum(fused[-4:]) / len(fused[-4:]), "first_s": round(page["first_prediction_s"], 2),
                          "latency_ms_median": sorted(page["latencies_ms"])[len(page["latencies_ms"]) // 2]}
-    print(f"\nbrowser test: model built in {live_setup['train_s']:.0f} s, browsers + server {wall:.0f} s; {summary}; "
+    print(f"\nbrowser test ({workers} server process(es)): model built in {live_setup['train_s']:.0f} s, browsers + server {wall:.0f} s; {summary}; "
           f"screenshots: {out}")
     # the recording with voice signs ends above the healthy talking face (mean of the last 4 updates)
     assert summary["cond"]["end_p"] > summary["grid"]["end_p"], summary
@@ -143,6 +146,6 @@ def test_live_in_headless_chromium(live_setup):
     keep = os.environ.get("SYMPTOMFUSE_ARTIFACTS")
     if keep:
         Path(keep).mkdir(parents=True, exist_ok=True)
-        for page in pages.values():
-            shutil.copy(page["screenshot"], keep)
-        shutil.copy(out / "result.json", keep)
+        for name, page in pages.items():
+            shutil.copy(page["screenshot"], Path(keep) / f"{name}-{workers}.png")
+        shutil.copy(out / "result.json", Path(keep) / f"result-{workers}.json")

@@ -299,6 +299,10 @@ offers (default: this machine's, or 127.0.0.1 when it has no other).""",
                    help="threads per inference, torch or onnxruntime (sessions already run in parallel, one "
                         "thread each)")
     p.add_argument("--max-sessions", type=int, default=16, help="refuse new sessions beyond this many")
+    p.add_argument("--workers", type=int, default=1,
+                   help="server processes: each receives WebRTC on its own event loop (about 0.25 core per "
+                        "session); with N > 1 they listen on loopback ports PORT+1..PORT+N and this process "
+                        "hands each new session to the least busy")
     p.add_argument("--ice-addresses", default=None,
                    help="comma-separated addresses to offer for WebRTC, e.g. 127.0.0.1 (default: discovered)")
     p.add_argument("--event-log", type=Path, default=None,
@@ -321,8 +325,8 @@ def _run_serve(args) -> int:
         raise FileNotFoundError(f"no exported model at {model}: {hint}")
     if (args.cert is None) != (args.key is None):
         raise ValueError("--cert and --key go together")
-    if args.update_every <= 0 or args.threads < 1 or args.max_sessions < 1:
-        raise ValueError("--update-every must be > 0, --threads and --max-sessions >= 1")
+    if args.update_every <= 0 or args.threads < 1 or args.max_sessions < 1 or args.workers < 1:
+        raise ValueError("--update-every must be > 0, --threads, --max-sessions and --workers >= 1")
     from symptomfuse.serve.app import detector_engine_factory, serve
     from symptomfuse.serve.ice import parse_addresses
 
@@ -330,6 +334,8 @@ def _run_serve(args) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     logging.getLogger("aioice").setLevel(logging.WARNING)
+    if args.workers > 1:
+        return _run_serve_workers(args, model)
     if args.backend == "torch":
         import torch
 
@@ -478,6 +484,29 @@ def _run_stream(args) -> int:
         print(f"{len(events)} updates; mean fused {what} over the stream {mean}; "
               f"latency p50 {lat[0]:.0f} ms, p95 {lat[1]:.0f} ms.  {NOTICE}")
     return code
+
+
+def _run_serve_workers(args, model: Path) -> int:
+    import math
+
+    from symptomfuse.serve.app import run_app
+    from symptomfuse.serve.workers import create_front_app, start_workers, stop_workers, wait_ready
+
+    worker_args = ["--model", str(model.resolve()), "--backend", args.backend, "--update-every", str(args.update_every),
+                   "--threads", str(args.threads), "--max-sessions", str(math.ceil(args.max_sessions / args.workers))]
+    if args.ice_addresses:
+        worker_args += ["--ice-addresses", args.ice_addresses]
+    if args.event_log:
+        worker_args += ["--event-log", str(args.event_log.resolve())]
+    workers = start_workers(args.workers, args.port + 1, worker_args, args.log_level)
+    try:
+        wait_ready(workers)
+        print(NOTICE)
+        run_app(create_front_app(workers), args.host, args.port, cert=args.cert, key=args.key,
+                ready=lambda url: print(f"serving {url} with {args.workers} workers (Ctrl-C to stop)", flush=True))
+    finally:
+        stop_workers(workers)
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:

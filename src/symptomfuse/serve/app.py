@@ -118,7 +118,13 @@ def serve(engine_factory, host: str = "127.0.0.1", port: int = 8080, *, ice_addr
     from symptomfuse.serve.ice import limit_host_addresses
 
     limit_host_addresses(ice_addresses)
-    app = create_app(engine_factory, event_log=event_log, max_sessions=max_sessions, info=info)
+    run_app(create_app(engine_factory, event_log=event_log, max_sessions=max_sessions, info=info),
+            host, port, cert=cert, key=key, ready=ready)
+
+
+def run_app(app: web.Application, host: str, port: int, *, cert: Path | None = None, key: Path | None = None,
+            ready: Callable[[str], None] | None = None) -> None:
+    """Serve ``app`` until SIGINT or SIGTERM, then shut it down cleanly (its on_shutdown hooks run)."""
 
     async def main() -> None:
         runner = web.AppRunner(app)
