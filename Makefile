@@ -31,7 +31,7 @@ SF := $(VENV)/bin/symptomfuse
 demo: $(VENV)/.installed
 	$(SF) synth --out $(DEMO_OUT)/cohort --people 48 --seed 0
 	$(SF) curate $(DEMO_OUT)/cohort/manifest.csv --out $(DEMO_OUT)/curated --labels healthy,parkinsons
-	$(SF) train $(DEMO_OUT)/curated --out $(DEMO_OUT)/run --epochs 12 --patience 3 --fusion-epochs 4
+	$(SF) train $(DEMO_OUT)/curated --out $(DEMO_OUT)/run --epochs 15 --patience 5 --fusion-epochs 20
 	$(SF) evaluate $(DEMO_OUT)/run
 	# live: export the fold in which P001 was a test person, then stream one of P001's recordings in real time
 	$(SF) export $(DEMO_OUT)/run --out $(DEMO_OUT)/model --person P001

@@ -129,3 +129,21 @@ def test_train_and_evaluate_cli(curated, tmp_path, capsys):
         again = calibrated(predict_logits(model, ws, test), t)
     saved = pred.set_index("window_index").loc[test].filter(like="p_").to_numpy()
     np.testing.assert_allclose(again, saved, atol=1e-5)
+
+
+def test_frozen_encoders_train_only_the_fusion_and_head(curated):
+    ws = load_curated(curated, ["audio", "keypoints"])
+    f = person_folds(ws.people, ws.y, k=2, seed=0)[0][0]
+    enc = json.loads(TINY)
+    model = MultimodalClassifier({"audio": {"name": "logmel_cnn", **enc["audio"]},
+                                  "keypoints": {"name": "keypoints_tcn", **enc["keypoints"]}},
+                                 {"name": "gated", "dim": 8}, 2, init_seed=0)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    model, hist = fit(model, ws, f.train, f.val, TrainConfig(max_epochs=2, freeze_encoders=True))
+    after = model.state_dict()
+    assert len(hist) == 2
+    for k, v in after.items():
+        if k.startswith("encoders."):
+            torch.testing.assert_close(v, before[k], rtol=0, atol=0)  # weights, scalers and batch-norm stats
+    assert any(not torch.equal(after[k], before[k]) for k in after if k.startswith(("fusion.", "head.")))
+    assert np.isfinite(predict_logits(model, ws, f.test, drop=("audio",))).all()

@@ -169,8 +169,9 @@ def _add_train(sub) -> None:
         description=f"""\
 Train every model of a run with k-fold cross-validation grouped by person (stratified by label): one
 model per modality (--modalities), then each intermediate fusion (--fusions) and late fusion (--late)
-over --fusion-modalities. Fused models start from the same fold's single-modality encoders and learn
-with modality dropout, so they work with any subset of their modalities. Early stopping, temperature
+over --fusion-modalities. Fused models take the same fold's single-modality encoders (frozen unless
+--finetune-fusion) and learn their fusion with modality dropout, so they work with any subset of their
+modalities. Early stopping, temperature
 scaling and late-fusion weights use validation people inside the training folds; test people are only
 predicted. Writes run.json, windows.csv, predictions/ (out-of-fold) and models/ (safetensors + JSON).
 
@@ -197,7 +198,11 @@ takes JSON keyword arguments per modality. {NOTICE}""",
     p.add_argument("--held-out", type=_csv_list, default=[], help="people kept out of every fold")
     p.add_argument("--epochs", type=int, default=20, help="maximum epochs")
     p.add_argument("--patience", type=int, default=4, help="early-stopping patience (epochs)")
-    p.add_argument("--fusion-epochs", type=int, default=8, help="maximum epochs for fused models")
+    p.add_argument("--fusion-epochs", type=int, default=20, help="maximum epochs for fused models")
+    p.add_argument("--finetune-fusion", action="store_true",
+                   help="fine-tune the encoders with the fusion (default: encoders frozen, as trained alone; "
+                        "only the fusion and head learn, which is cheaper and keeps each modality's evidence "
+                        "as its own model saw it)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--modality-dropout", type=float, default=0.3)
@@ -228,8 +233,10 @@ def _run_train(args) -> int:
                       modality_dropout=args.modality_dropout, augment=not args.no_augment, seed=args.seed,
                       progress=True)
     protocol = {"folds": args.folds, "people": int(len(set(ws.people))), "seed": args.seed,
-                "held_out": args.held_out, "windows": int(len(ws.y)), "curated": str(args.curated)}
-    run = cross_validate(ws, specs, folds, cfg, args.out, protocol, fusion_epochs=args.fusion_epochs)
+                "held_out": args.held_out, "windows": int(len(ws.y)), "curated": str(args.curated),
+                "finetune_fusion": args.finetune_fusion}
+    run = cross_validate(ws, specs, folds, cfg, args.out, protocol, fusion_epochs=args.fusion_epochs,
+                         finetune_fusion=args.finetune_fusion)
     print(f"trained {len(run['models'])} models x {args.folds} folds on {protocol['people']} people "
           f"({protocol['windows']} windows) in {time.perf_counter() - t0:.0f} s; run folder: {args.out}")
     print(f"next: symptomfuse evaluate {args.out}")

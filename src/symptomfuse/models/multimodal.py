@@ -42,33 +42,41 @@ class MultimodalClassifier(nn.Module):
     def modalities(self) -> list[str]:
         return list(self.encoders)
 
-    def forward(self, inputs: Dict[str, torch.Tensor], mask: Dict[str, torch.Tensor] | None = None,
-                prepared: bool = False) -> torch.Tensor:
-        """Logits (batch, n_classes). ``inputs`` may hold any subset of the modalities; ``mask`` marks, per
-        sample, which present inputs are real (default: all of those given). With ``prepared``, inputs
-        have already been through each encoder's ``prepare`` (as in training)."""
-        given = [m for m in self.modalities if m in inputs]
+    def embed(self, inputs: Dict[str, torch.Tensor], prepared: bool = False) -> Dict[str, torch.Tensor]:
+        """Each given modality's embedding (batch, dim). With ``prepared``, inputs have already been through
+        each encoder's ``prepare`` (as in training)."""
+        unknown = set(inputs) - set(self.modalities)
+        if unknown:
+            raise ValueError(f"inputs {sorted(unknown)} are not among this model's modalities {self.modalities}")
+        return {m: self.encoders[m].forward_prepared(x) if prepared else self.encoders[m](x)
+                for m, x in inputs.items()}
+
+    def classify(self, embeddings: Dict[str, torch.Tensor], mask: Dict[str, torch.Tensor] | None = None
+                 ) -> torch.Tensor:
+        """Logits (batch, n_classes) from the embeddings of any subset of the modalities; ``mask`` marks, per
+        sample, which given embeddings are real (default: all of them)."""
+        given = [m for m in self.modalities if m in embeddings]
         if not given:
             raise ValueError(f"no input for any of {self.modalities}")
-        batch = len(inputs[given[0]])
-        if mask is None:
-            mask = {m: torch.ones(batch, dtype=torch.bool) for m in given}
-        def encode(m):
-            enc = self.encoders[m]
-            return enc.forward_prepared(inputs[m]) if prepared else enc(inputs[m])
-
         if self.fusion is None:
-            return self.head(encode(given[0]))
-        dims = {m: e.out_dim for m, e in self.encoders.items()}
+            return self.head(embeddings[given[0]])
+        batch = len(embeddings[given[0]])
+        mask = mask or {}
         emb, full_mask = {}, {}
-        for m in self.modalities:
+        for m, enc in self.encoders.items():
             if m in given:
-                emb[m] = encode(m)
-                full_mask[m] = mask[m].bool()
+                emb[m] = embeddings[m]
+                full_mask[m] = mask[m].bool() if m in mask else torch.ones(batch, dtype=torch.bool)
             else:  # never encoded: a placeholder the fusion ignores because the mask says absent
-                emb[m] = torch.zeros(batch, dims[m])
+                emb[m] = torch.zeros(batch, enc.out_dim)
                 full_mask[m] = torch.zeros(batch, dtype=torch.bool)
         return self.head(self.fusion(emb, full_mask))
+
+    def forward(self, inputs: Dict[str, torch.Tensor], mask: Dict[str, torch.Tensor] | None = None,
+                prepared: bool = False) -> torch.Tensor:
+        """Logits (batch, n_classes). ``inputs`` may hold any subset of the modalities (features as the
+        feature functions give them, or ``prepared``); ``mask`` as in ``classify``."""
+        return self.classify(self.embed(inputs, prepared), mask)
 
     def config(self) -> dict:
         return json.loads(json.dumps(self._config))

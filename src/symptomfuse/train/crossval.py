@@ -1,8 +1,9 @@
 """Person-grouped cross-validation of every model in a run, with out-of-fold predictions for everyone.
 
 For each fold: single-modality models train on the fold's training people and early-stop on its
-validation people; fused models start from those models' encoders (same fold) and train together with
-modality dropout; late fusions are fit on the validation people's probabilities. Every model's
+validation people; fused models take those models' encoders (same fold) and train their fusion and head
+with modality dropout, the encoders frozen (or, with ``finetune_fusion``, fine-tuned together);
+late fusions are fit on the validation people's probabilities. Every model's
 temperature is fit on the validation people. Test people are used for nothing but predictions.
 
 A run folder holds:
@@ -58,7 +59,7 @@ def default_specs(encoders: dict[str, dict], fusions: list[str], late: list[str]
 
 
 def cross_validate(ws: WindowSet, specs: list[ModelSpec], folds: list[Fold], cfg: TrainConfig, out: Path,
-                   protocol: dict, fusion_epochs: int | None = None) -> dict:
+                   protocol: dict, fusion_epochs: int | None = None, finetune_fusion: bool = False) -> dict:
     """Train and predict every spec on every fold; write the run folder; return run.json's content."""
     out = Path(out)
     (out / "predictions").mkdir(parents=True, exist_ok=True)
@@ -84,9 +85,12 @@ def cross_validate(ws: WindowSet, specs: list[ModelSpec], folds: list[Fold], cfg
                     single = fold_models.get((f"{m}_only", fold.index))
                     if spec.fusion is not None and single is not None:
                         model.encoders[m].load_state_dict(single.encoders[m].state_dict())
-                epochs = fusion_epochs if spec.fusion is not None and fusion_epochs else cfg.max_epochs
+                fused = spec.fusion is not None
+                frozen = fused and not finetune_fusion and all((f"{m}_only", fold.index) in fold_models
+                                                               for m in spec.modalities)
                 fold_cfg = TrainConfig(**{**asdict(cfg), "seed": cfg.seed + 1000 * fold.index,
-                                          "max_epochs": epochs, "progress": False})
+                                          "max_epochs": fusion_epochs if fused and fusion_epochs else cfg.max_epochs,
+                                          "freeze_encoders": frozen, "progress": False})
                 model, history = fit(model, ws, fold.train, fold.val, fold_cfg)
                 fold_models[(spec.name, fold.index)] = model
                 save(model, out / "models" / spec.name / f"fold{fold.index}",

@@ -22,6 +22,7 @@ for _name in ("lightning", "lightning.pytorch", "lightning.fabric"):
     logging.getLogger(_name).setLevel(logging.ERROR)
 warnings.filterwarnings("ignore", ".*does not have many workers.*")
 warnings.filterwarnings("ignore", ".*LeafSpec.*")
+warnings.filterwarnings("ignore", ".*module\(s\) in eval mode.*")  # frozen encoders, on purpose
 
 
 @dataclass
@@ -32,7 +33,7 @@ class TrainConfig:
     lr: float = 2e-3
     weight_decay: float = 1e-3
     modality_dropout: float = 0.3  # per sample and modality, in fused models; one modality always stays
-    freeze_encoders: bool = False  # train only the fusion and head (encoders stay as given, in eval mode)
+    freeze_encoders: bool = False  # train only the fusion and head, on embeddings the encoders give once
     augment: bool = True
     seed: int = 0
     progress: bool = False
@@ -46,6 +47,13 @@ def prepare(model: MultimodalClassifier, ws: WindowSet, index: np.ndarray, chunk
     return {m: torch.cat([enc.prepare(torch.from_numpy(np.asarray(ws.inputs[m][index[s:s + chunk]])))
                           for s in range(0, max(len(index), 1), chunk)])
             for m, enc in model.encoders.items()}
+
+
+@torch.no_grad()
+def _embed(model: MultimodalClassifier, prepared: dict[str, torch.Tensor], chunk: int = 256) -> dict[str, torch.Tensor]:
+    n = len(next(iter(prepared.values())))
+    parts = [model.embed({m: v[s:s + chunk] for m, v in prepared.items()}, prepared=True) for s in range(0, n, chunk)]
+    return {m: torch.cat([p[m] for p in parts]) for m in prepared}
 
 
 class _Prepared(Dataset):
@@ -84,23 +92,23 @@ class LitClassifier(L.LightningModule):
         keep[none, torch.randint(0, len(mods), (int(none.sum()),), generator=self.gen)] = True
         return {m: keep[:, i] for i, m in enumerate(mods)}
 
-    def on_train_epoch_start(self):
-        if self.cfg.freeze_encoders:  # no dropout, no batch-norm updates: the encoders stay what they were
-            self.model.encoders.eval()
+    def _logits(self, x, mask=None):
+        if self.cfg.freeze_encoders:  # x holds embeddings
+            return self.model.classify(x, mask)
+        return self.model(x, mask, prepared=True)
 
     def training_step(self, batch, _):
         x, y = batch
-        if self.cfg.augment:
+        if self.cfg.augment and not self.cfg.freeze_encoders:
             x = {m: AUGMENT[self.model.encoders[m].input_kind](v, self.gen) for m, v in x.items()}
-        logits = self.model(x, self._mask(len(y)), prepared=True)
+        logits = self._logits(x, self._mask(len(y)))
         loss = nn.functional.cross_entropy(logits, y, weight=self.class_weights)
         self._train_losses.append(float(loss.detach()))
         return loss
 
     def validation_step(self, batch, _):
         x, y = batch
-        loss = nn.functional.cross_entropy(self.model(x, prepared=True), y, weight=self.class_weights,
-                                           reduction="sum")
+        loss = nn.functional.cross_entropy(self._logits(x), y, weight=self.class_weights, reduction="sum")
         self.log("val_loss", loss / len(y), on_epoch=True, batch_size=len(y), prog_bar=True)
 
     def on_validation_epoch_end(self):
@@ -130,8 +138,9 @@ def fit(model: MultimodalClassifier, ws: WindowSet, train: np.ndarray, val: np.n
     """Train ``model`` on windows ``train``, early-stop on ``val``; return it with its best weights."""
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     x_train, x_val = prepare(model, ws, train), prepare(model, ws, val)
-    if cfg.freeze_encoders:
-        model.encoders.requires_grad_(False)
+    if cfg.freeze_encoders:  # the encoders' embeddings, once; only the fusion and head learn
+        model.encoders.eval().requires_grad_(False)
+        x_train, x_val = _embed(model, x_train), _embed(model, x_val)
     else:
         for m, enc in model.encoders.items():  # scalers from the training windows only
             enc.fit_normalizer(x_train[m])
