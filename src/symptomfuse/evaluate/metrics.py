@@ -91,12 +91,16 @@ def with_intervals(units: pd.DataFrame, proba: np.ndarray, n_boot: int = 500, se
     return out
 
 
+def abstains(proba: np.ndarray, band: float) -> np.ndarray:
+    """The one abstention rule (evaluation and live use): abstain where the top probability is within
+    ``band`` of chance, i.e. below 1/k + band (two classes: below 0.5 + band). ``proba`` is (n, k) or (k,)."""
+    proba = np.asarray(proba)
+    return proba.max(axis=-1) < 1.0 / proba.shape[-1] + band
+
+
 def abstention(units: pd.DataFrame, proba: np.ndarray, band: float = 0.1) -> dict:
-    """Abstain where the top probability is within ``band`` of a coin toss (two classes: 0.5 +- band;
-    more: top probability below 1/k + band). Coverage, and accuracy on the cases kept."""
-    k = proba.shape[1]
-    conf = proba.max(axis=1)
-    keep = conf >= (0.5 + band if k == 2 else 1.0 / k + band)
+    """Coverage of ``abstains`` with ``band``, and accuracy on the cases kept."""
+    keep = ~abstains(proba, band)
     y = units["y"].to_numpy()
     acc = float(np.mean(proba[keep].argmax(axis=1) == y[keep])) if keep.any() else float("nan")
     return {"band": band, "coverage": float(keep.mean()), "accuracy_kept": acc,

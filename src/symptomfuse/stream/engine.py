@@ -46,6 +46,7 @@ from collections import deque
 import av
 import numpy as np
 
+from symptomfuse.evaluate.metrics import abstains
 from symptomfuse.features.keypoints import N_LANDMARKS, keypoint_features
 from symptomfuse.features.video import frame_features, frame_from_array
 from symptomfuse.stream.buffers import AudioRing, LogMelRing, SlotRing
@@ -54,12 +55,6 @@ from symptomfuse.stream.quality import QualityConfig, audio_quality, hand_qualit
 
 NOTICE = "research tool, not a diagnosis"
 MODALITIES = ("audio", "video", "keypoints")
-
-
-def abstains(probs: np.ndarray, band: float) -> bool:
-    """True when the top probability is within ``band`` of chance (two classes: 0.5 + band)."""
-    k = len(probs)
-    return bool(probs.max() < (0.5 + band if k == 2 else 1.0 / k + band))
 
 
 def uncertainty(probs: np.ndarray) -> float:
@@ -219,7 +214,7 @@ class StreamEngine:
             self._history.append(raw)
             probs = np.mean(self._history, axis=0)
             fused.update(p=self._p(probs), label=self.detector.classes[int(np.argmax(probs))],
-                         uncertainty=uncertainty(probs), abstain=abstains(probs, self.abstain_band),
+                         uncertainty=uncertainty(probs), abstain=bool(abstains(probs, self.abstain_band)),
                          modalities=pred.fused_modalities, p_window=self._p(raw))
             if len(probs) > 2:
                 fused["probs"] = {c: float(v) for c, v in zip(self.detector.classes, probs)}
