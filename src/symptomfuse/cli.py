@@ -343,10 +343,9 @@ def _run_serve(args) -> int:
     logging.getLogger("aioice").setLevel(logging.WARNING)
     if args.workers > 1:
         return _run_serve_workers(args, model)
-    if args.backend == "torch":
-        import torch
+    from symptomfuse.stream.detector import limit_threads
 
-        torch.set_num_threads(args.threads)
+    limit_threads(args.threads)   # torch and BLAS: idle spinning threads cost more than they give live
     factory = detector_engine_factory(model, backend=args.backend, update_every=args.update_every,
                                       threads=args.threads)
     print(NOTICE)
