@@ -22,7 +22,7 @@ for _name in ("lightning", "lightning.pytorch", "lightning.fabric"):
     logging.getLogger(_name).setLevel(logging.ERROR)
 warnings.filterwarnings("ignore", ".*does not have many workers.*")
 warnings.filterwarnings("ignore", ".*LeafSpec.*")
-warnings.filterwarnings("ignore", ".*module\(s\) in eval mode.*")  # frozen encoders, on purpose
+warnings.filterwarnings("ignore", r".*module\(s\) in eval mode.*")  # frozen encoders, on purpose
 
 
 @dataclass
