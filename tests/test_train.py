@@ -115,7 +115,7 @@ def test_train_and_evaluate_cli(curated, tmp_path, capsys):
     windows = pd.read_csv(run / "windows.csv")
     assert (windows.fold >= 0).all()
     pred = pd.read_csv(run / "predictions" / "fused_gated.csv")
-    assert len(pred) == len(windows) and np.allclose(pred.filter(like="p_").sum(1), 1)
+    assert len(pred) == len(windows) and np.allclose(pred.filter(like="p_").sum(axis=1), 1)
     html = (run / "report.html").read_text()
     assert "Research tool, not a diagnosis" in html
     for png in ("roc", "confusion", "reliability", "training_curves", "person_strip"):
