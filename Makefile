@@ -42,7 +42,7 @@ fsdd: $(VENV)/.installed
 	$(SF) curate data/fsdd/manifest.csv --out $(DEMO_OUT)/fsdd_curated --modalities audio --window 1.0 \
 	  --hop 0.5 --pad-short --label-scope recording
 	$(SF) train $(DEMO_OUT)/fsdd_curated --out $(DEMO_OUT)/fsdd_run --modalities audio --fusion-modalities "" \
-	  --folds 6 --epochs 25 --patience 5
+	  --folds 6 --epochs 25 --patience 5 --encoder-args '{"audio": {"peak_norm": true}}'
 	$(SF) evaluate $(DEMO_OUT)/fsdd_run
 
 # SYMPTOMFUSE_REQUIRE_BROWSER=1: the headless-Chromium test fails, rather than skips, when it cannot run.

@@ -104,3 +104,15 @@ def test_prepare_then_network_is_the_whole_encoder_and_augmentation_keeps_shapes
     augmented = AUGMENT[enc.input_kind](h, torch.Generator().manual_seed(0))
     assert augmented.shape == h.shape and augmented.dtype == torch.float32
     assert not torch.equal(augmented, h)
+
+
+def test_logmel_peak_norm_ignores_recording_level():
+    """With peak_norm, the same sound recorded 20 dB quieter gives the same embedding."""
+    enc = build("encoder", {**ENCODERS["audio"], "peak_norm": True})
+    x = batch()["audio"]
+    enc.fit_normalizer(enc.prepare(x))
+    enc.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(enc(x - 20.0), enc(x))
+        plain = build("encoder", ENCODERS["audio"]).eval()
+        assert not torch.allclose(plain(x - 20.0), plain(x))

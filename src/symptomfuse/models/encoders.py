@@ -70,14 +70,19 @@ class LogMelCNN(Encoder):
     """A small 2-D CNN over a log-mel spectrogram (batch, n_mels, frames) -> (batch, dim).
 
     Pooling at the end is over time only (mean and max), so the head still knows which frequency band a
-    pattern sits in (formants, harmonics, noise).
+    pattern sits in (formants, harmonics, noise). With ``peak_norm`` each window is first shifted so
+    that its loudest bin is at 0 dB, for data recorded at very different levels (different microphones,
+    distances, speakers).
     """
 
     modality, input_kind = "audio", "logmel"
 
-    def __init__(self, n_mels: int = 64, channels: tuple = (8, 16, 32), dim: int = 32, dropout: float = 0.1):
+    def __init__(self, n_mels: int = 64, channels: tuple = (8, 16, 32), dim: int = 32, dropout: float = 0.1,
+                 peak_norm: bool = False):
         super().__init__()
-        self._config = {"n_mels": n_mels, "channels": list(channels), "dim": dim, "dropout": dropout}
+        self._config = {"n_mels": n_mels, "channels": list(channels), "dim": dim, "dropout": dropout,
+                        "peak_norm": peak_norm}
+        self.peak_norm = peak_norm
         self.norm = Standardize((n_mels, 1), min_std=3.0)  # dB
         blocks, c = [], 1
         for c_out in channels:
@@ -87,6 +92,10 @@ class LogMelCNN(Encoder):
         bands = n_mels // 2 ** len(channels)
         self.proj = nn.Linear(2 * c * bands, dim)
         self.out_dim = dim
+
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.float()
+        return x - x.amax(dim=(1, 2), keepdim=True) if self.peak_norm else x
 
     def fit_normalizer(self, x: torch.Tensor) -> None:
         self.norm.fit(x, dims=(0, 2))  # per band
