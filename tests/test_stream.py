@@ -280,3 +280,32 @@ def test_log_mel_ring_equals_log_mel_of_each_window():
             got = ring.window(audio, first, 3 * SAMPLE_RATE)
             if got is not None:
                 np.testing.assert_allclose(got, log_mel(audio.read(first, 3 * SAMPLE_RATE), cfg), atol=1e-3)
+
+
+def test_audio_ring_keeps_its_clock_through_long_pushes_and_gaps():
+    """A push longer than the ring, or a gap of an hour, moves the clock by exactly that much and holds
+    the newest samples (a gap is silence), without allocating the gap."""
+    from symptomfuse.stream.buffers import AudioRing
+
+    ring = AudioRing(keep_s=1.0)
+    x = np.arange(3 * SAMPLE_RATE, dtype=np.float32)  # 3 s, three times the ring
+    ring.push(x, SAMPLE_RATE, t=10.0)
+    assert ring.clock == pytest.approx(13.0)
+    np.testing.assert_array_equal(ring.read(ring.index(12.5), SAMPLE_RATE // 2), x[-SAMPLE_RATE // 2:])
+    assert ring.read(ring.index(11.0), 10) is None  # no longer held
+    ring.push(np.ones(SAMPLE_RATE // 2, np.float32), SAMPLE_RATE, t=13.0 + 3600.0)  # an hour later
+    assert ring.clock == pytest.approx(13.0 + 3600.5)
+    tail = ring.read(ring.index(13.0 + 3599.75), SAMPLE_RATE // 2)
+    np.testing.assert_array_equal(tail[:SAMPLE_RATE // 4], 0)  # the gap, as silence
+    np.testing.assert_array_equal(tail[SAMPLE_RATE // 4:], 1)
+
+
+def test_engine_skips_windows_lost_in_a_long_gap(exported):
+    """After an hour without input the engine goes on from the windows it still holds: a handful of
+    events, not one per update across the gap."""
+    engine = StreamEngine(Detector.load(exported[0]))
+    voice = _voice(4.0)
+    events = engine.push_audio(voice, SAMPLE_RATE, 0.0)
+    events += engine.push_audio(voice, SAMPLE_RATE, 3600.0)
+    assert 0 < len(events) < 20
+    assert max(e["t"] for e in events) >= 3603.0

@@ -46,7 +46,7 @@ class AudioRing:
         if self.start_t is None:
             self.start_t = float(t)
         elif self._next_in_t is not None and t - self._next_in_t > self.max_gap_s:
-            self._append(np.zeros(int(round((t - self._next_in_t) * SAMPLE_RATE)), np.float32))  # a dropout
+            self._silence(int(round((t - self._next_in_t) * SAMPLE_RATE)))  # a dropout
         self._next_in_t = float(t) + len(x) / sample_rate
         if sample_rate != SAMPLE_RATE:
             x = self._resample(x, int(sample_rate))
@@ -69,8 +69,20 @@ class AudioRing:
                 self._append(np.concatenate(out))
             self._resampler, self._rate = None, None
 
+    def _skip(self, n: int) -> None:
+        """Move the clock on by ``n`` samples that will not be held: nothing older than them is kept."""
+        if n > 0:
+            self.end += n
+            self.used = 0
+
+    def _silence(self, n: int) -> None:
+        """``n`` zero samples (a gap in the input), allocating at most the ring's capacity."""
+        self._skip(n - self.capacity)
+        self._append(np.zeros(min(n, self.capacity), np.float32))
+
     def _append(self, x: np.ndarray) -> None:
-        if len(x) > self.capacity:
+        if len(x) > self.capacity:  # only the newest `capacity` samples stay, but the clock moves by all
+            self._skip(len(x) - self.capacity)
             x = x[-self.capacity:]
         if self.used + len(x) > len(self.data):  # move the newest `capacity - len(x)` samples to the front
             keep = self.capacity - len(x)
@@ -161,6 +173,10 @@ class SlotRing:
 
     def _fill_before(self, t: float) -> None:
         """Give the newest item to every open slot whose time is before ``t`` (it was on show then)."""
+        stop = math.ceil((t - _EPS - self.origin) * self.fps)  # about the first slot not before t
+        if stop - self.next_slot > self.keep + 2:  # a long gap: only the last `keep` slots would be held
+            self.slots.clear()
+            self.next_slot = self.first_slot = stop - self.keep
         while self._slot_time(self.next_slot) + _EPS < t:
             self.slots.append(self.last[1])
             self.next_slot += 1

@@ -80,7 +80,7 @@ class StreamEngine:
         self.update_every, self.origin, self.max_wait_s = float(update_every), float(origin), float(max_wait_s)
         self.abstain_band, self.quality, self.aspect, self.clock = abstain_band, quality, aspect, clock
         self.window_s = self.features.window_s
-        keep_s = self.window_s + self.update_every + self.max_wait_s + 1.0
+        self.keep_s = keep_s = self.window_s + self.update_every + self.max_wait_s + 1.0
         fps = self.features.frames.fps
         self.audio = AudioRing(keep_s)
         self.logmel = LogMelRing(self.features.logmel, keep_s)
@@ -146,6 +146,9 @@ class StreamEngine:
         if self._next is None:
             starts = [s for s in (self.audio.start_t, self.frames.first_t, self.hands.first_t) if s is not None]
             self._next = math.ceil((min(starts) - self.origin) / self.update_every - 1e-9)
+        # after a gap longer than the rings hold, skip the windows that can no longer be read
+        held_from = max(clocks) - self.keep_s
+        self._next = max(self._next, math.ceil((held_from - self.origin) / self.update_every - 1e-9))
         events = []
         while True:
             start = self.origin + self._next * self.update_every
