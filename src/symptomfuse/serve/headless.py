@@ -22,11 +22,12 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 import wave
 from pathlib import Path
 
 import numpy as np
+
+from symptomfuse.serve.workers import NO_PROXY
 
 CHROMIUM_FLAGS = [
     "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -204,7 +205,7 @@ return {state: s.state || null, session: s.session || null, error: s.error || nu
 def wait_http(url: str, deadline: float) -> None:
     while True:
         try:
-            with urllib.request.urlopen(url, timeout=2) as r:
+            with NO_PROXY.open(url, timeout=2) as r:
                 if r.status == 200:
                     return
         except OSError:
@@ -299,7 +300,7 @@ def run_feeds(url: str, feeds: list[dict], seconds: float, tabs: int = 1, out_di
 
 
 def sessions_open(url: str) -> int:
-    with urllib.request.urlopen(url + "health", timeout=2) as r:
+    with NO_PROXY.open(url + "health", timeout=2) as r:
         return int(json.load(r)["sessions"])
 
 

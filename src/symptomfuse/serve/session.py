@@ -20,11 +20,11 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
+from symptomfuse.stream.engine import NOTICE
 from symptomfuse.serve.media import MediaClock, audio_to_mono_float
 
 log = logging.getLogger("symptomfuse.serve")
 
-NOTICE = "research tool, not a diagnosis"
 FPS_SPAN_S = 2.0  # video frame rate received, over the last 2 s
 VIDEO_SLACK_S = 0.06  # a video frame this close before a window's end completes it (1.5 frames at 25 fps)
 
@@ -230,9 +230,11 @@ class Session:
         self._send({"type": "end", "reason": reason})
         if self.channel is not None and self.channel.readyState == "open":
             await asyncio.sleep(0.2)           # let the last messages leave before the connection closes
-        self.event_log.write(self.id, "end", reason=reason, counts=dict(self.counts))
-        self._executor.shutdown(wait=False, cancel_futures=True)
-        await self.pc.close()
-        log.info("session %s ended: %s (%s)", self.id, reason, self.counts)
-        if self.on_closed is not None:
-            self.on_closed(self)
+        try:
+            self.event_log.write(self.id, "end", reason=reason, counts=dict(self.counts))
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            await self.pc.close()
+            log.info("session %s ended: %s (%s)", self.id, reason, self.counts)
+        finally:  # the session's slot is freed even if closing the connection failed
+            if self.on_closed is not None:
+                self.on_closed(self)

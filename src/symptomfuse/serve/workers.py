@@ -22,6 +22,9 @@ from aiohttp import ClientSession, ClientTimeout, web
 from symptomfuse.serve.app import STATIC, _index
 from symptomfuse.serve.session import NOTICE
 
+# loopback requests never go through a proxy named in the environment (http_proxy and the like)
+NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
 WORKERS = web.AppKey("workers", list)
 
 
@@ -43,7 +46,7 @@ def wait_ready(workers: list[tuple[str, subprocess.Popen]], timeout: float = 120
             if proc.poll() is not None:
                 raise RuntimeError(f"worker {url} exited with {proc.returncode} before it was ready; see its log above")
             try:
-                with urllib.request.urlopen(url + "health", timeout=2):
+                with NO_PROXY.open(url + "health", timeout=2):
                     break
             except OSError:
                 if time.monotonic() > deadline:

@@ -45,9 +45,9 @@ def replay_file(engine: StreamEngine, path: str | Path, realtime: bool = False,
     ``sleep`` pace a real-time replay.
     """
     path = Path(path)
-    container, streams, info = _open_any(path)
     kp_path = sidecar_landmarks(path) if landmarks == "auto" else (Path(landmarks) if landmarks else None)
     kp = load_keypoints(kp_path) if kp_path is not None else None
+    container, streams, info = _open_any(path)
     wall0, t0, n_frames = clock(), None, 0
     with container:
         for kind, t, payload in iter_decoded(container, streams, info.fps or engine.features.frames.fps):
