@@ -309,3 +309,29 @@ def test_engine_skips_windows_lost_in_a_long_gap(exported):
     events += engine.push_audio(voice, SAMPLE_RATE, 3600.0)
     assert 0 < len(events) < 20
     assert max(e["t"] for e in events) >= 3603.0
+
+
+def test_encoders_shared_with_the_own_models_run_once(data, tmp_path):
+    """A fused model built on its modalities' own encoders (as frozen-encoder training makes it) encodes
+    each modality once per prediction, and predicts exactly what the whole model does."""
+    root, ws = data
+    models = _models(ws)
+    fused = models["fused_gated"][0]
+    for m in fused.modalities:
+        fused.encoders[m].load_state_dict(models[f"{m}_only"][0].encoders[m].state_dict())
+    export_models(models, "fused_gated", CLASSES, CurateConfig(), tmp_path / "export", onnx=False)
+    det = Detector.load(tmp_path / "export")
+    assert det.shared == ["audio", "keypoints"]
+    calls = {}
+    for name, model in det.models.items():
+        for part, run in list(model.parts.items()):
+            def counted(feeds, run=run, key=(name, part)):
+                calls[key] = calls.get(key, 0) + 1
+                return run(feeds)
+            model.parts[part] = counted
+    x = {m: ws.inputs[m][:3] for m in ("audio", "video", "keypoints")}
+    p = det.predict(x)
+    assert calls.get(("fused_gated", "encoder.audio"), 0) == 0 and calls[("audio_only", "encoder.audio")] == 1
+    with torch.no_grad():
+        whole = fused({m: torch.from_numpy(x[m]) for m in ("audio", "keypoints")}).numpy()
+    np.testing.assert_allclose(p.fused, calibrated(whole, 1.3), atol=1e-5)

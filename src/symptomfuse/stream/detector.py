@@ -76,6 +76,7 @@ class ExportedModel:
         self.fused = entry["fusion"] is not None
         self.temperature = float(entry["temperature"])
         self.dims = entry["embedding_dims"]
+        self.weights = {n: folder / p["safetensors"] for n, p in entry["parts"].items()}
         if backend == "torch":
             cfg = json.loads((folder / entry["config"]).read_text())["model"]
             model = MultimodalClassifier(**cfg)
@@ -92,21 +93,29 @@ class ExportedModel:
                                  "or use backend='torch'")
             self.parts = {n: _OnnxRunner(folder / p["onnx"], threads) for n, p in entry["parts"].items()}
 
-    def logits(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
-        """Logits for the batch, from the modalities of this model present in ``inputs`` (at least one)."""
-        present = [m for m in self.modalities if m in inputs]
+    def embed(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Embeddings of the modalities of this model present in ``inputs``."""
+        return {m: self.parts[f"encoder.{m}"]({m: inputs[m]}) for m in self.modalities if m in inputs}
+
+    def logits(self, inputs: dict[str, np.ndarray], embeddings: dict[str, np.ndarray] | None = None) -> np.ndarray:
+        """Logits for the batch, from the modalities of this model present in ``inputs`` (at least one).
+        ``embeddings`` already computed by this model's encoders (or identical ones) are not computed again."""
+        embeddings = dict(embeddings or {})
+        embeddings.update(self.embed({m: x for m, x in inputs.items() if m not in embeddings}))
+        present = [m for m in self.modalities if m in embeddings]
         if not present:
             raise ValueError(f"{self.name} needs one of {self.modalities}, got {sorted(inputs)}")
-        batch = len(inputs[present[0]])
-        feeds = {f"emb_{m}": self.parts[f"encoder.{m}"]({m: inputs[m]}) for m in present}
+        batch = len(embeddings[present[0]])
+        feeds = {f"emb_{m}": embeddings[m] for m in present}
         if self.fused:
             for m in self.modalities:  # absent: a placeholder the fusion ignores, as in MultimodalClassifier
                 feeds.setdefault(f"emb_{m}", np.zeros((batch, self.dims[m]), np.float32))
             feeds["mask"] = np.tile([m in present for m in self.modalities], (batch, 1))
         return self.parts["head"](feeds)
 
-    def probabilities(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
-        return calibrated(self.logits(inputs), self.temperature)
+    def probabilities(self, inputs: dict[str, np.ndarray], embeddings: dict[str, np.ndarray] | None = None
+                      ) -> np.ndarray:
+        return calibrated(self.logits(inputs, embeddings), self.temperature)
 
 
 @dataclass
@@ -127,6 +136,11 @@ class Detector:
         self.primary = models[spec["primary"]]
         self.singles = {m: models[name] for m, name in spec["singles"].items()}
         self.modalities = list(dict.fromkeys([*self.primary.modalities, *self.singles]))
+        # modalities whose own model encodes them exactly as the primary does (the same model, or the same
+        # encoder weights, as fused models trained on frozen encoders have): encoded once per prediction
+        self.shared = [m for m in self.primary.modalities if (own := self.model_for(m)) is self.primary
+                       or own.weights[f"encoder.{m}"].read_bytes()
+                       == self.primary.weights[f"encoder.{m}"].read_bytes()]
 
     @classmethod
     def load(cls, export_dir: str | Path, backend: str = "torch", threads: int | None = 1) -> "Detector":
@@ -161,12 +175,15 @@ class Detector:
 
     def predict(self, inputs: dict[str, np.ndarray]) -> Prediction:
         """Probabilities for a batch of model inputs (any subset of ``self.modalities``)."""
-        out = Prediction()
+        out, shared = Prediction(), {}
         for m, x in inputs.items():
             model = self.model_for(m)
             if model is not None:
-                out.modalities[m] = model.probabilities({m: x})
+                embedding = model.embed({m: x})
+                out.modalities[m] = model.probabilities({m: x}, embedding)
+                if m in self.shared:
+                    shared.update(embedding)
         out.fused_modalities = [m for m in self.primary.modalities if m in inputs]
         if out.fused_modalities:
-            out.fused = self.primary.probabilities(inputs)
+            out.fused = self.primary.probabilities(inputs, shared)
         return out
