@@ -31,7 +31,8 @@ SF := $(VENV)/bin/symptomfuse
 demo: $(VENV)/.installed
 	$(SF) synth --out $(DEMO_OUT)/cohort --people 48 --seed 0
 	$(SF) curate $(DEMO_OUT)/cohort/manifest.csv --out $(DEMO_OUT)/curated --labels healthy,parkinsons
-	$(SF) train $(DEMO_OUT)/curated --out $(DEMO_OUT)/run --epochs 15 --patience 5 --fusion-epochs 20
+	$(SF) train $(DEMO_OUT)/curated --out $(DEMO_OUT)/run --epochs 15 --patience 5 --fusion-epochs 20 \
+	  --fusion-modalities audio,keypoints --baselines lr
 	$(SF) evaluate $(DEMO_OUT)/run
 	# live: export the fold in which P001 was a test person, then stream one of P001's recordings in real time
 	$(SF) export $(DEMO_OUT)/run --out $(DEMO_OUT)/model --person P001
@@ -42,7 +43,7 @@ fsdd: $(VENV)/.installed
 	$(SF) curate data/fsdd/manifest.csv --out $(DEMO_OUT)/fsdd_curated --modalities audio --window 1.0 \
 	  --hop 0.5 --pad-short --label-scope recording
 	$(SF) train $(DEMO_OUT)/fsdd_curated --out $(DEMO_OUT)/fsdd_run --modalities audio --fusion-modalities "" \
-	  --folds 6 --epochs 25 --patience 5 --encoder-args '{"audio": {"peak_norm": true}}'
+	  --folds 6 --epochs 25 --patience 5 --encoder-args '{"audio": {"peak_norm": true}}' --baselines lr
 	$(SF) evaluate $(DEMO_OUT)/fsdd_run
 
 # SYMPTOMFUSE_REQUIRE_BROWSER=1: the headless-Chromium test fails, rather than skips, when it cannot run.

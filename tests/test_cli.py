@@ -22,5 +22,91 @@ def test_top_level_help_carries_the_notice():
 
 
 def test_synth_rejects_bad_options(tmp_path, capsys):
-    assert main(["synth", "--out", str(tmp_path), "--people", "1"]) == 2
+    with pytest.raises(SystemExit) as e:
+        main(["synth", "--out", str(tmp_path), "--people", "1"])
+    assert e.value.code == 2
     assert "--people" in capsys.readouterr().err
+
+
+# Wrong invocations across the commands. Each must exit 2 with a message that says what is wrong, before
+# any data is loaded, and never with a traceback. (The README's troubleshooting table lists them.)
+WRONG = [
+    (["train", "{cur}", "--out", "{tmp}/r", "--modalities", "accel"], "accel"),
+    (["train", "{cur}", "--out", "{tmp}/r", "--late", "foo"], "late fusion"),
+    (["train", "{cur}", "--out", "{tmp}/r", "--fusions", "nope"], "unknown fusion"),
+    (["train", "{cur}", "--out", "{tmp}/r", "--baselines", "svm"], "unknown baseline"),
+    (["train", "{cur}", "--out", "{tmp}/r", "--encoder", "audio=nope"], "unknown encoder"),
+    (["train", "{cur}", "--out", "{tmp}/r", "--encoder", "accel=mlp"], "MODALITY=ENCODER"),
+    (["train", "{cur}", "--out", "{tmp}/r", "--encoder-args", '{"audio": {"bogus": 1}}'], "takes no"),
+    (["train", "{cur}", "--out", "{tmp}/r", "--encoder-args", "[1, 2]"], "JSON object"),
+    (["train", "{cur}", "--out", "{tmp}/r", "--encoder-args", "{bad"], "not valid JSON"),
+    (["train", "{cur}", "--out", "{tmp}/r", "--encoder-args", '{"video2": {}}'], "not trained here"),
+    (["train", "{cur}", "--out", "{tmp}/r", "--epochs", "0"], "--epochs"),
+    (["train", "{cur}", "--out", "{tmp}/r", "--lr", "nan"], "finite"),
+    (["train", "{cur}", "--out", "{tmp}/r", "--folds", "1"], "--folds"),
+    (["train", "{cur}", "--out", "{tmp}/r", "--modality-dropout", "1"], "--modality-dropout"),
+    (["train", "{cur}", "--out", "{tmp}/r", "--split", "record"], "--allow-leaky-split"),
+    (["train", "{cur}", "--out", "{tmp}/r", "--unit", "person", "--finetune-fusion"], "--unit recording"),
+    (["train", "{tmp}/nowhere", "--out", "{tmp}/r"], "not a curated data set"),
+    (["curate", "--out", "{tmp}/c"], "manifest"),
+    (["curate", "{manifest}", "--out", "{tmp}/c", "--window", "inf"], "finite"),
+    (["curate", "{manifest}", "--out", "{tmp}/c", "--window", "0"], "--window"),
+    (["curate", "{manifest}", "--out", "{tmp}/c", "--n-mels", "0"], "--n-mels"),
+    (["curate", "{manifest}", "--out", "{tmp}/c", "--n-mels", "many"], "--n-mels"),
+    (["curate", "{manifest}", "--out", "{tmp}/c", "--frame-size", "63x48"], "even"),
+    (["curate", "{manifest}", "--out", "{tmp}/c", "--modalities", "accel"], "accel"),
+    (["curate", "{manifest}", "--out", "{tmp}/c", "--modalities", "video", "--n-mels", "40"], "not curated"),
+    (["curate", "{manifest}", "--out", "{tmp}/c", "--labels", "a,a"], "repeats"),
+    (["curate", "--out", "{tmp}/c", "--table", "nameonly"], "NAME=FILE"),
+    (["curate", "--out", "{tmp}/c", "--table", "t={tmp}/missing.csv"], "no such file"),
+    (["curate", "{manifest}", "--out", "{tmp}/c", "--person-pattern", "("], "regular expression"),
+    (["curate", "{tmp}/missing.csv", "--out", "{tmp}/c"], "manifest not found"),
+    (["evaluate", "{tmp}/nowhere"], "not a run folder"),
+    (["evaluate", "{tmp}/nowhere", "--abstain-band", "0.7"], "--abstain-band"),
+    (["export", "{tmp}/nowhere", "--out", "{tmp}/e"], "not a run folder"),
+    (["export", "{tmp}/nowhere", "--out", "{tmp}/e", "--fold", "-1"], "--fold"),
+    (["stream", "--model", "{tmp}/nowhere"], "give a FILE"),
+    (["stream", "{manifest}", "--model", "{tmp}/nowhere", "--smooth", "0"], "--smooth"),
+    (["serve", "--port", "99999", "--demo"], "--port"),
+    (["serve"], "--model"),
+    (["synth", "--out", "{tmp}/s", "--people", "1"], "--people"),
+    (["synth", "--out", "{tmp}/s", "--duration", "nan"], "finite"),
+    (["synth", "--out", "{tmp}/s", "--tasks", "apart"], "--tasks"),
+    (["synth", "--out", "{tmp}/s", "--voice-only", "0.9"], "phenotype shares"),
+]
+
+
+@pytest.fixture
+def bare_curated(tmp_path):
+    """A curated folder's contract and a manifest, with no data behind them: nothing may be loaded."""
+    from symptomfuse.data.curate import default_contract
+
+    cur = tmp_path / "cur"
+    cur.mkdir()
+    default_contract().with_classes(["healthy", "parkinsons"], "parkinsons").save(cur)
+    (cur / "curation.json").write_text("{}")
+    (tmp_path / "m.csv").write_text("path,person_id,label\n")
+    return cur
+
+
+@pytest.mark.parametrize("argv,expect", WRONG, ids=[" ".join(a[:1] + a[3:] if a[0] != "curate" else a[:1] + a[2:])
+                                                     for a, _ in WRONG])
+def test_wrong_invocations_exit_2_with_a_message_before_loading_data(argv, expect, bare_curated, tmp_path,
+                                                                     monkeypatch, capsys):
+    import symptomfuse.data.curate as curate_mod
+    import symptomfuse.data.dataset as dataset_mod
+
+    def loaded(*a, **k):
+        raise AssertionError("data was loaded before the arguments were checked")
+
+    monkeypatch.setattr(dataset_mod, "load_curated", loaded)
+    monkeypatch.setattr(curate_mod, "curate", loaded)
+    args = [a.replace("{cur}", str(bare_curated)).replace("{tmp}", str(tmp_path))
+            .replace("{manifest}", str(tmp_path / "m.csv")) for a in argv]
+    try:
+        code = main(args)
+    except SystemExit as exc:  # argparse's own errors
+        code = exc.code
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert expect in err and "Traceback" not in err

@@ -9,7 +9,7 @@ import pytest
 from symptomfuse.cli import main
 from symptomfuse.data import curate as curate_mod
 from symptomfuse.data.cache import FeatureCache
-from symptomfuse.data.curate import CurateConfig, curate
+from symptomfuse.data.curate import curate, default_contract
 from symptomfuse.data.media import MediaError, decode
 from symptomfuse.features.audio import SAMPLE_RATE
 from symptomfuse.features.video import FrameConfig
@@ -101,7 +101,7 @@ def test_rerun_hits_the_cache_and_decodes_nothing(dirty, tmp_path, monkeypatch):
     assert dict(zip(again.quarantine.row, again.quarantine.reason)) == expected
     # A changed setting is a new key: now it must decode again.
     with pytest.raises(AssertionError, match="decoded on a re-run"):
-        curate(manifest, tmp_path / "out", CurateConfig(hop_s=0.5), labels=LABELS, workers=1, progress=False)
+        curate(manifest, tmp_path / "out", default_contract(hop_s=0.5), labels=LABELS, workers=1, progress=False)
 
 
 def test_windows_and_features_have_the_right_shapes(cohort, tmp_path):
@@ -110,10 +110,10 @@ def test_windows_and_features_have_the_right_shapes(cohort, tmp_path):
     assert (res.recordings.n_windows == 4).all()  # 6 s recordings, 3 s windows, 1 s hop
     assert len(res.windows) == 4 * len(res.recordings)
     arrays = FeatureCache(tmp_path / "out" / "cache").load(res.recordings.cache_key[0])
-    assert arrays["audio_logmel"].shape == (4, 64, 298)
-    assert arrays["frames"].shape == (150, 48, 64, 3) and arrays["frames"].dtype == np.uint8
-    assert arrays["keypoint_features"].shape == (4, 75, 127)
-    assert np.all(arrays["keypoint_features"][..., -1] == 1)  # the hand is in every synthetic frame
+    assert arrays["audio"].shape == (4, 64, 298)
+    assert arrays["video"].shape == (150, 48, 64, 3) and arrays["video"].dtype == np.uint8
+    assert arrays["keypoints"].shape == (4, 75, 127)
+    assert np.all(arrays["keypoints"][..., -1] == 1)  # the hand is in every synthetic frame
     np.testing.assert_allclose(res.windows.start_s.to_numpy()[:4], [0, 1, 2, 3])
     # the voice sits in the middle of the recording: its windows are loud
     assert (res.windows.audio_rms_db > -40).all()
@@ -147,7 +147,7 @@ def test_pad_short_keeps_a_short_recording(tmp_path):
     pd.DataFrame([{"path": "short.mp4", "person_id": "A", "label": "x"}]).to_csv(tmp_path / "m.csv", index=False)
     res = curate(tmp_path / "m.csv", tmp_path / "o", workers=1, progress=False)
     assert res.quarantine.reason.tolist() == ["too_short"] and res.recordings.empty
-    res = curate(tmp_path / "m.csv", tmp_path / "o", CurateConfig(pad_short=True), workers=1, progress=False)
+    res = curate(tmp_path / "m.csv", tmp_path / "o", default_contract(pad_short=True), workers=1, progress=False)
     assert len(res.recordings) == 1 and res.recordings.n_windows[0] == 1
 
 

@@ -10,6 +10,7 @@ ENCODERS = {
     "audio": {"name": "logmel_cnn", "n_mels": 16, "channels": [4, 8], "dim": 8},
     "video": {"name": "frames_cnn", "channels": [4, 8], "dim": 8},
     "keypoints": {"name": "keypoints_tcn", "n_features": 127, "channels": 8, "dim": 8, "levels": 2},
+    "table": {"name": "mlp", "n_features": 5, "hidden": [8], "dim": 8},
 }
 FUSIONS = ["concat", "gated", "attention", "uncertainty"]
 
@@ -18,7 +19,8 @@ def batch(b=3, seed=0):
     g = torch.Generator().manual_seed(seed)
     return {"audio": torch.randn(b, 16, 40, generator=g),
             "video": torch.randint(0, 255, (b, 6, 24, 32, 3), generator=g, dtype=torch.uint8),
-            "keypoints": torch.randn(b, 20, 127, generator=g)}
+            "keypoints": torch.randn(b, 20, 127, generator=g),
+            "table": torch.randn(b, 5, generator=g)}
 
 
 def test_registry_lists_and_rejects():
@@ -62,14 +64,14 @@ def test_masked_modality_does_not_change_the_output(fusion):
                                  else {"name": fusion, "dim": 8, "heads": 2}, n_classes=2).eval()
     x, y = batch(seed=1), batch(seed=2)
     mask = {"audio": torch.tensor([True, False, True]), "video": torch.tensor([True, True, False]),
-            "keypoints": torch.tensor([False, True, True])}
+            "keypoints": torch.tensor([False, True, True]), "table": torch.tensor([True, False, False])}
     mixed = {m: torch.where(mask[m].view(-1, *[1] * (x[m].dim() - 1)), x[m], y[m]) for m in x}
     with torch.no_grad():
         torch.testing.assert_close(model(x, mask), model(mixed, mask))
         # leaving a modality out entirely is the same as masking it for every sample
         only = {"audio": x["audio"], "video": x["video"]}
         m2 = {"audio": torch.ones(3, dtype=torch.bool), "video": torch.ones(3, dtype=torch.bool)}
-        full = {**m2, "keypoints": torch.zeros(3, dtype=torch.bool)}
+        full = {**m2, "keypoints": torch.zeros(3, dtype=torch.bool), "table": torch.zeros(3, dtype=torch.bool)}
         torch.testing.assert_close(model(only, m2), model(x, full))
     with pytest.raises(ValueError, match="at least one"):
         none = {m: torch.zeros(3, dtype=torch.bool) for m in x}
@@ -89,10 +91,11 @@ def test_save_and_reload_gives_identical_predictions(tmp_path):
     assert not list(tmp_path.glob("m/*.pt")) and (tmp_path / "m" / "model.safetensors").exists()
 
 
-@pytest.mark.parametrize("modality", list(ENCODERS))
+@pytest.mark.parametrize("modality", ["audio", "video", "keypoints"])
 def test_prepare_then_network_is_the_whole_encoder_and_augmentation_keeps_shapes(modality):
-    """Training prepares inputs once and augments the prepared tensors; inference runs ``forward``."""
-    from symptomfuse.train.augment import AUGMENT
+    """Training prepares inputs once and augments the prepared tensors (with the modality's own
+    augmentation for the encoder's input kind); inference runs ``forward``."""
+    from symptomfuse import modalities
 
     enc = build("encoder", ENCODERS[modality])
     x = batch()[modality]
@@ -101,7 +104,7 @@ def test_prepare_then_network_is_the_whole_encoder_and_augmentation_keeps_shapes
     enc.eval()
     with torch.no_grad():
         torch.testing.assert_close(enc(x), enc.forward_prepared(h), rtol=0, atol=0)
-    augmented = AUGMENT[enc.input_kind](h, torch.Generator().manual_seed(0))
+    augmented = modalities.get(modality).augmentations[enc.input_kind](h, torch.Generator().manual_seed(0))
     assert augmented.shape == h.shape and augmented.dtype == torch.float32
     assert not torch.equal(augmented, h)
 
@@ -116,3 +119,21 @@ def test_logmel_peak_norm_ignores_recording_level():
         torch.testing.assert_close(enc(x - 20.0), enc(x))
         plain = build("encoder", ENCODERS["audio"]).eval()
         assert not torch.allclose(plain(x - 20.0), plain(x))
+
+
+def test_mlp_imputes_missing_values_with_training_means_and_flags_them():
+    enc = build("encoder", ENCODERS["table"])
+    x = torch.randn(40, 5, generator=torch.Generator().manual_seed(1)) * 3 + 10
+    x[::4, 2] = float("nan")
+    x[1, 0] = float("inf")
+    enc.fit_normalizer(enc.prepare(x))
+    finite = x[:, 2][torch.isfinite(x[:, 2])]
+    torch.testing.assert_close(enc.norm.mean[2], finite.mean())  # statistics of the present values only
+    enc.eval()
+    with torch.no_grad():
+        out = enc(x)
+        assert torch.isfinite(out).all()
+        filled = x.clone()
+        filled[0, 2] = enc.norm.mean[2]
+        # an imputed value is not the same input as that value observed: the indicator tells them apart
+        assert not torch.allclose(enc(x[:1]), enc(filled[:1]))

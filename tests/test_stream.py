@@ -9,8 +9,9 @@ import pandas as pd
 import pytest
 import torch
 
+from symptomfuse.artifacts import ModelSpec, RunInfo
 from symptomfuse.cli import main
-from symptomfuse.data.curate import CurateConfig, curate
+from symptomfuse.data.curate import curate
 from symptomfuse.data.dataset import load_curated
 from symptomfuse.evaluate.calibration import calibrated
 from symptomfuse.features.audio import SAMPLE_RATE
@@ -33,8 +34,7 @@ def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("stream")
     synthesize(SynthConfig(people=2, seed=11, recordings_per_person=1, duration_s=6.0), root / "cohort",
                workers=1, progress=False)
-    curate(root / "cohort" / "manifest.csv", root / "curated", CurateConfig(), labels=CLASSES, workers=1,
-           progress=False)
+    curate(root / "cohort" / "manifest.csv", root / "curated", labels=CLASSES, workers=1, progress=False)
     ws = load_curated(root / "curated", ["audio", "video", "keypoints"])
     return root, ws
 
@@ -58,7 +58,7 @@ def _models(ws) -> dict:
 def exported(data):
     root, ws = data
     models = _models(ws)
-    export_models(models, "fused_gated", CLASSES, CurateConfig(), root / "export", onnx=True)
+    export_models(models, "fused_gated", ws.contract, root / "export", onnx=True)
     return root / "export", models
 
 
@@ -67,7 +67,7 @@ def test_export_folder_is_self_contained(exported):
     spec = json.loads((folder / "export.json").read_text())
     assert spec["primary"] == "fused_gated" and spec["positive_class"] == "parkinsons"
     assert spec["singles"] == {"audio": "audio_only", "video": "video_only", "keypoints": "keypoints_only"}
-    assert spec["features"]["window_s"] == 3.0 and spec["models"]["fused_gated"]["temperature"] == 1.3
+    assert spec["contract"]["timing"]["window_s"] == 3.0 and spec["live"]["audio"]["label"] == "voice" and spec["models"]["fused_gated"]["temperature"] == 1.3
     assert set(spec["models"]["fused_gated"]["parts"]) == {"encoder.audio", "encoder.keypoints", "head"}
     for entry in spec["models"].values():
         for part in entry["parts"].values():
@@ -236,31 +236,30 @@ def test_export_and_stream_commands(data, exported, tmp_path, capsys):
     # a run folder as `symptomfuse train` writes it, with this fold's models
     run = tmp_path / "run"
     people = sorted(ws.windows.person_id.unique())
-    info = {"protocol": {"folds": 2, "curated": str(root / "curated"), "held_out": []}, "classes": CLASSES,
-            "models": {}, "predictions": []}
+    info = RunInfo({"folds": 2, "held_out": []}, ws.contract, "recording", {}, [], {})
     for name, (model, temperature) in models.items():
-        spec = {"late": None, "fusion": model.config()["fusion"], "modalities": model.modalities}
-        info["models"][name] = {"spec": spec, "folds": [{"fold": f, "temperature": temperature + f} for f in (0, 1)]}
+        spec = ModelSpec(name, model.modalities, model.config()["encoders"], model.config()["fusion"])
+        info.models[name] = {"spec": spec, "folds": [{"fold": f, "temperature": temperature + f} for f in (0, 1)]}
         for f in (0, 1):
             save(model, run / "models" / name / f"fold{f}")
     run.mkdir(exist_ok=True)
-    (run / "run.json").write_text(json.dumps(info))
+    (run / "run.json").write_text(json.dumps(info.to_json()))
     windows = ws.windows.assign(fold=[people.index(p) for p in ws.windows.person_id])
-    windows.to_csv(run / "windows.csv", index_label="window_index")
+    windows.to_csv(run / "samples.csv", index_label="sample_index")
     out = tmp_path / "export"
     assert main(["export", str(run), "--out", str(out), "--person", people[1], "--no-onnx"]) == 0
     spec = json.loads((out / "export.json").read_text())
     assert spec["source"]["fold"] == 1 and spec["source"]["test_people"] == [people[1]]
     assert spec["primary"] == "fused_gated" and spec["models"]["fused_gated"]["temperature"] == 2.3
     assert main(["export", str(run), "--out", str(out), "--model", "nope"]) == 2
-    assert "choose a trained model" in capsys.readouterr().err
+    assert "choose a trained network" in capsys.readouterr().err
 
     rec = ws.windows.recording_id[ws.windows.person_id == people[1]].iloc[0]
     events_path = tmp_path / "events.jsonl"
     assert main(["stream", str(root / "cohort" / "recordings" / f"{rec}.mp4"), "--model", str(out),
                  "--jsonl", str(events_path)]) == 0
     shown = capsys.readouterr().out
-    assert "research tool, not a diagnosis" in shown and "fused" in shown
+    assert NOTICE in shown and "fused" in shown
     events = [json.loads(line) for line in events_path.read_text().splitlines()]
     assert len(events) >= 7 and all(e["notice"] == NOTICE for e in events)
     assert pd.Series([e["fused"]["p"] for e in events]).between(0, 1).all()
@@ -319,7 +318,7 @@ def test_encoders_shared_with_the_own_models_run_once(data, tmp_path):
     fused = models["fused_gated"][0]
     for m in fused.modalities:
         fused.encoders[m].load_state_dict(models[f"{m}_only"][0].encoders[m].state_dict())
-    export_models(models, "fused_gated", CLASSES, CurateConfig(), tmp_path / "export", onnx=False)
+    export_models(models, "fused_gated", ws.contract, tmp_path / "export", onnx=False)
     det = Detector.load(tmp_path / "export")
     assert det.shared == ["audio", "keypoints"]
     calls = {}

@@ -63,8 +63,20 @@ def test_late_fusion_models():
         assert p.shape == (200, 2) and np.allclose(p.sum(1), 1)
         assert compute(y, p)["roc_auc"] > 0.9
     assert np.allclose(w.predict_proba({"audio": good}), good)  # a missing modality is renormalised away
-    with pytest.raises(ValueError, match="missing"):
-        StackingLate().fit(probas, y).predict_proba({"audio": good})
+    # any subset per sample: rows without a modality carry NaN; a row with none gets NaN
+    gappy = {"audio": good.copy(), "video": noise.copy()}
+    gappy["audio"][:50] = np.nan
+    gappy["video"][40:100] = np.nan
+    stack = StackingLate().fit(gappy, y)
+    for fuser in (MeanLate().fit(gappy, y), WeightedLate().fit(gappy, y), stack):
+        p = fuser.predict_proba(gappy)
+        assert np.isnan(p[40:50]).all()  # neither modality
+        rest = np.r_[0:40, 50:200]
+        assert np.allclose(p[rest].sum(1), 1)
+        assert compute(y[50:], p[50:])["roc_auc"] > 0.9  # the samples with audio
+    # stacking fits one regression per subset: audio alone uses the audio-only one
+    only = stack.predict_proba({"audio": good})
+    assert np.allclose(only.sum(1), 1) and compute(y, only)["roc_auc"] > 0.9
 
 
 def test_temperature_scaling_fixes_overconfidence():
@@ -94,7 +106,7 @@ def test_train_and_evaluate_cli(curated, tmp_path, capsys):
     run = tmp_path / "run"
     code = main(["train", str(curated), "--out", str(run), "--folds", "2", "--epochs", "2",
                  "--fusion-epochs", "1", "--fusions", "gated,attention", "--encoder-args", TINY,
-                 "--batch-size", "16"])
+                 "--batch-size", "16", "--baselines", "lr", "--fusion-modalities", "audio,keypoints"])
     assert code == 0
     assert main(["evaluate", str(run), "--bootstrap", "50"]) == 0
     out = capsys.readouterr().out
@@ -110,9 +122,13 @@ def test_train_and_evaluate_cli(curated, tmp_path, capsys):
             assert e[level]["roc_auc_ci"][0] <= e[level]["roc_auc_ci"][1]
     assert metrics["models"]["fused_gated"]["fusion"] == "gated"
     assert metrics["models"]["audio_only"]["modalities"] == ["audio"]
-    assert "fused_gated[-audio]" in metrics["ablations"]
+    assert {"model": "fused_gated", "dropped": ["audio"]}.items() <= {
+        k: v for e in metrics["ablations"] for k, v in e.items() if e["dropped"] == ["audio"]
+        and e["model"] == "fused_gated"}.items()
+    for name in ("lr_audio", "lr_keypoints", "lr_fused"):  # baselines under the same folds
+        assert metrics["models"][name]["kind"] == "baseline" and 0 <= metrics["models"][name]["person"]["roc_auc"] <= 1
     # every window of every person has an out-of-fold prediction
-    windows = pd.read_csv(run / "windows.csv")
+    windows = pd.read_csv(run / "samples.csv")
     assert (windows.fold >= 0).all()
     pred = pd.read_csv(run / "predictions" / "fused_gated.csv")
     assert len(pred) == len(windows) and np.allclose(pred.filter(like="p_").sum(axis=1), 1)
@@ -127,7 +143,7 @@ def test_train_and_evaluate_cli(curated, tmp_path, capsys):
     test = windows.index[windows.fold == 0].to_numpy()
     with torch.no_grad():
         again = calibrated(predict_logits(model, ws, test), t)
-    saved = pred.set_index("window_index").loc[test].filter(like="p_").to_numpy()
+    saved = pred.set_index("sample_index").loc[test].filter(like="p_").to_numpy()
     np.testing.assert_allclose(again, saved, atol=1e-5)
 
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
 
 from symptomfuse import NOTICE, __version__
+from symptomfuse.errors import UsageError
 
 DESCRIPTION = f"""\
 symptomfuse: multi-modal (voice + video) classifiers for early signs of disease.
@@ -34,6 +36,35 @@ def _csv_list(text: str) -> list[str]:
     return [v.strip() for v in text.split(",") if v.strip()]
 
 
+def _number(kind, low=None, high=None, low_open=False, high_open=False):
+    """An argparse type: a finite int or float within [low, high] (open ends where asked)."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except (TypeError, ValueError):
+            raise argparse.ArgumentTypeError(f"expected {'a whole number' if kind is int else 'a number'}, "
+                                             f"got {text!r}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+        if low is not None and (value < low or (low_open and value == low)):
+            raise argparse.ArgumentTypeError(f"must be {'>' if low_open else '>='} {low}, got {text}")
+        if high is not None and (value > high or (high_open and value == high)):
+            raise argparse.ArgumentTypeError(f"must be {'<' if high_open else '<='} {high}, got {text}")
+        return value
+    return parse
+
+
+def _json_object(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({exc.msg} at character {exc.pos}): {text!r}") from None
+    if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
+        raise argparse.ArgumentTypeError(f"expected a JSON object of objects such as "
+                                         f"'{{\"audio\": {{\"dim\": 16}}}}', got {text!r}")
+    return value
+
+
 def _add_synth(sub) -> None:
     p = sub.add_parser(
         "synth", formatter_class=_Formatter,
@@ -49,18 +80,23 @@ People with the condition show voice signs only, movement signs only, or both, i
 finds everyone. The same --seed and options always give the same files.""",
         epilog="example:\n  symptomfuse synth --out data/cohort --people 48 --seed 0")
     p.add_argument("--out", type=Path, required=True, help="output folder")
-    p.add_argument("--people", type=int, default=48, help="number of people")
-    p.add_argument("--seed", type=int, default=0, help="random seed")
-    p.add_argument("--recordings", type=int, default=3, help="recordings (sessions) per person")
-    p.add_argument("--duration", type=float, default=8.0, help="seconds per recording (>= 6)")
-    p.add_argument("--fps", type=int, default=25, help="video frame rate (>= 25)")
+    p.add_argument("--people", type=_number(int, 2, 100_000), default=48, help="number of people")
+    p.add_argument("--seed", type=_number(int, 0, 2**31 - 1), default=0, help="random seed")
+    p.add_argument("--recordings", type=_number(int, 1, 1000), default=3, help="recordings (sessions) per person")
+    p.add_argument("--duration", type=_number(float, 6, 3600), default=8.0, help="seconds per recording (>= 6)")
+    p.add_argument("--fps", type=_number(int, 25, 240), default=25, help="video frame rate (>= 25)")
     p.add_argument("--size", type=_size, default=(320, 240), help="video WIDTHxHEIGHT (>= 160x120)")
-    p.add_argument("--condition-fraction", type=float, default=0.5, help="share of people with the condition")
-    p.add_argument("--voice-only", type=float, default=0.35, help="share of the condition with voice signs only")
-    p.add_argument("--movement-only", type=float, default=0.35,
+    p.add_argument("--condition-fraction", type=_number(float, 0, 1), default=0.5, help="share of people with the condition")
+    p.add_argument("--voice-only", type=_number(float, 0, 1), default=0.35, help="share of the condition with voice signs only")
+    p.add_argument("--movement-only", type=_number(float, 0, 1), default=0.35,
                    help="share of the condition with movement signs only")
-    p.add_argument("--both", type=float, default=0.30, help="share of the condition with both")
-    p.add_argument("--workers", type=int, default=None, help="processes (default: one per core)")
+    p.add_argument("--both", type=_number(float, 0, 1), default=0.30, help="share of the condition with both")
+    p.add_argument("--tasks", choices=["together", "separate"], default="together",
+                   help="together: one A/V file a session (voice and hand at once); separate: a voice recording "
+                        "(.m4a) and a hand recording (.mp4) a session, on separate manifest rows with a task column")
+    p.add_argument("--missing-task", type=_number(float, 0, 1, high_open=True), default=0.2,
+                   help="with --tasks separate: share of people who lack one of the two tasks")
+    p.add_argument("--workers", type=_number(int, 1, 1024), default=None, help="processes (default: one per core)")
     p.set_defaults(func=_run_synth)
 
 
@@ -70,7 +106,8 @@ def _run_synth(args) -> int:
     cfg = SynthConfig(people=args.people, seed=args.seed, recordings_per_person=args.recordings,
                       duration_s=args.duration, fps=args.fps, width=args.size[0], height=args.size[1],
                       condition_fraction=args.condition_fraction,
-                      phenotypes={"voice": args.voice_only, "movement": args.movement_only, "both": args.both})
+                      phenotypes={"voice": args.voice_only, "movement": args.movement_only, "both": args.both},
+                      tasks=args.tasks, missing_task=args.missing_task)
     t0 = time.perf_counter()
     manifest = synthesize(cfg, args.out, workers=args.workers)
     counts = manifest.groupby("label")["person_id"].nunique().to_dict()
@@ -80,75 +117,144 @@ def _run_synth(args) -> int:
 
 
 def _add_curate(sub) -> None:
+    from symptomfuse import modalities as registry
+
+    mods = {m: registry.get(m) for m in registry.available()}
+    media_help = ", ".join(f"{m} ({cls.help})" for m, cls in mods.items())
     p = sub.add_parser(
         "curate", formatter_class=_Formatter,
-        help="validate a manifest's recordings, cut aligned windows, extract and cache features",
-        description="""\
+        help="validate recordings and feature tables, cut aligned windows, extract and cache features",
+        description=f"""\
 Read a manifest CSV (one row per recording: a file with sound and picture in --path-col, or separate
-files in --audio-col and --video-col; a person and a label on every row), check every row, decode with
-PyAV (audio to 16 kHz mono, video to a fixed rate and size), cut aligned windows, and extract features
-(log-mel for audio, small frames for video, normalised keypoint motion where a keypoints column names a
-.npy file). Features are cached by content: a re-run with nothing changed decodes nothing.
+files in --audio-col and --video-col; a person and a label on every row) and/or feature tables (--table),
+check every row, decode with PyAV (audio to 16 kHz mono, video to a fixed rate and size), cut aligned
+windows, and extract each modality's features with its one feature function. Features are cached by
+content: a re-run with nothing changed decodes nothing.
+
+Modalities: {media_help}. A row gives the modalities whose inputs it names: a --path-col file gives
+every modality fed by sound or picture; separately recorded tasks (a voice recording in --audio-col
+only, a hand recording in --video-col only) give theirs. Each --table NAME=FILE becomes a modality
+NAME: one feature vector per table row, from the columns FEATURES names (numeric: every numeric column
+but the person, label, session and task columns; prefix:P; cols:A,B).
 
 Bad rows never stop the run: they go to quarantine.csv with a reason (missing_file, empty_file,
 unreadable, corrupt, no_audio, no_video, too_short, unknown_label, missing_field, duplicate_row,
 duplicate_content, conflicting_labels, bad_keypoints). Writes recordings.csv, windows.csv,
-quarantine.csv, curation.json, summary.json and summary.png to --out.
+quarantine.csv, contract.json (the feature contract: settings, classes, positive class),
+curation.json, summary.json and summary.png to --out.
 
 Exit code: 0 when usable recordings remain; 1 when none does, or with --strict when any row was
 quarantined; 2 for bad arguments or an unreadable manifest.""",
-        epilog="examples:\n  symptomfuse curate data/cohort/manifest.csv --out data/curated\n"
+        epilog="examples:\n  symptomfuse curate data/cohort/manifest.csv --out data/curated --labels healthy,parkinsons\n"
                "  symptomfuse curate sheet.csv --out cur --person-col subject --label-col diagnosis \\\n"
-               "      --audio-col wav --video-col mp4 --labels control,pd --window 4 --hop 2")
-    p.add_argument("manifest", type=Path, help="manifest CSV")
+               "      --audio-col wav --video-col mp4 --labels control,pd --window 4 --hop 2\n"
+               "  symptomfuse curate --table voice=data/uci_parkinsons/parkinsons.csv --out cur \\\n"
+               "      --person-col name --person-pattern '(phon_R01_S\\d+)' --label-col status --positive 1")
+    p.add_argument("manifest", type=Path, nargs="?", default=None, help="manifest CSV (optional with --table)")
     p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--table", action="append", default=[], metavar="NAME=FILE[::FEATURES]",
+                   help="a feature table (CSV or Parquet) as modality NAME; FEATURES: numeric (default), "
+                        "prefix:P or cols:A,B (repeatable)")
     p.add_argument("--labels", type=_csv_list, default=None,
-                   help="allowed class names, comma-separated (default: every label in the manifest)")
+                   help="allowed class names, comma-separated; with two, the second is the positive class unless "
+                        "--positive says otherwise (default: every label found)")
+    p.add_argument("--positive", default=None,
+                   help="the positive class (the condition): required with two classes and no --labels")
     p.add_argument("--root", type=Path, default=None, help="folder relative paths start from (default: the manifest's)")
     p.add_argument("--path-col", default="path", help="column of files holding both audio and video")
     p.add_argument("--audio-col", default="audio_path", help="column of separate audio files")
     p.add_argument("--video-col", default="video_path", help="column of separate video files")
     p.add_argument("--person-col", default="person_id", help="column identifying the person")
+    p.add_argument("--person-pattern", default=None,
+                   help="regular expression whose first group is the person id within --person-col "
+                        "(e.g. '(phon_R01_S\\d+)' for UCI's recording names)")
     p.add_argument("--label-col", default="label", help="column with the class label")
     p.add_argument("--session-col", default="session", help="column with the session (optional)")
-    p.add_argument("--keypoints-col", default="keypoints", help="column of .npy keypoint files (optional)")
-    p.add_argument("--modalities", type=_csv_list, default=["audio", "video"],
-                   help="modalities every recording must have: audio, video, or both")
-    p.add_argument("--window", type=float, default=3.0, help="window length in seconds")
-    p.add_argument("--hop", type=float, default=1.0, help="hop between windows in seconds")
-    p.add_argument("--fps", type=float, default=25.0, help="video frame rate after decoding")
-    p.add_argument("--frame-size", type=_size, default=(64, 48), help="video feature WIDTHxHEIGHT")
-    p.add_argument("--n-mels", type=int, default=64, help="mel bands of the audio features")
+    p.add_argument("--task-col", default="task", help="column naming the task recorded (optional)")
+    for m, cls in mods.items():
+        if cls.column is not None:
+            p.add_argument(f"--{cls.column.replace('_', '-')}-col", dest=f"col_{cls.column}", default=cls.column,
+                           help=f"column of {m}'s own files (optional)")
+    p.add_argument("--modalities", type=_csv_list, default=None,
+                   help=f"media modalities to curate (default with a manifest: {','.join(m for m, c in mods.items() if c.source != 'table')})")
+    p.add_argument("--window", type=_number(float, 0, low_open=True), default=3.0, help="window length in seconds")
+    p.add_argument("--hop", type=_number(float, 0, low_open=True), default=1.0, help="hop between windows in seconds")
+    p.add_argument("--fps", type=_number(float, 1, 240), default=25.0, help="video frame rate after decoding")
+    for m, cls in mods.items():
+        for flag, (_, text) in cls.options.items():
+            p.add_argument(flag, dest=f"opt_{m}_{flag.strip('-').replace('-', '_')}", default=None, help=text)
     p.add_argument("--label-scope", choices=["person", "recording"], default="person",
                    help="person: one label per person (a diagnosis), conflicting rows are quarantined; "
                         "recording: labels may differ between a person's recordings")
     p.add_argument("--pad-short", action="store_true",
                    help="pad recordings shorter than one window instead of quarantining them")
     p.add_argument("--cache", type=Path, default=None, help="feature cache folder (default: OUT/cache)")
-    p.add_argument("--workers", type=int, default=None, help="processes (default: one per core)")
+    p.add_argument("--workers", type=_number(int, 1), default=None, help="processes (default: one per core)")
     p.add_argument("--strict", action="store_true", help="exit with 1 if any row was quarantined")
     p.set_defaults(func=_run_curate)
 
 
 def _run_curate(args) -> int:
-    from symptomfuse.data.curate import CurateConfig, curate, format_summary
-    from symptomfuse.data.manifest import Columns
-    from symptomfuse.features.audio import LogMelConfig
-    from symptomfuse.features.video import FrameConfig
+    from symptomfuse import modalities as registry
+    from symptomfuse.contract import FeatureContract
+    from symptomfuse.data.curate import curate, format_summary
+    from symptomfuse.data.manifest import Columns, TableSource
+    from symptomfuse.modalities import Timing
 
-    cfg = CurateConfig(window_s=args.window, hop_s=args.hop, modalities=tuple(args.modalities),
-                       pad_short=args.pad_short, label_scope=args.label_scope,
-                       logmel=LogMelConfig(n_mels=args.n_mels),
-                       frames=FrameConfig(width=args.frame_size[0], height=args.frame_size[1], fps=args.fps))
+    if args.manifest is None and not args.table:
+        raise UsageError("give a manifest CSV, or at least one --table NAME=FILE")
+    tables = [TableSource.parse(t) for t in args.table]
+    names = args.modalities
+    if names is None:
+        names = [m for m in registry.available() if registry.get(m).source != "table"] if args.manifest else []
+    registry.check_names(names)
+    settings = {}
+    for m in registry.available():
+        for flag, (parse, _) in registry.get(m).options.items():
+            text = getattr(args, f"opt_{m}_{flag.strip('-').replace('-', '_')}")
+            if text is not None:
+                try:
+                    settings.setdefault(m, {}).update(parse(text))
+                except (TypeError, ValueError):
+                    raise UsageError(f"{flag} {text!r}: {registry.get(m).options[flag][1]}") from None
+    unused = [m for m in settings if m not in names]
+    if unused:
+        raise UsageError(f"settings given for {unused}, which are not curated (--modalities {','.join(names)})")
+    try:
+        contract = FeatureContract.build(names, Timing(args.window, args.hop, args.fps), settings,
+                                         label_scope=args.label_scope, pad_short=args.pad_short)
+    except TypeError as exc:
+        raise UsageError(str(exc)) from None
+    files = tuple((cls.column, getattr(args, f"col_{cls.column}")) for cls in map(registry.get, registry.available())
+                  if cls.column is not None)
     columns = Columns(path=args.path_col, audio=args.audio_col, video=args.video_col, person=args.person_col,
-                      label=args.label_col, session=args.session_col, keypoints=args.keypoints_col)
+                      label=args.label_col, session=args.session_col, task=args.task_col, files=files)
+    if args.labels is not None and len(set(args.labels)) != len(args.labels):
+        raise UsageError(f"--labels repeats a class: {args.labels}")
+    for t in tables:
+        if not t.path.is_file():
+            raise UsageError(f"--table {t.name}: no such file {t.path}")
+    if args.manifest is not None and not args.manifest.is_file():
+        raise UsageError(f"manifest not found: {args.manifest}")
+    if args.person_pattern is not None:
+        import re
+
+        try:
+            re.compile(args.person_pattern)
+        except re.error as exc:
+            raise UsageError(f"--person-pattern {args.person_pattern!r} is not a regular expression: {exc}") from None
     t0 = time.perf_counter()
-    result = curate(args.manifest, args.out, cfg, columns, labels=args.labels, root=args.root,
-                    cache_dir=args.cache, workers=args.workers)
+    result = curate(args.manifest, args.out, contract, columns, labels=args.labels, positive=args.positive,
+                    root=args.root, cache_dir=args.cache, workers=args.workers, tables=tables,
+                    person_pattern=args.person_pattern)
     print(format_summary(result.summary))
-    print(f"\ndecoded {result.decoded} recording(s), {result.cache_hits} from the cache, "
+    print(f"\nmodalities: " + ", ".join(f"{m} ({v['people']} people, {v['recordings']} recordings)"
+                                      for m, v in result.summary["modalities"].items()))
+    c = result.contract
+    print(f"classes: {', '.join(c.classes)}" + (f"; positive class: {c.positive}" if c.positive else ""))
+    print(f"decoded {result.decoded} recording(s), {result.cache_hits} from the cache, "
           f"in {time.perf_counter() - t0:.1f} s")
-    print(f"wrote {args.out}/: recordings.csv windows.csv quarantine.csv summary.json summary.png")
+    print(f"wrote {args.out}/: recordings.csv windows.csv quarantine.csv contract.json summary.json summary.png")
     if result.recordings.empty:
         print("error: no usable recording remains; see quarantine.csv for why", file=sys.stderr)
         return 1
@@ -159,88 +265,179 @@ def _run_curate(args) -> int:
     return 0
 
 
-DEFAULT_ENCODERS = {"audio": "logmel_cnn", "video": "frames_cnn", "keypoints": "keypoints_tcn"}
-
-
 def _add_train(sub) -> None:
     p = sub.add_parser(
         "train", formatter_class=_Formatter,
-        help="cross-validate audio, video and fused classifiers, grouped by person",
+        help="cross-validate single-modality, fused and baseline classifiers, grouped by person",
         description=f"""\
 Train every model of a run with k-fold cross-validation grouped by person (stratified by label): one
-model per modality (--modalities), then each intermediate fusion (--fusions) and late fusion (--late)
-over --fusion-modalities. Fused models take the same fold's single-modality encoders (frozen unless
---finetune-fusion) and learn their fusion with modality dropout, so they work with any subset of their
-modalities. Early stopping, temperature
-scaling and late-fusion weights use validation people inside the training folds; test people are only
-predicted. Writes run.json, windows.csv, predictions/ (out-of-fold) and models/ (safetensors + JSON).
+network per modality (--modalities), each intermediate fusion (--fusions) and late fusion (--late)
+over --fusion-modalities, and plain scikit-learn baselines (--baselines) under the same folds. Fused
+models take the same fold's single-modality encoders (frozen unless --finetune-fusion) and learn their
+fusion with modality dropout, so they work with any subset of their modalities. Early stopping,
+temperature scaling and late-fusion weights use validation people inside the training folds; test
+people are only predicted. Writes run.json, samples.csv, predictions/ (out-of-fold) and models/
+(safetensors + JSON).
 
-Modalities: audio (log-mel), video (frames), keypoints (hand keypoint motion).
-Encoders: --audio-encoder, --video-encoder, --keypoints-encoder name a registered encoder; --encoder-args
-takes JSON keyword arguments per modality. {NOTICE}""",
-        epilog="examples:\n  symptomfuse train demo_out/curated --out demo_out/run\n"
-               "  symptomfuse train fsdd_curated --out fsdd_run --modalities audio --folds 6")
+--unit says what one prediction is about: recording (each window of a time-aligned recording, averaged
+up to recordings and people), session or person (all of a person's separately recorded tasks fused:
+each modality's windows are pooled over the person's recordings of it, and people missing a task are
+still scored, with that modality masked).
+
+Every name and number is checked before any data is loaded. {NOTICE}""",
+        epilog="examples:\n  symptomfuse train demo_out/curated --out demo_out/run --fusion-modalities audio,keypoints\n"
+               "  symptomfuse train fsdd_curated --out fsdd_run --modalities audio --folds 6\n"
+               "  symptomfuse train tasks_curated --out tasks_run --unit person --encoder audio=logmel_cnn")
     p.add_argument("curated", type=Path, help="a folder written by `symptomfuse curate`")
     p.add_argument("--out", type=Path, required=True, help="run folder")
-    p.add_argument("--modalities", type=_csv_list, default=["audio", "video", "keypoints"],
-                   help="single-modality models to train")
-    p.add_argument("--fusion-modalities", type=_csv_list, default=["audio", "keypoints"],
-                   help="modalities the fused models combine (empty: no fusion)")
+    p.add_argument("--modalities", type=_csv_list, default=None,
+                   help="single-modality models to train (default: every curated modality)")
+    p.add_argument("--fusion-modalities", type=_csv_list, default=None,
+                   help="modalities the fused models combine (default: --modalities; empty: no fusion)")
     p.add_argument("--fusions", type=_csv_list, default=["concat", "gated", "attention", "uncertainty"],
                    help="intermediate fusion modules")
     p.add_argument("--late", type=_csv_list, default=["mean", "weighted", "stacking"],
                    help="late fusions of the single-modality probabilities")
-    for m, enc in DEFAULT_ENCODERS.items():
-        p.add_argument(f"--{m}-encoder", default=enc, help=f"encoder for {m}")
-    p.add_argument("--encoder-args", type=json.loads, default={},
-                   help='JSON per modality, e.g. \'{"audio": {"channels": [8, 16, 32]}}\'')
-    p.add_argument("--folds", type=int, default=5, help="cross-validation folds")
+    p.add_argument("--baselines", type=_csv_list, default=["lr", "rf", "gb"],
+                   help="scikit-learn baselines per modality and over the fusion modalities: lr, rf, gb (empty: none)")
+    p.add_argument("--encoder", action="append", default=[], metavar="MODALITY=ENCODER",
+                   help="the encoder of a modality (default: the modality's own default; repeatable)")
+    p.add_argument("--encoder-args", type=_json_object, default={},
+                   help='JSON keyword arguments per modality, e.g. \'{"audio": {"channels": [8, 16, 32]}}\'')
+    p.add_argument("--unit", choices=["recording", "session", "person"], default="recording",
+                   help="what a prediction is about (see above)")
+    p.add_argument("--folds", type=_number(int, 2, 100), default=5, help="cross-validation folds")
+    p.add_argument("--split", choices=["person", "record"], default="person",
+                   help="group folds by person, or by record (recordings of one person on both sides: a leak, "
+                        "refused unless --allow-leaky-split)")
+    p.add_argument("--allow-leaky-split", action="store_true",
+                   help="allow --split record, to show how much such a leak inflates results (the report says so)")
+    p.add_argument("--allow-separating-columns", action="store_true",
+                   help="allow feature-table columns that separate the classes perfectly on training people")
     p.add_argument("--held-out", type=_csv_list, default=[], help="people kept out of every fold")
-    p.add_argument("--epochs", type=int, default=20, help="maximum epochs")
-    p.add_argument("--patience", type=int, default=4, help="early-stopping patience (epochs)")
-    p.add_argument("--fusion-epochs", type=int, default=20, help="maximum epochs for fused models")
+    p.add_argument("--epochs", type=_number(int, 1, 10_000), default=20, help="maximum epochs")
+    p.add_argument("--patience", type=_number(int, 1, 10_000), default=4, help="early-stopping patience (epochs)")
+    p.add_argument("--fusion-epochs", type=_number(int, 1, 10_000), default=20, help="maximum epochs for fused models")
     p.add_argument("--finetune-fusion", action="store_true",
                    help="fine-tune the encoders with the fusion (default: encoders frozen, as trained alone; "
                         "only the fusion and head learn, which is cheaper and keeps each modality's evidence "
                         "as its own model saw it)")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--modality-dropout", type=float, default=0.3)
+    p.add_argument("--batch-size", type=_number(int, 1, 65_536), default=32)
+    p.add_argument("--lr", type=_number(float, 0, 10, low_open=True), default=2e-3)
+    p.add_argument("--modality-dropout", type=_number(float, 0, 1, high_open=True), default=0.3)
     p.add_argument("--no-augment", action="store_true", help="turn augmentation off")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_number(int, 0, 2**31 - 1), default=0)
     p.set_defaults(func=_run_train)
 
 
-def _run_train(args) -> int:
-    from symptomfuse.data.dataset import load_curated
+def _train_plan(args):
+    """Check every name, encoder keyword and combination against the curated set's feature contract, before
+    any data is loaded. Returns (contract, modalities, fusion modalities, encoder configs)."""
+    import inspect
+
+    from symptomfuse.contract import FeatureContract
+    from symptomfuse.fusion.late import LATE
+    from symptomfuse.models.multimodal import registered_class
     from symptomfuse.models.registry import available
+    from symptomfuse.train.baselines import BASELINES
+
+    if not (args.curated / "curation.json").exists():
+        raise UsageError(f"{args.curated} is not a curated data set (no curation.json): run `symptomfuse curate`")
+    contract = FeatureContract.load(args.curated)
+    curated = list(contract.modalities)
+    mods = curated if args.modalities is None else args.modalities
+    fusion_mods = mods if args.fusion_modalities is None else args.fusion_modalities
+    bad = [m for m in [*mods, *fusion_mods] if m not in curated]
+    if bad:
+        raise UsageError(f"modalities {bad} are not in {args.curated}; it has {', '.join(curated)}")
+    if not mods and not fusion_mods:
+        raise UsageError("no modality to train: give --modalities")
+    mods = list(dict.fromkeys([*mods, *fusion_mods]))
+    for kind, names, known in (("fusion", args.fusions, available("fusion")), ("late fusion", args.late, list(LATE)),
+                               ("baseline", args.baselines, list(BASELINES))):
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise UsageError(f"unknown {kind} {unknown}; available: {', '.join(known)}")
+    chosen = {}
+    for item in args.encoder:
+        m, sep, name = item.partition("=")
+        if not sep or m not in curated:
+            raise UsageError(f"--encoder {item!r}: expected MODALITY=ENCODER with MODALITY one of {', '.join(curated)}")
+        if name not in available("encoder"):
+            raise UsageError(f"--encoder {item!r}: unknown encoder; available: {', '.join(available('encoder'))}")
+        chosen[m] = name
+    extra = [m for m in args.encoder_args if m not in mods]
+    if extra:
+        raise UsageError(f"--encoder-args names {extra}, which are not trained here ({', '.join(mods)})")
+    encoders = {}
+    for m in mods:
+        mod = contract.modality(m)
+        name = chosen.get(m, mod.default_encoder)
+        params = inspect.signature(registered_class("encoder", name)).parameters
+        given = args.encoder_args.get(m, {})
+        unknown = [k for k in given if k not in params]
+        if unknown:
+            raise UsageError(f"--encoder-args for {m}: {name} takes no {unknown}; it takes {', '.join(params)}")
+        shaped = {k: v for k, v in mod.encoder_args().items() if k in params}
+        encoders[m] = {"name": name, **shaped, **given}
+    if args.split == "record" and not args.allow_leaky_split:
+        raise UsageError("--split record puts recordings of one person on both sides of the split, which leaks: "
+                         "add --allow-leaky-split to run it anyway (the report marks it), or use --split person")
+    if args.unit != "recording" and args.finetune_fusion:
+        raise UsageError("--finetune-fusion trains on windows: use it with --unit recording")
+    if args.unit != "recording" and contract.label_scope != "person":
+        raise UsageError(f"--unit {args.unit} needs one label per person (curate with --label-scope person)")
+    return contract, mods, [m for m in fusion_mods if m], encoders
+
+
+def _run_train(args) -> int:
+    import numpy as np
+
+    from symptomfuse.data.dataset import load_curated
     from symptomfuse.train.crossval import cross_validate, default_specs
     from symptomfuse.train.fit import TrainConfig
-    from symptomfuse.train.splits import person_folds
+    from symptomfuse.train.splits import check_label_columns, person_folds
 
-    fusion_mods = [m for m in args.fusion_modalities if m]
-    mods = list(dict.fromkeys(args.modalities + fusion_mods))
-    for f in args.fusions:
-        if f not in available("fusion"):
-            raise ValueError(f"unknown fusion {f!r}; available: {', '.join(available('fusion'))}")
-    encoders = {m: {"name": getattr(args, f"{m}_encoder"), **args.encoder_args.get(m, {})} for m in mods}
+    contract, mods, fusion_mods, encoders = _train_plan(args)
     t0 = time.perf_counter()
     ws = load_curated(args.curated, mods)
-    folds, _ = person_folds(ws.people, ws.y, args.folds, args.seed, args.held_out)
+    groups = ws.windows.recording_id.to_numpy() if args.split == "record" else None
+    folds, _ = person_folds(ws.people, ws.y, args.folds, args.seed, args.held_out, groups=groups)
+    tables = {m: (list(contract.modalities[m].columns), _table_values(ws, m), ws.y)
+              for m in mods if contract.modality(m).source == "table"}
+    if tables and not args.allow_separating_columns:
+        check_label_columns(tables, folds)
     # one model per modality (fusion modalities included: fused models start from them), then fusions
-    specs = default_specs(encoders, args.fusions, args.late, fusion_mods)
+    specs = default_specs(encoders, args.fusions, args.late, fusion_mods, args.baselines)
     cfg = TrainConfig(max_epochs=args.epochs, patience=args.patience, batch_size=args.batch_size, lr=args.lr,
                       modality_dropout=args.modality_dropout, augment=not args.no_augment, seed=args.seed,
                       progress=True)
-    protocol = {"folds": args.folds, "people": int(len(set(ws.people))), "seed": args.seed,
+    protocol = {"folds": args.folds, "people": int(len(np.unique(ws.people))), "seed": args.seed,
                 "held_out": args.held_out, "windows": int(len(ws.y)), "curated": str(args.curated),
-                "finetune_fusion": args.finetune_fusion}
+                "finetune_fusion": args.finetune_fusion, "split": args.split,
+                "leaky_split": args.split == "record", "threads": _training_threads()}
     run = cross_validate(ws, specs, folds, cfg, args.out, protocol, fusion_epochs=args.fusion_epochs,
-                         finetune_fusion=args.finetune_fusion)
-    print(f"trained {len(run['models'])} models x {args.folds} folds on {protocol['people']} people "
-          f"({protocol['windows']} windows) in {time.perf_counter() - t0:.0f} s; run folder: {args.out}")
+                         finetune_fusion=args.finetune_fusion, unit=args.unit)
+    print(f"trained {len(run.models)} models x {args.folds} folds on {protocol['people']} people "
+          f"({protocol['windows']} windows, unit: {args.unit}) in {time.perf_counter() - t0:.0f} s; "
+          f"run folder: {args.out}")
     print(f"next: symptomfuse evaluate {args.out}")
     return 0
+
+
+def _table_values(ws, m: str):
+    """(N windows, columns) values of table modality ``m``, NaN where a window lacks it."""
+    import numpy as np
+
+    x = np.full((len(ws.y), ws.inputs[m].shape[1]), np.nan)
+    x[ws.has(m)] = ws.inputs[m]
+    return x
+
+
+def _training_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
 
 
 def _add_evaluate(sub) -> None:
@@ -254,8 +451,8 @@ a 95% bootstrap interval over people; an abstention band; the fusion ablation ta
 with each modality removed). Writes metrics.json, report.html and report/*.png. {NOTICE}""",
         epilog="example:\n  symptomfuse evaluate demo_out/run")
     p.add_argument("run", type=Path, help="a folder written by `symptomfuse train`")
-    p.add_argument("--bootstrap", type=int, default=500, help="bootstrap resamples of people")
-    p.add_argument("--abstain-band", type=float, default=0.1,
+    p.add_argument("--bootstrap", type=_number(int, 0, 100_000), default=500, help="bootstrap resamples of people")
+    p.add_argument("--abstain-band", type=_number(float, 0, 0.5, high_open=True), default=0.1,
                    help="abstain when the top probability is within this of chance")
     p.set_defaults(func=_run_evaluate)
 
@@ -299,14 +496,14 @@ offers (default: this machine's, or 127.0.0.1 when it has no other).""",
     p.add_argument("--model", type=Path, default=None, help="an export folder written by `symptomfuse export`")
     p.add_argument("--demo", action="store_true", help=f"use the model `make demo` exported ({DEMO_MODEL})")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    p.add_argument("--port", type=int, default=8080, help="port to listen on")
+    p.add_argument("--port", type=_number(int, 1, 65535), default=8080, help="port to listen on")
     p.add_argument("--backend", choices=["torch", "onnx"], default="torch", help="inference backend")
-    p.add_argument("--update-every", type=float, default=0.5, help="seconds of media between predictions")
-    p.add_argument("--threads", type=int, default=1,
+    p.add_argument("--update-every", type=_number(float, 0, 60, low_open=True), default=0.5, help="seconds of media between predictions")
+    p.add_argument("--threads", type=_number(int, 1, 256), default=1,
                    help="threads per inference, torch or onnxruntime (sessions already run in parallel, one "
                         "thread each)")
-    p.add_argument("--max-sessions", type=int, default=16, help="refuse new sessions beyond this many")
-    p.add_argument("--workers", type=int, default=1,
+    p.add_argument("--max-sessions", type=_number(int, 1, 10_000), default=16, help="refuse new sessions beyond this many")
+    p.add_argument("--workers", type=_number(int, 1, 256), default=1,
                    help="server processes: each receives WebRTC on its own event loop (about 0.25 core per "
                         "session); with N > 1 they listen on loopback ports PORT+1..PORT+N and this process "
                         "hands each new session to the least busy")
@@ -324,16 +521,16 @@ def _run_serve(args) -> int:
     import logging
 
     if args.demo == (args.model is not None):
-        raise ValueError("give either --model DIR (from `symptomfuse export`) or --demo")
+        raise UsageError("give either --model DIR (from `symptomfuse export`) or --demo")
     model = DEMO_MODEL if args.demo else args.model
     if not model.is_dir():
         hint = "run `make demo` first (it trains and exports it)" if args.demo else \
             "export a trained run with `symptomfuse export RUN --out DIR`"
         raise FileNotFoundError(f"no exported model at {model}: {hint}")
     if (args.cert is None) != (args.key is None):
-        raise ValueError("--cert and --key go together")
+        raise UsageError("--cert and --key go together")
     if args.update_every <= 0 or args.threads < 1 or args.max_sessions < 1 or args.workers < 1:
-        raise ValueError("--update-every must be > 0, --threads, --max-sessions and --workers >= 1")
+        raise UsageError("--update-every must be > 0, --threads, --max-sessions and --workers >= 1")
     from symptomfuse.serve.app import detector_engine_factory, serve
     from symptomfuse.serve.ice import parse_addresses
 
@@ -374,10 +571,8 @@ then a fair test of people the models never saw. {NOTICE}""",
     p.add_argument("run", type=Path, help="a folder written by `symptomfuse train`")
     p.add_argument("--out", type=Path, required=True, help="export folder")
     p.add_argument("--model", default=None, help="the primary (fused) model; None: the best fused model in metrics.json")
-    p.add_argument("--fold", type=int, default=None, help="which fold's models; None: fold 0, or --person's fold")
+    p.add_argument("--fold", type=_number(int, 0, 1000), default=None, help="which fold's models; None: fold 0, or --person's fold")
     p.add_argument("--person", default=None, help="take the fold in which this person was a test person")
-    p.add_argument("--curated", type=Path, default=None,
-                   help="the curated set the run trained on, if it moved (feature settings come from it)")
     p.add_argument("--no-onnx", action="store_true", help="write safetensors + JSON only")
     p.set_defaults(func=_run_export)
 
@@ -387,10 +582,10 @@ def _run_export(args) -> int:
 
     t0 = time.perf_counter()
     spec = export_run(args.run, args.out, model=args.model, fold=args.fold, person=args.person,
-                      curated=args.curated, onnx=not args.no_onnx)
-    src = spec["source"]
-    print(f"exported {', '.join(spec['models'])} (fold {src['fold']}; primary: {spec['primary']}) "
-          f"to {args.out} in {time.perf_counter() - t0:.1f} s, {'with' if spec['onnx'] else 'without'} ONNX")
+                      onnx=not args.no_onnx)
+    src = spec.source
+    print(f"exported {', '.join(spec.models)} (fold {src['fold']}; primary: {spec.primary}) "
+          f"to {args.out} in {time.perf_counter() - t0:.1f} s, {'with' if spec.onnx else 'without'} ONNX")
     print(f"this fold's test people (never trained on): {', '.join(src['test_people'])}")
     print(f"next: symptomfuse stream RECORDING --model {args.out} --realtime")
     return 0
@@ -421,16 +616,16 @@ uncertainty, abstain}}, latency_ms, notice}}. {NOTICE}""",
     p.add_argument("file", type=Path, nargs="?", default=None, help="a recording to replay")
     p.add_argument("--model", type=Path, required=True, help="an export folder written by `symptomfuse export`")
     p.add_argument("--realtime", action="store_true", help="replay the file at its own pace (default: as fast as possible)")
-    p.add_argument("--camera", type=int, default=None, help="webcam index (OpenCV), e.g. 0")
+    p.add_argument("--camera", type=_number(int, 0, 1000), default=None, help="webcam index (OpenCV), e.g. 0")
     p.add_argument("--mic", default=None, help="microphone: default, an index, or part of a name")
-    p.add_argument("--seconds", type=float, default=None, help="stop a live stream after this long")
+    p.add_argument("--seconds", type=_number(float, 0, 10**7, low_open=True), default=None, help="stop a live stream after this long")
     p.add_argument("--landmarks", default="auto",
                    help="hand landmarks for a file: auto (NAME.keypoints.npy beside it), none, or a .npy path")
     p.add_argument("--backend", choices=["torch", "onnx"], default="torch", help="inference backend")
-    p.add_argument("--threads", type=int, default=1, help="inference threads")
-    p.add_argument("--update-every", type=float, default=0.5, help="seconds of media between updates")
-    p.add_argument("--smooth", type=int, default=3, help="updates averaged in the fused result")
-    p.add_argument("--abstain-band", type=float, default=0.1,
+    p.add_argument("--threads", type=_number(int, 1, 256), default=1, help="inference threads")
+    p.add_argument("--update-every", type=_number(float, 0, 60, low_open=True), default=0.5, help="seconds of media between updates")
+    p.add_argument("--smooth", type=_number(int, 1, 1000), default=3, help="updates averaged in the fused result")
+    p.add_argument("--abstain-band", type=_number(float, 0, 0.5, high_open=True), default=0.1,
                    help="abstain when the top probability is within this of chance")
     p.add_argument("--jsonl", default=None, help="write events as JSON lines to this file (- for stdout)")
     p.add_argument("--no-view", action="store_true", help="no live view")
@@ -448,11 +643,11 @@ def _run_stream(args) -> int:
 
     live_source = args.camera is not None or args.mic is not None
     if (args.file is None) == (not live_source):
-        raise ValueError("give a FILE to replay, or --camera and/or --mic for a live stream (not both)")
+        raise UsageError("give a FILE to replay, or --camera and/or --mic for a live stream (not both)")
     if args.file is not None and not args.file.is_file():
         raise FileNotFoundError(f"no such recording: {args.file}")
     if args.threads < 1:
-        raise ValueError("--threads must be at least 1")
+        raise UsageError("--threads must be at least 1")
     limit_threads(args.threads)
     detector = Detector.load(args.model, args.backend, threads=args.threads)
     engine = StreamEngine(detector, update_every=args.update_every, smooth=args.smooth,
@@ -538,7 +733,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as exc:
+    except (UsageError, FileNotFoundError) as exc:  # anything else is a bug: it keeps its traceback
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -1,9 +1,9 @@
-"""The curated data set in memory: one row per window, its label and person, and each modality's input.
+"""The curated data set in memory: one row per window (a table row is one window of its recording), its
+label and person, and each modality's model inputs for the windows that have it.
 
-Inputs per modality (the names models use):
-  audio      log-mel spectrogram (n_mels, frames) float32
-  video      frames (T, H, W, 3) uint8
-  keypoints  keypoint features (T, 127) float32
+A window of a time-aligned A/V recording has every modality its recording has; a separately recorded task
+(a voice recording, a hand recording, a table row) has only its own. ``inputs[m]`` holds modality ``m``'s
+inputs for the windows that have it, and ``rows[m][i]`` says where window ``i``'s is (-1: none).
 """
 
 from __future__ import annotations
@@ -15,62 +15,87 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from symptomfuse.contract import FeatureContract
 from symptomfuse.data.cache import FeatureCache
-
-MODALITIES = ("audio", "video", "keypoints")
-_CACHE_KEYS = {"audio": "audio_logmel", "keypoints": "keypoint_features"}
+from symptomfuse.data.manifest import read_id_csv
+from symptomfuse.errors import UsageError
 
 
 @dataclass
 class WindowSet:
-    windows: pd.DataFrame  # recording_id, person_id, label, session, window, start_s, ...
+    windows: pd.DataFrame  # recording_id, person_id, label, session, task, window, start_s, ...
     classes: list[str]
     y: np.ndarray  # (N,) class index
-    inputs: dict[str, np.ndarray]  # modality -> (N, ...) array
+    inputs: dict[str, np.ndarray]  # modality -> (windows with it, ...) array
+    rows: dict[str, np.ndarray]  # modality -> (N,) index into inputs[m], -1 where the window lacks it
+    contract: FeatureContract
 
     @property
     def people(self) -> np.ndarray:
         return self.windows["person_id"].to_numpy()
 
+    @property
+    def modalities(self) -> list[str]:
+        return list(self.inputs)
 
-def load_curated(folder: Path, modalities: tuple[str, ...] | list[str]) -> WindowSet:
-    """Load the windows of a ``symptomfuse curate`` output folder for the given modalities."""
+    def has(self, modality: str) -> np.ndarray:
+        """(N,) bool: which windows have ``modality``."""
+        return self.rows[modality] >= 0
+
+    def take(self, modality: str, index: np.ndarray) -> np.ndarray:
+        """Model inputs of ``modality`` for windows ``index`` (each must have it)."""
+        pos = self.rows[modality][np.asarray(index, dtype=np.int64)]
+        if np.any(pos < 0):
+            raise UsageError(f"{int((pos < 0).sum())} of the windows asked for have no {modality}")
+        return self.inputs[modality][pos]
+
+
+def load_curated(folder: Path, modalities: tuple[str, ...] | list[str] | None = None) -> WindowSet:
+    """Load the windows of a ``symptomfuse curate`` output folder for the given modalities (default: all
+    curated ones). Windows that have none of them are left out."""
     folder = Path(folder)
-    unknown = set(modalities) - set(MODALITIES)
-    if unknown:
-        raise ValueError(f"unknown modalities {sorted(unknown)}; choose from {MODALITIES}")
     if not (folder / "curation.json").exists():
         raise FileNotFoundError(f"{folder} is not a curated data set (no curation.json): run `symptomfuse curate`")
+    contract = FeatureContract.load(folder)
+    modalities = list(contract.modalities) if modalities is None else list(modalities)
+    unknown = [m for m in modalities if m not in contract.modalities]
+    if unknown:
+        raise UsageError(f"modalities {unknown} were not curated in {folder}; it has {list(contract.modalities)}")
     info = json.loads((folder / "curation.json").read_text())
     cache_dir = Path(info["cache_dir"])
     if not cache_dir.exists():
         cache_dir = folder / "cache"
     cache = FeatureCache(cache_dir)
-    text = {"person_id": str, "session": str, "label": str, "recording_id": str}
-    recordings = pd.read_csv(folder / "recordings.csv", dtype=text)
-    windows = pd.read_csv(folder / "windows.csv", dtype=text)
-    cfg = info["config"]
-    win_frames = int(round(cfg["window_s"] * cfg["frames"]["fps"]))
+    recordings = read_id_csv(folder / "recordings.csv")
+    windows = read_id_csv(folder / "windows.csv")
+    bound = {m: contract.modality(m) for m in modalities}
     parts = {m: [] for m in modalities}
+    have = {m: [] for m in modalities}
+    chosen = []
     by_recording = dict(tuple(windows.groupby("recording_id", sort=False)))
     for rec in recordings.itertuples():
-        have = set(rec.modalities.split("+"))
-        missing = [m for m in modalities if m not in have]
-        if missing:
-            raise ValueError(f"recording {rec.recording_id} has no {missing}; curate with those modalities "
-                             "(keypoints need a keypoints column) or train without them")
+        given = [m for m in modalities if m in rec.modalities.split("+")]
+        if not given:
+            continue
         arrays = cache.load(rec.cache_key)
-        starts = by_recording[rec.recording_id]["start_s"].to_numpy()
+        wins = by_recording[rec.recording_id].assign(task=rec.task)
+        starts = wins["start_s"].to_numpy(float)
+        chosen.append(wins)
         for m in modalities:
-            if m == "video":
-                first = np.round(starts * cfg["frames"]["fps"]).astype(int)
-                parts[m].append(np.stack([arrays["frames"][f:f + win_frames] for f in first]))
-            else:
-                parts[m].append(arrays[_CACHE_KEYS[m]])
-    order = pd.concat([by_recording[r] for r in recordings.recording_id], ignore_index=True)
-    classes = list(info["classes"])
+            if m in given:
+                parts[m].append(bound[m].windows(arrays, starts))
+            have[m].append(np.full(len(wins), m in given))
+    if not chosen:
+        raise UsageError(f"no curated recording has any of {modalities}")
+    order = pd.concat(chosen, ignore_index=True)
+    classes = list(contract.classes)
     y = order["label"].map({c: i for i, c in enumerate(classes)})
     if y.isna().any():
-        raise ValueError(f"labels {sorted(order.label[y.isna()].unique())} are not among the classes {classes}")
-    y = y.to_numpy()
-    return WindowSet(order, classes, y.astype(np.int64), {m: np.concatenate(parts[m]) for m in modalities})
+        raise UsageError(f"labels {sorted(order.label[y.isna()].unique())} are not among the classes {classes}")
+    inputs, rows = {}, {}
+    for m in modalities:
+        mask = np.concatenate(have[m])
+        rows[m] = np.where(mask, np.cumsum(mask) - 1, -1)
+        shape = bound[m].input_shape()
+        inputs[m] = np.concatenate(parts[m]) if parts[m] else np.zeros((0, *shape), bound[m].dtype)
+    return WindowSet(order, classes, y.to_numpy().astype(np.int64), inputs, rows, contract)

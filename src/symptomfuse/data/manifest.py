@@ -8,10 +8,13 @@ person whose rows disagree on the label.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+from symptomfuse.errors import UsageError
 
 # Every reason a row can be quarantined for, with what it means, in the order they are checked.
 REASONS = {
@@ -33,7 +36,8 @@ REASONS = {
 
 @dataclass(frozen=True)
 class Columns:
-    """Names of the manifest's columns."""
+    """Names of the manifest's columns. ``files`` maps a modality's own file column (e.g. ``keypoints``) to
+    the manifest's name for it."""
 
     path: str = "path"
     audio: str = "audio_path"
@@ -41,21 +45,35 @@ class Columns:
     person: str = "person_id"
     label: str = "label"
     session: str = "session"
-    keypoints: str = "keypoints"
+    task: str = "task"
+    files: tuple = ()  # ((modality column, manifest column), ...)
+
+    def file_column(self, key: str) -> str:
+        return dict(self.files).get(key, key)
 
 
 @dataclass(frozen=True)
 class Candidate:
-    """A manifest row that passed the table-level checks, with its paths resolved."""
+    """A row (of the manifest or of a feature table) that passed the table-level checks."""
 
-    row: int  # 0-based data row of the manifest
+    row: int  # 0-based data row of the manifest; table rows are numbered after it
     person_id: str
     label: str
     session: str
-    audio_path: Path | None
-    video_path: Path | None
-    keypoints_path: Path | None
+    task: str
+    modalities: tuple  # the curated modalities this row gives
+    files: dict = field(default_factory=dict, compare=False)  # "audio"/"video"/modality column -> Path
     fields: dict = field(default_factory=dict, compare=False)
+    table_row: object = field(default=None, compare=False)  # feature values of a table row
+    table: str = ""  # the table's file digest, for table rows
+
+    @property
+    def audio_path(self) -> Path | None:
+        return self.files.get("audio")
+
+    @property
+    def video_path(self) -> Path | None:
+        return self.files.get("video")
 
 
 @dataclass
@@ -74,13 +92,13 @@ def read_manifest(path: Path, columns: Columns = Columns()) -> pd.DataFrame:
     try:
         df = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise ValueError(f"cannot read manifest {path} as CSV: {exc}") from exc
+        raise UsageError(f"cannot read manifest {path} as CSV: {exc}") from exc
     df.columns = [c.strip() for c in df.columns]
     missing = [c for c in (columns.person, columns.label) if c not in df.columns]
     has_media = columns.path in df.columns or columns.audio in df.columns or columns.video in df.columns
     if missing or not has_media:
         need = missing + ([] if has_media else [f"{columns.path} (or {columns.audio} / {columns.video})"])
-        raise ValueError(f"manifest {path} lacks column(s) {', '.join(need)}; it has {list(df.columns)}. "
+        raise UsageError(f"manifest {path} lacks column(s) {', '.join(need)}; it has {list(df.columns)}. "
                          "Rename them, or name yours with --person-col, --label-col, --path-col, "
                          "--audio-col, --video-col.")
     return df
@@ -94,21 +112,33 @@ def _resolve(value: str, root: Path) -> Path | None:
     return p if p.is_absolute() else (root / p)
 
 
+def person_of(value: str, pattern: re.Pattern | None) -> str:
+    """The person id: the value itself, or the first group of ``pattern`` (e.g. ``(phon_R01_S\\d+)``);
+    "" when the pattern does not match."""
+    value = value.strip()
+    if pattern is None or not value:
+        return value
+    m = pattern.search(value)
+    return (m.group(1) if m.groups() else m.group(0)) if m else ""
+
+
 def check_rows(
     df: pd.DataFrame,
     root: Path,
     columns: Columns = Columns(),
     labels: list[str] | None = None,
-    modalities: tuple[str, ...] = ("audio", "video"),
-    label_scope: str = "person",
+    modalities: dict | None = None,
+    person_pattern: re.Pattern | None = None,
 ) -> tuple[list[Candidate], list[Quarantined]]:
-    """Table-level checks. Returns the usable candidates and the quarantined rows.
+    """Table-level checks of a media manifest. Returns the usable candidates and the quarantined rows.
 
-    ``label_scope="person"`` (a diagnosis: one label per person) quarantines every row of a person whose
-    rows disagree; ``"recording"`` (e.g. which word was spoken) allows different labels per person.
+    ``modalities`` maps names to bound modalities (``FeatureContract.bound()``); a row gives those whose
+    inputs it names: a ``path`` (one file with sound and picture) gives every modality fed by audio or
+    video, ``audio_path`` / ``video_path`` one of the two, and a modality with its own column (keypoints)
+    needs that column too. A row that gives none is quarantined as ``missing_field``. Labels that differ
+    within a person are checked by ``conflicts`` over every row, tables included.
     """
-    if label_scope not in ("person", "recording"):
-        raise ValueError(f"label scope must be 'person' or 'recording', got {label_scope!r}")
+    modalities = modalities or {}
     candidates: list[Candidate] = []
     bad: list[Quarantined] = []
     seen: dict[tuple, int] = {}
@@ -116,36 +146,53 @@ def check_rows(
     def get(rec: dict, col: str) -> str:
         return str(rec.get(col, "")).strip()
 
+    media = [m for m in modalities.values() if m.source != "table"]
     for i, rec in enumerate(df.to_dict("records")):
-        person, label = get(rec, columns.person), get(rec, columns.label)
+        person, label = person_of(get(rec, columns.person), person_pattern), get(rec, columns.label)
         av_path = _resolve(get(rec, columns.path), root)
-        audio = _resolve(get(rec, columns.audio), root) or av_path if "audio" in modalities else None
-        video = _resolve(get(rec, columns.video), root) or av_path if "video" in modalities else None
+        files = {"audio": _resolve(get(rec, columns.audio), root) or av_path,
+                 "video": _resolve(get(rec, columns.video), root) or av_path}
+        for m in media:
+            if m.column is not None:
+                files[m.column] = _resolve(get(rec, columns.file_column(m.column)), root)
+        given = tuple(m.name for m in media if m.available(files))
+        if av_path is not None:  # an A/V file must give every modality fed by its streams alone
+            given = tuple(dict.fromkeys(given + tuple(m.name for m in media if m.column is None)))
+        needed = {s for m in media if m.name in given for s in m.needs}
+        files = {k: v for k, v in files.items() if v is not None and (k in needed or k not in ("audio", "video"))}
         empty = [n for n, v in ((columns.person, person), (columns.label, label)) if not v]
-        if "audio" in modalities and audio is None:
-            empty.append(f"{columns.path} or {columns.audio}")
-        if "video" in modalities and video is None:
-            empty.append(f"{columns.path} or {columns.video}")
+        if not given:
+            empty.append(f"{columns.path} (or {columns.audio} / {columns.video})")
         if empty:
-            bad.append(Quarantined(i, "missing_field", f"empty: {', '.join(empty)}", rec))
+            what = f"empty: {', '.join(empty)}"
+            if person_pattern is not None and get(rec, columns.person) and not person:
+                what += f" (the person pattern does not match {get(rec, columns.person)!r})"
+            bad.append(Quarantined(i, "missing_field", what, rec))
             continue
         if labels is not None and label not in labels:
             bad.append(Quarantined(i, "unknown_label", f"label {label!r} is not one of {labels}", rec))
             continue
         session = get(rec, columns.session)
-        key = (person, label, session, str(audio), str(video))
+        key = (person, label, session, tuple(sorted((k, str(v)) for k, v in files.items())))
         if key in seen:
             bad.append(Quarantined(i, "duplicate_row", f"repeats row {seen[key]}", rec))
             continue
         seen[key] = i
-        candidates.append(Candidate(i, person, label, session, audio, video,
-                                    _resolve(get(rec, columns.keypoints), root), rec))
+        candidates.append(Candidate(i, person, label, session, get(rec, columns.task), given, files, rec))
+    return candidates, bad
 
+
+def conflicts(candidates: list[Candidate], label_scope: str) -> tuple[list[Candidate], list[Quarantined]]:
+    """``label_scope="person"`` (a diagnosis: one label per person) quarantines every row of a person whose
+    rows disagree (across the manifest and every table); ``"recording"`` (e.g. which word was spoken)
+    allows different labels per person."""
+    if label_scope not in ("person", "recording"):
+        raise UsageError(f"label scope must be 'person' or 'recording', got {label_scope!r}")
     by_person: dict[str, set] = {}
     for c in candidates:
         by_person.setdefault(c.person_id, set()).add(c.label)
     conflicted = {p for p, ls in by_person.items() if len(ls) > 1} if label_scope == "person" else set()
-    kept = []
+    kept, bad = [], []
     for c in candidates:
         if c.person_id in conflicted:
             bad.append(Quarantined(c.row, "conflicting_labels", f"person {c.person_id} has labels "
@@ -153,3 +200,98 @@ def check_rows(
         else:
             kept.append(c)
     return kept, bad
+
+
+@dataclass(frozen=True)
+class TableSource:
+    """``curate --table NAME=FILE[:FEATURES]``: a feature table that becomes the modality NAME."""
+
+    name: str
+    path: Path
+    features: str = "numeric"  # numeric | prefix:P | cols:A,B
+
+    @classmethod
+    def parse(cls, text: str) -> "TableSource":
+        name, sep, rest = text.partition("=")
+        if not sep or not name.strip() or not rest.strip():
+            raise UsageError(f"--table {text!r}: expected NAME=FILE or NAME=FILE::FEATURES "
+                             "(FEATURES: numeric, prefix:P or cols:A,B)")
+        path, _, features = rest.partition("::")
+        return cls(name.strip(), Path(path.strip()).expanduser(), features.strip() or "numeric")
+
+
+def read_table(path: Path, columns: Columns) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A feature table (CSV or Parquet) twice: as text (ids and labels, ``NA`` kept as text) and with
+    numbers parsed (features; empty cells, NaN and inf become missing)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"table not found: {path}")
+    try:
+        if path.suffix.lower() in (".parquet", ".pq"):
+            values = pd.read_parquet(path)
+            text = values.astype(str)
+        else:
+            text = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+            values = pd.read_csv(path, skipinitialspace=True)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError, ImportError) as exc:
+        raise UsageError(f"cannot read table {path}: {exc}") from exc
+    missing = [c for c in (columns.person, columns.label) if c not in text.columns]
+    if missing:
+        raise UsageError(f"table {path} lacks column(s) {missing}; it has {list(text.columns)}. "
+                         "Name yours with --person-col and --label-col.")
+    return text, values
+
+
+def table_candidates(source: TableSource, columns: Columns, labels: list[str] | None, first_row: int,
+                     person_pattern: re.Pattern | None = None) -> tuple[list[Candidate], list[Quarantined], list[str]]:
+    """The rows of a feature table as candidates of modality ``source.name`` (rows numbered from
+    ``first_row``), the quarantined rows, and the feature columns."""
+    from symptomfuse.data.cache import file_digest
+    from symptomfuse.modalities.table import select_columns
+
+    text, values = read_table(source.path, columns)
+    used = [columns.person, columns.label, columns.session, columns.task]
+    feature_cols = select_columns(values, source.features, used)
+    x = values[feature_cols].to_numpy(np.float64)
+    x[~np.isfinite(x)] = np.nan
+    digest = file_digest(source.path)
+    candidates, bad, seen = [], [], {}
+    for i, rec in enumerate(text.to_dict("records")):
+        row = first_row + i
+        rec = {"table": source.name, "table_row": i, **rec}
+        person = person_of(str(rec.get(columns.person, "")), person_pattern)
+        label = str(rec.get(columns.label, "")).strip()
+        empty = [n for n, v in ((columns.person, person), (columns.label, label)) if not v]
+        if empty:
+            bad.append(Quarantined(row, "missing_field", f"table {source.name}: empty {', '.join(empty)}", rec))
+            continue
+        if labels is not None and label not in labels:
+            bad.append(Quarantined(row, "unknown_label", f"label {label!r} is not one of {labels}", rec))
+            continue
+        if np.isnan(x[i]).all():
+            bad.append(Quarantined(row, "missing_field", f"table {source.name}: every feature is empty", rec))
+            continue
+        session = str(rec.get(columns.session, "")).strip()
+        key = (person, label, session, x[i].tobytes())
+        if key in seen:
+            bad.append(Quarantined(row, "duplicate_row", f"repeats table row {seen[key]}", rec))
+            continue
+        seen[key] = i
+        candidates.append(Candidate(row, person, label, session, str(rec.get(columns.task, "")).strip() or source.name,
+                                    (source.name,), {}, rec, x[i].astype(np.float32), digest))
+    return candidates, bad, feature_cols
+
+
+ID_COLUMNS = ("person_id", "recording_id", "session", "label", "task", "unit_id")
+
+
+def read_id_csv(path: Path) -> pd.DataFrame:
+    """A CSV this package wrote, with its id columns as text (``NA``, ``nan`` and ``null`` stay ids, never
+    missing values) and every other column parsed as usual."""
+    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    for c in df.columns:
+        if c not in ID_COLUMNS:
+            converted = pd.to_numeric(df[c].replace("", np.nan), errors="coerce")
+            if converted.notna().sum() == (df[c] != "").sum():
+                df[c] = converted
+    return df

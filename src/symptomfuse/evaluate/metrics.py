@@ -1,7 +1,7 @@
 """Metrics at three levels (window, recording, person) with 95% bootstrap intervals over people.
 
 Window probabilities are aggregated to recordings and people by their mean. For two classes the
-positive class is the second one (e.g. ``parkinsons`` after ``healthy``); for more classes, ROC AUC is
+positive class is the second one (the feature contract stores the explicit positive class last); for more classes, ROC AUC is
 the macro one-vs-rest mean, sensitivity the macro recall and specificity the macro one-vs-rest
 specificity. ECE is the expected calibration error of the top class over 10 equal-width bins.
 """
@@ -21,7 +21,7 @@ def aggregate(windows: pd.DataFrame, proba: np.ndarray, level: str) -> tuple[pd.
     if level == "window":
         units = windows[["person_id", "y"]].copy()
         return units.reset_index(drop=True), np.asarray(proba)
-    key = {"recording": "recording_id", "person": "person_id"}[level]
+    key = {"recording": "recording_id", "session": "recording_id", "person": "person_id"}[level]
     cols = [f"_p{k}" for k in range(proba.shape[1])]
     df = pd.concat([windows[list(dict.fromkeys([key, "person_id", "y"]))].reset_index(drop=True),
                     pd.DataFrame(proba, columns=cols)], axis=1)

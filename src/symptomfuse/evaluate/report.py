@@ -15,65 +15,110 @@ import pandas as pd  # noqa: E402
 
 from symptomfuse import NOTICE  # noqa: E402
 from symptomfuse.atomic import atomic_path, atomic_write_text  # noqa: E402
+from symptomfuse.artifacts import RunInfo  # noqa: E402
+from symptomfuse.data.manifest import read_id_csv  # noqa: E402
 from symptomfuse.evaluate.metrics import LEVELS, abstention, aggregate, with_intervals  # noqa: E402
+from tqdm import tqdm  # noqa: E402
 
 
-def load_predictions(run: Path) -> tuple[dict, pd.DataFrame, dict[str, np.ndarray]]:
-    info = json.loads((run / "run.json").read_text())
-    windows = pd.read_csv(run / "windows.csv", dtype={"person_id": str, "session": str})
+METRICS_SCHEMA = "symptomfuse-metrics/2"
+LEVELS_BY_UNIT = {"recording": LEVELS, "session": ("session", "person"), "person": ("person",)}
+
+
+def load_predictions(run: Path) -> tuple[RunInfo, pd.DataFrame, dict[tuple, np.ndarray]]:
+    """The run's ``RunInfo``, its samples, and each prediction set's (n samples, k) probabilities (NaN
+    where the model gave none), keyed by (model, dropped modalities)."""
+    info = RunInfo.load(run)
+    samples = read_id_csv(run / "samples.csv")
     preds = {}
-    for name in info["predictions"]:
-        df = pd.read_csv(run / "predictions" / f"{name}.csv")
-        p = np.full((len(windows), len(info["classes"])), np.nan)
-        p[df.window_index.to_numpy()] = df[[f"p_{c}" for c in info["classes"]]].to_numpy()
-        preds[name] = p
-    return info, windows, preds
+    for ps in info.predictions:
+        path = run / "predictions" / ps.file
+        if not path.exists():
+            raise FileNotFoundError(f"{path} is missing: the run folder is incomplete, train again")
+        df = pd.read_csv(path)
+        p = np.full((len(samples), len(info.classes)), np.nan)
+        p[df.sample_index.to_numpy()] = df[[f"p_{c}" for c in info.classes]].to_numpy()
+        preds[(ps.model, tuple(ps.dropped))] = p
+    return info, samples, preds
+
+
+def _score(units_df: pd.DataFrame, p: np.ndarray, levels: tuple, n_boot: int, band: float, seed: int) -> dict:
+    """Metrics at each level for the samples with a prediction."""
+    ok = np.isfinite(p).all(axis=1)
+    entry = {}
+    for level in levels:
+        units, pl = aggregate(units_df[ok].reset_index(drop=True), p[ok], level)
+        entry[level] = with_intervals(units, pl, n_boot=n_boot, seed=seed)
+        entry[level]["people"] = int(units["person_id"].nunique())
+        if level == levels[-1]:
+            entry["abstention"] = abstention(units, pl, band)
+    return entry
 
 
 def evaluate_run(run: Path, n_boot: int = 500, band: float = 0.1, seed: int = 0) -> dict:
-    """Compute metrics for every prediction set in ``run`` and write metrics.json and the report."""
+    """Compute metrics for every prediction set in ``run`` and write metrics.json and the report.
+
+    Each model is scored on every tested sample it gives a prediction for (its ``coverage``), and, when
+    some samples lack a modality, separately on the samples that have every modality (``complete``)."""
     run = Path(run)
-    info, windows, preds = load_predictions(run)
-    tested = windows["fold"].to_numpy() >= 0
-    w = windows[tested].reset_index(drop=True)
+    info, samples, preds = load_predictions(run)
+    tested = samples["fold"].to_numpy() >= 0
+    w = samples[tested].reset_index(drop=True)
+    levels = LEVELS_BY_UNIT[info.unit]
     # With one label per person (a diagnosis) the person is the unit that matters; when labels differ
     # between a person's recordings (e.g. spoken digits) the recording is the top level.
-    per_person = bool((w.groupby("person_id")["y"].nunique() == 1).all())
-    levels = LEVELS if per_person else tuple(lv for lv in LEVELS if lv != "person")
+    if not bool((w.groupby("person_id")["y"].nunique() == 1).all()):
+        levels = tuple(lv for lv in levels if lv != "person")
     top = levels[-1]
-    metrics = {"models": {}, "ablations": {}, "protocol": info["protocol"], "classes": info["classes"],
-               "abstention_band": band, "top_level": top}
-    for name, p in preds.items():
-        base = name.split("[")[0]
-        spec = info["models"][base]["spec"]
-        dropped = [m.strip("-]") for m in name[len(base):].split("[") if m]
-        entry = {"modalities": [m for m in spec["modalities"] if m not in dropped],
-                 "fusion": spec["late"] or (spec["fusion"] or {}).get("name")}
-        for level in levels:
-            units, pl = aggregate(w, p[tested], level)
-            entry[level] = with_intervals(units, pl, n_boot=n_boot, seed=seed)
-            if level == top:
-                entry["abstention"] = abstention(units, pl, band)
-        (metrics["ablations"] if dropped else metrics["models"])[name] = entry
+    has_cols = [c for c in w.columns if c.startswith("has_")]
+    complete = w[has_cols].astype(bool).all(axis=1).to_numpy() if has_cols else np.ones(len(w), bool)
+    metrics = {"schema": METRICS_SCHEMA, "run_id": info.run_id, "models": {}, "ablations": [],
+               "protocol": info.protocol, "classes": info.classes, "positive": info.contract.positive,
+               "unit": info.unit, "abstention_band": band, "top_level": top,
+               "coverage": {c[len("has_"):]: float(w[c].astype(bool).mean()) for c in has_cols},
+               "complete_samples": int(complete.sum()), "samples": int(len(w))}
+    for (name, dropped), p in tqdm(preds.items(), desc="evaluate", unit="model", leave=False):
+        spec = info.spec(name)
+        p = p[tested]
+        entry = {"model": name, "kind": spec.kind, "modalities": [m for m in spec.modalities if m not in dropped],
+                 "fusion": spec.late or (spec.fusion or {}).get("name") or spec.baseline,
+                 "coverage": float(np.isfinite(p).all(axis=1).mean())}
+        if dropped:
+            entry["dropped"] = list(dropped)
+            pc = np.where(complete[:, None], p, np.nan)
+            entry.update(_score(w, pc, levels, n_boot, band, seed))
+            metrics["ablations"].append(entry)
+            continue
+        entry.update(_score(w, p, levels, n_boot, band, seed))
+        if not complete.all():
+            entry["complete"] = _score(w, np.where(complete[:, None], p, np.nan), levels[-1:], n_boot, band, seed)
+        metrics["models"][name] = entry
     atomic_write_text(run / "metrics.json", json.dumps(metrics, indent=1, default=float))
-    write_report(run, info, w, {k: v[tested] for k, v in preds.items()}, metrics)
+    write_report(run, info, w, {k[0]: v[tested] for k, v in preds.items() if not k[1]}, metrics)
     return metrics
 
 
 def ablation_table(metrics: dict) -> pd.DataFrame:
     rows = []
     top = metrics.get("top_level", "person")
-    for group in ("models", "ablations"):
-        for name, e in metrics[group].items():
-            p, wd = e[top], e["window"]
-            row = {"model": name, "modalities": "+".join(e["modalities"]), "fusion": e["fusion"] or "-",
-                   f"{top} AUC": p["roc_auc"], "95% CI": f"{p['roc_auc_ci'][0]:.3f}-{p['roc_auc_ci'][1]:.3f}",
-                   f"{top} bal. acc": p["balanced_accuracy"], "accuracy": p["accuracy"],
-                   "sens": p["sensitivity"], "spec": p["specificity"], "Brier": p["brier"], "ECE": p["ece"]}
-            if top == "person":
-                row["recording AUC"] = e["recording"]["roc_auc"]
-            row["window AUC"] = wd["roc_auc"]
-            rows.append(row)
+    entries = list(metrics["models"].values()) + metrics["ablations"]
+    for e in entries:
+        p = e[top]
+        name = e["model"] + "".join(f" without {m}" for m in e.get("dropped", []))
+        row = {"model": name, "modalities": "+".join(e["modalities"]), "fusion": e["fusion"] or "-",
+               f"{top} AUC": p["roc_auc"], "95% CI": f"{p['roc_auc_ci'][0]:.3f}-{p['roc_auc_ci'][1]:.3f}",
+               f"{top} bal. acc": p["balanced_accuracy"], "accuracy": p["accuracy"],
+               "sens": p["sensitivity"], "spec": p["specificity"], "Brier": p["brier"], "ECE": p["ece"],
+               "people": p["people"]}
+        if "recording" in e and top == "person":
+            row["recording AUC"] = e["recording"]["roc_auc"]
+        if "window" in e:
+            row["window AUC"] = e["window"]["roc_auc"]
+        if metrics.get("complete_samples", 0) < metrics.get("samples", 0):
+            row["coverage"] = e["coverage"]
+            if "complete" in e:
+                row["AUC, complete"] = e["complete"][top]["roc_auc"]
+        rows.append(row)
     return pd.DataFrame(rows)
 
 
@@ -99,11 +144,14 @@ def _roc(y, s):
 def write_report(run: Path, info: dict, windows: pd.DataFrame, preds: dict[str, np.ndarray], metrics: dict) -> None:
     out = run / "report"
     out.mkdir(exist_ok=True)
-    classes = info["classes"]
+    classes = info.classes
     names = list(metrics["models"])
     pos = len(classes) - 1
     top = metrics["top_level"]
-    person = {n: aggregate(windows, preds[n], top) for n in names}
+    def covered(n):
+        ok = np.isfinite(preds[n]).all(axis=1)
+        return aggregate(windows[ok].reset_index(drop=True), preds[n][ok], top)
+    person = {n: covered(n) for n in names}
     images = []
 
     fig, ax = plt.subplots(figsize=(6, 5.5))
@@ -155,11 +203,11 @@ def write_report(run: Path, info: dict, windows: pd.DataFrame, preds: dict[str, 
     ax.legend(fontsize=7)
     images.append(("Reliability diagram", _save(fig, out / "reliability.png")))
 
-    trained = [n for n in names if info["models"][n]["folds"] and "history" in info["models"][n]["folds"][0]]
+    trained = [n for n in names if info.models[n]["folds"] and "history" in info.models[n]["folds"][0]]
     if trained:
         fig, ax = plt.subplots(figsize=(7, 4.5))
         for i, n in enumerate(trained):
-            for f in info["models"][n]["folds"]:
+            for f in info.models[n]["folds"]:
                 h = pd.DataFrame(f["history"])
                 ax.plot(h.epoch, h.val_loss, color=f"C{i}", alpha=0.6, lw=1,
                         label=n if f["fold"] == 0 else None)
@@ -183,11 +231,23 @@ def write_report(run: Path, info: dict, windows: pd.DataFrame, preds: dict[str, 
 
     table = ablation_table(metrics)
     proto = metrics["protocol"]
-    body = [f"<h1>symptomfuse evaluation</h1><p class=notice><b>{html.escape(NOTICE)}</b></p>",
-            f"<p>{proto['folds']}-fold cross-validation grouped by person, {proto['people']} people, "
+    warning = ""
+    if proto.get("leaky_split"):
+        warning = ("<p class=leak><b>Leaky split: recordings of one person are on both sides of the split "
+                   "(--split record --allow-leaky-split). These figures overstate how the models do on new "
+                   "people; they are here only to show by how much.</b></p>")
+    coverage = ""
+    if metrics.get("complete_samples", 0) < metrics.get("samples", 0):
+        coverage = (f"<p>Samples ({metrics['unit']}s): {metrics['samples']}, of which {metrics['complete_samples']} "
+                    "have every modality. Coverage per modality: "
+                    + ", ".join(f"{m} {v:.0%}" for m, v in metrics["coverage"].items())
+                    + ". Each model is scored on the samples it covers; 'AUC, complete' on the samples with every "
+                    "modality; ablations on those too.</p>")
+    body = [f"<h1>symptomfuse evaluation</h1><p class=notice><b>{html.escape(NOTICE)}</b></p>", warning, coverage,
+            f"<p>{proto['folds']}-fold cross-validation grouped by {'record (LEAKY)' if proto.get('leaky_split') else 'person'}, {proto['people']} people, "
             f"seed {proto['seed']}. Every prediction is out-of-fold; probabilities are temperature-scaled on "
             f"validation people; windows are averaged per recording and per person. Intervals: 95% bootstrap "
-            f"over people. Rows with [-m] are fused models with modality m removed at inference.</p>",
+            f"over people. Rows 'without m' are fused models with modality m removed at inference.</p>",
             "<h2>Fusion ablation</h2>", table.to_html(index=False, float_format=lambda v: f"{v:.3f}"),
             f"<h2>Abstention (per {top})</h2>",
             pd.DataFrame([{"model": n, **metrics["models"][n]["abstention"]} for n in names]).to_html(
@@ -197,5 +257,5 @@ def write_report(run: Path, info: dict, windows: pd.DataFrame, preds: dict[str, 
     page = ("<!doctype html><html><head><meta charset='utf-8'><title>symptomfuse report</title><style>"
             "body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse;"
             "font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px}.notice{background:#fff3cd;"
-            "padding:8px}</style></head><body>" + "\n".join(body) + "</body></html>")
+            "padding:8px}.leak{background:#f8d7da;color:#842029;padding:8px}</style></head><body>" + "\n".join(body) + "</body></html>")
     atomic_write_text(run / "report.html", page)

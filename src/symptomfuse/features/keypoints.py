@@ -46,3 +46,27 @@ def keypoint_features(landmarks: np.ndarray, fps: float, aspect: float) -> np.nd
     out[:, :-1] = np.concatenate([pos.reshape(n, -1), vel.reshape(n, -1), acc.reshape(n, -1)], axis=1)
     out[:, -1] = present
     return out
+
+
+def load_landmarks(path, n_source_frames: int | None = None) -> np.ndarray:
+    """A .npy file of hand landmarks as float32 (frames, 21, 3); with ``n_source_frames``, checks that it
+    has one entry per video frame (give or take one). Raises MediaError("bad_keypoints")."""
+    from pathlib import Path
+
+    from symptomfuse.data.media import MediaError
+
+    path = Path(path)
+    try:
+        kp = np.load(path, allow_pickle=False)
+    except FileNotFoundError as exc:
+        raise MediaError("bad_keypoints", f"keypoint file not found: {path}") from exc
+    except (OSError, ValueError) as exc:
+        raise MediaError("bad_keypoints", f"cannot read {path.name} as a NumPy .npy array: {exc}") from exc
+    if kp.ndim != 3 or kp.shape[1] != N_LANDMARKS or kp.shape[2] not in (2, 3) or not np.issubdtype(kp.dtype, np.floating):
+        raise MediaError("bad_keypoints", f"{path.name} has shape {kp.shape} {kp.dtype}; "
+                                          "expected float (frames, 21, 2 or 3)")
+    if n_source_frames is not None and abs(len(kp) - n_source_frames) > 1:
+        raise MediaError("bad_keypoints", f"{path.name} has {len(kp)} frames but the video has {n_source_frames}")
+    if kp.shape[2] == 2:
+        kp = np.concatenate([kp, np.zeros(kp.shape[:2] + (1,), kp.dtype)], axis=2)
+    return kp.astype(np.float32)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import av
 import cv2
 import numpy as np
+from symptomfuse.errors import UsageError
 
 
 @dataclass(frozen=True)
@@ -26,18 +27,18 @@ class FrameConfig:
 
     def __post_init__(self):
         if self.width < 2 or self.height < 2 or self.width % 2 or self.height % 2:
-            raise ValueError(f"frame size must be even and at least 2x2, got {self.width}x{self.height}")
+            raise UsageError(f"frame size must be even and at least 2x2, got {self.width}x{self.height}")
         if self.fps <= 0:
-            raise ValueError(f"fps must be positive, got {self.fps}")
+            raise UsageError(f"fps must be positive, got {self.fps}")
 
 
 def frame_from_array(image: np.ndarray, channel_order: str = "rgb") -> av.VideoFrame:
     """Wrap an (H, W, 3) uint8 image (e.g. from OpenCV, ``channel_order="bgr"``) as a VideoFrame."""
     image = np.ascontiguousarray(image)
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise ValueError(f"expected an (H, W, 3) uint8 image, got {image.shape} {image.dtype}")
+        raise UsageError(f"expected an (H, W, 3) uint8 image, got {image.shape} {image.dtype}")
     if channel_order not in ("rgb", "bgr"):
-        raise ValueError(f"channel_order must be 'rgb' or 'bgr', got {channel_order!r}")
+        raise UsageError(f"channel_order must be 'rgb' or 'bgr', got {channel_order!r}")
     return av.VideoFrame.from_ndarray(image, format=f"{channel_order}24")
 
 

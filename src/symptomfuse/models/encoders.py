@@ -40,8 +40,8 @@ class Standardize(nn.Module):
 class Encoder(nn.Module):
     """Base class: ``forward(x) == forward_prepared(prepare(x))``; scalers are fitted on prepared input."""
 
-    modality: str
-    input_kind: str  # the format of prepare's output: "logmel", "motion" or "keypoints"
+    input_kind: str  # the format of prepare's output ("logmel", "motion", "keypoints", "vector"); a modality
+    # declares its augmentations by this name
     out_dim: int
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
@@ -75,7 +75,7 @@ class LogMelCNN(Encoder):
     distances, speakers).
     """
 
-    modality, input_kind = "audio", "logmel"
+    input_kind = "logmel"
 
     def __init__(self, n_mels: int = 64, channels: tuple = (8, 16, 32), dim: int = 32, dropout: float = 0.1,
                  peak_norm: bool = False):
@@ -119,7 +119,7 @@ class FramesCNN(Encoder):
     compute per step and gave person AUC 0.76 against 0.71 over 5 folds.)
     """
 
-    modality, input_kind = "video", "motion"
+    input_kind = "motion"
 
     def __init__(self, channels: tuple = (8, 16), dim: int = 32, temporal_kernel: int = 5,
                  dropout: float = 0.1, input_pool: int = 4):
@@ -165,7 +165,7 @@ class FramesCNN(Encoder):
 class KeypointsTCN(Encoder):
     """Dilated temporal convolutions over keypoint features (batch, T, features) -> (batch, dim)."""
 
-    modality, input_kind = "keypoints", "keypoints"
+    input_kind = "keypoints"
 
     def __init__(self, n_features: int = 127, channels: int = 32, dim: int = 32, levels: int = 3,
                  kernel: int = 3, dropout: float = 0.1):
@@ -189,3 +189,37 @@ class KeypointsTCN(Encoder):
     def forward_prepared(self, x: torch.Tensor) -> torch.Tensor:
         h = self.tcn(self.norm(x).transpose(1, 2))
         return self.proj(torch.cat([h.mean(dim=2), h.amax(dim=2)], dim=1))
+
+
+@register("encoder", "mlp")
+class MLP(Encoder):
+    """A multilayer perceptron over one feature vector (batch, n_features) -> (batch, dim), for feature
+    tables. Missing values (NaN, inf) are imputed with the training mean of their column and flagged: the
+    network sees the standardised values and one missingness indicator per column. Dropout after every
+    layer, so MC dropout can estimate its uncertainty."""
+
+    input_kind = "vector"
+
+    def __init__(self, n_features: int = 22, hidden: tuple = (64,), dim: int = 32, dropout: float = 0.3):
+        super().__init__()
+        self._config = {"n_features": n_features, "hidden": list(hidden), "dim": dim, "dropout": dropout}
+        self.norm = Standardize((n_features,))
+        layers, c = [], 2 * n_features
+        for h in list(hidden) + [dim]:
+            layers += [nn.Linear(c, h), nn.ReLU(), nn.Dropout(dropout)]
+            c = h
+        self.net = nn.Sequential(*layers)
+        self.out_dim = dim
+
+    @torch.no_grad()
+    def fit_normalizer(self, x: torch.Tensor) -> None:
+        x = torch.where(torch.isfinite(x), x, torch.full_like(x, float("nan")))
+        mean = torch.nanmean(x, dim=0)
+        std = torch.sqrt(torch.nanmean((x - mean) ** 2, dim=0))
+        self.norm.mean.copy_(torch.nan_to_num(mean, nan=0.0))
+        self.norm.std.copy_(torch.nan_to_num(std, nan=1.0).clamp_min(self.norm.min_std))
+
+    def forward_prepared(self, x: torch.Tensor) -> torch.Tensor:
+        present = torch.isfinite(x)
+        z = self.norm(torch.where(present, x, self.norm.mean.expand_as(x)))
+        return self.net(torch.cat([z, present.float()], dim=1))

@@ -97,3 +97,14 @@ def load(folder: Path) -> MultimodalClassifier:
     model = MultimodalClassifier(**cfg)
     model.load_state_dict(load_file(str(folder / "model.safetensors")))
     return model.eval()
+
+
+def registered_class(kind: str, name: str):
+    """The class registered as ``name`` (for checking keyword arguments before building)."""
+    from symptomfuse.models.registry import _REGISTRY
+
+    if name not in _REGISTRY[kind]:
+        from symptomfuse.errors import UsageError
+
+        raise UsageError(f"unknown {kind} {name!r}; available: {', '.join(sorted(_REGISTRY[kind]))}")
+    return _REGISTRY[kind][name]

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Callable
 
 import torch.nn as nn
+from symptomfuse.errors import UsageError
 
 _REGISTRY: dict[str, dict[str, Callable[..., nn.Module]]] = {"encoder": {}, "fusion": {}}
 
@@ -14,7 +15,7 @@ def register(kind: str, name: str):
     """Class decorator: make ``name`` build this module. ``kind`` is "encoder" or "fusion"."""
     def wrap(cls):
         if name in _REGISTRY[kind]:
-            raise ValueError(f"{kind} {name!r} is registered twice")
+            raise UsageError(f"{kind} {name!r} is registered twice")
         _REGISTRY[kind][name] = cls
         cls.registry_name = name
         return cls
@@ -30,5 +31,5 @@ def build(kind: str, config: dict) -> nn.Module:
     config = dict(config)
     name = config.pop("name", None)
     if name not in _REGISTRY[kind]:
-        raise ValueError(f"unknown {kind} {name!r}; available: {', '.join(available(kind))}")
+        raise UsageError(f"unknown {kind} {name!r}; available: {', '.join(available(kind))}")
     return _REGISTRY[kind][name](**config)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import ipaddress
 
 import aioice.ice
+from symptomfuse.errors import UsageError
 
 _DISCOVER = aioice.ice.get_host_addresses
 
@@ -27,7 +28,7 @@ def parse_addresses(text: str) -> list[str]:
         try:
             out.append(str(ipaddress.ip_address(part)))
         except ValueError:
-            raise ValueError(f"--ice-addresses: {part!r} is not an IP address (e.g. 127.0.0.1,192.168.1.5)") from None
+            raise UsageError(f"--ice-addresses: {part!r} is not an IP address (e.g. 127.0.0.1,192.168.1.5)") from None
     return out
 
 

@@ -22,11 +22,11 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
-from symptomfuse.data.curate import CurateConfig
 from symptomfuse.evaluate.calibration import calibrated
 from symptomfuse.models.multimodal import MultimodalClassifier
-from symptomfuse.stream.export import EXPORT_FILE, FORMAT
-from symptomfuse.stream.parts import INPUT_DTYPES, input_shapes, split
+from symptomfuse.stream.export import EXPORT_FILE, ExportSpec
+from symptomfuse.stream.parts import split
+from symptomfuse.errors import UsageError
 
 BACKENDS = ("torch", "onnx")
 
@@ -89,7 +89,7 @@ class ExportedModel:
         else:
             missing = [n for n, p in entry["parts"].items() if "onnx" not in p]
             if missing:
-                raise ValueError(f"{name} was exported without ONNX files: export again without --no-onnx, "
+                raise UsageError(f"{name} was exported without ONNX files: export again without --no-onnx, "
                                  "or use backend='torch'")
             self.parts = {n: _OnnxRunner(folder / p["onnx"], threads) for n, p in entry["parts"].items()}
 
@@ -104,7 +104,7 @@ class ExportedModel:
         embeddings.update(self.embed({m: x for m, x in inputs.items() if m not in embeddings}))
         present = [m for m in self.modalities if m in embeddings]
         if not present:
-            raise ValueError(f"{self.name} needs one of {self.modalities}, got {sorted(inputs)}")
+            raise UsageError(f"{self.name} needs one of {self.modalities}, got {sorted(inputs)}")
         batch = len(embeddings[present[0]])
         feeds = {f"emb_{m}": embeddings[m] for m in present}
         if self.fused:
@@ -128,13 +128,13 @@ class Prediction:
 class Detector:
     """Load with ``Detector.load(export_dir, backend="torch" | "onnx")``; see the module docstring."""
 
-    def __init__(self, spec: dict, models: dict[str, ExportedModel], backend: str, folder: Path):
+    def __init__(self, spec: ExportSpec, models: dict[str, ExportedModel], backend: str, folder: Path):
         self.spec, self.models, self.backend, self.folder = spec, models, backend, folder
-        self.classes: list[str] = spec["classes"]
-        self.positive_class: str | None = spec["positive_class"]
-        self.features = CurateConfig.from_settings(spec["features"])
-        self.primary = models[spec["primary"]]
-        self.singles = {m: models[name] for m, name in spec["singles"].items()}
+        self.contract = spec.contract
+        self.classes: list[str] = spec.classes
+        self.positive_class: str | None = spec.contract.positive
+        self.primary = models[spec.primary]
+        self.singles = {m: models[name] for m, name in spec.singles.items()}
         self.modalities = list(dict.fromkeys([*self.primary.modalities, *self.singles]))
         # modalities whose own model encodes them exactly as the primary does (the same model, or the same
         # encoder weights, as fused models trained on frozen encoders have): encoded once per prediction
@@ -149,23 +149,24 @@ class Detector:
         process-wide: set them with ``torch.set_num_threads``."""
         folder = Path(export_dir)
         if backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+            raise UsageError(f"backend must be one of {BACKENDS}, got {backend!r}")
         path = folder / EXPORT_FILE
         if not path.exists():
             raise FileNotFoundError(f"{folder} is not an export folder (no {EXPORT_FILE}): "
                                     "run `symptomfuse export RUN --out FOLDER` first")
-        spec = json.loads(path.read_text())
-        if spec.get("format") != FORMAT:
-            raise ValueError(f"{path} has format {spec.get('format')!r}; this version reads {FORMAT!r}: export again")
-        models = {name: ExportedModel(folder, name, entry, backend, threads) for name, entry in spec["models"].items()}
+        spec = ExportSpec.from_json(json.loads(path.read_text()))
+        models = {name: ExportedModel(folder, name, entry, backend, threads) for name, entry in spec.models.items()}
         detector = cls(spec, models, backend, folder)
         detector.predict(detector.example_inputs())  # warm up, so that the first live update is not slow
         return detector
 
     def example_inputs(self, batch: int = 1) -> dict[str, np.ndarray]:
         """Zero model inputs of the right shapes and dtypes for every modality."""
-        shapes = input_shapes(self.features)
-        return {m: np.zeros((batch, *shapes[m]), INPUT_DTYPES[m]) for m in self.modalities}
+        out = {}
+        for m in self.modalities:
+            mod = self.contract.modality(m)
+            out[m] = np.zeros((batch, *mod.input_shape()), mod.dtype)
+        return out
 
     def model_for(self, modality: str) -> ExportedModel | None:
         """The model that gives ``modality``'s own prediction, if any."""

@@ -6,31 +6,29 @@ have the length of the training windows and start every ``update_every`` seconds
 end, or once any modality is ``max_wait_s`` past it (the late one is then reported "no_data"). For each
 window the engine:
 
-1. cuts each modality's window and gates it (``quality``): silence, no voice, black or frozen picture,
-   no hand;
-2. computes the model inputs with the same feature functions as curation (``features.audio.log_mel``,
-   each frame computed once as in ``log_mel_windows``; the frames already brought to the training size
-   and rate by ``features.video.frame_features``; ``features.keypoints.keypoint_features``);
+1. cuts each modality's window and gates it (``quality``): e.g. silence, no voice, black or frozen
+   picture, no hand;
+2. computes the model inputs with the same feature functions as curation: each modality of the
+   registry reads its window from the rings and gates it (``Modality.live_window``);
 3. runs each passing modality's model and the primary (fused) model over the passing modalities it has
    (``Detector.predict``);
 4. smooths the fused probabilities over the last ``smooth`` updates and decides whether to abstain.
 
-Each event is a plain JSON-serialisable dict:
+Each event is a ``LiveEvent`` (schema ``symptomfuse-event/1``), handed out as its plain JSON dict:
 
-    {"t": window end (s), "window": [start, end],
-     "modalities": {"audio": {"p": float | None, "quality": "ok" | "silence" | "no_voice" | "no_data"},
-                    "video": {"p": ..., "quality": "ok" | "black" | "frozen" | "no_hand" | "no_data"},
-                    "keypoints": {"p": ..., "quality": "ok" | "no_hand" | "no_landmarks" | "no_data"}},
+    {"schema": "symptomfuse-event/1", "t": window end (s), "window": [start, end],
+     "modalities": {M: {"p": float | None, "quality": "ok" | why not (the modality's ``live_qualities``)}
+                    for every modality the detector knows},
      "fused": {"p": float | None, "label": str | None, "uncertainty": float | None, "abstain": bool,
                "modalities": [the modalities fused], "p_window": this window's p before smoothing},
      "latency_ms": wall time from the first push that reached the window's end to the event,
-     "notice": "research tool, not a diagnosis"}
+     "notice": the research-tool notice}
 
-``p`` is the probability of the positive class (the second of two classes); with more classes it is the
-top class's probability, and ``fused`` also carries ``probs`` per class. ``uncertainty`` is the entropy
-of the smoothed probabilities divided by its maximum (0: certain, 1: a coin toss). The engine abstains
-when no modality passed its gate, or when the top probability is within ``abstain_band`` of chance (the
-rule of ``symptomfuse evaluate --abstain-band``).
+``p`` is the probability of the positive class (the contract's explicit positive class); with more
+classes it is the top class's probability, and ``fused`` also carries ``probs`` per class.
+``uncertainty`` is the entropy of the smoothed probabilities divided by its maximum (0: certain, 1: a
+coin toss). The engine abstains when no modality passed its gate, or when the top probability is within
+``abstain_band`` of chance (the rule of ``symptomfuse evaluate --abstain-band``).
 
 One engine serves one stream and is not thread-safe: call it from one thread. Engines may share one
 Detector. A live process should call ``detector.limit_threads(1)`` first (idle BLAS threads spin
@@ -42,19 +40,35 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
+from dataclasses import asdict, dataclass
 
 import av
 import numpy as np
 
+from symptomfuse import NOTICE
 from symptomfuse.evaluate.metrics import abstains
-from symptomfuse.features.keypoints import N_LANDMARKS, keypoint_features
+from symptomfuse.features.keypoints import N_LANDMARKS
 from symptomfuse.features.video import frame_features, frame_from_array
-from symptomfuse.stream.buffers import AudioRing, LogMelRing, SlotRing
+from symptomfuse.stream.buffers import Streams
 from symptomfuse.stream.detector import Detector
-from symptomfuse.stream.quality import QualityConfig, audio_quality, hand_quality, video_quality
+from symptomfuse.stream.quality import QualityConfig
+from symptomfuse.errors import UsageError
 
-NOTICE = "research tool, not a diagnosis"
-MODALITIES = ("audio", "video", "keypoints")
+EVENT_SCHEMA = "symptomfuse-event/1"
+
+
+@dataclass
+class LiveEvent:
+    t: float
+    window: list
+    modalities: dict  # name -> {"p": float | None, "quality": str}
+    fused: dict
+    latency_ms: float = 0.0
+    notice: str = NOTICE
+    schema: str = EVENT_SCHEMA
+
+    def to_json(self) -> dict:
+        return asdict(self)
 
 
 def uncertainty(probs: np.ndarray) -> float:
@@ -71,21 +85,21 @@ class StreamEngine:
         picture the landmarks were found in (default: taken from the pushed frames, else 4:3).
         ``clock``: the wall clock for latencies."""
         if update_every <= 0:
-            raise ValueError(f"update_every must be positive seconds, got {update_every}")
+            raise UsageError(f"update_every must be positive seconds, got {update_every}")
         if smooth < 1:
-            raise ValueError(f"smooth must be at least 1 update, got {smooth}")
+            raise UsageError(f"smooth must be at least 1 update, got {smooth}")
         if not 0 <= abstain_band < 0.5:
-            raise ValueError(f"abstain_band must be in [0, 0.5), got {abstain_band}")
-        self.detector, self.features = detector, detector.features
+            raise UsageError(f"abstain_band must be in [0, 0.5), got {abstain_band}")
+        self.detector, self.contract = detector, detector.contract
         self.update_every, self.origin, self.max_wait_s = float(update_every), float(origin), float(max_wait_s)
-        self.abstain_band, self.quality, self.aspect, self.clock = abstain_band, quality, aspect, clock
-        self.window_s = self.features.window_s
+        self.abstain_band, self.quality, self.clock = abstain_band, quality, clock
+        self.window_s = self.contract.timing.window_s
         self.keep_s = keep_s = self.window_s + self.update_every + self.max_wait_s + 1.0
-        fps = self.features.frames.fps
-        self.audio = AudioRing(keep_s)
-        self.logmel = LogMelRing(self.features.logmel, keep_s)
-        self.frames = SlotRing(fps, self.origin, math.ceil(keep_s * fps))
-        self.hands = SlotRing(fps, self.origin, math.ceil(keep_s * fps))
+        self.modalities = {m: self.contract.modality(m) for m in detector.modalities}
+        frame_cfg = next((mod.frame_config() for mod in self.modalities.values() if hasattr(mod, "frame_config")), None)
+        self.streams = Streams(self.contract.timing.fps, self.origin, keep_s, quality, frame_cfg)
+        self.streams.aspect = aspect
+        self.states = {m: mod.live_state(keep_s) for m, mod in self.modalities.items()}
         self._history: deque = deque(maxlen=smooth)
         self._next: int | None = None  # grid index of the next window's start
         self._reached: float | None = None  # wall time at which data first reached the next window's end
@@ -96,7 +110,7 @@ class StreamEngine:
     def push_audio(self, samples: np.ndarray, sample_rate: int, t: float) -> list[dict]:
         """Mono float samples in [-1, 1] at any rate; ``t``: media time of the first sample."""
         wall = self.clock()
-        self.audio.push(samples, sample_rate, t)
+        self.streams.audio.push(samples, sample_rate, t)
         return self._due(wall)
 
     def push_video(self, frame: av.VideoFrame | np.ndarray, t: float) -> list[dict]:
@@ -106,9 +120,10 @@ class StreamEngine:
             frame = frame_from_array(frame, "rgb")
         elif not isinstance(frame, av.VideoFrame):
             raise TypeError(f"push_video takes an av.VideoFrame or an (H, W, 3) uint8 array, got {type(frame)}")
-        if self.aspect is None:
-            self.aspect = frame.width / frame.height
-        self.frames.push(frame_features(frame, self.features.frames), t)
+        if self.streams.aspect is None:
+            self.streams.aspect = frame.width / frame.height
+        cfg = self.streams.frame_config
+        self.streams.frames.push(frame_features(frame, cfg) if cfg is not None else None, t)
         return self._due(wall)
 
     def push_landmarks(self, landmarks: np.ndarray | None, t: float) -> list[dict]:
@@ -120,31 +135,26 @@ class StreamEngine:
         else:
             lm = np.asarray(landmarks, np.float32)
             if lm.shape not in ((N_LANDMARKS, 2), (N_LANDMARKS, 3)):
-                raise ValueError(f"push_landmarks takes ({N_LANDMARKS}, 2 or 3) landmarks or None, got {lm.shape}")
+                raise UsageError(f"push_landmarks takes ({N_LANDMARKS}, 2 or 3) landmarks or None, got {lm.shape}")
             if lm.shape[1] == 2:
                 lm = np.concatenate([lm, np.zeros((N_LANDMARKS, 1), np.float32)], axis=1)
-        self.hands.push(lm, t)
+        self.streams.landmarks.push(lm, t)
         return self._due(wall)
 
     def flush(self) -> list[dict]:
         """End of input: evaluate every window that the data reached."""
         wall = self.clock()
-        self.audio.close()
-        self.frames.close()
-        self.hands.close()
+        self.streams.close()
         return self._due(wall, final=True)
 
     # ---- windows -----------------------------------------------------------------------------------------
 
-    def _clocks(self) -> list[float]:
-        return [r.clock for r in (self.audio, self.frames, self.hands) if r.clock > -math.inf]
-
     def _due(self, wall: float, final: bool = False) -> list[dict]:
-        clocks = self._clocks()
+        clocks = self.streams.clocks()
         if not clocks:
             return []
         if self._next is None:
-            starts = [s for s in (self.audio.start_t, self.frames.first_t, self.hands.first_t) if s is not None]
+            starts = self.streams.first_times()
             self._next = math.ceil((min(starts) - self.origin) / self.update_every - 1e-9)
         # after a gap longer than the rings hold, skip the windows that can no longer be read
         held_from = max(clocks) - self.keep_s
@@ -166,30 +176,12 @@ class StreamEngine:
 
     def _update(self, start: float) -> dict:
         cpu0 = time.process_time()
-        feats, wanted = self.features, set(self.detector.modalities)
+        wanted = set(self.detector.modalities)
         quality, inputs = {}, {}
-
-        first = None if self.audio.start_t is None else self.audio.index(start)
-        samples = None if first is None else self.audio.read(first, feats.window_samples())
-        quality["audio"] = "no_data" if samples is None else audio_quality(samples, self.quality)
-        if quality["audio"] == "ok" and "audio" in wanted:
-            inputs["audio"] = self.logmel.window(self.audio, first, feats.window_samples())[None]
-
-        frames = self.frames.window(start, feats.window_frames())
-        frames = None if frames is None else np.stack(frames)
-        quality["video"] = "no_data" if frames is None else video_quality(frames, self.quality)
-        if self.hands.last is None:
-            quality["keypoints"] = "no_landmarks"
-        else:
-            hands = self.hands.window(start, feats.window_frames())
-            quality["keypoints"] = "no_data" if hands is None else hand_quality(np.stack(hands), self.quality)
-            if quality["keypoints"] == "no_hand" and quality["video"] == "ok":
-                quality["video"] = "no_hand"
-            if quality["keypoints"] == "ok" and "keypoints" in wanted:
-                inputs["keypoints"] = keypoint_features(np.stack(hands), feats.frames.fps,
-                                                        self.aspect or 4 / 3)[None]
-        if quality["video"] == "ok" and "video" in wanted:
-            inputs["video"] = frames[None]
+        for m, mod in self.modalities.items():
+            quality[m], x = mod.live_window(self.streams, self.states[m], start, m in wanted)
+            if x is not None:
+                inputs[m] = x
 
         cpu1 = time.process_time()
         pred = self.detector.predict(inputs)
@@ -202,11 +194,11 @@ class StreamEngine:
     # ---- events ------------------------------------------------------------------------------------------
 
     def _p(self, probs: np.ndarray) -> float:
-        return float(probs[1]) if len(probs) == 2 else float(probs.max())
+        return float(probs[-1]) if len(probs) == 2 else float(probs.max())
 
     def _event(self, start: float, quality: dict, pred) -> dict:
         modalities = {}
-        for m in MODALITIES:
+        for m in self.modalities:
             probs = pred.modalities.get(m)
             modalities[m] = {"p": None if probs is None else self._p(probs[0]), "quality": quality[m]}
         fused = {"p": None, "label": None, "uncertainty": None, "abstain": True, "modalities": [], "p_window": None}
@@ -222,5 +214,4 @@ class StreamEngine:
             if len(probs) > 2:
                 fused["probs"] = {c: float(v) for c, v in zip(self.detector.classes, probs)}
         end = start + self.window_s
-        return {"t": round(end, 6), "window": [round(start, 6), round(end, 6)], "modalities": modalities,
-                "fused": fused, "latency_ms": 0.0, "notice": NOTICE}
+        return LiveEvent(round(end, 6), [round(start, 6), round(end, 6)], modalities, fused).to_json()

@@ -2,10 +2,11 @@
 
 An export folder holds everything the live engine needs, and nothing is read from the run afterwards:
 
-  export.json                   classes, the feature settings (window, log-mel, frames), which model is
-                                the primary (fused) one, which single-modality model serves each
-                                modality, each model's temperature and its parts' files, and where the
-                                models came from (run, fold, the fold's test people)
+  export.json                   ``ExportSpec``: the feature contract (classes, the positive class, window
+                                and feature settings), which model is the primary (fused) one, which
+                                single-modality model serves each modality, each model's temperature
+                                and its parts' files, and where the models came from (run, fold, the
+                                fold's test people)
   MODEL/config.json             the model's config (``multimodal.load`` format), classes, temperature,
                                 feature settings
   MODEL/encoder.M.safetensors   modality M's encoder, its train-fitted scaler included
@@ -26,23 +27,66 @@ import io
 import json
 import logging
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 from safetensors.torch import save_file
 from tqdm import tqdm
 
 from symptomfuse import NOTICE
 from symptomfuse.atomic import atomic_path, atomic_write_text
-from symptomfuse.data.curate import CurateConfig
+from symptomfuse.artifacts import RunInfo
+from symptomfuse.contract import FeatureContract
+from symptomfuse.data.manifest import read_id_csv
 from symptomfuse.models.multimodal import MultimodalClassifier
 from symptomfuse.models.multimodal import load as load_model
 from symptomfuse.stream.parts import example_inputs, part_state, split
+from symptomfuse.errors import UsageError
 
 EXPORT_FILE = "export.json"
-FORMAT = "symptomfuse-export/1"
+FORMAT = "symptomfuse-export/2"
+
+
+@dataclass
+class ExportSpec:
+    """export.json: what the live engine needs, and nothing is read from the run afterwards."""
+
+    contract: FeatureContract
+    primary: str
+    singles: dict  # modality -> the single-modality model giving its own prediction
+    models: dict  # name -> {"modalities", "fusion", "temperature", "config", "parts", "embedding_dims"}
+    onnx: bool
+    source: dict
+    notice: str = NOTICE
+    format: str = FORMAT
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.contract.classes)
+
+    def live_info(self) -> dict:
+        """Per modality, for the live page: what its quality indicator is called and what it can say."""
+        return {m: {"label": mod.live_label or m, "qualities": list(mod.live_qualities)}
+                for m, mod in ((m, self.contract.modality(m)) for m in self.modalities())}
+
+    def modalities(self) -> list[str]:
+        return list(dict.fromkeys([*self.models[self.primary]["modalities"], *self.singles]))
+
+    def to_json(self) -> dict:
+        return {"format": self.format, "notice": self.notice, "contract": self.contract.to_json(),
+                "classes": self.classes, "positive_class": self.contract.positive, "primary": self.primary,
+                "singles": self.singles, "models": self.models, "onnx": self.onnx, "source": self.source,
+                "live": self.live_info()}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "ExportSpec":
+        if data.get("format") != FORMAT:
+            raise UsageError(f"export.json has format {data.get('format')!r}; this version reads {FORMAT!r}: "
+                             "export again")
+        return cls(FeatureContract.from_json(data["contract"]), data["primary"], data["singles"], data["models"],
+                   bool(data["onnx"]), data.get("source", {}))
 OPSET = 18
 
 
@@ -73,7 +117,7 @@ def _rewrite_small_matmuls(path: Path) -> None:
         onnx.save(model, str(path))
 
 
-def _export_onnx(part_name: str, part, model: MultimodalClassifier, features: CurateConfig, path: Path) -> None:
+def _export_onnx(part_name: str, part, model: MultimodalClassifier, features: FeatureContract, path: Path) -> None:
     """Encoders go through ``torch.export`` (the current exporter); heads through the TorchScript tracer,
     because the fusion modules' data-dependent check cannot be traced by ``torch.export``."""
     example = example_inputs(model, features)
@@ -92,8 +136,8 @@ def _export_onnx(part_name: str, part, model: MultimodalClassifier, features: Cu
         _rewrite_small_matmuls(tmp)
 
 
-def export_model(model: MultimodalClassifier, name: str, temperature: float, classes: list[str],
-                 features: CurateConfig, out: Path, onnx: bool = True) -> dict:
+def export_model(model: MultimodalClassifier, name: str, temperature: float, features: FeatureContract,
+                 out: Path, onnx: bool = True) -> dict:
     """Write one model's parts into ``out/name/``; return its entry for export.json."""
     model = model.eval()
     folder = Path(out) / name
@@ -111,38 +155,35 @@ def export_model(model: MultimodalClassifier, name: str, temperature: float, cla
              "temperature": float(temperature), "config": f"{name}/config.json", "parts": parts,
              "embedding_dims": {m: int(e.out_dim) for m, e in model.encoders.items()}}
     atomic_write_text(folder / "config.json", json.dumps({
-        "model": model.config(), "classes": classes, "temperature": float(temperature),
-        "features": features.settings(), "notice": NOTICE}, indent=1))
+        "model": model.config(), "classes": list(features.classes), "temperature": float(temperature),
+        "notice": NOTICE}, indent=1))
     return entry
 
 
-def export_models(models: dict[str, tuple[MultimodalClassifier, float]], primary: str, classes: list[str],
-                  features: CurateConfig, out: Path, source: dict | None = None, onnx: bool = True,
-                  progress: bool = False) -> dict:
+def export_models(models: dict[str, tuple[MultimodalClassifier, float]], primary: str, contract: FeatureContract,
+                  out: Path, source: dict | None = None, onnx: bool = True, progress: bool = False) -> ExportSpec:
     """Export ``{name: (model, temperature)}``; ``primary`` is the model whose output is the fused result.
 
     Every single-modality model among them serves its modality's own prediction. Writes export.json last,
     so a folder with an export.json is complete.
     """
     if primary not in models:
-        raise ValueError(f"primary model {primary!r} is not among the exported models {sorted(models)}")
+        raise UsageError(f"primary model {primary!r} is not among the exported models {sorted(models)}")
     out = Path(out)
     entries = {}
     for name, (model, temperature) in tqdm(models.items(), desc="export", unit="model", disable=not progress):
-        entries[name] = export_model(model, name, temperature, classes, features, out, onnx)
+        entries[name] = export_model(model, name, temperature, contract, out, onnx)
     singles = {e["modalities"][0]: name for name, e in entries.items() if e["fusion"] is None}
-    spec = {"format": FORMAT, "notice": NOTICE, "classes": list(classes),
-            "positive_class": classes[1] if len(classes) == 2 else None, "features": features.settings(),
-            "primary": primary, "singles": singles, "models": entries, "onnx": onnx, "source": source or {}}
-    atomic_write_text(out / EXPORT_FILE, json.dumps(spec, indent=1, default=float))
+    spec = ExportSpec(contract, primary, singles, entries, onnx, source or {})
+    atomic_write_text(out / EXPORT_FILE, json.dumps(spec.to_json(), indent=1, default=float))
     return spec
 
 
-def _best_model(run: Path, info: dict) -> str:
+def _best_model(run: Path, info: RunInfo) -> str:
     """The intermediate fusion with the best top-level ROC AUC in metrics.json (else the first fused
     model, else the first trained model)."""
-    trained = [n for n, m in info["models"].items() if m["spec"]["late"] is None]
-    fused = [n for n in trained if info["models"][n]["spec"]["fusion"] is not None]
+    trained = [n for n, m in info.models.items() if m["spec"].trained]
+    fused = [n for n in trained if info.spec(n).kind == "fused"]
     candidates = fused or trained
     metrics_path = run / "metrics.json"
     if metrics_path.exists():
@@ -156,56 +197,45 @@ def _best_model(run: Path, info: dict) -> str:
     return candidates[0]
 
 
-def _curation_settings(info: dict, curated: Path | None) -> CurateConfig:
-    folder = Path(curated) if curated is not None else Path(info["protocol"]["curated"])
-    path = folder / "curation.json"
-    if not path.exists():
-        raise FileNotFoundError(f"the feature settings come from the curated set's curation.json, not found at "
-                                f"{path}: pass --curated FOLDER (the folder given to `symptomfuse train`)")
-    return CurateConfig.from_settings(json.loads(path.read_text())["config"])
-
-
 def export_run(run: Path, out: Path, model: str | None = None, fold: int | None = None, person: str | None = None,
-               curated: Path | None = None, onnx: bool = True, progress: bool = True) -> dict:
+               onnx: bool = True, progress: bool = True) -> ExportSpec:
     """Export one fold of a ``symptomfuse train`` run: the chosen model (default: the best intermediate
-    fusion) and every single-modality model of the same fold.
+    fusion) and every single-modality model of the same fold. Everything comes from the run folder.
 
     ``person`` picks the fold in which that person was a test person, so that streaming their recordings
     is a fair, held-out test; ``fold`` picks a fold directly (default 0).
     """
     run = Path(run)
-    if not (run / "run.json").exists():
-        raise FileNotFoundError(f"{run} is not a run folder (no run.json): run `symptomfuse train` first")
+    info = RunInfo.load(run)
     if fold is not None and person is not None:
-        raise ValueError("give --fold or --person, not both")
-    info = json.loads((run / "run.json").read_text())
-    windows = pd.read_csv(run / "windows.csv", dtype={"person_id": str})
-    n_folds = int(info["protocol"]["folds"])
+        raise UsageError("give --fold or --person, not both")
+    samples = read_id_csv(run / "samples.csv")
+    n_folds = int(info.protocol["folds"])
     if person is not None:
-        folds = windows.loc[windows.person_id == person, "fold"].unique()
+        folds = samples.loc[samples.person_id == person, "fold"].unique()
         if len(folds) == 0:
-            raise ValueError(f"person {person!r} is not in this run; people: "
-                             f"{', '.join(sorted(windows.person_id.unique())[:12])}, ...")
+            raise UsageError(f"person {person!r} is not in this run; people: "
+                             f"{', '.join(sorted(samples.person_id.unique())[:12])}, ...")
         fold = int(folds[0]) if folds[0] >= 0 else 0  # a --held-out person is held out of every fold
     fold = 0 if fold is None else int(fold)
     if not 0 <= fold < n_folds:
-        raise ValueError(f"--fold must be between 0 and {n_folds - 1}, got {fold}")
+        raise UsageError(f"--fold must be between 0 and {n_folds - 1}, got {fold}")
 
-    trained = {n: m for n, m in info["models"].items() if m["spec"]["late"] is None}
+    trained = [n for n, m in info.models.items() if m["spec"].trained]
     model = model or _best_model(run, info)
     if model not in trained:
-        late = sorted(set(info["models"]) - set(trained))
-        raise ValueError(f"cannot export {model!r}: choose a trained model ({', '.join(trained)})"
-                         + (f"; late fusions ({', '.join(late)}) are not exported" if late else ""))
-    names = [model] + [n for n, m in trained.items() if m["spec"]["fusion"] is None and n != model]
+        other = sorted(set(info.models) - set(trained))
+        raise UsageError(f"cannot export {model!r}: choose a trained network ({', '.join(trained)})"
+                         + (f"; late fusions and baselines ({', '.join(other)}) are not exported" if other else ""))
+    names = [model] + [n for n in trained if info.spec(n).kind == "single" and n != model]
 
     def temperature(name):
-        return next(r["temperature"] for r in info["models"][name]["folds"] if r["fold"] == fold)
+        return next(r["temperature"] for r in info.models[name]["folds"] if r["fold"] == fold)
 
     models = {n: (load_model(run / "models" / n / f"fold{fold}"), temperature(n)) for n in names}
-    test_people = sorted(windows.loc[windows.fold == fold, "person_id"].unique().tolist())
-    source = {"run": str(run.resolve()), "fold": fold, "person": person, "test_people": test_people,
-              "held_out": info["protocol"].get("held_out", [])}
+    test_people = sorted(samples.loc[samples.fold == fold, "person_id"].unique().tolist())
+    source = {"run": str(run.resolve()), "run_id": info.run_id, "fold": fold, "person": person,
+              "test_people": test_people, "held_out": info.protocol.get("held_out", [])}
     metrics_path = run / "metrics.json"
     if metrics_path.exists():
         metrics = json.loads(metrics_path.read_text())
@@ -213,5 +243,4 @@ def export_run(run: Path, out: Path, model: str | None = None, fold: int | None 
         source["cross_validated_roc_auc"] = {n: metrics["models"][n][top]["roc_auc"] for n in names
                                              if n in metrics["models"]}
         source["roc_auc_level"] = top
-    return export_models(models, model, info["classes"], _curation_settings(info, curated), out, source,
-                         onnx, progress)
+    return export_models(models, model, info.contract, out, source, onnx, progress)

@@ -7,9 +7,8 @@ sees the others as absent through its mask, exactly as ``MultimodalClassifier.fo
 writes each part as safetensors and as ONNX; the detector runs the parts on torch or onnxruntime.
 
 Part inputs are named, so both backends are fed the same way:
-  encoder.audio      audio      (B, n_mels, frames) float32 log-mel
-  encoder.video      video      (B, T, H, W, 3) uint8 frames
-  encoder.keypoints  keypoints  (B, T, 127) float32 keypoint features
+  encoder.M          M          (B, *input shape) of modality M, as its ``Modality.input_shape`` and
+                                ``dtype`` say (e.g. audio: (B, n_mels, frames) float32 log-mel)
   head (fused)       mask (B, M) bool, emb_M (B, dim_M) float32 for every modality M (zeros where absent)
   head (single)      emb_M (B, dim_M) float32
 """
@@ -22,11 +21,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from symptomfuse.data.curate import CurateConfig
-from symptomfuse.features.keypoints import FEATURES_PER_FRAME
+from symptomfuse.contract import FeatureContract
 from symptomfuse.models.multimodal import MultimodalClassifier
-
-INPUT_DTYPES = {"audio": np.float32, "video": np.uint8, "keypoints": np.float32}
 
 
 class Head(nn.Module):
@@ -70,18 +66,12 @@ def part_state(model: MultimodalClassifier, part: Part) -> dict[str, torch.Tenso
     return {k: v.detach().contiguous() for k, v in model.state_dict().items() if k.startswith(part.prefixes)}
 
 
-def input_shapes(features: CurateConfig) -> dict[str, tuple[int, ...]]:
-    """The shape of one window's model input per modality, from the feature settings."""
-    t = features.window_frames()
-    return {"audio": (features.logmel.n_mels, features.logmel.frames(features.window_samples())),
-            "video": (t, features.frames.height, features.frames.width, 3),
-            "keypoints": (t, FEATURES_PER_FRAME)}
-
-
-def example_inputs(model: MultimodalClassifier, features: CurateConfig, batch: int = 1) -> dict[str, np.ndarray]:
+def example_inputs(model: MultimodalClassifier, contract: FeatureContract, batch: int = 1) -> dict[str, np.ndarray]:
     """Zero inputs of the right shape and dtype for every input name of every part of ``model``."""
-    shapes = input_shapes(features)
-    out = {m: np.zeros((batch, *shapes[m]), INPUT_DTYPES[m]) for m in model.modalities}
+    out = {}
+    for m in model.modalities:
+        mod = contract.modality(m)
+        out[m] = np.zeros((batch, *mod.input_shape()), mod.dtype)
     out["mask"] = np.ones((batch, len(model.modalities)), bool)
     for m, enc in model.encoders.items():
         out[f"emb_{m}"] = np.zeros((batch, enc.out_dim), np.float32)

@@ -21,10 +21,11 @@ from typing import Iterator
 
 import numpy as np
 
-from symptomfuse.data.curate import load_keypoints
 from symptomfuse.data.media import MediaError, iter_decoded, open_media
 from symptomfuse.features.audio import SAMPLE_RATE
+from symptomfuse.features.keypoints import load_landmarks
 from symptomfuse.stream.engine import StreamEngine
+from symptomfuse.errors import UsageError
 
 
 class DeviceError(RuntimeError):
@@ -46,11 +47,11 @@ def replay_file(engine: StreamEngine, path: str | Path, realtime: bool = False,
     """
     path = Path(path)
     kp_path = sidecar_landmarks(path) if landmarks == "auto" else (Path(landmarks) if landmarks else None)
-    kp = load_keypoints(kp_path) if kp_path is not None else None
+    kp = load_landmarks(kp_path) if kp_path is not None else None
     container, streams, info = _open_any(path)
     wall0, t0, n_frames = clock(), None, 0
     with container:
-        for kind, t, payload in iter_decoded(container, streams, info.fps or engine.features.frames.fps):
+        for kind, t, payload in iter_decoded(container, streams, info.fps or engine.contract.timing.fps):
             available = t + len(payload) / SAMPLE_RATE if kind == "audio" else t
             if t0 is None:
                 t0 = t
@@ -141,7 +142,7 @@ def live(engine: StreamEngine, camera: int | None = None, mic: str | int | None 
          seconds: float | None = None) -> Iterator[dict]:
     """Stream a camera and/or microphone through ``engine`` until interrupted or ``seconds`` pass."""
     if camera is None and mic is None:
-        raise ValueError("give a camera (--camera 0) and/or a microphone (--mic default)")
+        raise UsageError("give a camera (--camera 0) and/or a microphone (--mic default)")
     cap = open_camera(camera) if camera is not None else None
     try:
         stream, blocks, t0 = open_microphone(mic) if mic is not None else (None, None, time.monotonic())

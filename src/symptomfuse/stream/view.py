@@ -11,7 +11,7 @@ import json
 import sys
 from typing import TextIO
 
-from symptomfuse.stream.engine import MODALITIES, NOTICE
+from symptomfuse import NOTICE
 
 BAR = 30
 
@@ -32,8 +32,7 @@ def render(event: dict, positive: str | None) -> list[str]:
     what = f"p({positive})" if positive else "top-class probability"
     lines = [f"t = {event['t']:7.2f} s   latency {event['latency_ms']:5.0f} ms   bars: {what}",
              f"*** {NOTICE.upper()} ***"]
-    for m in MODALITIES:
-        e = event["modalities"][m]
+    for m, e in event["modalities"].items():
         lines.append(f"{m:<10} [{_bar(e['p'])}] {_value(e['p'])}  {e['quality']}")
     f = event["fused"]
     if f["p"] is None:
@@ -62,7 +61,7 @@ class LiveView:
         else:
             f = event["fused"]
             mods = "  ".join(f"{m} {_value(event['modalities'][m]['p']).strip()} ({event['modalities'][m]['quality']})"
-                             for m in MODALITIES)
+                             for m in event["modalities"])
             self.out.write(f"t={event['t']:.2f}s  {mods}  fused {_value(f['p']).strip()}"
                            f"{' abstain' if f['abstain'] else ''}  [{NOTICE}]\n")
         self.out.flush()

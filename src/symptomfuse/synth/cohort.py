@@ -9,6 +9,11 @@ can therefore find everyone, and fusing both has something to gain.
 Each recording is an MP4 (H.264 video + AAC audio): a sustained /a/ on the sound track while the hand
 rests and then taps. Beside it: the ground-truth hand landmarks (``.keypoints.npy``, float32 of shape
 (frames, 21, 3), normalised like MediaPipe's) and a ``.json`` with the generative parameters.
+
+With ``tasks="separate"`` the two tasks are recorded apart, as real studies do: a voice recording
+(``_voice.m4a``, AAC only) and a hand recording (``_hand.mp4``, H.264 only, with its landmarks), listed on
+separate manifest rows with a ``task`` column; a share of the people (``missing_task``) lack one of the
+two tasks altogether. The signals are the same as in the time-aligned recordings of the same seed.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from symptomfuse.atomic import atomic_path, atomic_write_text
+from symptomfuse.errors import UsageError
 from symptomfuse.parallel import run_jobs
 from symptomfuse.synth.hand import HandParams, HandRenderer, SceneParams, hand_trajectory, to_image_coords
 from symptomfuse.synth.voice import VoiceParams, synth_vowel
@@ -45,27 +51,33 @@ class SynthConfig:
     # Share of people with the condition showing voice signs only, movement signs only, or both.
     phenotypes: dict = field(default_factory=lambda: {"voice": 0.35, "movement": 0.35, "both": 0.30})
     severity_range: tuple = (0.2, 1.0)
+    tasks: str = "together"  # "together": one A/V file a session; "separate": a voice file and a hand file
+    missing_task: float = 0.2  # with separate tasks: share of people who lack one task (half each way)
 
     def validate(self) -> None:
+        if self.tasks not in ("together", "separate"):
+            raise UsageError(f"--tasks must be together or separate, got {self.tasks!r}")
+        if not 0.0 <= self.missing_task < 1.0:
+            raise UsageError("--missing-task must lie in [0, 1)")
         if self.people < 2:
-            raise ValueError("--people must be at least 2 (one healthy person and one with the condition)")
+            raise UsageError("--people must be at least 2 (one healthy person and one with the condition)")
         if self.recordings_per_person < 1:
-            raise ValueError("--recordings must be at least 1")
+            raise UsageError("--recordings must be at least 1")
         if self.duration_s < 6.0:
-            raise ValueError("--duration must be at least 6 s (rest, then tapping, each long enough to see)")
+            raise UsageError("--duration must be at least 6 s (rest, then tapping, each long enough to see)")
         if self.fps < 25:
-            raise ValueError("--fps must be at least 25, or 8-12 Hz physiological tremor aliases")
+            raise UsageError("--fps must be at least 25, or 8-12 Hz physiological tremor aliases")
         if self.width < 160 or self.height < 120:
-            raise ValueError("--size must be at least 160x120")
+            raise UsageError("--size must be at least 160x120")
         if not 0.0 < self.condition_fraction < 1.0:
-            raise ValueError("--condition-fraction must lie strictly between 0 and 1")
+            raise UsageError("--condition-fraction must lie strictly between 0 and 1")
         shares = self.phenotypes
         if set(shares) != {"voice", "movement", "both"} or any(v < 0 for v in shares.values()) \
                 or abs(sum(shares.values()) - 1.0) > 1e-6:
-            raise ValueError(f"phenotype shares must be voice, movement, both >= 0 summing to 1; got {shares}")
+            raise UsageError(f"phenotype shares must be voice, movement, both >= 0 summing to 1; got {shares}")
         lo, hi = self.severity_range
         if not 0.0 <= lo <= hi <= 1.0:
-            raise ValueError(f"severity range must satisfy 0 <= lo <= hi <= 1; got {self.severity_range}")
+            raise UsageError(f"severity range must satisfy 0 <= lo <= hi <= 1; got {self.severity_range}")
 
 
 @dataclass(frozen=True)
@@ -171,26 +183,41 @@ def _session_params(person: Person, cfg: SynthConfig, rng: np.random.Generator):
     return voice, scene, rest_until
 
 
-def write_av(path: Path, frames, audio: np.ndarray, fps: int, audio_rate: int, width: int, height: int) -> None:
-    """Encode RGB frames (an iterable of (H, W, 3) uint8) and mono float audio into an MP4 (H.264 + AAC),
-    interleaved, with the index at the front so that a truncated file is still recognisable."""
+def write_av(path: Path, frames, audio: np.ndarray | None, fps: int, audio_rate: int, width: int, height: int
+             ) -> None:
+    """Encode RGB frames (an iterable of (H, W, 3) uint8, or None for none) and mono float audio (or None)
+    into an MP4 (H.264 + AAC), interleaved, with the index at the front so that a truncated file is still
+    recognisable."""
     with atomic_path(path) as tmp:
         with av.open(str(tmp), "w", format="mp4", options={"movflags": "+faststart"}) as out:
-            vs = out.add_stream("libx264", rate=fps, options={"preset": "ultrafast", "crf": "23", "threads": "1"})
-            vs.width, vs.height, vs.pix_fmt = width, height, "yuv420p"
-            aus = out.add_stream("aac", rate=audio_rate, layout="mono")
-            aus.bit_rate = 96000
+            streams = []
+            if frames is not None:
+                vs = out.add_stream("libx264", rate=fps, options={"preset": "ultrafast", "crf": "23", "threads": "1"})
+                vs.width, vs.height, vs.pix_fmt = width, height, "yuv420p"
+                streams.append(vs)
+            if audio is not None:
+                aus = out.add_stream("aac", rate=audio_rate, layout="mono")
+                aus.bit_rate = 96000
+                streams.append(aus)
             per_frame = audio_rate // fps
-            for i, img in enumerate(frames):
-                for packet in vs.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-                    out.mux(packet)
-                chunk = audio[i * per_frame:(i + 1) * per_frame]
-                if len(chunk):
+            n_chunks = -(-len(audio) // per_frame) if audio is not None else 0
+            images = iter(frames) if frames is not None else iter(())
+            i = 0
+            while True:
+                img = next(images, None)
+                if img is None and i >= n_chunks:
+                    break
+                if img is not None:
+                    for packet in vs.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                        out.mux(packet)
+                chunk = audio[i * per_frame:(i + 1) * per_frame] if audio is not None else ()
+                if len(chunk) and (frames is None or img is not None):
                     af = av.AudioFrame.from_ndarray(chunk[None, :], format="flt", layout="mono")
                     af.sample_rate, af.pts = audio_rate, i * per_frame
                     for packet in aus.encode(af):
                         out.mux(packet)
-            for stream in (vs, aus):
+                i += 1
+            for stream in streams:
                 for packet in stream.encode():
                     out.mux(packet)
 
@@ -205,8 +232,10 @@ def _jsonable(obj):
     return obj
 
 
-def make_recording(person: Person, session: int, cfg: SynthConfig, out_dir: Path) -> dict:
-    """Render one recording of ``person`` and write its MP4, keypoints and parameters."""
+def make_recording(person: Person, session: int, cfg: SynthConfig, out_dir: Path,
+                   tasks: tuple = ("voice", "hand")) -> list[dict]:
+    """Render one session of ``person`` and write its media, keypoints and parameters: one A/V file, or
+    with ``cfg.tasks == "separate"`` a file per task in ``tasks``. Returns its manifest rows."""
     index = int(person.person_id[1:])
     rng = np.random.default_rng([cfg.seed, 2, index, session])
     voice, scene, rest_until = _session_params(person, cfg, rng)
@@ -215,18 +244,48 @@ def make_recording(person: Person, session: int, cfg: SynthConfig, out_dir: Path
     traj = hand_trajectory(person.hand, cfg.duration_s, cfg.fps, rest_until, rng)
     landmarks = to_image_coords(traj, scene)
     renderer = HandRenderer(scene, rng)
-    write_av(out_dir / f"{stem}.mp4", (renderer.render(kp) for kp in landmarks), audio,
-             cfg.fps, cfg.audio_rate, cfg.width, cfg.height)
-    with atomic_path(out_dir / f"{stem}.keypoints.npy") as tmp:
-        with open(tmp, "wb") as fh:
-            np.save(fh, landmarks, allow_pickle=False)
+    frames = (renderer.render(kp) for kp in landmarks)
+    separate = cfg.tasks == "separate"
+    base = {"person_id": person.person_id, "label": person.label, "session": session, "sex": person.sex,
+            "phenotype": person.phenotype}
+    if not separate:
+        rows = [{"path": f"recordings/{stem}.mp4", **base, "keypoints": f"recordings/{stem}.keypoints.npy"}]
+        write_av(out_dir / f"{stem}.mp4", frames, audio, cfg.fps, cfg.audio_rate, cfg.width, cfg.height)
+        kp_file = f"{stem}.keypoints.npy"
+    else:
+        rows = []
+        if "voice" in tasks:
+            write_av(out_dir / f"{stem}_voice.m4a", None, audio, cfg.fps, cfg.audio_rate, cfg.width, cfg.height)
+            rows.append({"audio_path": f"recordings/{stem}_voice.m4a", "video_path": "", "keypoints": "",
+                         "task": "voice", **base})
+        if "hand" in tasks:
+            write_av(out_dir / f"{stem}_hand.mp4", frames, None, cfg.fps, cfg.audio_rate, cfg.width, cfg.height)
+            rows.append({"audio_path": "", "video_path": f"recordings/{stem}_hand.mp4",
+                         "keypoints": f"recordings/{stem}_hand.keypoints.npy", "task": "hand", **base})
+        kp_file = f"{stem}_hand.keypoints.npy" if "hand" in tasks else None
+    if kp_file is not None:
+        with atomic_path(out_dir / kp_file) as tmp:
+            with open(tmp, "wb") as fh:
+                np.save(fh, landmarks, allow_pickle=False)
     meta = {"recording": stem, "session": session, "person": asdict(person), "voice": asdict(voice),
             "scene": asdict(scene), "rest_until_s": rest_until, "duration_s": cfg.duration_s, "fps": cfg.fps,
             "audio_rate": cfg.audio_rate, "keypoints_layout": "frames x 21 MediaPipe hand landmarks x (x, y, z)"}
     atomic_write_text(out_dir / f"{stem}.json", json.dumps(_jsonable(meta), indent=1))
-    return {"path": f"recordings/{stem}.mp4", "person_id": person.person_id, "label": person.label,
-            "session": session, "keypoints": f"recordings/{stem}.keypoints.npy", "sex": person.sex,
-            "phenotype": person.phenotype}
+    return rows
+
+
+def task_plan(people: list[Person], cfg: SynthConfig) -> dict[str, tuple]:
+    """Which tasks each person recorded: both, or with ``tasks="separate"`` a ``missing_task`` share of
+    people (drawn with the seed) with only one, half missing the voice task and half the hand task."""
+    plan = {p.person_id: ("voice", "hand") for p in people}
+    if cfg.tasks != "separate" or cfg.missing_task <= 0:
+        return plan
+    rng = np.random.default_rng([cfg.seed, 3])
+    n = int(round(cfg.missing_task * len(people)))
+    chosen = rng.permutation(len(people))[:n]
+    for j, i in enumerate(chosen):
+        plan[people[i].person_id] = ("hand",) if j % 2 == 0 else ("voice",)
+    return plan
 
 
 def _make_recording_job(args):
@@ -240,8 +299,10 @@ def synthesize(cfg: SynthConfig, out: Path, workers: int | None = None, progress
     rec_dir = out / "recordings"
     rec_dir.mkdir(parents=True, exist_ok=True)
     people = sample_people(cfg)
-    jobs = [(p, s, cfg, rec_dir) for p in people for s in range(1, cfg.recordings_per_person + 1)]
-    manifest = pd.DataFrame(run_jobs(_make_recording_job, jobs, workers, "synth", progress))
+    plan = task_plan(people, cfg)
+    jobs = [(p, s, cfg, rec_dir, plan[p.person_id]) for p in people for s in range(1, cfg.recordings_per_person + 1)]
+    rows = run_jobs(_make_recording_job, jobs, workers, "synth", progress)
+    manifest = pd.DataFrame([r for session in rows for r in session])
     atomic_write_text(out / "manifest.csv", manifest.to_csv(index=False))
     atomic_write_text(out / "people.json", json.dumps(_jsonable(
         {"config": asdict(cfg), "people": [asdict(p) for p in people]}), indent=1))

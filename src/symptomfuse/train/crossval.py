@@ -1,119 +1,281 @@
 """Person-grouped cross-validation of every model in a run, with out-of-fold predictions for everyone.
 
+The unit of a run's predictions (``unit``):
+
+* ``recording``: a sample is a window (of a time-aligned A/V recording, or one task's recording); every
+  model predicts windows, and evaluation averages them up to recordings and people. Today's behaviour.
+* ``session`` / ``person``: a sample is a person's session (or the person) with whichever task
+  recordings exist. Single-modality networks and baselines still train on windows; their window
+  probabilities are averaged over the sample's windows of their modality. A fused network takes the
+  frozen single-modality encoders of the same fold, pools each modality's embeddings over the sample's
+  windows of it, and trains its fusion and head on samples, with a mask of the modalities each sample has
+  (never zero-filled inputs posing as data). Late fusions combine the sample-level probabilities.
+
 For each fold: single-modality models train on the fold's training people and early-stop on its
-validation people; fused models take those models' encoders (same fold) and train their fusion and head
-with modality dropout, the encoders frozen (or, with ``finetune_fusion``, fine-tuned together);
-late fusions are fit on the validation people's probabilities. Every model's
-temperature is fit on the validation people. Test people are used for nothing but predictions.
+validation people; fused models take those models' encoders (``ModelSpec.init_from``) and train their
+fusion and head with modality dropout, the encoders frozen (or, with ``finetune_fusion`` and unit
+``recording``, fine-tuned together); late fusions and every temperature are fit on the validation people.
+Test people are used for nothing but predictions.
 
 A run folder holds:
-  run.json                 protocol, classes, model specs, per-fold temperatures and training curves
-  windows.csv              the windows, with their fold
-  predictions/NAME.csv     out-of-fold calibrated probabilities per window (NAME[-m] = m left out)
-  models/NAME/foldK/       model.safetensors + config.json for each trained model and fold
+  run.json                 ``artifacts.RunInfo``: protocol, feature contract, unit, model specs, per-fold
+                           temperatures and training curves, the prediction sets
+  samples.csv              the samples, with their fold and which modalities each has
+  predictions/FILE.csv     out-of-fold calibrated probabilities per sample (``PredictionSet.file``)
+  models/NAME/foldK/       model.safetensors + config.json for each trained network and fold
 """
 
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+import uuid
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 from tqdm import tqdm
 
+from symptomfuse.artifacts import ModelSpec, PredictionSet, RunInfo
 from symptomfuse.atomic import atomic_write_text
 from symptomfuse.data.dataset import WindowSet
 from symptomfuse.evaluate.calibration import calibrated, fit_temperature
 from symptomfuse.fusion.late import LATE
 from symptomfuse.models.multimodal import MultimodalClassifier, save
-from symptomfuse.train.fit import TrainConfig, fit, predict_logits
+from symptomfuse.train import baselines
+from symptomfuse.train.fit import TrainConfig, embed, fit, fit_prepared, predict_logits, prepare
 from symptomfuse.train.splits import Fold
+from symptomfuse.errors import UsageError
 
 
-@dataclass
-class ModelSpec:
-    """One model of a run. ``encoders`` + ``fusion`` for a trained model; ``late`` + ``members`` (names of
-    single-modality models) for a late fusion."""
-
-    name: str
-    modalities: list[str]
-    encoders: dict = field(default_factory=dict)
-    fusion: dict | None = None
-    late: str | None = None
-    members: list[str] = field(default_factory=list)
-
-
-def default_specs(encoders: dict[str, dict], fusions: list[str], late: list[str],
-                  fusion_modalities: list[str]) -> list[ModelSpec]:
-    """One model per modality, then each intermediate and late fusion over ``fusion_modalities``."""
-    specs = [ModelSpec(f"{m}_only", [m], {m: cfg}) for m, cfg in encoders.items()]
+def default_specs(encoders: dict[str, dict], fusions: list[str], late: list[str], fusion_modalities: list[str],
+                  baseline_names: list[str] = ()) -> list[ModelSpec]:
+    """One network per modality, each intermediate and late fusion over ``fusion_modalities``, and each
+    baseline per modality (and over the fusion modalities together)."""
+    single = {m: f"{m}_only" for m in encoders}
+    specs = [ModelSpec(single[m], [m], {m: cfg}) for m, cfg in encoders.items()]
     if len(fusion_modalities) >= 2:
         enc = {m: encoders[m] for m in fusion_modalities}
-        specs += [ModelSpec(f"fused_{f}", list(fusion_modalities), enc, {"name": f}) for f in fusions]
+        init = {m: single[m] for m in fusion_modalities}
+        specs += [ModelSpec(f"fused_{f}", list(fusion_modalities), enc, {"name": f}, init) for f in fusions]
         specs += [ModelSpec(f"late_{f}", list(fusion_modalities), late=f,
-                            members=[f"{m}_only" for m in fusion_modalities]) for f in late]
+                            members={m: single[m] for m in fusion_modalities}) for f in late]
+    for b in baseline_names:
+        specs += [ModelSpec(f"{b}_{m}", [m], baseline=b) for m in encoders]
+        if len(fusion_modalities) >= 2:
+            specs.append(ModelSpec(f"{b}_fused", list(fusion_modalities), baseline=b))
     return specs
 
 
+@dataclass
+class Samples:
+    """The units predictions are made for: windows (unit "recording"), or sessions / people, each with
+    the windows that make it up."""
+
+    unit: str
+    table: pd.DataFrame  # unit_id, person_id, session, y, and for units: recording_id = unit_id
+    of_window: np.ndarray  # (N windows,) sample index of each window
+
+    @classmethod
+    def make(cls, ws: WindowSet, unit: str) -> "Samples":
+        w = ws.windows
+        if unit == "recording":
+            table = w.assign(y=ws.y, unit_id=w.recording_id.astype(str) + ":" + w.window.astype(str))
+            return cls(unit, table.reset_index(drop=True), np.arange(len(w)))
+        keys = w.person_id if unit == "person" else w.person_id + "|" + w.session.astype(str)
+        codes, uniq = pd.factorize(keys, sort=False)
+        labels = pd.Series(ws.y).groupby(codes).nunique()
+        if (labels > 1).any():
+            raise UsageError(f"--unit {unit}: labels differ within a {unit}; use --unit recording")
+        first = pd.Series(np.arange(len(w))).groupby(codes).first().to_numpy()
+        table = pd.DataFrame({"unit_id": uniq.astype(str), "person_id": w.person_id.to_numpy()[first],
+                              "session": w.session.to_numpy()[first], "y": ws.y[first]})
+        table["recording_id"] = table.unit_id
+        return cls(unit, table, codes)
+
+    def __len__(self):
+        return len(self.table)
+
+    def of(self, windows: np.ndarray) -> np.ndarray:
+        """The samples that the windows ``windows`` belong to."""
+        return np.unique(self.of_window[windows])
+
+    def pool(self, values: np.ndarray, windows: np.ndarray) -> np.ndarray:
+        """Mean of per-window ``values`` (rows for ``windows``) per sample; NaN for samples with none."""
+        out = np.full((len(self), values.shape[1]), np.nan)
+        ok = np.isfinite(values).all(axis=1)
+        if ok.any():
+            idx = self.of_window[windows[ok]]
+            sums = np.zeros_like(out)
+            np.add.at(sums, idx, values[ok])
+            counts = np.bincount(idx, minlength=len(self))
+            out[counts > 0] = sums[counts > 0] / counts[counts > 0, None]
+        return out
+
+
+def _pooled_embeddings(model: MultimodalClassifier, ws: WindowSet, samples: Samples, windows: np.ndarray,
+                       units: np.ndarray) -> tuple[dict, dict]:
+    """Per sample in ``units``: each modality's encoder embeddings averaged over the sample's windows of
+    that modality (from ``windows``), and which samples have it."""
+    x, present = prepare(model, ws, windows)
+    emb = embed(model, x)
+    pos = {u: i for i, u in enumerate(units)}
+    out, mask = {}, {}
+    for m, e in emb.items():
+        pooled = samples.pool(np.where(present[m].numpy()[:, None], e.numpy().astype(np.float64), np.nan), windows)
+        pooled = pooled[units]
+        mask[m] = torch.from_numpy(np.isfinite(pooled).all(axis=1))
+        out[m] = torch.from_numpy(np.nan_to_num(pooled).astype(np.float32))
+    assert len(pos) == len(units)
+    return out, mask
+
+
+def _unit_logits(model: MultimodalClassifier, emb: dict, mask: dict, drop: tuple = ()) -> np.ndarray:
+    keep = {m: mask[m] & torch.tensor(m not in drop) for m in mask}
+    rows = torch.stack(list(keep.values()), dim=1).any(dim=1)
+    out = np.full((len(rows), model.head[-1].out_features), np.nan, np.float32)
+    if rows.any():
+        with torch.no_grad():
+            out[rows.numpy()] = model.eval().classify({m: v[rows] for m, v in emb.items()},
+                                                      {m: v[rows] for m, v in keep.items()}).numpy()
+    return out
+
+
+def _baseline_inputs(ws: WindowSet, spec: ModelSpec, samples: Samples, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Baseline features of ``windows`` (unit recording) or of their samples (pooled): (rows, features) and
+    the row ids (window or sample indices)."""
+    blocks = []
+    for m in spec.modalities:
+        mod = ws.contract.modality(m)
+        has = ws.has(m)[windows]
+        probe = mod.baseline_features(ws.take(m, windows[has][:1])) if has.any() else None
+        width = probe.shape[1] if probe is not None else 1
+        f = np.full((len(windows), width), np.nan)
+        if has.any():
+            f[has] = np.concatenate([mod.baseline_features(ws.take(m, windows[has][s:s + 256]))
+                                     for s in range(0, int(has.sum()), 256)])
+        blocks.append(f)
+    x = np.concatenate(blocks, axis=1)
+    if samples.unit == "recording":
+        return x, windows
+    units = samples.of(windows)
+    return _nanpool(samples, x, windows)[units], units
+
+
+def _nanpool(samples: Samples, x: np.ndarray, windows: np.ndarray) -> np.ndarray:
+    """Column-wise mean over each sample's windows, ignoring NaN (a modality a window lacks)."""
+    df = pd.DataFrame(x)
+    df["_s"] = samples.of_window[windows]
+    pooled = df.groupby("_s").mean()
+    out = np.full((len(samples), x.shape[1]), np.nan)
+    out[pooled.index.to_numpy()] = pooled.to_numpy()
+    return out
+
+
 def cross_validate(ws: WindowSet, specs: list[ModelSpec], folds: list[Fold], cfg: TrainConfig, out: Path,
-                   protocol: dict, fusion_epochs: int | None = None, finetune_fusion: bool = False) -> dict:
-    """Train and predict every spec on every fold; write the run folder; return run.json's content."""
+                   protocol: dict, fusion_epochs: int | None = None, finetune_fusion: bool = False,
+                   unit: str = "recording") -> RunInfo:
+    """Train and predict every spec on every fold; write the run folder; return its ``RunInfo``."""
     out = Path(out)
     (out / "predictions").mkdir(parents=True, exist_ok=True)
-    n, k = len(ws.y), len(ws.classes)
+    samples = Samples.make(ws, unit)
+    n, k = len(samples), len(ws.classes)
+    if unit != "recording" and finetune_fusion:
+        raise UsageError("--finetune-fusion trains on windows: use it with --unit recording")
     fold_of = np.full(n, -1)
     for f in folds:
-        fold_of[f.test] = f.index
-    preds: dict[str, np.ndarray] = {}
-    info: dict[str, dict] = {s.name: {"spec": asdict(s), "folds": []} for s in specs}
+        fold_of[samples.of(f.test)] = f.index
+    preds: dict[tuple, np.ndarray] = {}
+    info: dict[str, dict] = {s.name: {"spec": s, "folds": []} for s in specs}
     fold_models: dict[tuple[str, int], MultimodalClassifier] = {}
-    val_probs: dict[tuple[str, int], np.ndarray] = {}
-    trained = [s for s in specs if s.late is None]
-    total = len(folds) * len(specs)
-    bar = tqdm(total=total, desc="cross-validation", unit="model-fold", disable=not cfg.progress)
+    val_probs: dict[tuple[str, int], np.ndarray] = {}  # per sample, NaN outside the fold's validation samples
+    order = ([s for s in specs if s.kind == "single"] + [s for s in specs if s.kind == "fused"]
+             + [s for s in specs if s.kind == "late"] + [s for s in specs if s.kind == "baseline"])
+    bar = tqdm(total=len(folds) * len(specs), desc="cross-validation", unit="model-fold", disable=not cfg.progress)
+
+    def store(name: str, drop: tuple, rows: np.ndarray, p: np.ndarray) -> None:
+        preds.setdefault((name, drop), np.full((n, k), np.nan))[rows] = p
+
     for fold in folds:
-        for spec in trained + [s for s in specs if s.late is not None]:
+        val_units, test_units = samples.of(fold.val), samples.of(fold.test)
+        for spec in order:
             t0 = time.perf_counter()
             record = {"fold": fold.index}
             drops = [()] + ([(m,) for m in spec.modalities] if len(spec.modalities) > 1 else [])
-            if spec.late is None:
+            if spec.kind in ("single", "fused"):
                 model = MultimodalClassifier(spec.encoders, spec.fusion, k, init_seed=cfg.seed + fold.index)
-                for m in spec.modalities:  # fused models start from this fold's single-modality encoders
-                    single = fold_models.get((f"{m}_only", fold.index))
-                    if spec.fusion is not None and single is not None:
-                        model.encoders[m].load_state_dict(single.encoders[m].state_dict())
+                for m, source in spec.init_from.items():  # fused models start from this fold's single models
+                    if (source, fold.index) in fold_models:
+                        model.encoders[m].load_state_dict(fold_models[(source, fold.index)].encoders[m].state_dict())
                 fused = spec.fusion is not None
-                frozen = fused and not finetune_fusion and all((f"{m}_only", fold.index) in fold_models
+                frozen = fused and not finetune_fusion and all((spec.init_from.get(m), fold.index) in fold_models
                                                                for m in spec.modalities)
+                if fused and unit != "recording" and not frozen:
+                    raise UsageError(f"{spec.name}: with --unit {unit}, fused models need a single-modality model "
+                                     f"of each of {spec.modalities} to start from")
                 fold_cfg = TrainConfig(**{**asdict(cfg), "seed": cfg.seed + 1000 * fold.index,
                                           "max_epochs": fusion_epochs if fused and fusion_epochs else cfg.max_epochs,
                                           "freeze_encoders": frozen, "progress": False})
-                model, history = fit(model, ws, fold.train, fold.val, fold_cfg)
+                if fused and unit != "recording":
+                    model.encoders.eval().requires_grad_(False)
+                    train_units = samples.of(fold.train)
+                    tr = _pooled_embeddings(model, ws, samples, fold.train, train_units)
+                    va = _pooled_embeddings(model, ws, samples, fold.val, val_units)
+                    te = _pooled_embeddings(model, ws, samples, fold.test, test_units)
+                    y = samples.table.y.to_numpy()
+                    model, history = fit_prepared(model, (*tr, y[train_units]), (*va, y[val_units]), k, fold_cfg)
+                    val_logits = _unit_logits(model, *va)
+                    ok = np.isfinite(val_logits).all(axis=1)
+                    t = fit_temperature(val_logits[ok], y[val_units][ok])
+                    for drop in drops:
+                        store(spec.name, drop, test_units, calibrated(_unit_logits(model, *te, drop), t))
+                    vp = np.full((n, k), np.nan)
+                    vp[val_units] = calibrated(val_logits, t)
+                else:
+                    train_w = fold.train[ws_has_any(ws, spec.modalities, fold.train)]
+                    val_w = fold.val[ws_has_any(ws, spec.modalities, fold.val)]
+                    model, history = fit(model, ws, train_w, val_w, fold_cfg)
+                    val_logits = predict_logits(model, ws, val_w)
+                    t = fit_temperature(val_logits, ws.y[val_w])
+                    vp = samples.pool(calibrated(val_logits, t), val_w)
+                    for drop in drops:
+                        p = calibrated(predict_logits(model, ws, fold.test, drop=drop), t)
+                        store(spec.name, drop, test_units, samples.pool(p, fold.test)[test_units])
                 fold_models[(spec.name, fold.index)] = model
                 save(model, out / "models" / spec.name / f"fold{fold.index}",
                      {"classes": ws.classes, "fold": fold.index, "modalities": spec.modalities})
-                val_logits = predict_logits(model, ws, fold.val)
-                t = fit_temperature(val_logits, ws.y[fold.val])
-                val_probs[(spec.name, fold.index)] = calibrated(val_logits, t)
+                val_probs[(spec.name, fold.index)] = vp
                 record.update(temperature=t, history=history)
-                for drop in drops:
-                    p = calibrated(predict_logits(model, ws, fold.test, drop=drop), t)
-                    name = spec.name + "".join(f"[-{m}]" for m in drop)
-                    preds.setdefault(name, np.full((n, k), np.nan))[fold.test] = p
-            else:
-                members = {spec.modalities[i]: name for i, name in enumerate(spec.members)}
-                val = {m: val_probs[(name, fold.index)] for m, name in members.items()}
-                test = {m: preds[name][fold.test] for m, name in members.items()}
-                fuser = LATE[spec.late]().fit(val, ws.y[fold.val])
-                val_logits = np.log(np.clip(fuser.predict_proba(val), 1e-6, 1))
-                t = fit_temperature(val_logits, ws.y[fold.val])
-                val_probs[(spec.name, fold.index)] = calibrated(val_logits, t)
-                p = calibrated(np.log(np.clip(fuser.predict_proba(test), 1e-6, 1)), t)
-                preds.setdefault(spec.name, np.full((n, k), np.nan))[fold.test] = p
+            elif spec.kind == "late":
+                yv = samples.table.y.to_numpy()[val_units]
+                val = {m: val_probs[(name, fold.index)][val_units] for m, name in spec.members.items()}
+                test = {m: preds[(name, ())][test_units] for m, name in spec.members.items()}
+                fuser = LATE[spec.late]().fit(val, yv)
+                pv = fuser.predict_proba(val)
+                ok = np.isfinite(pv).all(axis=1)
+                t = fit_temperature(np.log(np.clip(pv[ok], 1e-6, 1)), yv[ok])
+                vp = np.full((n, k), np.nan)
+                vp[val_units] = calibrated(np.log(np.clip(pv, 1e-6, 1)), t)
+                val_probs[(spec.name, fold.index)] = vp
+                store(spec.name, (), test_units, calibrated(np.log(np.clip(fuser.predict_proba(test), 1e-6, 1)), t))
                 record.update(temperature=t, weights=getattr(fuser, "weights_", None))
+            else:  # a scikit-learn baseline
+                x_tr, r_tr = _baseline_inputs(ws, spec, samples, fold.train)
+                x_va, r_va = _baseline_inputs(ws, spec, samples, fold.val)
+                x_te, r_te = _baseline_inputs(ws, spec, samples, fold.test)
+                y_tr = ws.y[r_tr] if unit == "recording" else samples.table.y.to_numpy()[r_tr]
+                y_va = ws.y[r_va] if unit == "recording" else samples.table.y.to_numpy()[r_va]
+                keep = ~np.isnan(x_tr).all(axis=1)
+                pv, pt = baselines.fit_predict(spec.baseline, x_tr[keep], y_tr[keep], [x_va, x_te], k, cfg.seed)
+                ok = np.isfinite(pv).all(axis=1)
+                t = fit_temperature(np.log(np.clip(pv[ok], 1e-6, 1)), y_va[ok])
+                pt = calibrated(np.log(np.clip(pt, 1e-6, 1)), t)
+                if unit == "recording":
+                    pt = samples.pool(pt, r_te)[test_units]
+                store(spec.name, (), test_units, pt)
+                record.update(temperature=t)
             record["seconds"] = round(time.perf_counter() - t0, 2)
             info[spec.name]["folds"].append(record)
             bar.set_postfix_str(f"{spec.name} fold {fold.index}")
@@ -121,13 +283,23 @@ def cross_validate(ws: WindowSet, specs: list[ModelSpec], folds: list[Fold], cfg
     bar.close()
 
     tested = fold_of >= 0
-    windows = ws.windows.assign(y=ws.y, fold=fold_of)
-    atomic_write_text(out / "windows.csv", windows.to_csv(index_label="window_index"))
-    for name, p in preds.items():
+    table = samples.table.assign(fold=fold_of)
+    for m in ws.modalities:
+        table[f"has_{m}"] = (samples.pool(ws.has(m)[:, None].astype(float), np.arange(len(ws.y)))[:, 0] > 0).astype(int)
+    atomic_write_text(out / "samples.csv", table.to_csv(index_label="sample_index"))
+    sets = []
+    for (name, drop), p in preds.items():
+        ps = PredictionSet(name, list(drop))
         df = pd.DataFrame(p[tested], columns=[f"p_{c}" for c in ws.classes])
-        df.insert(0, "window_index", np.flatnonzero(tested))
-        atomic_write_text(out / "predictions" / f"{name}.csv", df.to_csv(index=False))
-    run = {"protocol": protocol, "classes": ws.classes, "train": asdict(cfg), "models": info,
-           "predictions": sorted(preds)}
-    atomic_write_text(out / "run.json", json.dumps(run, indent=1, default=float))
+        df.insert(0, "sample_index", np.flatnonzero(tested))
+        atomic_write_text(out / "predictions" / ps.file, df.to_csv(index=False))
+        sets.append(ps)
+    run = RunInfo(protocol, ws.contract, unit, info, sorted(sets, key=lambda s: (s.model, s.dropped)), asdict(cfg),
+                  protocol.get("run_id") or uuid.uuid4().hex)
+    atomic_write_text(out / "run.json", json.dumps(run.to_json(), indent=1, default=float))
     return run
+
+
+def ws_has_any(ws: WindowSet, modalities: list[str], index: np.ndarray) -> np.ndarray:
+    """(len(index),) bool: windows that have at least one of ``modalities``."""
+    return np.stack([ws.has(m)[index] for m in modalities], axis=1).any(axis=1)

@@ -16,7 +16,6 @@ from torch.utils.data import DataLoader, Dataset
 
 from symptomfuse.data.dataset import WindowSet
 from symptomfuse.models.multimodal import MultimodalClassifier
-from symptomfuse.train.augment import AUGMENT
 
 for _name in ("lightning", "lightning.pytorch", "lightning.fabric"):
     logging.getLogger(_name).setLevel(logging.ERROR)
@@ -40,34 +39,50 @@ class TrainConfig:
 
 
 @torch.no_grad()
-def prepare(model: MultimodalClassifier, ws: WindowSet, index: np.ndarray, chunk: int = 64) -> dict[str, torch.Tensor]:
+def prepare(model: MultimodalClassifier, ws: WindowSet, index: np.ndarray, chunk: int = 64
+            ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """Each modality's windows ``index`` through its encoder's ``prepare``, once (no parameters, no
-    randomness: the same tensors serve every epoch)."""
-    index = np.asarray(index)
-    return {m: torch.cat([enc.prepare(torch.from_numpy(np.asarray(ws.inputs[m][index[s:s + chunk]])))
-                          for s in range(0, max(len(index), 1), chunk)])
-            for m, enc in model.encoders.items()}
+    randomness: the same tensors serve every epoch), and which windows have each modality. A window
+    without a modality gets zeros there, which its mask marks absent (never fed to a fusion as data)."""
+    index = np.asarray(index, dtype=np.int64)
+    inputs, present = {}, {}
+    for m, enc in model.encoders.items():
+        has = ws.has(m)[index]
+        shape = ws.contract.modality(m).input_shape()
+        parts = []
+        for s in range(0, max(len(index), 1), chunk):
+            j, h = index[s:s + chunk], has[s:s + chunk]
+            if h.all():
+                raw = ws.take(m, j)
+            else:
+                raw = np.zeros((len(j), *shape), ws.inputs[m].dtype)
+                raw[h] = ws.take(m, j[h])
+            parts.append(enc.prepare(torch.from_numpy(np.asarray(raw))))
+        inputs[m], present[m] = torch.cat(parts), torch.from_numpy(has)
+    return inputs, present
 
 
 @torch.no_grad()
-def _embed(model: MultimodalClassifier, prepared: dict[str, torch.Tensor], chunk: int = 256) -> dict[str, torch.Tensor]:
+def embed(model: MultimodalClassifier, prepared: dict[str, torch.Tensor], chunk: int = 256) -> dict[str, torch.Tensor]:
+    """Each modality's embeddings of prepared inputs, in chunks."""
     n = len(next(iter(prepared.values())))
     parts = [model.embed({m: v[s:s + chunk] for m, v in prepared.items()}, prepared=True) for s in range(0, n, chunk)]
     return {m: torch.cat([p[m] for p in parts]) for m in prepared}
 
 
 class _Prepared(Dataset):
-    """Prepared inputs and labels, fetched a whole batch at a time (one gather per modality)."""
+    """Prepared inputs (or embeddings), which of them are present, and labels, fetched a whole batch at
+    a time (one gather per modality)."""
 
-    def __init__(self, inputs: dict[str, torch.Tensor], y: np.ndarray):
-        self.inputs, self.y = inputs, torch.as_tensor(y)
+    def __init__(self, inputs: dict[str, torch.Tensor], present: dict[str, torch.Tensor], y: np.ndarray):
+        self.inputs, self.present, self.y = inputs, present, torch.as_tensor(y)
 
     def __len__(self):
         return len(self.y)
 
     def __getitems__(self, idx: list[int]):
         i = torch.as_tensor(idx)
-        return {m: v[i] for m, v in self.inputs.items()}, self.y[i]
+        return {m: v[i] for m, v in self.inputs.items()}, {m: v[i] for m, v in self.present.items()}, self.y[i]
 
 
 def _as_batch(batch):
@@ -75,21 +90,32 @@ def _as_batch(batch):
 
 
 class LitClassifier(L.LightningModule):
-    def __init__(self, model: MultimodalClassifier, class_weights: torch.Tensor, cfg: TrainConfig):
+    def __init__(self, model: MultimodalClassifier, class_weights: torch.Tensor, cfg: TrainConfig,
+                 augment: dict | None = None):
         super().__init__()
-        self.model, self.cfg = model, cfg
+        self.model, self.cfg, self.augment = model, cfg, augment or {}
         self.register_buffer("class_weights", class_weights)
         self.gen = torch.Generator().manual_seed(cfg.seed)
         self.history: list[dict] = []
         self._train_losses: list[float] = []
 
-    def _mask(self, batch: int) -> dict[str, torch.Tensor]:
+    def _mask(self, present: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Modality dropout over the present modalities: each is dropped with probability
+        ``modality_dropout``, and one present modality always stays."""
         mods = self.model.modalities
         if len(mods) == 1 or self.cfg.modality_dropout <= 0:
-            return {m: torch.ones(batch, dtype=torch.bool) for m in mods}
-        keep = torch.rand(batch, len(mods), generator=self.gen) >= self.cfg.modality_dropout
+            return present
+        avail = torch.stack([present[m] for m in mods], dim=1)
+        keep = (torch.rand(avail.shape, generator=self.gen) >= self.cfg.modality_dropout) & avail
         none = ~keep.any(dim=1)
-        keep[none, torch.randint(0, len(mods), (int(none.sum()),), generator=self.gen)] = True
+        if none.any():
+            # one of the present modalities, uniformly (all present: the same draw as choosing any)
+            pick = torch.randint(0, len(mods), (int(none.sum()),), generator=self.gen)
+            rows = avail[none]
+            if not bool(rows[torch.arange(len(pick)), pick].all()):
+                order = torch.argsort(torch.rand(rows.shape, generator=self.gen) - rows.float(), dim=1)
+                pick = torch.where(rows[torch.arange(len(pick)), pick], pick, order[:, 0])
+            keep[none, pick] = True
         return {m: keep[:, i] for i, m in enumerate(mods)}
 
     def _logits(self, x, mask=None):
@@ -98,17 +124,17 @@ class LitClassifier(L.LightningModule):
         return self.model(x, mask, prepared=True)
 
     def training_step(self, batch, _):
-        x, y = batch
+        x, present, y = batch
         if self.cfg.augment and not self.cfg.freeze_encoders:
-            x = {m: AUGMENT[self.model.encoders[m].input_kind](v, self.gen) for m, v in x.items()}
-        logits = self._logits(x, self._mask(len(y)))
+            x = {m: self.augment[m](v, self.gen) if self.augment.get(m) else v for m, v in x.items()}
+        logits = self._logits(x, self._mask(present))
         loss = nn.functional.cross_entropy(logits, y, weight=self.class_weights)
         self._train_losses.append(float(loss.detach()))
         return loss
 
     def validation_step(self, batch, _):
-        x, y = batch
-        loss = nn.functional.cross_entropy(self._logits(x), y, weight=self.class_weights, reduction="sum")
+        x, present, y = batch
+        loss = nn.functional.cross_entropy(self._logits(x, present), y, weight=self.class_weights, reduction="sum")
         self.log("val_loss", loss / len(y), on_epoch=True, batch_size=len(y), prog_bar=True)
 
     def on_validation_epoch_end(self):
@@ -137,18 +163,30 @@ def fit(model: MultimodalClassifier, ws: WindowSet, train: np.ndarray, val: np.n
         cfg: TrainConfig) -> tuple[MultimodalClassifier, list[dict]]:
     """Train ``model`` on windows ``train``, early-stop on ``val``; return it with its best weights."""
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    x_train, x_val = prepare(model, ws, train), prepare(model, ws, val)
+    (x_train, p_train), (x_val, p_val) = prepare(model, ws, train), prepare(model, ws, val)
     if cfg.freeze_encoders:  # the encoders' embeddings, once; only the fusion and head learn
         model.encoders.eval().requires_grad_(False)
-        x_train, x_val = _embed(model, x_train), _embed(model, x_val)
+        x_train, x_val = embed(model, x_train), embed(model, x_val)
     else:
         for m, enc in model.encoders.items():  # scalers from the training windows only
-            enc.fit_normalizer(x_train[m])
-    lit = LitClassifier(model, class_weights(ws.y[train], len(ws.classes)), cfg)
+            enc.fit_normalizer(x_train[m][p_train[m]])
+    augment = {m: ws.contract.modality(m).augmentations.get(enc.input_kind) for m, enc in model.encoders.items()}
+    return fit_prepared(model, (x_train, p_train, ws.y[train]), (x_val, p_val, ws.y[val]), len(ws.classes), cfg,
+                        augment)
+
+
+def fit_prepared(model: MultimodalClassifier, train: tuple, val: tuple, n_classes: int, cfg: TrainConfig,
+                 augment: dict | None = None) -> tuple[MultimodalClassifier, list[dict]]:
+    """Train on ``(inputs, present, y)`` tuples: prepared inputs, or with ``cfg.freeze_encoders`` the
+    encoders' embeddings (the encoders must then be frozen already)."""
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    if cfg.freeze_encoders:
+        model.encoders.eval().requires_grad_(False)
+    lit = LitClassifier(model, class_weights(train[2], n_classes), cfg, augment)
     g = torch.Generator().manual_seed(cfg.seed)
-    train_dl = DataLoader(_Prepared(x_train, ws.y[train]), batch_size=cfg.batch_size, shuffle=True, generator=g,
+    train_dl = DataLoader(_Prepared(*train), batch_size=cfg.batch_size, shuffle=True, generator=g,
                           collate_fn=_as_batch)
-    val_dl = DataLoader(_Prepared(x_val, ws.y[val]), batch_size=256, collate_fn=_as_batch)
+    val_dl = DataLoader(_Prepared(*val), batch_size=256, collate_fn=_as_batch)
     trainer = L.Trainer(
         accelerator="cpu", devices=1, max_epochs=cfg.max_epochs, deterministic=True, logger=False,
         enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=cfg.progress,
@@ -162,11 +200,26 @@ def fit(model: MultimodalClassifier, ws: WindowSet, train: np.ndarray, val: np.n
 @torch.no_grad()
 def predict_logits(model: MultimodalClassifier, ws: WindowSet, index: np.ndarray,
                    drop: tuple[str, ...] = (), batch_size: int = 256) -> np.ndarray:
-    """Logits (len(index), n_classes); modalities in ``drop`` are left out, as if absent."""
+    """Logits (len(index), n_classes); modalities in ``drop`` are left out, as if absent. A window with
+    none of the model's modalities (left) gets NaN."""
     model.eval()
+    index = np.asarray(index, dtype=np.int64)
     keep = [m for m in model.modalities if m not in drop]
-    out = []
+    out = np.full((len(index), len(ws.classes)), np.nan, np.float32)
+    has = np.stack([ws.has(m)[index] for m in keep], axis=1) if keep else np.zeros((len(index), 0), bool)
     for s in range(0, len(index), batch_size):
-        j = np.asarray(index[s:s + batch_size])
-        out.append(model({m: torch.from_numpy(np.asarray(ws.inputs[m][j])) for m in keep}).numpy())
-    return np.concatenate(out) if out else np.zeros((0, len(ws.classes)), np.float32)
+        j, h = index[s:s + batch_size], has[s:s + batch_size]
+        rows = h.any(axis=1)
+        if not rows.any():
+            continue
+        if h[rows].all():
+            x = {m: torch.from_numpy(np.asarray(ws.take(m, j[rows]))) for m in keep}
+            out[s:s + batch_size][rows] = model(x).numpy()
+            continue
+        x, mask = {}, {}
+        for i, m in enumerate(keep):
+            raw = np.zeros((int(rows.sum()), *ws.contract.modality(m).input_shape()), ws.inputs[m].dtype)
+            raw[h[rows, i]] = ws.take(m, j[rows][h[rows, i]])
+            x[m], mask[m] = torch.from_numpy(raw), torch.from_numpy(h[rows, i].copy())
+        out[s:s + batch_size][rows] = model(x, mask).numpy()
+    return out

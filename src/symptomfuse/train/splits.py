@@ -7,9 +7,10 @@ from dataclasses import dataclass
 
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
+from symptomfuse.errors import UsageError
 
 
-class LeakError(ValueError):
+class LeakError(UsageError):
     """A person appears in more than one split."""
 
 
@@ -33,7 +34,7 @@ class Fold:
 
 
 def person_folds(people: np.ndarray, y: np.ndarray, k: int = 5, seed: int = 0,
-                 held_out: list[str] | None = None) -> tuple[list[Fold], np.ndarray]:
+                 held_out: list[str] | None = None, groups: np.ndarray | None = None) -> tuple[list[Fold], np.ndarray]:
     """Folds over windows, grouped by person and stratified by label.
 
     Labels may be one per person (a diagnosis) or differ between a person's windows (e.g. spoken
@@ -42,25 +43,70 @@ def person_folds(people: np.ndarray, y: np.ndarray, k: int = 5, seed: int = 0,
     held-out people (empty when none are given); the held-out people are in no fold.
     """
     people = np.asarray(people).astype(str)
+    leaky = groups is not None  # a record-wise split: only to show how much a leak inflates results
+    groups = people if groups is None else np.asarray(groups).astype(str)
     y = np.asarray(y)
     held = np.isin(people, list(held_out or []))
     if held_out and not held.any():
-        raise ValueError(f"none of the held-out people {held_out[:5]} is in the data")
+        raise UsageError(f"none of the held-out people {held_out[:5]} is in the data")
     pool = np.flatnonzero(~held)
-    per_class = [len(set(people[pool][y[pool] == c])) for c in np.unique(y[pool])]
+    per_class = [len(set(groups[pool][y[pool] == c])) for c in np.unique(y[pool])]
     if k < 2 or min(per_class, default=0) < k:
-        raise ValueError(f"{k}-fold cross-validation needs at least {k} people in every class; the smallest "
+        raise UsageError(f"{k}-fold cross-validation needs at least {k} people in every class; the smallest "
                          f"class has {min(per_class, default=0)}. Use --folds {max(2, min(per_class, default=2))} "
                          "or more data.")
     outer = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
     folds = []
-    for i, (tr, te) in enumerate(outer.split(pool, y[pool], groups=people[pool])):
+    for i, (tr, te) in enumerate(outer.split(pool, y[pool], groups=groups[pool])):
         tr_idx = pool[tr]
-        inner_k = max(2, min(5, min(len(set(people[tr_idx][y[tr_idx] == c])) for c in np.unique(y[tr_idx]))))
+        inner_k = max(2, min(5, min(len(set(groups[tr_idx][y[tr_idx] == c])) for c in np.unique(y[tr_idx]))))
         inner = StratifiedGroupKFold(n_splits=inner_k, shuffle=True, random_state=seed + 1 + i)
-        itr, iva = next(inner.split(tr_idx, y[tr_idx], groups=people[tr_idx]))
+        itr, iva = next(inner.split(tr_idx, y[tr_idx], groups=groups[tr_idx]))
         fold = Fold(i, tr_idx[itr], tr_idx[iva], pool[te])
-        check_no_leak({"train": people[fold.train], "val": people[fold.val], "test": people[fold.test],
-                       "held_out": people[held]})
+        if not leaky:
+            check_no_leak({"train": people[fold.train], "val": people[fold.val], "test": people[fold.test],
+                           "held_out": people[held]})
         folds.append(fold)
     return folds, np.flatnonzero(held)
+
+
+def separating_columns(x: np.ndarray, y: np.ndarray, min_per_class: int = 10) -> list[int]:
+    """Columns of ``x`` (rows, columns) that give away the label ``y`` on these rows: with two classes,
+    a threshold separates them perfectly; with more, every distinct value belongs to one class and each
+    class to one value (the label, recoded). Classes with fewer than ``min_per_class`` rows prove nothing."""
+    classes, counts = np.unique(y, return_counts=True)
+    if len(classes) < 2 or counts.min() < min_per_class:
+        return []
+    found = []
+    for j in range(x.shape[1]):
+        v = x[:, j]
+        ok = np.isfinite(v)
+        if len(np.unique(y[ok])) < len(classes) or ok.sum() < 2 * min_per_class:
+            continue
+        v, yy = v[ok], y[ok]
+        if len(classes) == 2:
+            a, b = v[yy == classes[0]], v[yy == classes[1]]
+            if a.max() < b.min() or b.max() < a.min():
+                found.append(j)
+        else:
+            pairs = set(zip(v.tolist(), yy.tolist()))
+            if len(pairs) == len(classes) == len(set(v.tolist())):
+                found.append(j)
+    return found
+
+
+def check_label_columns(columns: dict[str, tuple[list[str], np.ndarray, np.ndarray]], folds: list[Fold]) -> None:
+    """Refuse feature columns that leak the label on some fold's training people. ``columns`` maps a
+    table modality to (column names, its values per window (N, d) with NaN where absent, labels (N,))."""
+    leaks: dict[str, set] = {}
+    for name, (cols, x, y) in columns.items():
+        for fold in folds:
+            rows = fold.train[np.isfinite(x[fold.train]).any(axis=1)]
+            for j in separating_columns(x[rows], y[rows]):
+                leaks.setdefault(name, set()).add(cols[j])
+    if leaks:
+        what = "; ".join(f"{m}: {', '.join(sorted(c))}" for m, c in leaks.items())
+        raise LeakError(f"feature column(s) that give away the label on the training people: {what}. A column "
+                        "that separates the classes perfectly is almost always the label itself or derived "
+                        "from it: leave it out (curate --table NAME=FILE::cols:... or prefix:...), or pass "
+                        "--allow-separating-columns if you are sure it is a real measure.")

@@ -4,20 +4,39 @@
 "use strict";
 const params = new URLSearchParams(location.search);
 const $ = id => document.getElementById(id);
-const MODS = ["audio", "video", "keypoints"];
-const QUALITY_NAME = { audio: "voice", video: "camera", keypoints: "hand" };
+// The modalities, their indicator names and what their gates can say come from the server (the model's
+// export: /health and the offer's answer), so that a new modality needs no change here.
+let MODS = [], QUALITY_NAME = {};
+const COLORS = ["#2271b1", "#8c8f94", "#00a32a", "#dba617", "#9b51e0", "#135e96"];
 const QUALITY_TEXT = {                         // the engine's quality gates (symptomfuse.stream.quality)
   ok: "ok", silence: "silence", no_voice: "no voice", no_data: "no data", black: "dark picture",
   frozen: "frozen picture", no_hand: "no hand in view", no_landmarks: "no hand detector" };
 
 // State the tests and the benchmark read (window.sf); nothing here leaves the page except the offer.
 const sf = window.sf = { state: "idle", session: null, events: [], latencies: [], error: null, log: [], videoFps: [] };
-const chart = new ProbChart($("chart"), [
-  { key: "audio", label: "audio", color: "#2271b1" },
-  { key: "video", label: "video", color: "#8c8f94", dash: [4, 3] },
-  { key: "keypoints", label: "keypoints", color: "#00a32a" },
-  { key: "fused", label: "fused", color: "#d63638", width: 3 },
-]);
+let chart = new ProbChart($("chart"), [{ key: "fused", label: "fused", color: "#d63638", width: 3 }]);
+
+// Build the quality chips, the table of current values and the chart's series for the model's modalities.
+function setup(info) {
+  if (!info || !info.modalities) return;
+  MODS = info.modalities;
+  QUALITY_NAME = Object.fromEntries(MODS.map(m => [m, (info.live && info.live[m] && info.live[m].label) || m]));
+  $("quality").replaceChildren(...MODS.map(m => {
+    const chip = document.createElement("span");
+    chip.id = `q-${m}`; chip.className = "chip"; chip.textContent = `${QUALITY_NAME[m]}: -`;
+    return chip;
+  }));
+  const head = $("now-head"), row = $("now-row");
+  head.replaceChildren(head.firstElementChild, ...MODS.map(m => Object.assign(document.createElement("th"), { textContent: m })),
+                       Object.assign(document.createElement("th"), { textContent: "fused" }));
+  row.replaceChildren(row.firstElementChild, ...MODS.map(m => Object.assign(document.createElement("td"), { id: `p-${m}`, textContent: "-" })),
+                      Object.assign(document.createElement("td"), { id: "p-fused", textContent: "-" }));
+  chart = new ProbChart($("chart"), [
+    ...MODS.map((m, i) => ({ key: m, label: m, color: COLORS[i % COLORS.length], dash: i % 2 ? [4, 3] : undefined })),
+    { key: "fused", label: "fused", color: "#d63638", width: 3 },
+  ]);
+}
+fetch("/health").then(r => r.ok ? r.json() : null).then(setup).catch(() => {});
 let pc = null, channel = null, stream = null, t0 = null;
 // The video sender's own counters (frames encoded and sent, why quality was limited), for diagnostics.
 sf.sendStats = async () => {
@@ -48,6 +67,7 @@ function fmt(p) { return (p === null || p === undefined) ? "-" : p.toFixed(2); }
 
 function showQuality(mod, q) {
   const chip = $(`q-${mod}`);
+  if (!chip) return;
   const text = q ? (QUALITY_TEXT[q] || String(q).replace(/_/g, " ")) : "-";
   chip.textContent = `${QUALITY_NAME[mod]}: ${text}`;
   chip.className = "chip " + (!q ? "" : (q === "ok" ? "ok" : "bad"));
@@ -69,7 +89,7 @@ function onPrediction(msg) {
     const v = mods[m] ? mods[m].p : null;
     values[m] = v;
     const absent = sf.modalities && !sf.modalities.includes(m);
-    $(`p-${m}`).textContent = absent ? "n/a" : fmt(v);
+    if ($(`p-${m}`)) $(`p-${m}`).textContent = absent ? "n/a" : fmt(v);
     showQuality(m, mods[m] ? mods[m].quality : null);
   }
   const fused = ev.fused || {};
@@ -174,6 +194,7 @@ async function start() {
     const answer = await res.json();
     sf.session = answer.session;
     sf.modalities = answer.modalities || null;     // what the model uses; the others show "n/a"
+    if (answer.modalities && answer.modalities.join() !== MODS.join()) setup(answer);
     if (answer.positive_class) $("positive").textContent = `"${answer.positive_class}"`;
     record("start", {});
     await pc.setRemoteDescription({ sdp: answer.sdp, type: answer.type });

@@ -1,0 +1,117 @@
+"""The typed contracts between stages that are written to disk: a run's model specs, its prediction
+sets and ``run.json``. Each file carries a schema version; readers refuse another version with a message
+instead of misreading it. (The feature contract is in ``contract``; an export's ``export.json`` in
+``stream.export``; a live event in ``stream.engine``.)
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from symptomfuse.contract import FeatureContract
+from symptomfuse.errors import UsageError
+
+RUN_SCHEMA = "symptomfuse-run/2"
+UNITS = ("recording", "session", "person")
+
+
+def _from(cls, data: dict):
+    known = {f.name for f in fields(cls)}
+    extra = set(data) - known
+    if extra:
+        raise UsageError(f"{cls.__name__} has unknown key(s) {sorted(extra)}")
+    return cls(**data)
+
+
+@dataclass
+class ModelSpec:
+    """One model of a run.
+
+    * a single-modality or fused network: ``encoders`` (modality -> encoder config), ``fusion`` (None for a
+      single modality), and ``init_from`` (modality -> the model of the same fold whose trained encoder it
+      starts from: a fused model's frozen encoders);
+    * a late fusion: ``late`` and ``members`` (modality -> the single-modality model giving its probabilities);
+    * a scikit-learn baseline: ``baseline`` (lr, rf, gb) over ``modalities`` (summary features, concatenated).
+    """
+
+    name: str
+    modalities: list[str]
+    encoders: dict = field(default_factory=dict)
+    fusion: dict | None = None
+    init_from: dict = field(default_factory=dict)
+    late: str | None = None
+    members: dict = field(default_factory=dict)
+    baseline: str | None = None
+
+    @property
+    def kind(self) -> str:
+        if self.late is not None:
+            return "late"
+        if self.baseline is not None:
+            return "baseline"
+        return "fused" if self.fusion is not None else "single"
+
+    @property
+    def trained(self) -> bool:
+        """A network with weights on disk (exportable)."""
+        return self.kind in ("single", "fused")
+
+
+@dataclass
+class PredictionSet:
+    """Out-of-fold probabilities of one model, with ``dropped`` modalities removed at inference."""
+
+    model: str
+    dropped: list[str] = field(default_factory=list)
+
+    @property
+    def file(self) -> str:
+        return f"{self.model}{''.join(f'-without-{m}' for m in self.dropped)}.csv"
+
+
+@dataclass
+class RunInfo:
+    protocol: dict
+    contract: FeatureContract
+    unit: str
+    models: dict  # name -> {"spec": ModelSpec, "folds": [per-fold records]}
+    predictions: list  # PredictionSet
+    train: dict
+    run_id: str = ""
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.contract.classes)
+
+    def spec(self, name: str) -> ModelSpec:
+        if name not in self.models:
+            raise UsageError(f"no model {name!r} in this run; it has {', '.join(self.models)}")
+        return self.models[name]["spec"]
+
+    def to_json(self) -> dict:
+        return {"schema": RUN_SCHEMA, "run_id": self.run_id, "protocol": self.protocol,
+                "contract": self.contract.to_json(), "unit": self.unit, "train": self.train,
+                "models": {n: {"spec": asdict(m["spec"]), "folds": m["folds"]} for n, m in self.models.items()},
+                "predictions": [asdict(p) for p in self.predictions]}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "RunInfo":
+        if data.get("schema") != RUN_SCHEMA:
+            raise UsageError(f"run.json has schema {data.get('schema')!r}; this version reads {RUN_SCHEMA!r}: "
+                             "train again with this version")
+        return cls(data["protocol"], FeatureContract.from_json(data["contract"]), data["unit"],
+                   {n: {"spec": _from(ModelSpec, m["spec"]), "folds": m["folds"]} for n, m in data["models"].items()},
+                   [_from(PredictionSet, p) for p in data["predictions"]], data["train"], data.get("run_id", ""))
+
+    @classmethod
+    def load(cls, run: Path) -> "RunInfo":
+        path = Path(run) / "run.json"
+        if not path.exists():
+            raise FileNotFoundError(f"{run} is not a run folder (no run.json): run `symptomfuse train` first")
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise UsageError(f"{path} is not valid JSON: {exc}") from None
+        return cls.from_json(data)

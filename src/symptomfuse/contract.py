@@ -1,0 +1,132 @@
+"""The feature contract: what a model was trained on, as one small typed object.
+
+Curation writes it (``contract.json`` beside the curated set); training copies it into the run; export
+reads it from the run alone, and the live engine from the export. It holds:
+
+* ``timing``: window, hop, frame rate and sample rate, shared by every windowed modality;
+* ``modalities``: each curated modality bound to the settings that shaped its features;
+* ``classes`` and the explicit ``positive`` class (two classes: the class whose probability is "p"; it is
+  always stored last, so index 1 of a probability vector is the positive class);
+* ``label_scope``: "person" (one label per person, a diagnosis) or "recording".
+
+``FEATURES_VERSION`` changes when a feature function changes what it computes: a contract from another
+version is refused, since a model trained on other features would be fed the wrong numbers.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from symptomfuse import modalities as registry
+from symptomfuse.atomic import atomic_write_text
+from symptomfuse.modalities.base import Modality, Timing
+from symptomfuse.errors import UsageError
+
+FEATURES_VERSION = 3
+SCHEMA = "symptomfuse-contract/1"
+FILE = "contract.json"
+
+
+def order_classes(labels: list[str], positive: str | None) -> list[str]:
+    """Classes in their stored order: for two classes the positive one last. Two classes need an explicit
+    positive class unless ``labels`` came in the user's own order (then the second is positive)."""
+    labels = list(dict.fromkeys(labels))
+    if positive is None:
+        return labels
+    if positive not in labels:
+        raise UsageError(f"--positive {positive!r} is not one of the classes {labels}")
+    if len(labels) != 2:
+        raise UsageError(f"--positive needs exactly two classes; there are {len(labels)}: {labels}")
+    return [c for c in labels if c != positive] + [positive]
+
+
+@dataclass(frozen=True)
+class FeatureContract:
+    timing: Timing = Timing()
+    modalities: dict = field(default_factory=dict)  # name -> settings (the modality's Settings dataclass)
+    kinds: dict = field(default_factory=dict)  # name -> registered class name when it differs (tables)
+    classes: tuple = ()
+    positive: str | None = None
+    label_scope: str = "person"
+    pad_short: bool = False
+
+    def __post_init__(self):
+        if self.timing.window_s <= 0 or self.timing.hop_s <= 0 or self.timing.fps <= 0:
+            raise UsageError("--window, --hop and --fps must be positive")
+        if self.label_scope not in ("person", "recording"):
+            raise UsageError(f"label scope must be 'person' or 'recording', got {self.label_scope!r}")
+        if self.positive is not None and (len(self.classes) != 2 or self.classes[-1] != self.positive):
+            raise UsageError(f"the positive class {self.positive!r} must be the last of two classes {self.classes}")
+        for m in self.modalities:
+            self.modality(m).validate()
+
+    @classmethod
+    def build(cls, names: list[str], timing: Timing = Timing(), settings: dict | None = None, **kw) -> "FeatureContract":
+        """A contract for the named modalities, each with its given settings (dataclass or dict) or defaults."""
+        settings = settings or {}
+        mods = {}
+        for m in registry.check_names(names):
+            s = settings.get(m)
+            kind = registry.get(m)
+            mods[m] = kind.settings_from(s) if isinstance(s, dict) else (s if s is not None else kind.Settings())
+        return cls(timing=timing, modalities=mods, **kw)
+
+    def modality(self, name: str) -> Modality:
+        if name not in self.modalities:
+            raise UsageError(f"modality {name!r} is not in this feature contract ({', '.join(self.modalities)})")
+        return registry.get(name)(self.modalities[name], self.timing)
+
+    def bound(self) -> dict[str, Modality]:
+        return {m: self.modality(m) for m in self.modalities}
+
+    @property
+    def positive_index(self) -> int | None:
+        return len(self.classes) - 1 if self.positive is not None else None
+
+    def with_classes(self, classes: list[str], positive: str | None) -> "FeatureContract":
+        return FeatureContract(self.timing, self.modalities, self.kinds, tuple(order_classes(classes, positive)),
+                               positive, self.label_scope, self.pad_short)
+
+    def cache_settings(self, modalities: list[str]) -> dict:
+        """What shapes a recording's cache entry: the feature version, timing, and the settings of the
+        modalities it has."""
+        return {"features_version": FEATURES_VERSION, "timing": asdict(self.timing), "pad_short": self.pad_short,
+                "modalities": {m: self.modality(m).settings_json() for m in sorted(modalities)}}
+
+    def to_json(self) -> dict:
+        return {"schema": SCHEMA, "features_version": FEATURES_VERSION, "timing": asdict(self.timing),
+                "modalities": {m: {"kind": self.kinds.get(m, m), "settings": self.modality(m).settings_json()}
+                               for m in self.modalities},
+                "classes": list(self.classes), "positive": self.positive, "label_scope": self.label_scope,
+                "pad_short": self.pad_short}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "FeatureContract":
+        """Rebuild and check a contract (from contract.json, run.json or export.json)."""
+        if not isinstance(data, dict) or data.get("schema") != SCHEMA:
+            raise UsageError(f"not a feature contract of this version ({SCHEMA}): curate, train and export again")
+        if data.get("features_version") != FEATURES_VERSION:
+            raise UsageError(f"these features come from features version {data.get('features_version')}, but this "
+                             f"code computes version {FEATURES_VERSION}: curate, train and export again")
+        timing = Timing(**data["timing"])
+        kinds, mods = {}, {}
+        for name, entry in data["modalities"].items():
+            kind = entry.get("kind", name)
+            if kind != name:
+                registry.ensure(name, kind)
+                kinds[name] = kind
+            mods[name] = registry.get(name).settings_from(entry["settings"])
+        return cls(timing, mods, kinds, tuple(data["classes"]), data.get("positive"), data["label_scope"],
+                   bool(data.get("pad_short", False)))
+
+    def save(self, folder: Path) -> None:
+        atomic_write_text(Path(folder) / FILE, json.dumps(self.to_json(), indent=1))
+
+    @classmethod
+    def load(cls, folder: Path) -> "FeatureContract":
+        path = Path(folder) / FILE
+        if not path.exists():
+            raise FileNotFoundError(f"{folder} has no {FILE}: curate it with this version of symptomfuse")
+        return cls.from_json(json.loads(path.read_text()))

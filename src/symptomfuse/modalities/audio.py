@@ -1,0 +1,96 @@
+"""Audio: the log-mel spectrogram of each window of the sound track (a sustained vowel, speech).
+
+Feature function: ``features.audio.log_mel`` (curation computes a recording's windows at once with
+``log_mel_windows``; live, ``stream.buffers.LogMelRing`` computes each frame once: the same numbers).
+Gate: silence (below -50 dBFS) or no voice (too few voiced 40 ms frames). Augmentation of the prepared
+log-mel (dB, (B, M, T)): gain, a noise floor relative to the sample's level, time shift, SpecAugment masks.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from symptomfuse.features.audio import LogMelConfig, log_mel_windows, rms_db
+from symptomfuse.modalities.base import Modality, SourceMedia, register
+from symptomfuse.errors import UsageError
+
+
+def augment_logmel(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    b, m, t = x.shape
+    x = x + (torch.rand(b, 1, 1, generator=g) * 12 - 6)  # gain +-6 dB
+    # a noise floor 60-80 dB below the sample's loudest bins (levels differ a lot between data sets)
+    peak = torch.quantile(x.reshape(b, -1), 0.99, dim=1).view(b, 1, 1)
+    floor = peak - 60 - torch.rand(b, 1, 1, generator=g) * 20
+    noisy = torch.rand(b, 1, 1, generator=g) < 0.5  # half the samples keep their own (clean) floor
+    x = torch.where(noisy, 10 * torch.log10(10 ** (x / 10) + 10 ** (floor / 10)), x)
+    shift = int(torch.randint(-t // 10, t // 10 + 1, (1,), generator=g))
+    x = torch.roll(x, shift, dims=2)
+    fill = x.mean(dim=(1, 2), keepdim=True)
+    for _ in range(2):
+        f0 = torch.randint(0, m, (b, 1, 1), generator=g)
+        fw = torch.randint(0, max(1, m // 8), (b, 1, 1), generator=g)
+        t0 = torch.randint(0, t, (b, 1, 1), generator=g)
+        tw = torch.randint(0, max(1, t // 10), (b, 1, 1), generator=g)
+        fm = (torch.arange(m).view(1, m, 1) >= f0) & (torch.arange(m).view(1, m, 1) < f0 + fw)
+        tm = (torch.arange(t).view(1, 1, t) >= t0) & (torch.arange(t).view(1, 1, t) < t0 + tw)
+        x = torch.where(fm | tm, fill, x)
+    return x
+
+
+@register
+class Audio(Modality):
+    name = "audio"
+    source = "audio"
+    needs = ("audio",)
+    help = "log-mel spectrogram of the sound track"
+    default_encoder = "logmel_cnn"
+    Settings = LogMelConfig
+    live_label = "voice"
+    live_qualities = ("ok", "silence", "no_voice", "no_data")
+    augmentations = {"logmel": augment_logmel}
+    options = {"--n-mels": (lambda text: {"n_mels": int(text)}, "mel bands of the audio features (default 64)")}
+
+    def validate(self) -> None:
+        if self.settings.n_mels < 1:
+            raise UsageError(f"--n-mels must be at least 1, got {self.settings.n_mels}")
+        if self.settings.sample_rate != self.timing.sample_rate:
+            raise UsageError(f"audio features at {self.settings.sample_rate} Hz are not supported "
+                             f"(only {self.timing.sample_rate} Hz)")
+        if self.settings.frames(self.timing.window_samples()) < 1:
+            raise UsageError("--window is shorter than one spectrogram frame")
+
+    def input_shape(self) -> tuple[int, ...]:
+        return (self.settings.n_mels, self.settings.frames(self.timing.window_samples()))
+
+    def encoder_args(self) -> dict:
+        return {"n_mels": self.settings.n_mels}
+
+    def extract(self, media: SourceMedia, starts: np.ndarray) -> dict[str, np.ndarray]:
+        n = self.timing.window_samples()
+        first = np.round(starts * self.timing.sample_rate).astype(np.int64)
+        return {"audio": log_mel_windows(media.audio, first, n, self.settings),
+                "audio_rms_db": np.array([rms_db(media.audio[s:s + n]) for s in first], np.float64)}
+
+    def summaries(self, arrays, starts) -> dict[str, list[float]]:
+        return {"audio_rms_db": [float(v) for v in arrays["audio_rms_db"]]}
+
+    def baseline_features(self, x: np.ndarray) -> np.ndarray:
+        """Mean and standard deviation of each mel band over the window."""
+        return np.concatenate([x.mean(axis=2), x.std(axis=2)], axis=1)
+
+    def live_state(self, keep_s: float):
+        from symptomfuse.stream.buffers import LogMelRing
+
+        return LogMelRing(self.settings, keep_s)
+
+    def live_window(self, streams, state, start, wanted):
+        from symptomfuse.stream.quality import audio_quality
+
+        ring, n = streams.audio, self.timing.window_samples()
+        first = None if ring.start_t is None else ring.index(start)
+        samples = None if first is None else ring.read(first, n)
+        quality = "no_data" if samples is None else audio_quality(samples, streams.quality)
+        if quality != "ok" or not wanted:
+            return quality, None
+        return quality, state.window(ring, first, n)[None]
