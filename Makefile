@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 DEMO_OUT ?= demo_out
 APT_PACKAGES := ffmpeg chromium chromium-driver iproute2
 
-.PHONY: demo fsdd test install system-deps bench clean
+.PHONY: demo fsdd tasks uci test install system-deps bench clean
 
 # The virtual environment, with the package and its pinned dependencies. Rebuilt when the pins change.
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -45,6 +45,20 @@ fsdd: $(VENV)/.installed
 	$(SF) train $(DEMO_OUT)/fsdd_curated --out $(DEMO_OUT)/fsdd_run --modalities audio --fusion-modalities "" \
 	  --folds 6 --epochs 25 --patience 5 --encoder-args '{"audio": {"peak_norm": true}}' --baselines lr
 	$(SF) evaluate $(DEMO_OUT)/fsdd_run
+
+# Fusion across separately recorded tasks: a voice recording and a hand recording per session, some people
+# missing one task; each person's tasks fused (--unit person).
+tasks: $(VENV)/.installed
+	$(SF) synth --out $(DEMO_OUT)/tasks/cohort --people 48 --seed 0 --tasks separate
+	$(SF) curate $(DEMO_OUT)/tasks/cohort/manifest.csv --out $(DEMO_OUT)/tasks/curated --labels healthy,parkinsons \
+	  --modalities audio,keypoints
+	$(SF) train $(DEMO_OUT)/tasks/curated --out $(DEMO_OUT)/tasks/run --unit person --epochs 15 --patience 5 \
+	  --fusion-epochs 20 --baselines lr
+	$(SF) evaluate $(DEMO_OUT)/tasks/run
+
+# Bring your own table: UCI Parkinsons (real people), person-grouped, beside scikit-learn baselines and the leaky split.
+uci: $(VENV)/.installed
+	$(PY) benchmarks/real/uci_parkinsons.py
 
 # SYMPTOMFUSE_REQUIRE_BROWSER=1: the headless-Chromium test fails, rather than skips, when it cannot run.
 test: $(VENV)/.installed system-deps

@@ -26,7 +26,7 @@ from pathlib import Path
 import av
 import pandas as pd
 
-from symptomfuse.data.curate import CurateConfig, curate
+from symptomfuse.data.curate import curate
 from symptomfuse.data.media import probe_duration
 from symptomfuse.synth.cohort import SynthConfig, synthesize
 
@@ -53,7 +53,7 @@ def _timed_decode(paths: list[str], workers: int) -> float:
 def _timed_curate(manifest: Path, workers: int) -> float:
     with tempfile.TemporaryDirectory() as out:
         t0 = time.perf_counter()
-        res = curate(manifest, Path(out), CurateConfig(), workers=workers, progress=False)
+        res = curate(manifest, Path(out), labels=["healthy", "parkinsons"], workers=workers, progress=False)
         elapsed = time.perf_counter() - t0
         assert res.decoded == len(res.recordings), "the benchmark must not hit a cache"
     return elapsed

@@ -41,7 +41,7 @@ RESULTS = Path(__file__).parent / "results" / "stream_bench.json"
 
 
 def _random_export(out: Path) -> Path:
-    from symptomfuse.data.curate import CurateConfig
+    from symptomfuse.data.curate import default_contract
     from symptomfuse.models.multimodal import MultimodalClassifier
     from symptomfuse.stream.export import export_models
 
@@ -49,7 +49,8 @@ def _random_export(out: Path) -> Path:
     models = {f"{m}_only": (MultimodalClassifier({m: c}, None, 2, init_seed=i), 1.0) for i, (m, c) in enumerate(enc.items())}
     models["fused_gated"] = (MultimodalClassifier({m: enc[m] for m in ("audio", "keypoints")}, {"name": "gated"}, 2,
                                                   init_seed=9), 1.0)
-    export_models(models, "fused_gated", ["healthy", "parkinsons"], CurateConfig(), out)
+    contract = default_contract().with_classes(["healthy", "parkinsons"], "parkinsons")
+    export_models(models, "fused_gated", contract, out)
     return out
 
 

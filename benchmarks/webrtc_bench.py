@@ -32,9 +32,10 @@ from pathlib import Path
 
 import numpy as np
 
-from symptomfuse.serve.headless import NetNamespace, run_bounded, stop_process, to_y4m_wav
-
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "browser"))  # the headless-Chromium harness lives with the tests
+
+from headless import NetNamespace, run_bounded, stop_process, to_y4m_wav  # noqa: E402
 
 
 def server_cpu_seconds(ns: NetNamespace) -> float:
@@ -65,7 +66,7 @@ def run_once(model: Path, n: int, feed: tuple[Path, Path], seconds: float, port:
         started = time.monotonic()
         try:
             driver = run_bounded(
-                ns.prefix + ["nice", "-n", str(browser_nice), sys.executable, "-m", "symptomfuse.serve.headless", "--url", f"http://127.0.0.1:{port}/",
+                ns.prefix + ["nice", "-n", str(browser_nice), sys.executable, str(ROOT / "tests" / "browser" / "headless.py"), "--url", f"http://127.0.0.1:{port}/",
                              "--feed", f"bench:{feed[0]}:{feed[1]}", "--tabs", str(n), "--seconds", str(seconds),
                              "--timeout", str(60 + 4 * n + seconds), "--out", str(result)],
                 timeout=120 + 4 * n + seconds)

@@ -93,3 +93,14 @@ def test_unknown_modalities_are_refused_with_what_exists(tmp_path, capsys):
                  f"t={tmp_path / 'none.csv'}"]) == 2
     err = capsys.readouterr().err
     assert "accel" in err and "audio" in err and "Traceback" not in err
+
+
+def test_encoders_take_their_input_shape_from_the_feature_contract(cohort, tmp_path):
+    """curate --n-mels 40 used to crash train (the encoder assumed 64 bands)."""
+    cur, run = tmp_path / "c", tmp_path / "r"
+    assert main(["curate", str(cohort / "manifest.csv"), "--out", str(cur), "--modalities", "audio",
+                 "--n-mels", "40", "--labels", "healthy,parkinsons", "--workers", "1"]) == 0
+    assert main(["train", str(cur), "--out", str(run), "--folds", "2", "--epochs", "1", "--baselines", "",
+                 "--late", "", "--fusions", "", "--encoder-args", '{"audio": {"channels": [4, 8], "dim": 8}}']) == 0
+    config = json.loads((run / "models" / "audio_only" / "fold0" / "config.json").read_text())
+    assert config["model"]["encoders"]["audio"]["n_mels"] == 40

@@ -33,7 +33,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent / "browser"))
 
 from symptomfuse.cli import main as cli  # noqa: E402
-from symptomfuse.serve.headless import NetNamespace, chromium_paths, run_bounded, stop_process, to_y4m_wav  # noqa: E402
+from headless import NetNamespace, chromium_paths, run_bounded, stop_process, to_y4m_wav  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 GRID_CLIP = ROOT / "data" / "grid" / "sbwe5n.mpg"
@@ -68,7 +68,7 @@ def live_setup(tmp_path_factory):
                 "--labels", "healthy,parkinsons", "--workers", "2"]) == 0
     assert cli(["train", str(root / "curated"), "--out", str(root / "run"), "--modalities", "audio",
                 "--fusion-modalities", "", "--fusions", "", "--late", "", "--folds", "2", "--epochs", "10",
-                "--patience", "3"]) == 0
+                "--patience", "3", "--baselines", ""]) == 0
     assert cli(["export", str(root / "run"), "--out", str(root / "model"), "--fold", "0", "--no-onnx"]) == 0
     train_s = time.perf_counter() - t0
 
@@ -100,7 +100,7 @@ def test_live_in_headless_chromium(live_setup, workers):
             stdout=server_log_file, stderr=subprocess.STDOUT)
         try:
             driver = run_bounded(
-                ns.prefix + [sys.executable, "-m", "symptomfuse.serve.headless", "--url", f"http://127.0.0.1:{PORT}/",
+                ns.prefix + [sys.executable, str(Path(__file__).parent / "browser" / "headless.py"), "--url", f"http://127.0.0.1:{PORT}/",
                              "--seconds", str(STREAM_S), "--timeout", "60", "--out", str(out / "result.json"),
                              *[a for name, (v, w) in feeds.items() for a in ("--feed", f"{name}:{v}:{w}")]],
                 timeout=120)

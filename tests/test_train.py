@@ -163,3 +163,28 @@ def test_frozen_encoders_train_only_the_fusion_and_head(curated):
             torch.testing.assert_close(v, before[k], rtol=0, atol=0)  # weights, scalers and batch-norm stats
     assert any(not torch.equal(after[k], before[k]) for k in after if k.startswith(("fusion.", "head.")))
     assert np.isfinite(predict_logits(model, ws, f.test, drop=("audio",))).all()
+
+
+def test_hand_written_metrics_agree_with_scikit_learn():
+    from sklearn import metrics as skm
+
+    rng = np.random.default_rng(3)
+    for k in (2, 4):
+        y = rng.integers(0, k, 300)
+        logits = rng.normal(size=(300, k)) + np.eye(k)[y] * 1.5
+        proba = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+        ours = compute(y, proba)
+        pred = proba.argmax(1) if k > 2 else (proba[:, 1] >= 0.5).astype(int)
+        auc = skm.roc_auc_score(y, proba[:, 1]) if k == 2 else skm.roc_auc_score(y, proba, multi_class="ovr")
+        assert np.isclose(ours["roc_auc"], auc)
+        assert np.isclose(ours["balanced_accuracy"], skm.balanced_accuracy_score(y, pred))
+        assert np.isclose(ours["accuracy"], skm.accuracy_score(y, pred))
+        assert np.isclose(ours["brier"], np.mean(np.sum((proba - np.eye(k)[y]) ** 2, axis=1)))
+        if k == 2:
+            assert np.isclose(ours["sensitivity"], skm.recall_score(y, pred))
+            assert np.isclose(ours["specificity"], skm.recall_score(1 - y, 1 - pred))
+            assert np.isclose(ours["f1"], skm.f1_score(y, pred))
+            assert np.isclose(ours["brier"], 2 * skm.brier_score_loss(y, proba[:, 1]))
+        else:
+            assert np.isclose(ours["sensitivity"], skm.recall_score(y, pred, average="macro"))
+            assert np.isclose(ours["f1"], skm.f1_score(y, pred, average="macro"))

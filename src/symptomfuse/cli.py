@@ -216,7 +216,7 @@ def _run_curate(args) -> int:
                 try:
                     settings.setdefault(m, {}).update(parse(text))
                 except (TypeError, ValueError):
-                    raise UsageError(f"{flag} {text!r}: {registry.get(m).options[flag][1]}") from None
+                    raise UsageError(f"{flag}: cannot read {text!r}; expected the {registry.get(m).options[flag][1]}") from None
     unused = [m for m in settings if m not in names]
     if unused:
         raise UsageError(f"settings given for {unused}, which are not curated (--modalities {','.join(names)})")
@@ -347,7 +347,7 @@ def _train_plan(args):
     curated = list(contract.modalities)
     mods = curated if args.modalities is None else args.modalities
     fusion_mods = mods if args.fusion_modalities is None else args.fusion_modalities
-    bad = [m for m in [*mods, *fusion_mods] if m not in curated]
+    bad = [m for m in dict.fromkeys([*mods, *fusion_mods]) if m not in curated]
     if bad:
         raise UsageError(f"modalities {bad} are not in {args.curated}; it has {', '.join(curated)}")
     if not mods and not fusion_mods:
@@ -415,7 +415,7 @@ def _run_train(args) -> int:
     protocol = {"folds": args.folds, "people": int(len(np.unique(ws.people))), "seed": args.seed,
                 "held_out": args.held_out, "windows": int(len(ws.y)), "curated": str(args.curated),
                 "finetune_fusion": args.finetune_fusion, "split": args.split,
-                "leaky_split": args.split == "record", "threads": _training_threads()}
+                "leaky_split": args.split == "record", "machine": _machine()}
     run = cross_validate(ws, specs, folds, cfg, args.out, protocol, fusion_epochs=args.fusion_epochs,
                          finetune_fusion=args.finetune_fusion, unit=args.unit)
     print(f"trained {len(run.models)} models x {args.folds} folds on {protocol['people']} people "
@@ -434,10 +434,25 @@ def _table_values(ws, m: str):
     return x
 
 
-def _training_threads() -> int:
+def _machine() -> dict:
+    """What the numbers of a run depend on besides the seed: torch's thread count and the CPU's kernels
+    (MKL and oneDNN pick code paths by CPU; a different count or CPU changes float rounding)."""
+    import platform
+
     import torch
 
-    return torch.get_num_threads()
+    model = next((line.split(":", 1)[1].strip() for line in _read_lines("/proc/cpuinfo")
+                  if line.startswith("model name")), platform.processor())
+    return {"threads": torch.get_num_threads(), "cpu": model, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "torch": torch.__version__}
+
+
+def _read_lines(path: str) -> list[str]:
+    try:
+        with open(path) as fh:
+            return fh.readlines()
+    except OSError:
+        return []
 
 
 def _add_evaluate(sub) -> None:

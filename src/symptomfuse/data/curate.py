@@ -22,7 +22,7 @@ from symptomfuse.contract import FeatureContract, order_classes
 from symptomfuse.data.cache import FeatureCache, cache_key, file_digest
 from symptomfuse.data.manifest import (REASONS, Candidate, Columns, Quarantined, TableSource, check_rows,
                                        conflicts, read_manifest, table_candidates)
-from symptomfuse.data.media import MediaError, decode
+from symptomfuse.data.media import STREAMS, MediaError, decode
 from symptomfuse.features.video import FrameConfig
 from symptomfuse.modalities import SourceMedia
 from symptomfuse.parallel import run_jobs
@@ -30,12 +30,12 @@ from symptomfuse.errors import UsageError
 
 
 def default_contract(**kw) -> FeatureContract:
-    """Audio, video and keypoints with their default settings (``Timing`` fields and contract fields as
+    """Every registered media modality with its default settings (``Timing`` fields and contract fields as
     keywords, e.g. ``hop_s=0.5``, ``pad_short=True``)."""
-    from symptomfuse.modalities import Timing, available
+    from symptomfuse.modalities import Timing, available, get
 
     timing = {k: kw.pop(k) for k in list(kw) if k in Timing.__dataclass_fields__}
-    names = kw.pop("modalities", [m for m in available() if m in ("audio", "video", "keypoints")])
+    names = kw.pop("modalities", [m for m in available() if get(m).source != "table"])
     return FeatureContract.build(names, Timing(**timing), kw.pop("settings", None), **kw)
 
 
@@ -117,7 +117,7 @@ def _recording_id(c: Candidate, used: set) -> str:
 
 
 def _file_checks(c: Candidate) -> tuple[str, str] | None:
-    for p in dict.fromkeys(v for k, v in c.files.items() if k in ("audio", "video")):
+    for p in dict.fromkeys(v for k, v in c.files.items() if k in STREAMS):
         if not p.exists():
             return "missing_file", f"file not found: {p}"
         if not p.is_file():
@@ -200,14 +200,14 @@ def curate(
         if c.table_row is not None:
             digests = [c.table, str(c.fields["table_row"])]
         else:
-            digests = [file_digest(p) for p in dict.fromkeys(v for k, v in c.files.items() if k in ("audio", "video"))]
+            digests = [file_digest(p) for p in dict.fromkeys(v for k, v in c.files.items() if k in STREAMS)]
             if tuple(digests) in seen_content:
                 bad.append(Quarantined(c.row, "duplicate_content",
                                        f"same bytes as row {seen_content[tuple(digests)]}", c.fields))
                 continue
             seen_content[tuple(digests)] = c.row
             for k, p in sorted(c.files.items()):
-                if k not in ("audio", "video"):
+                if k not in STREAMS:
                     digests.append(file_digest(p) if p.is_file() else "missing")
         key = cache_key(digests, contract.cache_settings(list(c.modalities)))
         meta = cache.meta(key)

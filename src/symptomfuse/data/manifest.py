@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from symptomfuse.data.media import STREAMS
 from symptomfuse.errors import UsageError
 
 # Every reason a row can be quarantined for, with what it means, in the order they are checked.
@@ -159,7 +161,7 @@ def check_rows(
         if av_path is not None:  # an A/V file must give every modality fed by its streams alone
             given = tuple(dict.fromkeys(given + tuple(m.name for m in media if m.column is None)))
         needed = {s for m in media if m.name in given for s in m.needs}
-        files = {k: v for k, v in files.items() if v is not None and (k in needed or k not in ("audio", "video"))}
+        files = {k: v for k, v in files.items() if v is not None and (k in needed or k not in STREAMS)}
         empty = [n for n, v in ((columns.person, person), (columns.label, label)) if not v]
         if not given:
             empty.append(f"{columns.path} (or {columns.audio} / {columns.video})")
@@ -252,7 +254,7 @@ def table_candidates(source: TableSource, columns: Columns, labels: list[str] | 
     text, values = read_table(source.path, columns)
     used = [columns.person, columns.label, columns.session, columns.task]
     feature_cols = select_columns(values, source.features, used)
-    x = values[feature_cols].to_numpy(np.float64)
+    x = values[feature_cols].to_numpy(np.float64, copy=True)
     x[~np.isfinite(x)] = np.nan
     digest = file_digest(source.path)
     candidates, bad, seen = [], [], {}

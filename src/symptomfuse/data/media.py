@@ -24,6 +24,9 @@ _SIGNATURES = [(4, b"ftyp"), (0, b"\x1aE\xdf\xa3"), (0, b"RIFF"), (0, b"OggS"), 
                (4, b"free"), (4, b"wide")]
 
 
+STREAMS = ("audio", "video")  # the media streams a recording's files can hold
+
+
 class MediaError(Exception):
     """A recording that cannot be used; ``reason`` is a short code, the message says what to fix."""
 

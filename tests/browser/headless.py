@@ -6,7 +6,7 @@ Used by the browser test and ``benchmarks/webrtc_bench.py``; nothing here runs w
   loop: raw YUV4MPEG2 video and 16-bit mono WAV.
 * :class:`NetNamespace` makes a network namespace with only loopback up (``ip netns``; needs root), so
   the server, the browser and their WebRTC traffic are isolated from every real network.
-* ``python -m symptomfuse.serve.headless`` (run inside the namespace) opens one Chromium per ``--feed``
+* ``python tests/browser/headless.py`` (run inside the namespace) opens one Chromium per ``--feed``
   (via Selenium and the system chromedriver; never a downloaded browser), opens ``--tabs`` pages each,
   lets them stream for ``--seconds``, and writes what the pages received as JSON, plus screenshots.
 """
@@ -306,7 +306,7 @@ def sessions_open(url: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
-        prog="python -m symptomfuse.serve.headless",
+        prog="python tests/browser/headless.py",
         description="Stream files through headless Chromium pages (fake camera + microphone) to a running "
                     "`symptomfuse serve`, and write what the pages received as JSON. Run it where the server "
                     "is reachable, e.g. inside the same network namespace.")

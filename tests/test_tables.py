@@ -1,0 +1,106 @@
+"""Feature tables as modalities: column selection, missing values, label leaks, baselines, the positive
+class, and a table fused per person with another table (separately recorded tasks)."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from symptomfuse.cli import main
+
+
+def _people(n=60, seed=0):
+    rng = np.random.default_rng(seed)
+    y = np.array(["control", "case"])[rng.integers(0, 2, n)]
+    # half of the cases show it in the voice table, half in the smile table
+    where = np.where(y == "case", rng.choice(["voice", "smile"], n), "")
+    return [f"S{i:02d}" for i in range(n)], y, where, rng
+
+
+@pytest.fixture
+def tables(tmp_path):
+    ids, y, where, rng = _people()
+    voice, smile = [], []
+    for pid, label, w in zip(ids, y, where):
+        for k in range(3):
+            voice.append({"subject": f"{pid}_{k}", "diagnosis": label, "jitter": rng.normal(1 + 1.5 * (w == "voice"), 0.5),
+                          "shimmer": rng.normal(0, 1), "hnr": np.nan if rng.random() < 0.2 else rng.normal(20, 2),
+                          "note": "ok"})
+        smile.append({"subject": f"{pid}_0", "diagnosis": label, "smile_au12": rng.normal(1 - 1.5 * (w == "smile"), 0.5),
+                      "smile_au06": rng.normal(0, 1), "age": rng.integers(40, 80)})
+    drop = set(ids[:6])  # six people never did the smile task
+    smile = [r for r in smile if r["subject"][:3] not in drop]
+    pd.DataFrame(voice).to_csv(tmp_path / "voice.csv", index=False)
+    pd.DataFrame(smile).to_parquet(tmp_path / "smile.parquet")
+    return tmp_path
+
+
+def _curate(tables, out, *extra):
+    return main(["curate", "--table", f"voice={tables / 'voice.csv'}",
+                 "--table", f"smile={tables / 'smile.parquet'}::prefix:smile_", "--out", str(out),
+                 "--person-col", "subject", "--person-pattern", r"(S\d+)", "--label-col", "diagnosis",
+                 "--positive", "case", *extra])
+
+
+def test_tables_curate_with_columns_chosen_missing_values_kept_and_the_positive_class_last(tables, capsys):
+    out = tables / "cur"
+    assert _curate(tables, out) == 0
+    contract = json.loads((out / "contract.json").read_text())
+    assert contract["classes"] == ["control", "case"] and contract["positive"] == "case"
+    assert contract["modalities"]["voice"]["settings"]["columns"] == ["jitter", "shimmer", "hnr"]  # numeric, not ids
+    assert contract["modalities"]["smile"]["settings"]["columns"] == ["smile_au12", "smile_au06"]  # prefix
+    rec = pd.read_csv(out / "recordings.csv", keep_default_na=False)
+    assert rec.person_id.nunique() == 60 and len(rec) == 180 + 54
+    assert "classes: control, case; positive class: case" in capsys.readouterr().out
+
+
+def test_two_classes_need_an_explicit_positive_class(tables, capsys):
+    code = main(["curate", "--table", f"voice={tables / 'voice.csv'}", "--out", str(tables / "c2"),
+                 "--person-col", "subject", "--label-col", "diagnosis"])
+    assert code == 2 and "--positive" in capsys.readouterr().err
+
+
+def test_a_column_that_gives_the_label_away_is_refused_by_name(tables, capsys):
+    df = pd.read_csv(tables / "voice.csv")
+    df["Diagnosis_code"] = (df.diagnosis == "case").astype(int)  # the label, recoded
+    df.to_csv(tables / "voice.csv", index=False)
+    assert _curate(tables, tables / "cur") == 0
+    run = ["train", str(tables / "cur"), "--out", str(tables / "run"), "--modalities", "voice", "--folds", "3",
+           "--epochs", "3", "--baselines", "lr"]
+    capsys.readouterr()
+    assert main(run) == 2
+    err = capsys.readouterr().err
+    assert "Diagnosis_code" in err and "jitter" not in err
+    assert main(run + ["--allow-separating-columns"]) == 0
+
+
+def test_tables_fused_per_person_score_everyone(tables, capsys):
+    assert _curate(tables, tables / "cur") == 0
+    run = tables / "run"
+    assert main(["train", str(tables / "cur"), "--out", str(run), "--unit", "person", "--folds", "4",
+                 "--epochs", "40", "--patience", "8", "--fusion-epochs", "40", "--fusions", "gated,uncertainty",
+                 "--late", "mean,stacking", "--baselines", "lr,rf"]) == 0
+    assert main(["evaluate", str(run), "--bootstrap", "100"]) == 0
+    m = json.loads((run / "metrics.json").read_text())
+    models = m["models"]
+    assert m["samples"] == 60 and m["complete_samples"] == 54
+    for name in ("fused_gated", "fused_uncertainty", "late_mean", "late_stacking", "lr_fused", "rf_fused"):
+        assert models[name]["coverage"] == 1.0 and models[name]["person"]["n"] == 60, name
+    assert models["smile_only"]["coverage"] == 54 / 60 and models["voice_only"]["coverage"] == 1.0
+    best_single = max(models[n]["complete"]["person"]["roc_auc"] for n in ("voice_only", "smile_only"))
+    best_fused = max(models[n]["complete"]["person"]["roc_auc"] for n in ("fused_gated", "fused_uncertainty"))
+    assert best_fused >= best_single + 0.03, (best_fused, best_single)
+    # sensitivity is about the positive class, "case", whatever its name sorts as
+    assert m["positive"] == "case" and m["classes"][-1] == "case"
+
+
+def test_ids_that_look_missing_stay_people(tmp_path):
+    df = pd.DataFrame({"subject": ["NA", "nan", "null", "NA", "nan", "null"] * 4,
+                       "diagnosis": ["a", "b", "a", "a", "b", "a"] * 4,
+                       "x": np.arange(24.0)})
+    df.to_csv(tmp_path / "t.csv", index=False)
+    assert main(["curate", "--table", f"t={tmp_path / 't.csv'}", "--out", str(tmp_path / "c"),
+                 "--person-col", "subject", "--label-col", "diagnosis", "--labels", "a,b"]) == 0
+    rec = pd.read_csv(tmp_path / "c" / "recordings.csv", dtype=str, keep_default_na=False)
+    assert sorted(rec.person_id.unique()) == ["NA", "nan", "null"]
