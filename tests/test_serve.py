@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from symptomfuse import NOTICE
 from symptomfuse.serve.app import create_app
 from symptomfuse.serve.ice import limit_host_addresses, parse_addresses
 from symptomfuse.serve.media import RTP_WRAP, MediaClock, audio_to_mono_float
@@ -69,7 +70,7 @@ def test_routes():
             for name in ("app.js", "chart.js", "style.css"):
                 assert (await client.get(f"/static/{name}")).status == 200
             health = await (await client.get("/health")).json()
-            assert health["sessions"] == 0 and health["notice"] == "research tool, not a diagnosis"
+            assert health["sessions"] == 0 and health["notice"] == NOTICE
             bad = await client.post("/offer", json={"sdp": 1})
             assert bad.status == 400 and "createOffer" in await bad.text()
             junk = await client.post("/offer", data=b"not json")

@@ -32,6 +32,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent / "browser"))
 
+from symptomfuse import NOTICE  # noqa: E402
 from symptomfuse.cli import main as cli  # noqa: E402
 from headless import NetNamespace, chromium_paths, run_bounded, stop_process, to_y4m_wav  # noqa: E402
 
@@ -121,7 +122,7 @@ def test_live_in_headless_chromium(live_setup, workers):
         assert page["first_prediction_s"] < FIRST_PREDICTION_S, f"{name}: first prediction after " \
                                                                  f"{page['first_prediction_s']:.1f} s"
         assert len(page["events"]) >= 8, f"{name}: only {len(page['events'])} events"
-        assert all(e["notice"] == "research tool, not a diagnosis" for e in page["events"])
+        assert all(e["notice"] == NOTICE for e in page["events"])
         voiced = [e["modalities"]["audio"]["quality"] == "ok" for e in page["events"]]
         assert sum(voiced) >= 0.8 * len(voiced), \
             f"{name}: the voice did not pass the engine's gate: {[e['modalities']['audio'] for e in page['events']]}"

@@ -74,7 +74,8 @@ def main() -> int:
             for m in MODELS:
                 repeated[m].append(row(metrics, m, "person")["auc"])
         # the leak check refuses a record-wise split unless told; then it runs, marked leaky
-        refused = cli(["train", str(tmp / "cur"), "--out", str(tmp / "leaky"), "--split", "record"]) == 2
+        with contextlib.redirect_stderr(io.StringIO()):
+            refused = cli(["train", str(tmp / "cur"), "--out", str(tmp / "leaky"), "--split", "record"]) == 2
         leaky = train_eval(tmp / "cur", tmp / "leaky", 0, ["--split", "record", "--allow-leaky-split"])
     result = {
         "data": "UCI Parkinsons, 195 recordings, 32 recording-subject codes (24 PD, 8 healthy)",
