@@ -104,3 +104,36 @@ def test_ids_that_look_missing_stay_people(tmp_path):
                  "--person-col", "subject", "--label-col", "diagnosis", "--labels", "a,b"]) == 0
     rec = pd.read_csv(tmp_path / "c" / "recordings.csv", dtype=str, keep_default_na=False)
     assert sorted(rec.person_id.unique()) == ["NA", "nan", "null"]
+
+
+def test_a_fixed_split_scores_test_people_once_and_cannot_leak(tables, capsys):
+    """UFNet's protocol: train / dev (choices) / calib (temperature) / test (scored once), by person; a
+    person in two of them is refused. Labels spelt differently by two tables are mapped to one class."""
+    smile = pd.read_parquet(tables / "smile.parquet")
+    smile["diagnosis"] = smile.diagnosis.map({"case": "yes", "control": "no"})
+    smile.to_parquet(tables / "smile.parquet")
+    assert main(["curate", "--table", f"voice={tables / 'voice.csv'}", "--table",
+                 f"smile={tables / 'smile.parquet'}::prefix:smile_", "--out", str(tables / "cur"),
+                 "--person-col", "subject", "--person-pattern", r"(S\d+)", "--label-col", "diagnosis",
+                 "--label-map", "yes=case,no=control", "--labels", "control,case"]) == 0
+    assert pd.read_csv(tables / "cur" / "quarantine.csv").empty  # no conflicting labels once mapped
+    ids = [f"S{i:02d}" for i in range(60)]
+    split = pd.DataFrame({"person_id": ids[:36], "split": ["dev"] * 12 + ["calib"] * 12 + ["test"] * 12})
+    split.to_csv(tables / "split.csv", index=False)
+    run = tables / "run"
+    assert main(["train", str(tables / "cur"), "--out", str(run), "--unit", "person", "--split-file",
+                 str(tables / "split.csv"), "--epochs", "5", "--fusions", "gated", "--late", "mean",
+                 "--baselines", "lr"]) == 0
+    assert main(["evaluate", str(run), "--bootstrap", "50"]) == 0
+    m = json.loads((run / "metrics.json").read_text())
+    assert m["protocol"]["split"] == "fixed"
+    assert m["protocol"]["split_people"] == {"train": 24, "dev": 12, "calib": 12, "test": 12}
+    assert m["samples"] == 12 and m["models"]["fused_gated"]["person"]["n"] == 12  # test people only
+    assert set(m["dev"]) >= {"voice_only", "smile_only", "fused_gated", "late_mean", "lr_fused"}
+    samples = pd.read_csv(run / "samples.csv", keep_default_na=False)
+    assert set(samples.person_id[samples.fold == 0]) == set(ids[24:36])
+    # a person in two splits is refused before anything trains
+    pd.concat([split, pd.DataFrame({"person_id": [ids[0]], "split": ["test"]})]).to_csv(tables / "bad.csv", index=False)
+    capsys.readouterr()
+    assert main(["train", str(tables / "cur"), "--out", str(tables / "r2"), "--split-file", str(tables / "bad.csv")]) == 2
+    assert "two splits" in capsys.readouterr().err

@@ -160,6 +160,9 @@ quarantined; 2 for bad arguments or an unreadable manifest.""",
                         "--positive says otherwise (default: every label found)")
     p.add_argument("--positive", default=None,
                    help="the positive class (the condition): required with two classes and no --labels")
+    p.add_argument("--label-map", type=_csv_list, default=[], metavar="RAW=CLASS,...",
+                   help="rename raw label values before any check, e.g. 1.0=pd,0.0=control,yes=pd,no=control "
+                        "(tables that spell the same classes differently)")
     p.add_argument("--root", type=Path, default=None, help="folder relative paths start from (default: the manifest's)")
     p.add_argument("--path-col", default="path", help="column of files holding both audio and video")
     p.add_argument("--audio-col", default="audio_path", help="column of separate audio files")
@@ -227,8 +230,15 @@ def _run_curate(args) -> int:
         raise UsageError(str(exc)) from None
     files = tuple((cls.column, getattr(args, f"col_{cls.column}")) for cls in map(registry.get, registry.available())
                   if cls.column is not None)
+    label_map = []
+    for item in args.label_map:
+        raw, sep, name = item.partition("=")
+        if not sep or not raw.strip() or not name.strip():
+            raise UsageError(f"--label-map {item!r}: expected RAW=CLASS, e.g. 1.0=pd")
+        label_map.append((raw.strip(), name.strip()))
     columns = Columns(path=args.path_col, audio=args.audio_col, video=args.video_col, person=args.person_col,
-                      label=args.label_col, session=args.session_col, task=args.task_col, files=files)
+                      label=args.label_col, session=args.session_col, task=args.task_col, files=files,
+                      label_map=tuple(label_map))
     if args.labels is not None and len(set(args.labels)) != len(args.labels):
         raise UsageError(f"--labels repeats a class: {args.labels}")
     for t in tables:
@@ -310,6 +320,10 @@ Every name and number is checked before any data is loaded. {NOTICE}""",
     p.add_argument("--split", choices=["person", "record"], default="person",
                    help="group folds by person, or by record (recordings of one person on both sides: a leak, "
                         "refused unless --allow-leaky-split)")
+    p.add_argument("--split-file", type=Path, default=None,
+                   help="a fixed split instead of cross-validation: CSV with person_id and split (train, dev, "
+                        "calib, test; people not named train). Dev people early-stop and fit late fusions, calib "
+                        "people fit the temperatures, test people are only scored (once)")
     p.add_argument("--allow-leaky-split", action="store_true",
                    help="allow --split record, to show how much such a leak inflates results (the report says so)")
     p.add_argument("--allow-separating-columns", action="store_true",
@@ -380,6 +394,8 @@ def _train_plan(args):
             raise UsageError(f"--encoder-args for {m}: {name} takes no {unknown}; it takes {', '.join(params)}")
         shaped = {k: v for k, v in mod.encoder_args().items() if k in params}
         encoders[m] = {"name": name, **shaped, **given}
+    if args.split_file is not None and (args.split == "record" or args.held_out):
+        raise UsageError("--split-file is a split of its own: it goes with neither --split record nor --held-out")
     if args.split == "record" and not args.allow_leaky_split:
         raise UsageError("--split record puts recordings of one person on both sides of the split, which leaks: "
                          "add --allow-leaky-split to run it anyway (the report marks it), or use --split person")
@@ -396,13 +412,17 @@ def _run_train(args) -> int:
     from symptomfuse.data.dataset import load_curated
     from symptomfuse.train.crossval import cross_validate, default_specs
     from symptomfuse.train.fit import TrainConfig
-    from symptomfuse.train.splits import check_label_columns, person_folds
+    from symptomfuse.train.splits import check_label_columns, fixed_split, person_folds, read_split_file
 
     contract, mods, fusion_mods, encoders = _train_plan(args)
+    assignment = read_split_file(args.split_file) if args.split_file is not None else None
     t0 = time.perf_counter()
     ws = load_curated(args.curated, mods)
-    groups = ws.windows.recording_id.to_numpy() if args.split == "record" else None
-    folds, _ = person_folds(ws.people, ws.y, args.folds, args.seed, args.held_out, groups=groups)
+    if assignment is not None:
+        folds = [fixed_split(ws.people, assignment)]
+    else:
+        groups = ws.windows.recording_id.to_numpy() if args.split == "record" else None
+        folds, _ = person_folds(ws.people, ws.y, args.folds, args.seed, args.held_out, groups=groups)
     tables = {m: (list(contract.modalities[m].columns), _table_values(ws, m), ws.y)
               for m in mods if contract.modality(m).source == "table"}
     if tables and not args.allow_separating_columns:
@@ -412,13 +432,17 @@ def _run_train(args) -> int:
     cfg = TrainConfig(max_epochs=args.epochs, patience=args.patience, batch_size=args.batch_size, lr=args.lr,
                       modality_dropout=args.modality_dropout, augment=not args.no_augment, seed=args.seed,
                       progress=True)
-    protocol = {"folds": args.folds, "people": int(len(np.unique(ws.people))), "seed": args.seed,
+    protocol = {"folds": len(folds), "people": int(len(np.unique(ws.people))), "seed": args.seed,
                 "held_out": args.held_out, "windows": int(len(ws.y)), "curated": str(args.curated),
-                "finetune_fusion": args.finetune_fusion, "split": args.split,
+                "finetune_fusion": args.finetune_fusion,
+                "split": "fixed" if assignment is not None else args.split,
+                "split_people": {name: int(len(np.unique(ws.people[getattr(folds[0], attr)])))
+                                 for name, attr in (("train", "train"), ("dev", "val"), ("calib", "calib"),
+                                                    ("test", "test"))} if assignment is not None else None,
                 "leaky_split": args.split == "record", "machine": _machine()}
     run = cross_validate(ws, specs, folds, cfg, args.out, protocol, fusion_epochs=args.fusion_epochs,
                          finetune_fusion=args.finetune_fusion, unit=args.unit)
-    print(f"trained {len(run.models)} models x {args.folds} folds on {protocol['people']} people "
+    print(f"trained {len(run.models)} models x {len(folds)} fold(s) on {protocol['people']} people "
           f"({protocol['windows']} windows, unit: {args.unit}) in {time.perf_counter() - t0:.0f} s; "
           f"run folder: {args.out}")
     print(f"next: symptomfuse evaluate {args.out}")

@@ -49,9 +49,15 @@ class Columns:
     session: str = "session"
     task: str = "task"
     files: tuple = ()  # ((modality column, manifest column), ...)
+    label_map: tuple = ()  # ((raw label, class name), ...): e.g. 1.0 -> pd, yes -> pd
 
     def file_column(self, key: str) -> str:
         return dict(self.files).get(key, key)
+
+    def label_of(self, raw: str) -> str:
+        """The class name of a raw label cell (through ``label_map``; unmapped values stay as they are)."""
+        raw = str(raw).strip()
+        return dict(self.label_map).get(raw, raw)
 
 
 @dataclass(frozen=True)
@@ -150,7 +156,7 @@ def check_rows(
 
     media = [m for m in modalities.values() if m.source != "table"]
     for i, rec in enumerate(df.to_dict("records")):
-        person, label = person_of(get(rec, columns.person), person_pattern), get(rec, columns.label)
+        person, label = person_of(get(rec, columns.person), person_pattern), columns.label_of(get(rec, columns.label))
         av_path = _resolve(get(rec, columns.path), root)
         files = {"audio": _resolve(get(rec, columns.audio), root) or av_path,
                  "video": _resolve(get(rec, columns.video), root) or av_path}
@@ -262,7 +268,7 @@ def table_candidates(source: TableSource, columns: Columns, labels: list[str] | 
         row = first_row + i
         rec = {"table": source.name, "table_row": i, **rec}
         person = person_of(str(rec.get(columns.person, "")), person_pattern)
-        label = str(rec.get(columns.label, "")).strip()
+        label = columns.label_of(rec.get(columns.label, ""))
         empty = [n for n, v in ((columns.person, person), (columns.label, label)) if not v]
         if empty:
             bad.append(Quarantined(row, "missing_field", f"table {source.name}: empty {', '.join(empty)}", rec))

@@ -17,7 +17,7 @@ from symptomfuse import NOTICE  # noqa: E402
 from symptomfuse.atomic import atomic_path, atomic_write_text  # noqa: E402
 from symptomfuse.artifacts import RunInfo  # noqa: E402
 from symptomfuse.data.manifest import read_id_csv  # noqa: E402
-from symptomfuse.evaluate.metrics import LEVELS, abstention, aggregate, with_intervals  # noqa: E402
+from symptomfuse.evaluate.metrics import LEVELS, abstention, aggregate, compute, with_intervals  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 
@@ -93,6 +93,20 @@ def evaluate_run(run: Path, n_boot: int = 500, band: float = 0.1, seed: int = 0)
         if not complete.all():
             entry["complete"] = _score(w, np.where(complete[:, None], p, np.nan), levels[-1:], n_boot, band, seed)
         metrics["models"][name] = entry
+    dev = run / "predictions" / "dev"
+    if dev.is_dir():  # a fixed split: the dev figures every choice is made on (point estimates)
+        metrics["dev"] = {}
+        for name in info.models:
+            path = dev / f"{name}.csv"
+            if not path.exists():
+                continue
+            df = pd.read_csv(path)
+            units = samples.iloc[df.sample_index.to_numpy()].reset_index(drop=True)
+            p = df[[f"p_{c}" for c in info.classes]].to_numpy()
+            ok = np.isfinite(p).all(axis=1)
+            if ok.sum() and len(np.unique(units.y[ok])) > 1:
+                u, pl = aggregate(units[ok].reset_index(drop=True), p[ok], top)
+                metrics["dev"][name] = {**compute(u["y"].to_numpy(), pl), "n": int(len(u))}
     atomic_write_text(run / "metrics.json", json.dumps(metrics, indent=1, default=float))
     write_report(run, info, w, {k[0]: v[tested] for k, v in preds.items() if not k[1]}, metrics)
     return metrics
@@ -244,7 +258,11 @@ def write_report(run: Path, info: dict, windows: pd.DataFrame, preds: dict[str, 
                     + ". Each model is scored on the samples it covers; 'AUC, complete' on the samples with every "
                     "modality; ablations on those too.</p>")
     body = [f"<h1>symptomfuse evaluation</h1><p class=notice><b>{html.escape(NOTICE)}</b></p>", warning, coverage,
-            f"<p>{proto['folds']}-fold cross-validation grouped by {'record (LEAKY)' if proto.get('leaky_split') else 'person'}, {proto['people']} people, "
+            (f"<p>A fixed split by person ({', '.join(f'{k} {v}' for k, v in (proto.get('split_people') or {}).items())} "
+             f"people): dev people for every choice, calib people for the temperatures, test people scored once; "
+             if proto.get("split") == "fixed" else
+             f"<p>{proto['folds']}-fold cross-validation grouped by {'record (LEAKY)' if proto.get('leaky_split') else 'person'}, ")
+            + f"{proto['people']} people, "
             f"seed {proto['seed']}. Every prediction is out-of-fold; probabilities are temperature-scaled on "
             f"validation people; windows are averaged per recording and per person. Intervals: 95% bootstrap "
             f"over people. Rows 'without m' are fused models with modality m removed at inference.</p>",

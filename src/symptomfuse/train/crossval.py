@@ -198,8 +198,11 @@ def cross_validate(ws: WindowSet, specs: list[ModelSpec], folds: list[Fold], cfg
     def store(name: str, drop: tuple, rows: np.ndarray, p: np.ndarray) -> None:
         preds.setdefault((name, drop), np.full((n, k), np.nan))[rows] = p
 
+    cal_probs: dict[tuple[str, int], np.ndarray] = {}  # the same on calibration samples (when a split has them)
     for fold in folds:
         val_units, test_units = samples.of(fold.val), samples.of(fold.test)
+        has_calib = len(fold.calib) > 0
+        cal_units = samples.of(fold.calib) if has_calib else val_units
         for spec in order:
             t0 = time.perf_counter()
             record = {"fold": fold.index}
@@ -224,57 +227,67 @@ def cross_validate(ws: WindowSet, specs: list[ModelSpec], folds: list[Fold], cfg
                     tr = _pooled_embeddings(model, ws, samples, fold.train, train_units)
                     va = _pooled_embeddings(model, ws, samples, fold.val, val_units)
                     te = _pooled_embeddings(model, ws, samples, fold.test, test_units)
+                    ca = _pooled_embeddings(model, ws, samples, fold.calib, cal_units) if has_calib else va
                     y = samples.table.y.to_numpy()
                     model, history = fit_prepared(model, (*tr, y[train_units]), (*va, y[val_units]), k, fold_cfg)
-                    val_logits = _unit_logits(model, *va)
-                    ok = np.isfinite(val_logits).all(axis=1)
-                    t = fit_temperature(val_logits[ok], y[val_units][ok])
+                    val_logits, cal_logits = _unit_logits(model, *va), _unit_logits(model, *ca)
+                    ok = np.isfinite(cal_logits).all(axis=1)
+                    t = fit_temperature(cal_logits[ok], y[cal_units][ok])
                     for drop in drops:
                         store(spec.name, drop, test_units, calibrated(_unit_logits(model, *te, drop), t))
-                    vp = np.full((n, k), np.nan)
-                    vp[val_units] = calibrated(val_logits, t)
+                    vp, cp = np.full((n, k), np.nan), np.full((n, k), np.nan)
+                    vp[val_units], cp[cal_units] = calibrated(val_logits, t), calibrated(cal_logits, t)
                 else:
                     train_w = fold.train[ws_has_any(ws, spec.modalities, fold.train)]
                     val_w = fold.val[ws_has_any(ws, spec.modalities, fold.val)]
                     model, history = fit(model, ws, train_w, val_w, fold_cfg)
                     val_logits = predict_logits(model, ws, val_w)
-                    t = fit_temperature(val_logits, ws.y[val_w])
+                    cal_w = fold.calib[ws_has_any(ws, spec.modalities, fold.calib)] if has_calib else val_w
+                    cal_logits = predict_logits(model, ws, cal_w) if has_calib else val_logits
+                    t = fit_temperature(cal_logits, ws.y[cal_w])
                     vp = samples.pool(calibrated(val_logits, t), val_w)
+                    cp = samples.pool(calibrated(cal_logits, t), cal_w)
                     for drop in drops:
                         p = calibrated(predict_logits(model, ws, fold.test, drop=drop), t)
                         store(spec.name, drop, test_units, samples.pool(p, fold.test)[test_units])
                 fold_models[(spec.name, fold.index)] = model
                 save(model, out / "models" / spec.name / f"fold{fold.index}",
                      {"classes": ws.classes, "fold": fold.index, "modalities": spec.modalities})
-                val_probs[(spec.name, fold.index)] = vp
+                val_probs[(spec.name, fold.index)], cal_probs[(spec.name, fold.index)] = vp, cp
                 record.update(temperature=t, history=history)
             elif spec.kind == "late":
-                yv = samples.table.y.to_numpy()[val_units]
+                yv, yc = samples.table.y.to_numpy()[val_units], samples.table.y.to_numpy()[cal_units]
                 val = {m: val_probs[(name, fold.index)][val_units] for m, name in spec.members.items()}
+                cal = {m: cal_probs[(name, fold.index)][cal_units] for m, name in spec.members.items()}
                 test = {m: preds[(name, ())][test_units] for m, name in spec.members.items()}
                 fuser = LATE[spec.late]().fit(val, yv)
-                pv = fuser.predict_proba(val)
-                ok = np.isfinite(pv).all(axis=1)
-                t = fit_temperature(np.log(np.clip(pv[ok], 1e-6, 1)), yv[ok])
-                vp = np.full((n, k), np.nan)
+                pv, pc = fuser.predict_proba(val), fuser.predict_proba(cal)
+                ok = np.isfinite(pc).all(axis=1)
+                t = fit_temperature(np.log(np.clip(pc[ok], 1e-6, 1)), yc[ok])
+                vp, cp = np.full((n, k), np.nan), np.full((n, k), np.nan)
                 vp[val_units] = calibrated(np.log(np.clip(pv, 1e-6, 1)), t)
-                val_probs[(spec.name, fold.index)] = vp
+                cp[cal_units] = calibrated(np.log(np.clip(pc, 1e-6, 1)), t)
+                val_probs[(spec.name, fold.index)], cal_probs[(spec.name, fold.index)] = vp, cp
                 store(spec.name, (), test_units, calibrated(np.log(np.clip(fuser.predict_proba(test), 1e-6, 1)), t))
                 record.update(temperature=t, weights=getattr(fuser, "weights_", None))
             else:  # a scikit-learn baseline
                 x_tr, r_tr = _baseline_inputs(ws, spec, samples, fold.train)
                 x_va, r_va = _baseline_inputs(ws, spec, samples, fold.val)
                 x_te, r_te = _baseline_inputs(ws, spec, samples, fold.test)
-                y_tr = ws.y[r_tr] if unit == "recording" else samples.table.y.to_numpy()[r_tr]
-                y_va = ws.y[r_va] if unit == "recording" else samples.table.y.to_numpy()[r_va]
+                x_ca, r_ca = _baseline_inputs(ws, spec, samples, fold.calib) if has_calib else (x_va, r_va)
+                labels = ws.y if unit == "recording" else samples.table.y.to_numpy()
                 keep = ~np.isnan(x_tr).all(axis=1)
-                pv, pt = baselines.fit_predict(spec.baseline, x_tr[keep], y_tr[keep], [x_va, x_te], k, cfg.seed)
-                ok = np.isfinite(pv).all(axis=1)
-                t = fit_temperature(np.log(np.clip(pv[ok], 1e-6, 1)), y_va[ok])
-                pt = calibrated(np.log(np.clip(pt, 1e-6, 1)), t)
+                pv, pt, pc = baselines.fit_predict(spec.baseline, x_tr[keep], labels[r_tr][keep], [x_va, x_te, x_ca],
+                                                   k, cfg.seed)
+                ok = np.isfinite(pc).all(axis=1)
+                t = fit_temperature(np.log(np.clip(pc[ok], 1e-6, 1)), labels[r_ca][ok])
+                pt, pv = (calibrated(np.log(np.clip(p, 1e-6, 1)), t) for p in (pt, pv))
                 if unit == "recording":
-                    pt = samples.pool(pt, r_te)[test_units]
+                    pt, pv = samples.pool(pt, r_te)[test_units], samples.pool(pv, r_va)[val_units]
                 store(spec.name, (), test_units, pt)
+                vp = np.full((n, k), np.nan)
+                vp[val_units] = pv
+                val_probs[(spec.name, fold.index)] = vp
                 record.update(temperature=t)
             record["seconds"] = round(time.perf_counter() - t0, 2)
             info[spec.name]["folds"].append(record)
@@ -294,6 +307,13 @@ def cross_validate(ws: WindowSet, specs: list[ModelSpec], folds: list[Fold], cfg
         df.insert(0, "sample_index", np.flatnonzero(tested))
         atomic_write_text(out / "predictions" / ps.file, df.to_csv(index=False))
         sets.append(ps)
+    if len(folds) == 1:  # a fixed split: the dev people's probabilities, which choices are made on
+        (out / "predictions" / "dev").mkdir(exist_ok=True)
+        dev_units = samples.of(folds[0].val)
+        for (name, _), p in val_probs.items():
+            df = pd.DataFrame(p[dev_units], columns=[f"p_{c}" for c in ws.classes])
+            df.insert(0, "sample_index", dev_units)
+            atomic_write_text(out / "predictions" / "dev" / PredictionSet(name).file, df.to_csv(index=False))
     run = RunInfo(protocol, ws.contract, unit, info, sorted(sets, key=lambda s: (s.model, s.dropped)), asdict(cfg),
                   protocol.get("run_id") or uuid.uuid4().hex)
     atomic_write_text(out / "run.json", json.dumps(run.to_json(), indent=1, default=float))

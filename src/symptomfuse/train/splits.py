@@ -3,7 +3,7 @@ validation split of the training people, an optional held-out list, and a leak c
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
@@ -29,8 +29,9 @@ def check_no_leak(splits: dict[str, np.ndarray]) -> None:
 class Fold:
     index: int
     train: np.ndarray  # window indices
-    val: np.ndarray  # inner validation (early stopping, calibration, late-fusion weights)
+    val: np.ndarray  # validation / dev (early stopping, late-fusion weights; calibration unless calib is given)
     test: np.ndarray
+    calib: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # calibration people (temperature), when a split names them
 
 
 def person_folds(people: np.ndarray, y: np.ndarray, k: int = 5, seed: int = 0,
@@ -110,3 +111,43 @@ def check_label_columns(columns: dict[str, tuple[list[str], np.ndarray, np.ndarr
                         "that separates the classes perfectly is almost always the label itself or derived "
                         "from it: leave it out (curate --table NAME=FILE::cols:... or prefix:...), or pass "
                         "--allow-separating-columns if you are sure it is a real measure.")
+
+
+SPLITS = ("train", "dev", "calib", "test")
+
+
+def read_split_file(path) -> dict[str, str]:
+    """A CSV with columns person_id and split (train, dev, calib or test). A person on two rows with
+    different splits is refused: that would leak."""
+    from pathlib import Path
+
+    import pandas as pd
+
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"split file not found: {path}")
+    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    if not {"person_id", "split"} <= set(df.columns):
+        raise UsageError(f"split file {path} needs columns person_id and split; it has {list(df.columns)}")
+    bad = sorted(set(df.split) - set(SPLITS))
+    if bad:
+        raise UsageError(f"split file {path}: unknown split(s) {bad}; use {', '.join(SPLITS)}")
+    sides = df.groupby("person_id").split.nunique()
+    twice = sorted(sides[sides > 1].index)
+    if twice:
+        raise LeakError(f"split file {path} puts {len(twice)} person(s) in two splits, e.g. {twice[:3]}: "
+                        "each person must be in exactly one of train, dev, calib and test")
+    return dict(zip(df.person_id, df.split))
+
+
+def fixed_split(people: np.ndarray, assignment: dict[str, str]) -> Fold:
+    """One fold from a person -> split assignment; people not named train. Refuses a split with no dev or
+    no test person, and checks that no person is on two sides."""
+    people = np.asarray(people).astype(str)
+    side = np.array([assignment.get(p, "train") for p in people])
+    idx = {name: np.flatnonzero(side == name) for name in SPLITS}
+    for name in ("train", "dev", "test"):
+        if len(idx[name]) == 0:
+            raise UsageError(f"the split file leaves no {name} person among the curated ones")
+    check_no_leak({name: people[i] for name, i in idx.items()})
+    return Fold(0, idx["train"], idx["dev"], idx["test"], idx["calib"])
