@@ -130,6 +130,12 @@ def test_a_fixed_split_scores_test_people_once_and_cannot_leak(tables, capsys):
     assert m["protocol"]["split_people"] == {"train": 24, "dev": 12, "calib": 12, "test": 12}
     assert m["samples"] == 12 and m["models"]["fused_gated"]["person"]["n"] == 12  # test people only
     assert set(m["dev"]) >= {"voice_only", "smile_only", "fused_gated", "late_mean", "lr_fused"}
+    for name in ("fused_gated", "late_mean", "lr_fused"):  # conformal sets calibrated on calib people
+        conf = {c["nominal"]: c for c in m["models"][name]["conformal"]}
+        assert set(conf) == {0.9, 0.95} and conf[0.9]["calib_people"] == 12 and conf[0.9]["test_people"] == 12
+        assert 0 <= conf[0.9]["coverage"] <= 1 and 1 <= conf[0.95]["mean_set_size"] <= 2
+        curve = m["models"][name]["accuracy_coverage"]
+        assert curve[0]["coverage"] == 1.0 and curve[0]["kept"] == 12
     samples = pd.read_csv(run / "samples.csv", keep_default_na=False)
     assert set(samples.person_id[samples.fold == 0]) == set(ids[24:36])
     # a person in two splits is refused before anything trains
@@ -137,3 +143,18 @@ def test_a_fixed_split_scores_test_people_once_and_cannot_leak(tables, capsys):
     capsys.readouterr()
     assert main(["train", str(tables / "cur"), "--out", str(tables / "r2"), "--split-file", str(tables / "bad.csv")]) == 2
     assert "two splits" in capsys.readouterr().err
+
+
+
+def test_conformal_sets_cover_at_the_nominal_rate():
+    from symptomfuse.evaluate.metrics import accuracy_coverage, conformal_sets
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 4000)
+    p1 = np.clip(0.5 + (y - 0.5) * rng.uniform(0, 0.8, 4000) + rng.normal(0, 0.15, 4000), 0.01, 0.99)
+    proba = np.stack([1 - p1, p1], 1)
+    for alpha in (0.1, 0.2):
+        sets = conformal_sets(y[:2000], proba[:2000], proba[2000:], alpha)
+        assert abs(sets[np.arange(2000), y[2000:]].mean() - (1 - alpha)) < 0.025
+    curve = accuracy_coverage(y, proba)
+    assert curve[0]["accuracy"] < curve[-1]["accuracy"]  # withholding the least certain helps

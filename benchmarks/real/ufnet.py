@@ -77,7 +77,8 @@ def main() -> int:
                       "sensitivity": p["sensitivity"], "specificity": p["specificity"], "ece": p["ece"],
                       "ece_ci": p["ece_ci"], "people": p["people"], "both_auc": both["roc_auc"],
                       "both_auc_ci": both["roc_auc_ci"], "both_people": both["people"],
-                      "dev_auc": metrics.get("dev", {}).get(name, {}).get("roc_auc")}
+                      "dev_auc": metrics.get("dev", {}).get(name, {}).get("roc_auc"),
+                      "conformal": e.get("conformal"), "accuracy_coverage": e.get("accuracy_coverage")}
     result = {"protocol": "UFNet's person split: train / dev (choices) / calib (temperature) / test (scored once); "
                           "package defaults; unit person; 95% bootstrap intervals over test people",
               "split_people": metrics["protocol"]["split_people"], "curated": summary["modalities"],
@@ -94,6 +95,15 @@ def main() -> int:
         print(f"{name:<18}{dev:>8}  {r['test_auc']:.3f} [{r['test_auc_ci'][0]:.3f}-{r['test_auc_ci'][1]:.3f}]  "
               f"{r['accuracy']:>6.3f}{r['sensitivity']:>6.3f}{r['specificity']:>6.3f}{r['ece']:>6.3f}{r['people']:>7}  "
               f"{r['both_auc']:.3f} [{r['both_auc_ci'][0]:.3f}-{r['both_auc_ci'][1]:.3f}]{'':>6}{r['both_people']:>7}")
+    print("\nconformal prediction sets calibrated on calib people, coverage on test people (nominal 90% / 95%), "
+          "and accuracy withholding the least certain 2% / 10% / 20%:")
+    for name, r in sorted(rows.items(), key=lambda kv: -kv[1]["test_auc"]):
+        if r["conformal"]:
+            c = {x["nominal"]: x for x in r["conformal"]}
+            acc = {x["coverage"]: x["accuracy"] for x in r["accuracy_coverage"]}
+            print(f"  {name:<18} coverage {c[0.9]['coverage']:.3f} (set size {c[0.9]['mean_set_size']:.2f}) / "
+                  f"{c[0.95]['coverage']:.3f} (set size {c[0.95]['mean_set_size']:.2f});  accuracy {acc[1.0]:.3f} -> "
+                  f"{acc[0.98]:.3f} / {acc[0.9]:.3f} / {acc[0.8]:.3f}")
     print(f"\npublished (UFNet, test): {PUBLISHED}\nwrote {args.out} in {result['seconds']} s")
     return 0
 

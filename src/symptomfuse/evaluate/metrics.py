@@ -105,3 +105,26 @@ def abstention(units: pd.DataFrame, proba: np.ndarray, band: float = 0.1) -> dic
     acc = float(np.mean(proba[keep].argmax(axis=1) == y[keep])) if keep.any() else float("nan")
     return {"band": band, "coverage": float(keep.mean()), "accuracy_kept": acc,
             "accuracy_all": float(np.mean(proba.argmax(axis=1) == y))}
+
+
+def conformal_sets(cal_y: np.ndarray, cal_proba: np.ndarray, proba: np.ndarray, alpha: float = 0.1) -> np.ndarray:
+    """Split-conformal prediction sets (score 1 - p(true class)) calibrated on (cal_y, cal_proba): a (n, k)
+    bool array; each set holds the true class with probability at least 1 - alpha over exchangeable
+    samples."""
+    n = len(cal_y)
+    scores = 1.0 - cal_proba[np.arange(n), cal_y]
+    level = min(1.0, np.ceil((n + 1) * (1 - alpha)) / n)
+    q = np.quantile(scores, level, method="higher")
+    return (1.0 - proba) <= q
+
+
+def accuracy_coverage(y: np.ndarray, proba: np.ndarray, coverages=(1.0, 0.98, 0.95, 0.9, 0.8, 0.7, 0.6, 0.5)) -> list[dict]:
+    """Accuracy on the most certain share of samples (top-class probability), withholding the least
+    certain (as UFNet reports), for each coverage."""
+    order = np.argsort(-proba.max(axis=1), kind="stable")
+    correct = proba.argmax(axis=1)[order] == np.asarray(y)[order]
+    out = []
+    for c in coverages:
+        keep = max(1, int(round(c * len(y))))
+        out.append({"coverage": float(c), "kept": keep, "accuracy": float(correct[:keep].mean())})
+    return out

@@ -17,7 +17,8 @@ from symptomfuse import NOTICE  # noqa: E402
 from symptomfuse.atomic import atomic_path, atomic_write_text  # noqa: E402
 from symptomfuse.artifacts import RunInfo  # noqa: E402
 from symptomfuse.data.manifest import read_id_csv  # noqa: E402
-from symptomfuse.evaluate.metrics import LEVELS, abstention, aggregate, compute, with_intervals  # noqa: E402
+from symptomfuse.evaluate.metrics import (LEVELS, abstention, accuracy_coverage, aggregate, compute,  # noqa: E402
+                                          conformal_sets, with_intervals)
 from tqdm import tqdm  # noqa: E402
 
 
@@ -107,6 +108,30 @@ def evaluate_run(run: Path, n_boot: int = 500, band: float = 0.1, seed: int = 0)
             if ok.sum() and len(np.unique(units.y[ok])) > 1:
                 u, pl = aggregate(units[ok].reset_index(drop=True), p[ok], top)
                 metrics["dev"][name] = {**compute(u["y"].to_numpy(), pl), "n": int(len(u))}
+    calib = run / "predictions" / "calib"
+    if calib.is_dir():  # conformal sets calibrated on calib people, their coverage on test people
+        for name, entry in metrics["models"].items():
+            path = calib / f"{name}.csv"
+            if not path.exists():
+                continue
+            df = pd.read_csv(path)
+            cu = samples.iloc[df.sample_index.to_numpy()].reset_index(drop=True)
+            cp = df[[f"p_{c}" for c in info.classes]].to_numpy()
+            ok = np.isfinite(cp).all(axis=1)
+            tp = preds[(name, ())][tested]
+            tok = np.isfinite(tp).all(axis=1)
+            if ok.sum() < 10 or not tok.any():
+                continue
+            cu, cpl = aggregate(cu[ok].reset_index(drop=True), cp[ok], top)
+            tu, tpl = aggregate(w[tok].reset_index(drop=True), tp[tok], top)
+            ty = tu["y"].to_numpy()
+            entry["conformal"] = []
+            for alpha in (0.1, 0.05):
+                sets = conformal_sets(cu["y"].to_numpy(), cpl, tpl, alpha)
+                entry["conformal"].append({"nominal": 1 - alpha, "coverage": float(sets[np.arange(len(ty)), ty].mean()),
+                                           "mean_set_size": float(sets.sum(axis=1).mean()),
+                                           "calib_people": int(len(cu)), "test_people": int(len(tu))})
+            entry["accuracy_coverage"] = accuracy_coverage(ty, tpl)
     atomic_write_text(run / "metrics.json", json.dumps(metrics, indent=1, default=float))
     write_report(run, info, w, {k[0]: v[tested] for k, v in preds.items() if not k[1]}, metrics)
     return metrics

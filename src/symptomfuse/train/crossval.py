@@ -285,9 +285,12 @@ def cross_validate(ws: WindowSet, specs: list[ModelSpec], folds: list[Fold], cfg
                 if unit == "recording":
                     pt, pv = samples.pool(pt, r_te)[test_units], samples.pool(pv, r_va)[val_units]
                 store(spec.name, (), test_units, pt)
-                vp = np.full((n, k), np.nan)
-                vp[val_units] = pv
-                val_probs[(spec.name, fold.index)] = vp
+                pc = calibrated(np.log(np.clip(pc, 1e-6, 1)), t)
+                if unit == "recording":
+                    pc = samples.pool(pc, r_ca)[cal_units]
+                vp, cp = np.full((n, k), np.nan), np.full((n, k), np.nan)
+                vp[val_units], cp[cal_units] = pv, pc
+                val_probs[(spec.name, fold.index)], cal_probs[(spec.name, fold.index)] = vp, cp
                 record.update(temperature=t)
             record["seconds"] = round(time.perf_counter() - t0, 2)
             info[spec.name]["folds"].append(record)
@@ -307,13 +310,17 @@ def cross_validate(ws: WindowSet, specs: list[ModelSpec], folds: list[Fold], cfg
         df.insert(0, "sample_index", np.flatnonzero(tested))
         atomic_write_text(out / "predictions" / ps.file, df.to_csv(index=False))
         sets.append(ps)
-    if len(folds) == 1:  # a fixed split: the dev people's probabilities, which choices are made on
-        (out / "predictions" / "dev").mkdir(exist_ok=True)
-        dev_units = samples.of(folds[0].val)
-        for (name, _), p in val_probs.items():
-            df = pd.DataFrame(p[dev_units], columns=[f"p_{c}" for c in ws.classes])
-            df.insert(0, "sample_index", dev_units)
-            atomic_write_text(out / "predictions" / "dev" / PredictionSet(name).file, df.to_csv(index=False))
+    if len(folds) == 1:  # a fixed split: the dev people's probabilities (which choices are made on) and
+        # the calib people's (conformal prediction sets are calibrated on them)
+        for part, probs, units in (("dev", val_probs, samples.of(folds[0].val)),
+                                   ("calib", cal_probs, samples.of(folds[0].calib))):
+            if not len(units):
+                continue
+            (out / "predictions" / part).mkdir(exist_ok=True)
+            for (name, _), p in probs.items():
+                df = pd.DataFrame(p[units], columns=[f"p_{c}" for c in ws.classes])
+                df.insert(0, "sample_index", units)
+                atomic_write_text(out / "predictions" / part / PredictionSet(name).file, df.to_csv(index=False))
     run = RunInfo(protocol, ws.contract, unit, info, sorted(sets, key=lambda s: (s.model, s.dropped)), asdict(cfg),
                   protocol.get("run_id") or uuid.uuid4().hex)
     atomic_write_text(out / "run.json", json.dumps(run.to_json(), indent=1, default=float))
