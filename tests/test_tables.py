@@ -124,8 +124,16 @@ def test_a_fixed_split_scores_test_people_once_and_cannot_leak(tables, capsys):
     assert main(["train", str(tables / "cur"), "--out", str(run), "--unit", "person", "--split-file",
                  str(tables / "split.csv"), "--epochs", "5", "--fusions", "gated", "--late", "mean",
                  "--baselines", "lr"]) == 0
-    assert main(["evaluate", str(run), "--bootstrap", "50"]) == 0
+    demo = pd.DataFrame({"id": ids, "Sex": ["Female", "Male"] * 30, "Age": np.linspace(35, 85, 60).round()})
+    demo.to_csv(tables / "demo.csv", index=False)
+    assert main(["evaluate", str(run), "--bootstrap", "50", "--subgroups", str(tables / "demo.csv"),
+                 "--subgroup-person-col", "id", "--subgroup-cols", "sex,age"]) == 0
     m = json.loads((run / "metrics.json").read_text())
+    cells = m["models"]["fused_gated"]["subgroups"]
+    for attribute in ("Sex", "Age"):  # every test person in exactly one cell of each attribute
+        assert sum(c["people"] for c in cells if c["attribute"] == attribute) == 12
+    assert {c["group"] for c in cells if c["attribute"] == "Age"} <= {"<50", "50-59", "60-69", "70+"}
+    assert "Age" in m["attribute_auc"] and m["attribute_auc"]["Age"]["people"] == 12
     assert m["protocol"]["split"] == "fixed"
     assert m["protocol"]["split_people"] == {"train": 24, "dev": 12, "calib": 12, "test": 12}
     assert m["samples"] == 12 and m["models"]["fused_gated"]["person"]["n"] == 12  # test people only

@@ -66,7 +66,8 @@ def main() -> int:
                "--labels", "no_pd,pd"])
         quiet(["train", str(work / "cur"), "--out", str(work / "run"), "--unit", "person",
                "--split-file", str(split_file(work / "split.csv"))])
-        quiet(["evaluate", str(work / "run"), "--bootstrap", "1000"])
+        quiet(["evaluate", str(work / "run"), "--bootstrap", "1000", "--subgroups",
+               str(DATA / "demography_details.csv"), "--subgroup-person-col", "id", "--subgroup-cols", "Sex,Age"])
         metrics = json.loads((work / "run" / "metrics.json").read_text())
         summary = json.loads((work / "cur" / "summary.json").read_text())
     rows = {}
@@ -78,12 +79,14 @@ def main() -> int:
                       "ece_ci": p["ece_ci"], "people": p["people"], "both_auc": both["roc_auc"],
                       "both_auc_ci": both["roc_auc_ci"], "both_people": both["people"],
                       "dev_auc": metrics.get("dev", {}).get(name, {}).get("roc_auc"),
-                      "conformal": e.get("conformal"), "accuracy_coverage": e.get("accuracy_coverage")}
+                      "conformal": e.get("conformal"), "accuracy_coverage": e.get("accuracy_coverage"),
+                      "subgroups": e.get("subgroups")}
     result = {"protocol": "UFNet's person split: train / dev (choices) / calib (temperature) / test (scored once); "
                           "package defaults; unit person; 95% bootstrap intervals over test people",
               "split_people": metrics["protocol"]["split_people"], "curated": summary["modalities"],
               "test_samples": metrics["samples"], "test_with_both": metrics["complete_samples"],
-              "published_test_auroc": PUBLISHED, "models": rows, "seconds": round(time.perf_counter() - t0, 1)}
+              "published_test_auroc": PUBLISHED, "models": rows, "age_alone": metrics.get("attribute_auc"),
+              "seconds": round(time.perf_counter() - t0, 1)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
     print(f"UFNet protocol: people per split {result['split_people']}; test people with any task "
@@ -104,6 +107,14 @@ def main() -> int:
             print(f"  {name:<18} coverage {c[0.9]['coverage']:.3f} (set size {c[0.9]['mean_set_size']:.2f}) / "
                   f"{c[0.95]['coverage']:.3f} (set size {c[0.95]['mean_set_size']:.2f});  accuracy {acc[1.0]:.3f} -> "
                   f"{acc[0.98]:.3f} / {acc[0.9]:.3f} / {acc[0.8]:.3f}")
+    print(f"\nfor whom it fails (test people by sex and age band; demographics known for some; AUC [95% CI], people):"
+          f"\n  age alone as a score: {result['age_alone']}")
+    for name in ("smile_only", "speech_only", max((n for n in rows if n.startswith("fused_")),
+                                                  key=lambda n: rows[n]["dev_auc"] or 0)):
+        cells = [f"{c['attribute'].lower()} {c['group']}: " + (f"{c['roc_auc']:.2f} [{c['roc_auc_ci'][0]:.2f}-"
+                 f"{c['roc_auc_ci'][1]:.2f}]" if "roc_auc" in c else "-") + f" ({c['people']})"
+                 for c in rows[name]["subgroups"] or []]
+        print(f"  {name:<18} " + ";  ".join(cells))
     print(f"\npublished (UFNet, test): {PUBLISHED}\nwrote {args.out} in {result['seconds']} s")
     return 0
 

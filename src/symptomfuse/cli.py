@@ -493,6 +493,11 @@ with each modality removed). Writes metrics.json, report.html and report/*.png. 
     p.add_argument("--bootstrap", type=_number(int, 0, 100_000), default=500, help="bootstrap resamples of people")
     p.add_argument("--abstain-band", type=_number(float, 0, 0.5, high_open=True), default=0.1,
                    help="abstain when the top probability is within this of chance")
+    p.add_argument("--subgroups", type=Path, default=None,
+                   help="a CSV of person attributes (e.g. demographics): metrics per group of each --subgroup-cols "
+                        "column (numbers such as age in bands <50, 50-59, 60-69, 70+), with intervals and counts")
+    p.add_argument("--subgroup-person-col", default="person_id", help="the person column of --subgroups")
+    p.add_argument("--subgroup-cols", type=_csv_list, default=["sex", "age"], help="attribute columns of --subgroups")
     p.set_defaults(func=_run_evaluate)
 
 
@@ -501,7 +506,21 @@ def _run_evaluate(args) -> int:
 
     if not (args.run / "run.json").exists():
         raise FileNotFoundError(f"{args.run} is not a run folder (no run.json): run `symptomfuse train` first")
-    metrics = evaluate_run(args.run, n_boot=args.bootstrap, band=args.abstain_band)
+    subgroups = None
+    if args.subgroups is not None:
+        import pandas as pd
+
+        if not args.subgroups.is_file():
+            raise UsageError(f"--subgroups: no such file {args.subgroups}")
+        table = pd.read_csv(args.subgroups, dtype=str, keep_default_na=False)
+        table.columns = [c.strip() for c in table.columns]
+        lower = {c.lower(): c for c in table.columns}
+        cols = [lower.get(c.lower(), c) for c in args.subgroup_cols]
+        person = lower.get(args.subgroup_person_col.lower(), args.subgroup_person_col)
+        if person not in table.columns:
+            raise UsageError(f"--subgroups: no person column {args.subgroup_person_col!r}; it has {list(table.columns)}")
+        subgroups = (table, person, cols)
+    metrics = evaluate_run(args.run, n_boot=args.bootstrap, band=args.abstain_band, subgroups=subgroups)
     print(format_table(ablation_table(metrics)))
     print(f"\n{NOTICE}\nreport: {args.run / 'report.html'}   metrics: {args.run / 'metrics.json'}")
     return 0

@@ -17,6 +17,7 @@ from symptomfuse import NOTICE  # noqa: E402
 from symptomfuse.atomic import atomic_path, atomic_write_text  # noqa: E402
 from symptomfuse.artifacts import RunInfo  # noqa: E402
 from symptomfuse.data.manifest import read_id_csv  # noqa: E402
+from symptomfuse.errors import UsageError  # noqa: E402
 from symptomfuse.evaluate.metrics import (LEVELS, abstention, accuracy_coverage, aggregate, compute,  # noqa: E402
                                           conformal_sets, with_intervals)
 from tqdm import tqdm  # noqa: E402
@@ -56,7 +57,50 @@ def _score(units_df: pd.DataFrame, p: np.ndarray, levels: tuple, n_boot: int, ba
     return entry
 
 
-def evaluate_run(run: Path, n_boot: int = 500, band: float = 0.1, seed: int = 0) -> dict:
+def _rank01(x: np.ndarray) -> np.ndarray:
+    """Values mapped to [0, 1] by rank (an attribute used as a score)."""
+    from scipy.stats import rankdata
+
+    return (rankdata(x) - 1) / max(len(x) - 1, 1)
+
+
+def subgroup_table(people: pd.DataFrame, person_col: str, columns: list[str]) -> pd.DataFrame:
+    """person_id -> one group label per column: text columns as they are, numeric ones (age) in bands."""
+    out = pd.DataFrame({"person_id": people[person_col].astype(str).str.strip()})
+    for c in columns:
+        if c not in people.columns:
+            raise UsageError(f"--subgroups: no column {c!r}; the file has {list(people.columns)}")
+        v = pd.to_numeric(people[c], errors="coerce")
+        if v.notna().mean() > 0.9:
+            out[c] = pd.cut(v, [-np.inf, 50, 60, 70, np.inf], right=False,
+                            labels=["<50", "50-59", "60-69", "70+"]).astype(str).replace("nan", "unknown")
+        else:
+            out[c] = people[c].astype(str).str.strip().str.lower().replace("", "unknown")
+    return out.drop_duplicates("person_id")
+
+
+def _subgroups(metrics: dict, units_of, groups: pd.DataFrame, columns: list[str], n_boot: int, seed: int) -> None:
+    """Per model: metrics in every cell of every subgroup column, with intervals and people counts."""
+    top = metrics["top_level"]
+    for name, entry in metrics["models"].items():
+        units, p = units_of(name)
+        cells = units.merge(groups, on="person_id", how="left").fillna("unknown")
+        rows = []
+        for c in columns:
+            for value, idx in cells.groupby(c).indices.items():
+                u = units.iloc[idx].reset_index(drop=True)
+                row = {"attribute": c, "group": value, "people": int(u.person_id.nunique())}
+                if len(np.unique(u.y)) == 2:
+                    m = with_intervals(u, p[idx], n_boot=n_boot, seed=seed)
+                    row.update(roc_auc=m["roc_auc"], roc_auc_ci=m["roc_auc_ci"], accuracy=m["accuracy"],
+                               sensitivity=m["sensitivity"], specificity=m["specificity"])
+                rows.append(row)
+        entry["subgroups"] = rows
+    metrics["subgroup_level"] = top
+
+
+def evaluate_run(run: Path, n_boot: int = 500, band: float = 0.1, seed: int = 0,
+                 subgroups: tuple | None = None) -> dict:
     """Compute metrics for every prediction set in ``run`` and write metrics.json and the report.
 
     Each model is scored on every tested sample it gives a prediction for (its ``coverage``), and, when
@@ -132,6 +176,27 @@ def evaluate_run(run: Path, n_boot: int = 500, band: float = 0.1, seed: int = 0)
                                            "mean_set_size": float(sets.sum(axis=1).mean()),
                                            "calib_people": int(len(cu)), "test_people": int(len(tu))})
             entry["accuracy_coverage"] = accuracy_coverage(ty, tpl)
+    if subgroups is not None:  # (table of person attributes, its person column, the attribute columns)
+        table, person_col, columns = subgroups
+        groups = subgroup_table(table, person_col, columns)
+
+        def units_of(name):
+            p = preds[(name, ())][tested]
+            ok = np.isfinite(p).all(axis=1)
+            return aggregate(w[ok].reset_index(drop=True), p[ok], top)
+        _subgroups(metrics, units_of, groups, columns, min(n_boot, 200), seed)
+        # how much could a numeric attribute (age) alone explain: its own AUC on the same people
+        metrics["attribute_auc"] = {}
+        for c in columns:
+            v = pd.to_numeric(table[c], errors="coerce")
+            if v.notna().mean() > 0.9:
+                units = aggregate(w, np.full((len(w), len(info.classes)), 0.5), top)[0]
+                lookup = dict(zip(table[person_col].astype(str).str.strip(), v))
+                x = units.person_id.map(lookup).to_numpy(float)
+                ok = np.isfinite(x)
+                if ok.sum() and len(np.unique(units.y[ok])) == 2:
+                    metrics["attribute_auc"][c] = {"roc_auc": compute(units.y.to_numpy()[ok], np.stack(
+                        [1 - _rank01(x[ok]), _rank01(x[ok])], 1))["roc_auc"], "people": int(ok.sum())}
     atomic_write_text(run / "metrics.json", json.dumps(metrics, indent=1, default=float))
     write_report(run, info, w, {k[0]: v[tested] for k, v in preds.items() if not k[1]}, metrics)
     return metrics
