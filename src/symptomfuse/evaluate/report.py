@@ -138,35 +138,32 @@ def evaluate_run(run: Path, n_boot: int = 500, band: float = 0.1, seed: int = 0,
         if not complete.all():
             entry["complete"] = _score(w, np.where(complete[:, None], p, np.nan), levels[-1:], n_boot, band, seed)
         metrics["models"][name] = entry
-    dev = run / "predictions" / "dev"
-    if dev.is_dir():  # a fixed split: the dev figures every choice is made on (point estimates)
+    def part_units(part: str, name: str):
+        """A fixed split's dev or calib probabilities of model ``name`` at the top level, or None."""
+        path = run / "predictions" / part / f"{name}.csv"
+        if not path.exists():
+            return None
+        df = pd.read_csv(path)
+        units = samples.iloc[df.sample_index.to_numpy()].reset_index(drop=True)
+        p = df[[f"p_{c}" for c in info.classes]].to_numpy()
+        ok = np.isfinite(p).all(axis=1)
+        if not ok.any() or len(np.unique(units.y[ok])) < 2:
+            return None
+        return aggregate(units[ok].reset_index(drop=True), p[ok], top)
+
+    if (run / "predictions" / "dev").is_dir():  # a fixed split: the dev figures choices are made on
         metrics["dev"] = {}
         for name in info.models:
-            path = dev / f"{name}.csv"
-            if not path.exists():
-                continue
-            df = pd.read_csv(path)
-            units = samples.iloc[df.sample_index.to_numpy()].reset_index(drop=True)
-            p = df[[f"p_{c}" for c in info.classes]].to_numpy()
-            ok = np.isfinite(p).all(axis=1)
-            if ok.sum() and len(np.unique(units.y[ok])) > 1:
-                u, pl = aggregate(units[ok].reset_index(drop=True), p[ok], top)
-                metrics["dev"][name] = {**compute(u["y"].to_numpy(), pl), "n": int(len(u))}
-    calib = run / "predictions" / "calib"
-    if calib.is_dir():  # conformal sets calibrated on calib people, their coverage on test people
+            if (got := part_units("dev", name)) is not None:
+                metrics["dev"][name] = {**compute(got[0]["y"].to_numpy(), got[1]), "n": int(len(got[0]))}
+    if (run / "predictions" / "calib").is_dir():  # conformal sets calibrated on calib people, tested on test
         for name, entry in metrics["models"].items():
-            path = calib / f"{name}.csv"
-            if not path.exists():
-                continue
-            df = pd.read_csv(path)
-            cu = samples.iloc[df.sample_index.to_numpy()].reset_index(drop=True)
-            cp = df[[f"p_{c}" for c in info.classes]].to_numpy()
-            ok = np.isfinite(cp).all(axis=1)
+            got = part_units("calib", name)
             tp = preds[(name, ())][tested]
             tok = np.isfinite(tp).all(axis=1)
-            if ok.sum() < 10 or not tok.any():
+            if got is None or len(got[0]) < 10 or not tok.any():
                 continue
-            cu, cpl = aggregate(cu[ok].reset_index(drop=True), cp[ok], top)
+            cu, cpl = got
             tu, tpl = aggregate(w[tok].reset_index(drop=True), tp[tok], top)
             ty = tu["y"].to_numpy()
             entry["conformal"] = []
