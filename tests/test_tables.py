@@ -166,3 +166,19 @@ def test_conformal_sets_cover_at_the_nominal_rate():
         assert abs(sets[np.arange(2000), y[2000:]].mean() - (1 - alpha)) < 0.025
     curve = accuracy_coverage(y, proba)
     assert curve[0]["accuracy"] < curve[-1]["accuracy"]  # withholding the least certain helps
+
+
+def test_feature_column_selection():
+    from symptomfuse.errors import UsageError
+    from symptomfuse.modalities.table import select_columns
+
+    df = pd.DataFrame({"id": ["a"], "age": [60], "Rating": [2], "Rating1": [1], "f1": [0.1], "smile_x": [1.0],
+                       "note": ["x"]})
+    assert select_columns(df, "numeric", ["id"]) == ["age", "Rating", "Rating1", "f1", "smile_x"]
+    assert select_columns(df, "numeric-except:age,Rating*", ["id"]) == ["f1", "smile_x"]
+    assert select_columns(df, "prefix:smile_", []) == ["smile_x"]
+    assert select_columns(df, "cols:f1,age", []) == ["f1", "age"]
+    for bad, says in (("cols:nope", "no column"), ("prefix:zz", "select no column"), ("cols:note", "not numeric"),
+                      ("every", "use numeric")):
+        with pytest.raises(UsageError, match=says):
+            select_columns(df, bad, [])

@@ -62,10 +62,15 @@ class Table(Modality):
 
 
 def select_columns(df: pd.DataFrame, spec: str, exclude: list[str]) -> list[str]:
-    """Feature columns of a table: ``cols:a,b``, ``prefix:P`` or ``numeric`` (every numeric column not in
-    ``exclude``). Refuses unknown, non-numeric and empty selections with a message that lists what exists."""
+    """Feature columns of a table: ``cols:a,b``, ``prefix:P``, ``numeric`` (every numeric column not in
+    ``exclude``) or ``numeric-except:a,Rating*`` (the same, less those columns and prefixes). Refuses
+    unknown, non-numeric and empty selections with a message that lists what exists."""
     spec = spec.strip() or "numeric"
     usable = [c for c in df.columns if c not in exclude]
+    if spec.startswith("numeric-except:"):  # every numeric column but these (NAME* matches a prefix)
+        drop = [d.strip() for d in spec[len("numeric-except:"):].split(",") if d.strip()]
+        usable = [c for c in usable if not any(c == d or (d.endswith("*") and c.startswith(d[:-1])) for d in drop)]
+        spec = "numeric"
     if spec == "numeric":
         cols = [c for c in usable if pd.api.types.is_numeric_dtype(df[c])]
     elif spec.startswith("prefix:"):
@@ -76,7 +81,7 @@ def select_columns(df: pd.DataFrame, spec: str, exclude: list[str]) -> list[str]
         if missing:
             raise UsageError(f"table has no column(s) {missing}; it has {list(df.columns)}")
     else:
-        raise UsageError(f"feature columns {spec!r}: use numeric, prefix:PREFIX or cols:A,B,...")
+        raise UsageError(f"feature columns {spec!r}: use numeric, numeric-except:A,B*, prefix:PREFIX or cols:A,B,...")
     if not cols:
         raise UsageError(f"feature columns {spec!r} select no column; the table has {list(df.columns)}")
     text = [c for c in cols if not pd.api.types.is_numeric_dtype(df[c])]
