@@ -182,3 +182,16 @@ def test_feature_column_selection():
                       ("every", "use numeric")):
         with pytest.raises(UsageError, match=says):
             select_columns(df, bad, [])
+
+
+def test_ordinal_metrics_for_ratings():
+    from symptomfuse.evaluate.metrics import ordinal_metrics, ordinal_values
+
+    assert ordinal_values(["healthy", "pd"]) is None and ordinal_values(["0", "1"]) is None
+    values = ordinal_values(["0", "1", "2", "3", "4"])
+    y = np.array([0, 1, 2, 4])
+    proba = np.eye(5)[[0, 2, 2, 1]]  # right, off by one, right, off by three
+    m = ordinal_metrics(y, proba, values)
+    assert m["mae"] == pytest.approx(1.0) and m["exact"] == 0.5 and m["within_one"] == 0.75
+    soft = np.array([[0.5, 0.5, 0, 0, 0]])  # expected 0.5: rounds to a class, never in between
+    assert ordinal_metrics(np.array([0]), soft, values)["mae"] in (0.0, 1.0)

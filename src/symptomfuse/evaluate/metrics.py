@@ -128,3 +128,29 @@ def accuracy_coverage(y: np.ndarray, proba: np.ndarray, coverages=(1.0, 0.98, 0.
         keep = max(1, int(round(c * len(y))))
         out.append({"coverage": float(c), "kept": keep, "accuracy": float(correct[:keep].mean())})
     return out
+
+
+def ordinal_values(classes: list[str]) -> np.ndarray | None:
+    """The classes as numbers when every class name is one (ratings such as 0-4), else None."""
+    try:
+        values = np.array([float(c) for c in classes])
+    except ValueError:
+        return None
+    return values if len(values) > 2 else None
+
+
+def ordinal_prediction(proba: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """The predicted rating: the expected rating, rounded to the nearest class value."""
+    return values[np.abs((proba @ values)[:, None] - values[None]).argmin(axis=1)]
+
+
+def ordinal_metrics(y: np.ndarray, proba: np.ndarray, values: np.ndarray) -> dict[str, float]:
+    """For ordered classes (ratings): the predicted rating (``ordinal_prediction``) against the true one:
+    mean absolute error, exact and within-one accuracy; and the MAE of the most probable class."""
+    truth = values[np.asarray(y)]
+    expected = proba @ values
+    nearest = ordinal_prediction(proba, values)
+    top = values[proba.argmax(axis=1)]
+    return {"mae": float(np.mean(np.abs(nearest - truth))), "mae_top_class": float(np.mean(np.abs(top - truth))),
+            "mae_expected": float(np.mean(np.abs(expected - truth))),
+            "exact": float(np.mean(nearest == truth)), "within_one": float(np.mean(np.abs(nearest - truth) <= 1))}

@@ -19,7 +19,8 @@ from symptomfuse.artifacts import RunInfo  # noqa: E402
 from symptomfuse.data.manifest import read_id_csv  # noqa: E402
 from symptomfuse.errors import UsageError  # noqa: E402
 from symptomfuse.evaluate.metrics import (LEVELS, abstention, accuracy_coverage, aggregate, compute,  # noqa: E402
-                                          conformal_sets, with_intervals)
+                                          conformal_sets, ordinal_metrics, ordinal_prediction, ordinal_values,
+                                          with_intervals)
 from tqdm import tqdm  # noqa: E402
 
 
@@ -44,14 +45,20 @@ def load_predictions(run: Path) -> tuple[RunInfo, pd.DataFrame, dict[tuple, np.n
     return info, samples, preds
 
 
-def _score(units_df: pd.DataFrame, p: np.ndarray, levels: tuple, n_boot: int, band: float, seed: int) -> dict:
-    """Metrics at each level for the samples with a prediction."""
+def _score(units_df: pd.DataFrame, p: np.ndarray, levels: tuple, n_boot: int, band: float, seed: int,
+           ordinal: np.ndarray | None = None) -> dict:
+    """Metrics at each level for the samples with a prediction; with ``ordinal`` class values (ratings),
+    the ordinal metrics too, and the mean absolute error per person."""
     ok = np.isfinite(p).all(axis=1)
     entry = {}
     for level in levels:
         units, pl = aggregate(units_df[ok].reset_index(drop=True), p[ok], level)
         entry[level] = with_intervals(units, pl, n_boot=n_boot, seed=seed)
         entry[level]["people"] = int(units["person_id"].nunique())
+        if ordinal is not None:
+            entry[level].update(ordinal_metrics(units["y"].to_numpy(), pl, ordinal))
+            errors = np.abs(ordinal_prediction(pl, ordinal) - ordinal[units["y"].to_numpy()])
+            entry[level]["mae_per_person"] = float(pd.Series(errors).groupby(units["person_id"].to_numpy()).mean().mean())
         if level == levels[-1]:
             entry["abstention"] = abstention(units, pl, band)
     return entry
@@ -115,6 +122,7 @@ def evaluate_run(run: Path, n_boot: int = 500, band: float = 0.1, seed: int = 0,
     if not bool((w.groupby("person_id")["y"].nunique() == 1).all()):
         levels = tuple(lv for lv in levels if lv != "person")
     top = levels[-1]
+    ordinal = ordinal_values(info.classes)
     has_cols = [c for c in w.columns if c.startswith("has_")]
     complete = w[has_cols].astype(bool).all(axis=1).to_numpy() if has_cols else np.ones(len(w), bool)
     metrics = {"schema": METRICS_SCHEMA, "run_id": info.run_id, "models": {}, "ablations": [],
@@ -131,10 +139,10 @@ def evaluate_run(run: Path, n_boot: int = 500, band: float = 0.1, seed: int = 0,
         if dropped:
             entry["dropped"] = list(dropped)
             pc = np.where(complete[:, None], p, np.nan)
-            entry.update(_score(w, pc, levels, n_boot, band, seed))
+            entry.update(_score(w, pc, levels, n_boot, band, seed, ordinal))
             metrics["ablations"].append(entry)
             continue
-        entry.update(_score(w, p, levels, n_boot, band, seed))
+        entry.update(_score(w, p, levels, n_boot, band, seed, ordinal))
         if not complete.all():
             entry["complete"] = _score(w, np.where(complete[:, None], p, np.nan), levels[-1:], n_boot, band, seed)
         metrics["models"][name] = entry
