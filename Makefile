@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 DEMO_OUT ?= demo_out
 APT_PACKAGES := ffmpeg chromium chromium-driver iproute2
 
-.PHONY: demo fsdd tasks uci test install system-deps bench clean
+.PHONY: demo fsdd tasks uci real test install system-deps bench clean
 
 # The virtual environment, with the package and its pinned dependencies. Rebuilt when the pins change.
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -59,6 +59,12 @@ tasks: $(VENV)/.installed
 # Bring your own table: UCI Parkinsons (real people), person-grouped, beside scikit-learn baselines and the leaky split.
 uci: $(VENV)/.installed
 	$(PY) benchmarks/real/uci_parkinsons.py
+
+# Real people: UCI Parkinsons, UFNet speech + smile under the paper's split, finger tapping (about 8 minutes).
+real: $(VENV)/.installed
+	$(PY) benchmarks/real/uci_parkinsons.py
+	$(PY) benchmarks/real/ufnet.py
+	$(PY) benchmarks/real/finger_tapping.py
 
 # SYMPTOMFUSE_REQUIRE_BROWSER=1: the headless-Chromium test fails, rather than skips, when it cannot run.
 test: $(VENV)/.installed system-deps
