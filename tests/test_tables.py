@@ -127,8 +127,16 @@ def test_a_fixed_split_scores_test_people_once_and_cannot_leak(tables, capsys):
     demo = pd.DataFrame({"id": ids, "Sex": ["Female", "Male"] * 30, "Age": np.linspace(35, 85, 60).round()})
     demo.to_csv(tables / "demo.csv", index=False)
     assert main(["evaluate", str(run), "--bootstrap", "50", "--subgroups", str(tables / "demo.csv"),
-                 "--subgroup-person-col", "id", "--subgroup-cols", "sex,age"]) == 0
+                 "--subgroup-person-col", "id", "--subgroup-cols", "sex,age", "--importance"]) == 0
     m = json.loads((run / "metrics.json").read_text())
+    # why: each modality's contribution to each fused prediction, and the features that matter, by name
+    contrib = m["models"]["fused_gated"]["contributions"]
+    assert set(contrib) == {"voice", "smile"} and all(v["mean_abs"] >= 0 for v in contrib.values())
+    per_person = pd.read_csv(run / "contributions" / "fused_gated.csv", keep_default_na=False)
+    assert len(per_person) == 12 and {"contribution_voice", "contribution_smile"} <= set(per_person.columns)
+    importance = m["feature_importance"]
+    assert importance["voice"]["top"][0]["feature"] == "jitter"  # the one voice column that carries the signs
+    assert importance["smile"]["top"][0]["feature"] == "smile_au12"
     cells = m["models"]["fused_gated"]["subgroups"]
     for attribute in ("Sex", "Age"):  # every test person in exactly one cell of each attribute
         assert sum(c["people"] for c in cells if c["attribute"] == attribute) == 12

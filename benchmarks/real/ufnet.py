@@ -66,7 +66,7 @@ def main() -> int:
                "--labels", "no_pd,pd"])
         quiet(["train", str(work / "cur"), "--out", str(work / "run"), "--unit", "person",
                "--split-file", str(split_file(work / "split.csv"))])
-        quiet(["evaluate", str(work / "run"), "--bootstrap", "1000", "--subgroups",
+        quiet(["evaluate", str(work / "run"), "--bootstrap", "1000", "--importance", "--subgroups",
                str(DATA / "demography_details.csv"), "--subgroup-person-col", "id", "--subgroup-cols", "Sex,Age"])
         metrics = json.loads((work / "run" / "metrics.json").read_text())
         summary = json.loads((work / "cur" / "summary.json").read_text())
@@ -80,12 +80,13 @@ def main() -> int:
                       "both_auc_ci": both["roc_auc_ci"], "both_people": both["people"],
                       "dev_auc": metrics.get("dev", {}).get(name, {}).get("roc_auc"),
                       "conformal": e.get("conformal"), "accuracy_coverage": e.get("accuracy_coverage"),
-                      "subgroups": e.get("subgroups")}
+                      "subgroups": e.get("subgroups"), "contributions": e.get("contributions")}
     result = {"protocol": "UFNet's person split: train / dev (choices) / calib (temperature) / test (scored once); "
                           "package defaults; unit person; 95% bootstrap intervals over test people",
               "split_people": metrics["protocol"]["split_people"], "curated": summary["modalities"],
               "test_samples": metrics["samples"], "test_with_both": metrics["complete_samples"],
               "published_test_auroc": PUBLISHED, "models": rows, "age_alone": metrics.get("attribute_auc"),
+              "feature_importance": metrics.get("feature_importance"),
               "seconds": round(time.perf_counter() - t0, 1)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
@@ -115,6 +116,14 @@ def main() -> int:
                  f"{c['roc_auc_ci'][1]:.2f}]" if "roc_auc" in c else "-") + f" ({c['people']})"
                  for c in rows[name]["subgroups"] or []]
         print(f"  {name:<18} " + ";  ".join(cells))
+    print("\nwhy: features that matter most on test people (AUC drop when shuffled):")
+    for m, imp in (result["feature_importance"] or {}).items():
+        print(f"  {m:<8} " + ", ".join(f"{t['feature']} {t['auc_drop']:+.3f}" for t in imp["top"][:6]))
+    print("  modality contributions to the fused predictions (mean |change in p| when removed; share of people "
+          "it moves most):")
+    for name in sorted(n for n in rows if rows[n]["contributions"]):
+        print(f"  {name:<18} " + ", ".join(f"{m} {c['mean_abs']:.3f} ({c['share_largest']:.0%})"
+                                           for m, c in rows[name]["contributions"].items()))
     print(f"\npublished (UFNet, test): {PUBLISHED}\nwrote {args.out} in {result['seconds']} s")
     return 0
 

@@ -493,6 +493,9 @@ with each modality removed). Writes metrics.json, report.html and report/*.png. 
     p.add_argument("--bootstrap", type=_number(int, 0, 100_000), default=500, help="bootstrap resamples of people")
     p.add_argument("--abstain-band", type=_number(float, 0, 0.5, high_open=True), default=0.1,
                    help="abstain when the top probability is within this of chance")
+    p.add_argument("--importance", action="store_true",
+                   help="permutation importance of each feature-table modality's features on held-out people "
+                        "(needs the curated set the run trained on)")
     p.add_argument("--subgroups", type=Path, default=None,
                    help="a CSV of person attributes (e.g. demographics): metrics per group of each --subgroup-cols "
                         "column (numbers such as age in bands <50, 50-59, 60-69, 70+), with intervals and counts")
@@ -520,7 +523,11 @@ def _run_evaluate(args) -> int:
         if person not in table.columns:
             raise UsageError(f"--subgroups: no person column {args.subgroup_person_col!r}; it has {list(table.columns)}")
         subgroups = (table, person, cols)
-    metrics = evaluate_run(args.run, n_boot=args.bootstrap, band=args.abstain_band, subgroups=subgroups)
+    metrics = evaluate_run(args.run, n_boot=args.bootstrap, band=args.abstain_band, subgroups=subgroups,
+                           importance=args.importance)
+    for m, imp in metrics.get("feature_importance", {}).items():
+        print(f"features of {m} that matter most ({imp['model']}, AUC drop when shuffled on held-out people): "
+              + ", ".join(f"{t['feature']} {t['auc_drop']:+.3f}" for t in imp["top"][:5]))
     print(format_table(ablation_table(metrics)))
     print(f"\n{NOTICE}\nreport: {args.run / 'report.html'}   metrics: {args.run / 'metrics.json'}")
     return 0

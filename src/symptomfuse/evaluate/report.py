@@ -106,8 +106,103 @@ def _subgroups(metrics: dict, units_of, groups: pd.DataFrame, columns: list[str]
     metrics["subgroup_level"] = top
 
 
+def _contributions(run: Path, info: RunInfo, w: pd.DataFrame, preds: dict, tested: np.ndarray, top: str,
+                   metrics: dict) -> None:
+    """Each fused model's per-prediction modality contributions: how much the probability of the positive
+    (last) class moves when that modality is removed (p with everything - p without it), per top-level
+    unit (NaN where the unit lacks the modality, or has nothing else), written to contributions/MODEL.csv; metrics.json gets the mean absolute contribution per
+    modality and the share of predictions each modality moves most."""
+    out = run / "contributions"
+    for name, entry in metrics["models"].items():
+        dropped = [d for (n, d) in preds if n == name and len(d) == 1]
+        if not dropped:
+            continue
+        full = preds[(name, ())][tested]
+        units, pf = aggregate(w, np.nan_to_num(full, nan=0.5), top)
+        table = units[["person_id"]].copy()
+        if top != "person":
+            table.insert(0, "unit", units.iloc[:, 0].to_numpy())
+        table["p"] = pf[:, -1]
+        for (m,) in dropped:
+            without = preds[(name, (m,))][tested]
+            both = np.isfinite(full).all(axis=1) & np.isfinite(without).all(axis=1)
+            _, pw = aggregate(w, np.where(both[:, None], without, np.nan_to_num(full, nan=0.5)), top)
+            delta = pf[:, -1] - pw[:, -1]
+            has = both & (w[f"has_{m}"].to_numpy().astype(bool) if f"has_{m}" in w else True)
+            kept = aggregate(w, has[:, None].astype(float), top)[1][:, 0] > 0  # absent, or nothing left: NaN
+            table[f"contribution_{m}"] = np.where(kept, delta, np.nan)
+        out.mkdir(exist_ok=True)
+        atomic_write_text(out / f"{name}.csv", table.to_csv(index=False))
+        cols = [c for c in table.columns if c.startswith("contribution_")]
+        mags = table[cols].abs()
+        most = mags.dropna().idxmax(axis=1).value_counts(normalize=True)
+        entry["contributions"] = {c[len("contribution_"):]: {"mean_abs": float(mags[c].mean()),
+                                                             "share_largest": float(most.get(c, 0.0))}
+                                  for c in cols}
+
+
+def feature_importance(run: Path, info: RunInfo, samples: pd.DataFrame, repeats: int = 5, seed: int = 0,
+                       top_n: int = 10) -> dict:
+    """Permutation importance of each feature-table modality's own network, on held-out people: for every
+    fold, the window ROC AUC on that fold's test windows minus the AUC with one column shuffled among them
+    (``repeats`` times), averaged over folds. Features are named as in the table. Needs the curated set the
+    run trained on (its path is in run.json)."""
+    import torch
+
+    from symptomfuse.data.dataset import load_curated
+    from symptomfuse.evaluate.calibration import calibrated
+    from symptomfuse.evaluate.metrics import _auc_binary
+    from symptomfuse.models.multimodal import load as load_model
+
+    tables = [m for m in info.contract.modalities if info.contract.modality(m).source == "table"]
+    singles = {s.modalities[0]: n for n, e in info.models.items() if (s := e["spec"]).kind == "single"
+               and s.modalities[0] in tables}
+    if not singles or len(info.classes) != 2:
+        return {}
+    curated = Path(info.protocol.get("curated", ""))
+    if not (curated / "contract.json").exists():
+        raise UsageError(f"--importance needs the curated set the run trained on; not found at {curated}")
+    ws = load_curated(curated, list(singles))
+    rng = np.random.default_rng(seed)
+    fold_of_person = dict(zip(samples.person_id, samples.fold))
+    fold = ws.windows.person_id.map(fold_of_person).fillna(-1).to_numpy(int)
+    out = {}
+    for m, name in singles.items():
+        cols = list(info.contract.modalities[m].columns)
+        drops = np.zeros(len(cols))
+        used = 0
+        for record in info.models[name]["folds"]:
+            idx = np.flatnonzero((fold == record["fold"]) & ws.has(m))
+            y = ws.y[idx]
+            if len(np.unique(y)) < 2:
+                continue
+            model = load_model(run / "models" / name / f"fold{record['fold']}")
+            x = ws.take(m, idx)
+
+            def auc(values):
+                with torch.no_grad():
+                    logits = model({m: torch.from_numpy(values)}).numpy()
+                return _auc_binary(y, calibrated(logits, record["temperature"])[:, 1])
+
+            base = auc(x)
+            for j in range(len(cols)):
+                shuffled = []
+                for _ in range(repeats):
+                    xp = x.copy()
+                    xp[:, j] = xp[rng.permutation(len(xp)), j]
+                    shuffled.append(auc(xp))
+                drops[j] += base - np.mean(shuffled)
+            used += 1
+        if used:
+            drops /= used
+            order = np.argsort(-drops)[:top_n]
+            out[m] = {"model": name, "folds": used, "top": [{"feature": cols[j], "auc_drop": float(drops[j])}
+                                                            for j in order]}
+    return out
+
+
 def evaluate_run(run: Path, n_boot: int = 500, band: float = 0.1, seed: int = 0,
-                 subgroups: tuple | None = None) -> dict:
+                 subgroups: tuple | None = None, importance: bool = False) -> dict:
     """Compute metrics for every prediction set in ``run`` and write metrics.json and the report.
 
     Each model is scored on every tested sample it gives a prediction for (its ``coverage``), and, when
@@ -159,6 +254,7 @@ def evaluate_run(run: Path, n_boot: int = 500, band: float = 0.1, seed: int = 0,
             return None
         return aggregate(units[ok].reset_index(drop=True), p[ok], top)
 
+    _contributions(run, info, w, preds, tested, top, metrics)
     if (run / "predictions" / "dev").is_dir():  # a fixed split: the dev figures choices are made on
         metrics["dev"] = {}
         for name in info.models:
@@ -181,6 +277,8 @@ def evaluate_run(run: Path, n_boot: int = 500, band: float = 0.1, seed: int = 0,
                                            "mean_set_size": float(sets.sum(axis=1).mean()),
                                            "calib_people": int(len(cu)), "test_people": int(len(tu))})
             entry["accuracy_coverage"] = accuracy_coverage(ty, tpl)
+    if importance:
+        metrics["feature_importance"] = feature_importance(run, info, samples, seed=seed)
     if subgroups is not None:  # (table of person attributes, its person column, the attribute columns)
         table, person_col, columns = subgroups
         groups = subgroup_table(table, person_col, columns)
