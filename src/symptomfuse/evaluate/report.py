@@ -457,7 +457,8 @@ def write_report(run: Path, info: dict, windows: pd.DataFrame, preds: dict[str, 
              f"<p>{proto['folds']}-fold cross-validation grouped by {'record (LEAKY)' if proto.get('leaky_split') else 'person'}, ")
             + f"{proto['people']} people, "
             f"seed {proto['seed']}. Every prediction is out-of-fold; probabilities are temperature-scaled on "
-            f"validation people; windows are averaged per recording and per person. Intervals: 95% bootstrap "
+            f"{'calib' if proto.get('split') == 'fixed' else 'validation'} people; windows are averaged per "
+            f"recording and per person. Intervals: 95% bootstrap "
             f"over people. Rows 'without m' are fused models with modality m removed at inference.</p>",
             "<h2>Fusion ablation</h2>", table.to_html(index=False, float_format=lambda v: f"{v:.3f}"),
             f"<h2>Abstention (per {top})</h2>",
