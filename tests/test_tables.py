@@ -127,7 +127,8 @@ def test_a_fixed_split_scores_test_people_once_and_cannot_leak(tables, capsys):
     demo = pd.DataFrame({"id": ids, "Sex": ["Female", "Male"] * 30, "Age": np.linspace(35, 85, 60).round()})
     demo.to_csv(tables / "demo.csv", index=False)
     assert main(["evaluate", str(run), "--bootstrap", "50", "--subgroups", str(tables / "demo.csv"),
-                 "--subgroup-person-col", "id", "--subgroup-cols", "sex,age", "--importance"]) == 0
+                 "--subgroup-person-col", "id", "--subgroup-cols", "sex,age", "--importance",
+                 "--mc-dropout", "5"]) == 0
     m = json.loads((run / "metrics.json").read_text())
     # why: each modality's contribution to each fused prediction, and the features that matter, by name
     contrib = m["models"]["fused_gated"]["contributions"]
@@ -137,6 +138,9 @@ def test_a_fixed_split_scores_test_people_once_and_cannot_leak(tables, capsys):
     importance = m["feature_importance"]
     assert importance["voice"]["top"][0]["feature"] == "jitter"  # the one voice column that carries the signs
     assert importance["smile"]["top"][0]["feature"] == "smile_au12"
+    mc = m["mc_dropout"]["voice_only"]  # dropout-on passes over the held-out people
+    assert mc["passes"] == 5 and mc["people"] == 12 and mc["mean_spread"] > 0
+    assert [c["coverage"] for c in mc["accuracy_coverage"]][0] == 1.0
     cells = m["models"]["fused_gated"]["subgroups"]
     for attribute in ("Sex", "Age"):  # every test person in exactly one cell of each attribute
         assert sum(c["people"] for c in cells if c["attribute"] == attribute) == 12

@@ -496,6 +496,9 @@ with each modality removed). Writes metrics.json, report.html and report/*.png. 
     p.add_argument("--importance", action="store_true",
                    help="permutation importance of each feature-table modality's features on held-out people "
                         "(needs the curated set the run trained on)")
+    p.add_argument("--mc-dropout", type=_number(int, 0, 1000), default=0, metavar="PASSES",
+                   help="MC-dropout uncertainty of each single-modality network on its held-out people, with "
+                        "this many passes, and accuracy when the most uncertain are withheld (0: off)")
     p.add_argument("--subgroups", type=Path, default=None,
                    help="a CSV of person attributes (e.g. demographics): metrics per group of each --subgroup-cols "
                         "column (numbers such as age in bands <50, 50-59, 60-69, 70+), with intervals and counts")
@@ -524,7 +527,7 @@ def _run_evaluate(args) -> int:
             raise UsageError(f"--subgroups: no person column {args.subgroup_person_col!r}; it has {list(table.columns)}")
         subgroups = (table, person, cols)
     metrics = evaluate_run(args.run, n_boot=args.bootstrap, band=args.abstain_band, subgroups=subgroups,
-                           importance=args.importance)
+                           importance=args.importance, mc_passes=args.mc_dropout)
     for m, imp in metrics.get("feature_importance", {}).items():
         print(f"features of {m} that matter most ({imp['model']}, AUC drop when shuffled on held-out people): "
               + ", ".join(f"{t['feature']} {t['auc_drop']:+.3f}" for t in imp["top"][:5]))

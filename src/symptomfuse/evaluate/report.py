@@ -149,7 +149,6 @@ def feature_importance(run: Path, info: RunInfo, samples: pd.DataFrame, repeats:
     run trained on (its path is in run.json)."""
     import torch
 
-    from symptomfuse.data.dataset import load_curated
     from symptomfuse.evaluate.calibration import calibrated
     from symptomfuse.evaluate.metrics import _auc_binary
     from symptomfuse.models.multimodal import load as load_model
@@ -159,13 +158,8 @@ def feature_importance(run: Path, info: RunInfo, samples: pd.DataFrame, repeats:
                and s.modalities[0] in tables}
     if not singles or len(info.classes) != 2:
         return {}
-    curated = Path(info.protocol.get("curated", ""))
-    if not (curated / "contract.json").exists():
-        raise UsageError(f"--importance needs the curated set the run trained on; not found at {curated}")
-    ws = load_curated(curated, list(singles))
+    ws, fold = _test_inputs(run, info, samples, list(singles))
     rng = np.random.default_rng(seed)
-    fold_of_person = dict(zip(samples.person_id, samples.fold))
-    fold = ws.windows.person_id.map(fold_of_person).fillna(-1).to_numpy(int)
     out = {}
     for m, name in singles.items():
         cols = list(info.contract.modalities[m].columns)
@@ -201,8 +195,65 @@ def feature_importance(run: Path, info: RunInfo, samples: pd.DataFrame, repeats:
     return out
 
 
+def _test_inputs(run: Path, info: RunInfo, samples: pd.DataFrame, modalities: list[str]):
+    """The curated windows of ``modalities`` (from the set the run trained on) and each window's test fold
+    (-1: not a test window), from the people's folds."""
+    from symptomfuse.data.dataset import load_curated
+
+    curated = Path(info.protocol.get("curated", ""))
+    if not (curated / "contract.json").exists():
+        raise UsageError(f"this needs the curated set the run trained on; not found at {curated}")
+    ws = load_curated(curated, modalities)
+    fold_of_person = dict(zip(samples.person_id, samples.fold))
+    return ws, ws.windows.person_id.map(fold_of_person).fillna(-1).to_numpy(int)
+
+
+def mc_dropout(run: Path, info: RunInfo, samples: pd.DataFrame, passes: int = 20, seed: int = 0) -> dict:
+    """MC-dropout uncertainty per prediction of each single-modality network on its held-out people:
+    ``passes`` forward passes with dropout on (batch norm as trained), the spread (standard deviation) of
+    p(positive) per window, averaged per person; then the accuracy of the person-level predictions when
+    the most uncertain are withheld (as UFNet withholds the least certain)."""
+    import torch
+
+    from symptomfuse.evaluate.calibration import calibrated
+    from symptomfuse.models.multimodal import load as load_model
+
+    singles = {n: e["spec"].modalities[0] for n, e in info.models.items() if e["spec"].kind == "single"}
+    if not singles or len(info.classes) != 2:
+        return {}
+    ws, fold = _test_inputs(run, info, samples, sorted(set(singles.values())))
+    out = {}
+    for name, m in singles.items():
+        rows = []
+        for record in info.models[name]["folds"]:
+            idx = np.flatnonzero((fold == record["fold"]) & ws.has(m))
+            if not len(idx):
+                continue
+            model = load_model(run / "models" / name / f"fold{record['fold']}")
+            for module in model.modules():
+                if isinstance(module, torch.nn.Dropout):
+                    module.train()
+            torch.manual_seed(seed + record["fold"])
+            x = torch.from_numpy(np.asarray(ws.take(m, idx)))
+            with torch.no_grad():
+                draws = np.stack([calibrated(model({m: x}).numpy(), record["temperature"])[:, 1]
+                                  for _ in range(passes)])
+            rows.append(pd.DataFrame({"person_id": ws.people[idx], "y": ws.y[idx], "p": draws.mean(axis=0),
+                                      "spread": draws.std(axis=0)}))
+        if not rows:
+            continue
+        per = pd.concat(rows).groupby("person_id").agg(y=("y", "first"), p=("p", "mean"), spread=("spread", "mean"))
+        order = np.argsort(per.spread.to_numpy(), kind="stable")  # most certain first
+        correct = ((per.p.to_numpy() >= 0.5).astype(int) == per.y.to_numpy())[order]
+        curve = [{"coverage": c, "accuracy": float(correct[:max(1, int(round(c * len(correct))))].mean())}
+                 for c in (1.0, 0.98, 0.9, 0.8, 0.7)]
+        out[name] = {"passes": passes, "people": int(len(per)), "mean_spread": float(per.spread.mean()),
+                     "accuracy_coverage": curve}
+    return out
+
+
 def evaluate_run(run: Path, n_boot: int = 500, band: float = 0.1, seed: int = 0,
-                 subgroups: tuple | None = None, importance: bool = False) -> dict:
+                 subgroups: tuple | None = None, importance: bool = False, mc_passes: int = 0) -> dict:
     """Compute metrics for every prediction set in ``run`` and write metrics.json and the report.
 
     Each model is scored on every tested sample it gives a prediction for (its ``coverage``), and, when
@@ -279,6 +330,8 @@ def evaluate_run(run: Path, n_boot: int = 500, band: float = 0.1, seed: int = 0,
             entry["accuracy_coverage"] = accuracy_coverage(ty, tpl)
     if importance:
         metrics["feature_importance"] = feature_importance(run, info, samples, seed=seed)
+    if mc_passes:
+        metrics["mc_dropout"] = mc_dropout(run, info, samples, mc_passes, seed)
     if subgroups is not None:  # (table of person attributes, its person column, the attribute columns)
         table, person_col, columns = subgroups
         groups = subgroup_table(table, person_col, columns)
