@@ -81,6 +81,12 @@ class FeatureContract:
     def bound(self) -> dict[str, Modality]:
         return {m: self.modality(m) for m in self.modalities}
 
+    def frame_config(self, names=None):
+        """The size and rate decoded frames are brought to: that of the (first) modality among ``names``
+        (default: all) that has frames of its own, or None when none has."""
+        mods = [self.modality(m) for m in (self.modalities if names is None else names)]
+        return next((m.frame_config() for m in mods if hasattr(m, "frame_config")), None)
+
     @property
     def positive_index(self) -> int | None:
         return len(self.classes) - 1 if self.positive is not None else None

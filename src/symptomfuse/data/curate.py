@@ -39,14 +39,6 @@ def default_contract(**kw) -> FeatureContract:
     return FeatureContract.build(names, Timing(**timing), kw.pop("settings", None), **kw)
 
 
-def _frame_config(contract: FeatureContract) -> FrameConfig:
-    """The frame size the decoder brings frames to: the video modality's, else the default size."""
-    for m in contract.bound().values():
-        if hasattr(m, "frame_config"):
-            return m.frame_config()
-    return FrameConfig(fps=contract.timing.fps)
-
-
 def featurize(c: Candidate, contract: FeatureContract) -> tuple[dict, dict]:
     """Decode one recording (or take a table row) and compute its windows' features. Raises MediaError."""
     mods = [contract.modality(m) for m in c.modalities]
@@ -58,7 +50,7 @@ def featurize(c: Candidate, contract: FeatureContract) -> tuple[dict, dict]:
     else:
         needs = {s for m in mods for s in m.needs}
         dec = decode(c.audio_path if "audio" in needs else None, c.video_path if "video" in needs else None,
-                     _frame_config(contract))
+                     contract.frame_config() or FrameConfig(fps=timing.fps))
         audio, frames, duration = dec.audio, dec.frames, dec.duration_s
         if duration + 1e-9 < timing.window_s:
             if not contract.pad_short:

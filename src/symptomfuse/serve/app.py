@@ -104,7 +104,7 @@ def detector_engine_factory(model_dir: Path, backend: str = "torch", update_ever
     def factory() -> StreamEngine:
         return StreamEngine(detector, update_every=update_every)
 
-    frames = next((m.frame_config() for m in detector.contract.bound().values() if hasattr(m, "frame_config")), None)
+    frames = detector.contract.frame_config()
     factory.info = {"modalities": list(detector.modalities), "classes": list(detector.classes),
                     "positive_class": detector.positive_class, "live": detector.spec.live_info(),
                     "frame_size": [frames.width, frames.height] if frames else [64, 48],

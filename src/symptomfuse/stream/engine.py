@@ -96,8 +96,8 @@ class StreamEngine:
         self.window_s = self.contract.timing.window_s
         self.keep_s = keep_s = self.window_s + self.update_every + self.max_wait_s + 1.0
         self.modalities = {m: self.contract.modality(m) for m in detector.modalities}
-        frame_cfg = next((mod.frame_config() for mod in self.modalities.values() if hasattr(mod, "frame_config")), None)
-        self.streams = Streams(self.contract.timing.fps, self.origin, keep_s, quality, frame_cfg)
+        self.streams = Streams(self.contract.timing.fps, self.origin, keep_s, quality,
+                               self.contract.frame_config(list(self.modalities)))
         self.streams.aspect = aspect
         self.states = {m: mod.live_state(keep_s) for m, mod in self.modalities.items()}
         self._history: deque = deque(maxlen=smooth)

@@ -103,16 +103,17 @@ class Samples:
         return np.unique(self.of_window[windows])
 
     def pool(self, values: np.ndarray, windows: np.ndarray) -> np.ndarray:
-        """Mean of per-window ``values`` (rows for ``windows``) per sample; NaN for samples with none."""
-        out = np.full((len(self), values.shape[1]), np.nan)
-        ok = np.isfinite(values).all(axis=1)
-        if ok.any():
-            idx = self.of_window[windows[ok]]
-            sums = np.zeros_like(out)
-            np.add.at(sums, idx, values[ok])
-            counts = np.bincount(idx, minlength=len(self))
-            out[counts > 0] = sums[counts > 0] / counts[counts > 0, None]
-        return out
+        """Mean of per-window ``values`` (rows for ``windows``) per sample, column by column, leaving out
+        NaN (a window without that modality); NaN where a sample has no value."""
+        values = np.asarray(values, dtype=np.float64)
+        ok = np.isfinite(values)
+        sums = np.zeros((len(self), values.shape[1]))
+        counts = np.zeros((len(self), values.shape[1]))
+        idx = self.of_window[windows]
+        np.add.at(sums, idx, np.where(ok, values, 0.0))
+        np.add.at(counts, idx, ok)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(counts > 0, sums / counts, np.nan)
 
 
 def _pooled_embeddings(model: MultimodalClassifier, ws: WindowSet, samples: Samples, windows: np.ndarray,
@@ -121,14 +122,12 @@ def _pooled_embeddings(model: MultimodalClassifier, ws: WindowSet, samples: Samp
     that modality (from ``windows``), and which samples have it."""
     x, present = prepare(model, ws, windows)
     emb = embed(model, x)
-    pos = {u: i for i, u in enumerate(units)}
     out, mask = {}, {}
     for m, e in emb.items():
         pooled = samples.pool(np.where(present[m].numpy()[:, None], e.numpy().astype(np.float64), np.nan), windows)
         pooled = pooled[units]
         mask[m] = torch.from_numpy(np.isfinite(pooled).all(axis=1))
         out[m] = torch.from_numpy(np.nan_to_num(pooled).astype(np.float32))
-    assert len(pos) == len(units)
     return out, mask
 
 
@@ -161,17 +160,7 @@ def _baseline_inputs(ws: WindowSet, spec: ModelSpec, samples: Samples, windows: 
     if samples.unit == "recording":
         return x, windows
     units = samples.of(windows)
-    return _nanpool(samples, x, windows)[units], units
-
-
-def _nanpool(samples: Samples, x: np.ndarray, windows: np.ndarray) -> np.ndarray:
-    """Column-wise mean over each sample's windows, ignoring NaN (a modality a window lacks)."""
-    df = pd.DataFrame(x)
-    df["_s"] = samples.of_window[windows]
-    pooled = df.groupby("_s").mean()
-    out = np.full((len(samples), x.shape[1]), np.nan)
-    out[pooled.index.to_numpy()] = pooled.to_numpy()
-    return out
+    return samples.pool(x, windows)[units], units
 
 
 def cross_validate(ws: WindowSet, specs: list[ModelSpec], folds: list[Fold], cfg: TrainConfig, out: Path,
