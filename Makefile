@@ -65,6 +65,7 @@ real: $(VENV)/.installed
 	$(PY) benchmarks/real/uci_parkinsons.py
 	$(PY) benchmarks/real/ufnet.py
 	$(PY) benchmarks/real/finger_tapping.py
+	$(PY) benchmarks/real/report.py --docs docs/img/real
 
 # SYMPTOMFUSE_REQUIRE_BROWSER=1: the headless-Chromium test fails, rather than skips, when it cannot run.
 test: $(VENV)/.installed system-deps

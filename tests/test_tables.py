@@ -141,11 +141,14 @@ def test_a_fixed_split_scores_test_people_once_and_cannot_leak(tables, capsys):
     mc = m["mc_dropout"]["voice_only"]  # dropout-on passes over the held-out people
     assert mc["passes"] == 5 and mc["people"] == 12 and mc["mean_spread"] > 0
     assert [c["coverage"] for c in mc["accuracy_coverage"]][0] == 1.0
+    fused = m["mc_dropout"]["fused_gated"]  # fused per person: dropout in encoders, fusion and head
+    assert fused["people"] == 12 and fused["mean_spread"] > 0
     cells = m["models"]["fused_gated"]["subgroups"]
     for attribute in ("Sex", "Age"):  # every test person in exactly one cell of each attribute
         assert sum(c["people"] for c in cells if c["attribute"] == attribute) == 12
     assert {c["group"] for c in cells if c["attribute"] == "Age"} <= {"<50", "50-59", "60-69", "70+"}
     assert "Age" in m["attribute_auc"] and m["attribute_auc"]["Age"]["people"] == 12
+    assert set(m["models"]["fused_gated"]["stratified_auc"]) == {"Sex", "Age"}
     assert m["protocol"]["split"] == "fixed"
     assert m["protocol"]["split_people"] == {"train": 24, "dev": 12, "calib": 12, "test": 12}
     assert m["samples"] == 12 and m["models"]["fused_gated"]["person"]["n"] == 12  # test people only
@@ -164,6 +167,23 @@ def test_a_fixed_split_scores_test_people_once_and_cannot_leak(tables, capsys):
     assert main(["train", str(tables / "cur"), "--out", str(tables / "r2"), "--split-file", str(tables / "bad.csv")]) == 2
     assert "two splits" in capsys.readouterr().err
 
+
+
+def test_an_auc_that_age_explains_vanishes_within_age_bands():
+    from symptomfuse.evaluate.report import _stratified_auc
+
+    rng = np.random.default_rng(0)
+    band = np.repeat(["<50", "50-59", "60-69", "70+"], 50)
+    y = (rng.random(200) < np.repeat([0.1, 0.3, 0.6, 0.9], 50)).astype(int)  # cases are older
+    units = pd.DataFrame({"person_id": [f"p{i}" for i in range(200)], "y": y})
+    age_only = np.repeat([0.1, 0.3, 0.6, 0.9], 50) + rng.normal(0, 0.01, 200)  # a score that is age
+    r = _stratified_auc(units, np.stack([1 - age_only, age_only], 1), band)
+    assert r["roc_auc_same_people"] > 0.75 and abs(r["roc_auc"] - 0.5) < 0.15 and r["people"] == 200
+    signal = y + rng.normal(0, 0.5, 200)  # a score that sees the disease itself keeps its AUC
+    r = _stratified_auc(units, np.stack([-signal, signal], 1), band)
+    assert abs(r["roc_auc"] - r["roc_auc_same_people"]) < 0.08 and r["roc_auc"] > 0.8
+    unknown = np.where(np.arange(200) < 20, "unknown", band)  # people of unknown age are left out
+    assert _stratified_auc(units, np.stack([-signal, signal], 1), unknown)["people"] == 180
 
 
 def test_conformal_sets_cover_at_the_nominal_rate():
@@ -205,5 +225,60 @@ def test_ordinal_metrics_for_ratings():
     proba = np.eye(5)[[0, 2, 2, 1]]  # right, off by one, right, off by three
     m = ordinal_metrics(y, proba, values)
     assert m["mae"] == pytest.approx(1.0) and m["exact"] == 0.5 and m["within_one"] == 0.75
+    assert m["confusion"][0][0] == 1 and m["confusion"][1][2] == 1 and m["confusion"][4][1] == 1
+    assert np.sum(m["confusion"]) == 4
     soft = np.array([[0.5, 0.5, 0, 0, 0]])  # expected 0.5: rounds to a class, never in between
     assert ordinal_metrics(np.array([0]), soft, values)["mae"] in (0.0, 1.0)
+
+
+def test_ordinal_loss_orders_the_mistakes():
+    import torch
+
+    from symptomfuse.train.fit import ordinal_loss
+
+    values = torch.tensor([0.0, 1.0, 2.0, 3.0, 4.0])
+    y = torch.tensor([0])
+    near, far = torch.full((1, 5), -9.0), torch.full((1, 5), -9.0)
+    near[0, 1], far[0, 3] = 9.0, 9.0  # confidently one off, and three off: the same cross-entropy
+    ce = torch.nn.functional.cross_entropy
+    assert float(ce(near, y)) == pytest.approx(float(ce(far, y)))
+    assert float(ordinal_loss(far, y, values)) > float(ordinal_loss(near, y, values)) + 1.5
+    right = torch.full((1, 5), -9.0)
+    right[0, 0] = 9.0
+    assert float(ordinal_loss(right, y, values)) == pytest.approx(float(ce(right, y)), abs=1e-6)
+    # classes listed in any order (e.g. the positive class last): the values decide the order
+    perm = torch.tensor([4, 0, 1, 2, 3])
+    assert float(ordinal_loss(far[:, perm], torch.tensor([1]), values[perm])) == pytest.approx(
+        float(ordinal_loss(far, y, values)))
+    w = torch.tensor([2.0, 1, 1, 1, 1])  # class weights scale a sample's whole loss
+    assert float(ordinal_loss(far, y, values, w)) == pytest.approx(2 * float(ordinal_loss(far, y, values)))
+
+
+def test_ratings_train_with_the_ordinal_loss_and_report_ordinal_metrics(tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    rows = []
+    for i in range(60):
+        rating = int(rng.integers(0, 4))
+        for k in range(2):  # two videos a person, rated alike; the feature grows with the rating
+            rows.append({"video": f"P{i:02d}-v{k}", "rating": rating, "amp": rating + rng.normal(0, 0.4),
+                         "noise": rng.normal()})
+    pd.DataFrame(rows).to_csv(tmp_path / "t.csv", index=False)
+    assert main(["curate", "--table", f"tap={tmp_path / 't.csv'}::cols:amp,noise", "--out", str(tmp_path / "c"),
+                 "--person-col", "video", "--person-pattern", r"(P\d+)", "--label-col", "rating",
+                 "--labels", "0,1,2,3", "--label-scope", "recording"]) == 0
+    assert main(["train", str(tmp_path / "c"), "--out", str(tmp_path / "run"), "--folds", "3", "--epochs", "40",
+                 "--patience", "8", "--loss", "ordinal"]) == 0
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["train"]["loss"] == "ordinal"
+    assert main(["evaluate", str(tmp_path / "run"), "--bootstrap", "50"]) == 0
+    rec = json.loads((tmp_path / "run" / "metrics.json").read_text())["models"]["tap_only"]["recording"]
+    assert rec["mae"] < 0.5 and rec["within_one"] > 0.9, rec  # chance MAE is about 1.25
+    assert np.sum(rec["confusion"]) == 120 and len(rec["confusion"]) == 4
+    # named classes have no order: refused before training, saying why
+    df = pd.DataFrame(rows).assign(rating=lambda d: d.rating.map(dict(enumerate("abcd"))))
+    df.to_csv(tmp_path / "n.csv", index=False)
+    assert main(["curate", "--table", f"tap={tmp_path / 'n.csv'}::cols:amp,noise", "--out", str(tmp_path / "n"),
+                 "--person-col", "video", "--person-pattern", r"(P\d+)", "--label-col", "rating",
+                 "--labels", "a,b,c,d", "--label-scope", "recording"]) == 0
+    capsys.readouterr()
+    assert main(["train", str(tmp_path / "n"), "--out", str(tmp_path / "r2"), "--loss", "ordinal"]) == 2
+    assert "numbers" in capsys.readouterr().err

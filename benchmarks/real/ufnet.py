@@ -10,7 +10,8 @@ used), speech + smile with every intermediate and late fusion, fused per person 
 a person missing a task is scored from the other, masked), and the scikit-learn baselines on the same
 people. Scored on every test person with any task, and separately on those with both.
 
-Prints both tables and writes ``benchmarks/results/ufnet.json``.
+Prints both tables and writes ``benchmarks/results/ufnet.json``; the curated set and the run folder (with
+its ``report.html``, predictions and per-person contributions) stay in ``benchmarks/results/real/ufnet/``.
 
     .venv/bin/python benchmarks/real/ufnet.py
 """
@@ -21,8 +22,8 @@ import argparse
 import contextlib
 import io
 import json
+import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -54,22 +55,24 @@ def split_file(path: Path) -> Path:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "ufnet.json")
-    parser.add_argument("--work", type=Path, default=None, help="keep the curated set and run here")
+    parser.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "results" / "real" / "ufnet",
+                        help="where the curated set (cur/) and the run folder (run/) go, replacing earlier ones")
     args = parser.parse_args()
     t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp:
-        work = args.work or Path(tmp)
-        work.mkdir(parents=True, exist_ok=True)
-        quiet(["curate", "--table", f"speech={DATA / 'classical_fox_features.csv'}::cols:{','.join(SPEECH)}",
-               "--table", f"smile={DATA / 'facial_dataset.csv'}::prefix:smile_", "--out", str(work / "cur"),
-               "--person-col", "Participant_ID", "--label-col", "pd", "--label-map", "1.0=pd,0.0=no_pd,yes=pd,no=no_pd",
-               "--labels", "no_pd,pd"])
-        quiet(["train", str(work / "cur"), "--out", str(work / "run"), "--unit", "person",
-               "--split-file", str(split_file(work / "split.csv"))])
-        quiet(["evaluate", str(work / "run"), "--bootstrap", "1000", "--importance", "--subgroups",
-               str(DATA / "demography_details.csv"), "--subgroup-person-col", "id", "--subgroup-cols", "Sex,Age"])
-        metrics = json.loads((work / "run" / "metrics.json").read_text())
-        summary = json.loads((work / "cur" / "summary.json").read_text())
+    work = args.work
+    for sub in ("cur", "run"):  # one run per folder: never a mix of two
+        shutil.rmtree(work / sub, ignore_errors=True)
+    work.mkdir(parents=True, exist_ok=True)
+    quiet(["curate", "--table", f"speech={DATA / 'classical_fox_features.csv'}::cols:{','.join(SPEECH)}",
+           "--table", f"smile={DATA / 'facial_dataset.csv'}::prefix:smile_", "--out", str(work / "cur"),
+           "--person-col", "Participant_ID", "--label-col", "pd", "--label-map", "1.0=pd,0.0=no_pd,yes=pd,no=no_pd",
+           "--labels", "no_pd,pd"])
+    quiet(["train", str(work / "cur"), "--out", str(work / "run"), "--unit", "person",
+           "--split-file", str(split_file(work / "split.csv"))])
+    quiet(["evaluate", str(work / "run"), "--bootstrap", "1000", "--importance", "--mc-dropout", "20", "--subgroups",
+           str(DATA / "demography_details.csv"), "--subgroup-person-col", "id", "--subgroup-cols", "Sex,Age"])
+    metrics = json.loads((work / "run" / "metrics.json").read_text())
+    summary = json.loads((work / "cur" / "summary.json").read_text())
     rows = {}
     for name, e in metrics["models"].items():
         p = e["person"]
@@ -80,13 +83,14 @@ def main() -> int:
                       "both_auc_ci": both["roc_auc_ci"], "both_people": both["people"],
                       "dev_auc": metrics.get("dev", {}).get(name, {}).get("roc_auc"),
                       "conformal": e.get("conformal"), "accuracy_coverage": e.get("accuracy_coverage"),
-                      "subgroups": e.get("subgroups"), "contributions": e.get("contributions")}
+                      "subgroups": e.get("subgroups"), "contributions": e.get("contributions"),
+                      "stratified_auc": e.get("stratified_auc"), "mc_dropout": metrics.get("mc_dropout", {}).get(name)}
     result = {"protocol": "UFNet's person split: train / dev (choices) / calib (temperature) / test (scored once); "
                           "package defaults; unit person; 95% bootstrap intervals over test people",
               "split_people": metrics["protocol"]["split_people"], "curated": summary["modalities"],
               "test_samples": metrics["samples"], "test_with_both": metrics["complete_samples"],
               "published_test_auroc": PUBLISHED, "models": rows, "age_alone": metrics.get("attribute_auc"),
-              "feature_importance": metrics.get("feature_importance"),
+              "feature_importance": metrics.get("feature_importance"), "run_folder": str(work / "run"),
               "seconds": round(time.perf_counter() - t0, 1)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
@@ -116,6 +120,19 @@ def main() -> int:
                  f"{c['roc_auc_ci'][1]:.2f}]" if "roc_auc" in c else "-") + f" ({c['people']})"
                  for c in rows[name]["subgroups"] or []]
         print(f"  {name:<18} " + ";  ".join(cells))
+    print("  how much could age explain: AUC comparing only people in the same age band, against the plain AUC on "
+          "the same people")
+    for name, r in sorted(rows.items(), key=lambda kv: -kv[1]["test_auc"]):
+        a = (r["stratified_auc"] or {}).get("Age")
+        if a:
+            print(f"  {name:<18} within age bands {a['roc_auc']:.3f}, plain {a['roc_auc_same_people']:.3f} "
+                  f"({a['people']} people)")
+    print("\nMC dropout (20 passes): accuracy withholding the people with the largest spread (100% / 90% / 80%):")
+    for name, r in sorted(rows.items(), key=lambda kv: -kv[1]["test_auc"]):
+        if r["mc_dropout"]:
+            acc = {c["coverage"]: c["accuracy"] for c in r["mc_dropout"]["accuracy_coverage"]}
+            print(f"  {name:<18} spread {r['mc_dropout']['mean_spread']:.3f}; accuracy {acc[1.0]:.3f} / "
+                  f"{acc[0.9]:.3f} / {acc[0.8]:.3f}")
     print("\nwhy: features that matter most on test people (AUC drop when shuffled):")
     for m, imp in (result["feature_importance"] or {}).items():
         print(f"  {m:<8} " + ", ".join(f"{t['feature']} {t['auc_drop']:+.3f}" for t in imp["top"][:6]))

@@ -179,7 +179,9 @@ quarantined; 2 for bad arguments or an unreadable manifest.""",
             p.add_argument(f"--{cls.column.replace('_', '-')}-col", dest=f"col_{cls.column}", default=cls.column,
                            help=f"column of {m}'s own files (optional)")
     p.add_argument("--modalities", type=_csv_list, default=None,
-                   help=f"media modalities to curate (default with a manifest: {','.join(m for m, c in mods.items() if c.source != 'table')})")
+                   help=f"media modalities to curate (default with a manifest: "
+                        f"{','.join(m for m, c in mods.items() if c.source != 'table' and c.curated_by_default)}; "
+                        f"also available: {','.join(m for m, c in mods.items() if c.source != 'table' and not c.curated_by_default)})")
     p.add_argument("--window", type=_number(float, 0, low_open=True), default=3.0, help="window length in seconds")
     p.add_argument("--hop", type=_number(float, 0, low_open=True), default=1.0, help="hop between windows in seconds")
     p.add_argument("--fps", type=_number(float, 1, 240), default=25.0, help="video frame rate after decoding")
@@ -209,7 +211,8 @@ def _run_curate(args) -> int:
     tables = [TableSource.parse(t) for t in args.table]
     names = args.modalities
     if names is None:
-        names = [m for m in registry.available() if registry.get(m).source != "table"] if args.manifest else []
+        names = [m for m in registry.available() if registry.get(m).source != "table"
+                 and registry.get(m).curated_by_default] if args.manifest else []
     registry.check_names(names)
     settings = {}
     for m in registry.available():
@@ -340,6 +343,10 @@ Every name and number is checked before any data is loaded. {NOTICE}""",
     p.add_argument("--lr", type=_number(float, 0, 10, low_open=True), default=2e-3)
     p.add_argument("--modality-dropout", type=_number(float, 0, 1, high_open=True), default=0.3)
     p.add_argument("--no-augment", action="store_true", help="turn augmentation off")
+    p.add_argument("--loss", choices=["cross-entropy", "ordinal"], default="cross-entropy",
+                   help="ordinal: for classes that are numbered ratings (e.g. --labels 0,1,2,3,4), cross-entropy "
+                        "plus the squared earth mover's distance between predicted and true rating distributions, "
+                        "so a rating two off costs more than one off")
     p.add_argument("--seed", type=_number(int, 0, 2**31 - 1), default=0)
     p.set_defaults(func=_run_train)
 
@@ -350,6 +357,7 @@ def _train_plan(args):
     import inspect
 
     from symptomfuse.contract import FeatureContract
+    from symptomfuse.evaluate.metrics import ordinal_values
     from symptomfuse.fusion.late import LATE
     from symptomfuse.models.multimodal import registered_class
     from symptomfuse.models.registry import available
@@ -401,6 +409,9 @@ def _train_plan(args):
                          "add --allow-leaky-split to run it anyway (the report marks it), or use --split person")
     if args.unit != "recording" and args.finetune_fusion:
         raise UsageError("--finetune-fusion trains on windows: use it with --unit recording")
+    if args.loss == "ordinal" and ordinal_values(list(contract.classes)) is None:
+        raise UsageError(f"--loss ordinal needs three or more classes that are numbers (ratings such as 0,1,2,3,4); "
+                         f"this curated set's classes are {', '.join(contract.classes)}")
     if args.unit != "recording" and contract.label_scope != "person":
         raise UsageError(f"--unit {args.unit} needs one label per person (curate with --label-scope person)")
     return contract, mods, [m for m in fusion_mods if m], encoders
@@ -430,8 +441,8 @@ def _run_train(args) -> int:
     # one model per modality (fusion modalities included: fused models start from them), then fusions
     specs = default_specs(encoders, args.fusions, args.late, fusion_mods, args.baselines)
     cfg = TrainConfig(max_epochs=args.epochs, patience=args.patience, batch_size=args.batch_size, lr=args.lr,
-                      modality_dropout=args.modality_dropout, augment=not args.no_augment, seed=args.seed,
-                      progress=True)
+                      modality_dropout=args.modality_dropout, augment=not args.no_augment, loss=args.loss,
+                      seed=args.seed, progress=True)
     protocol = {"folds": len(folds), "people": int(len(np.unique(ws.people))), "seed": args.seed,
                 "held_out": args.held_out, "windows": int(len(ws.y)), "curated": str(args.curated),
                 "finetune_fusion": args.finetune_fusion,
@@ -497,7 +508,7 @@ with each modality removed). Writes metrics.json, report.html and report/*.png. 
                    help="permutation importance of each feature-table modality's features on held-out people "
                         "(needs the curated set the run trained on)")
     p.add_argument("--mc-dropout", type=_number(int, 0, 1000), default=0, metavar="PASSES",
-                   help="MC-dropout uncertainty of each single-modality network on its held-out people, with "
+                   help="MC-dropout uncertainty of each network (single-modality and fused) on its held-out people, with "
                         "this many passes, and accuracy when the most uncertain are withheld (0: off)")
     p.add_argument("--subgroups", type=Path, default=None,
                    help="a CSV of person attributes (e.g. demographics): metrics per group of each --subgroup-cols "

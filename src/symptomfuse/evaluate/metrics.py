@@ -30,7 +30,7 @@ def aggregate(windows: pd.DataFrame, proba: np.ndarray, level: str) -> tuple[pd.
     return units, g[cols].mean().to_numpy()
 
 
-def _auc_binary(y: np.ndarray, s: np.ndarray) -> float:
+def auc_binary(y: np.ndarray, s: np.ndarray) -> float:
     pos = y == 1
     n1, n0 = pos.sum(), (~pos).sum()
     if n1 == 0 or n0 == 0:
@@ -58,9 +58,9 @@ def compute(y: np.ndarray, proba: np.ndarray, threshold: float = 0.5) -> dict[st
     ece = sum(abs(conf[bins == b].mean() - correct[bins == b].mean()) * np.mean(bins == b)
               for b in range(10) if np.any(bins == b))
     if k == 2:
-        auc, sens, specificity, f1_ = _auc_binary(y, proba[:, 1]), recall[1], recall[0], f1[1]
+        auc, sens, specificity, f1_ = auc_binary(y, proba[:, 1]), recall[1], recall[0], f1[1]
     else:
-        auc = np.nanmean([_auc_binary((y == c).astype(int), proba[:, c]) for c in range(k)])
+        auc = np.nanmean([auc_binary((y == c).astype(int), proba[:, c]) for c in range(k)])
         sens, specificity, f1_ = np.nanmean(recall), np.nanmean(spec), float(np.mean(f1))
     return {"roc_auc": float(auc), "balanced_accuracy": float(np.nanmean(recall)), "sensitivity": float(sens),
             "specificity": float(specificity), "f1": float(f1_),
@@ -146,11 +146,14 @@ def ordinal_prediction(proba: np.ndarray, values: np.ndarray) -> np.ndarray:
 
 def ordinal_metrics(y: np.ndarray, proba: np.ndarray, values: np.ndarray) -> dict[str, float]:
     """For ordered classes (ratings): the predicted rating (``ordinal_prediction``) against the true one:
-    mean absolute error, exact and within-one accuracy; and the MAE of the most probable class."""
+    mean absolute error, exact and within-one accuracy; the MAE of the most probable class; and the
+    confusion matrix of predicted ratings (rows: true rating, columns: predicted, in the order of ``values``)."""
     truth = values[np.asarray(y)]
     expected = proba @ values
     nearest = ordinal_prediction(proba, values)
     top = values[proba.argmax(axis=1)]
+    confusion = (truth[:, None, None] == values[None, :, None]) & (nearest[:, None, None] == values[None, None, :])
     return {"mae": float(np.mean(np.abs(nearest - truth))), "mae_top_class": float(np.mean(np.abs(top - truth))),
             "mae_expected": float(np.mean(np.abs(expected - truth))),
-            "exact": float(np.mean(nearest == truth)), "within_one": float(np.mean(np.abs(nearest - truth) <= 1))}
+            "exact": float(np.mean(nearest == truth)), "within_one": float(np.mean(np.abs(nearest - truth) <= 1)),
+            "confusion": confusion.sum(axis=0).tolist()}

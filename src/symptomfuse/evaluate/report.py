@@ -18,7 +18,7 @@ from symptomfuse.atomic import atomic_path, atomic_write_text  # noqa: E402
 from symptomfuse.artifacts import RunInfo  # noqa: E402
 from symptomfuse.data.manifest import read_id_csv  # noqa: E402
 from symptomfuse.errors import UsageError  # noqa: E402
-from symptomfuse.evaluate.metrics import (LEVELS, abstention, accuracy_coverage, aggregate, compute,  # noqa: E402
+from symptomfuse.evaluate.metrics import (LEVELS, abstention, accuracy_coverage, aggregate, auc_binary, compute,  # noqa: E402
                                           conformal_sets, ordinal_metrics, ordinal_prediction, ordinal_values,
                                           with_intervals)
 from tqdm import tqdm  # noqa: E402
@@ -103,7 +103,29 @@ def _subgroups(metrics: dict, units_of, groups: pd.DataFrame, columns: list[str]
                                sensitivity=m["sensitivity"], specificity=m["specificity"])
                 rows.append(row)
         entry["subgroups"] = rows
+        entry["stratified_auc"] = {c: _stratified_auc(units, p, cells[c].to_numpy()) for c in columns}
     metrics["subgroup_level"] = top
+
+
+def _stratified_auc(units: pd.DataFrame, p: np.ndarray, group: np.ndarray) -> dict:
+    """The AUC counting only case-control pairs within the same group (e.g. the same age band), beside the
+    plain AUC on the same people (group known): what is left of a model's result once the attribute that
+    defines the groups cannot help it. Equal figures: the attribute explains none of it."""
+    if p.shape[1] != 2:
+        return {}
+    y = units["y"].to_numpy()
+    known = group != "unknown"
+    score = p[:, -1]
+    num = pairs = 0.0
+    for g in np.unique(group[known]):
+        i = group == g
+        n_pos, n_neg = int((y[i] == 1).sum()), int((y[i] == 0).sum())
+        if n_pos and n_neg:
+            num += auc_binary(y[i], score[i]) * n_pos * n_neg
+            pairs += n_pos * n_neg
+    plain = auc_binary(y[known], score[known]) if len(np.unique(y[known])) == 2 else float("nan")
+    return {"roc_auc": num / pairs if pairs else float("nan"), "roc_auc_same_people": plain,
+            "people": int(units.person_id[known].nunique())}
 
 
 def _contributions(run: Path, info: RunInfo, w: pd.DataFrame, preds: dict, tested: np.ndarray, top: str,
@@ -150,10 +172,9 @@ def feature_importance(run: Path, info: RunInfo, samples: pd.DataFrame, repeats:
     import torch
 
     from symptomfuse.evaluate.calibration import calibrated
-    from symptomfuse.evaluate.metrics import _auc_binary
     from symptomfuse.models.multimodal import load as load_model
 
-    tables = [m for m in info.contract.modalities if info.contract.modality(m).source == "table"]
+    tables = [m for m in info.contract.modalities if info.contract.modality(m).feature_names()]
     singles = {s.modalities[0]: n for n, e in info.models.items() if (s := e["spec"]).kind == "single"
                and s.modalities[0] in tables}
     if not singles or len(info.classes) != 2:
@@ -162,7 +183,7 @@ def feature_importance(run: Path, info: RunInfo, samples: pd.DataFrame, repeats:
     rng = np.random.default_rng(seed)
     out = {}
     for m, name in singles.items():
-        cols = list(info.contract.modalities[m].columns)
+        cols = list(info.contract.modality(m).feature_names())
         drops = np.zeros(len(cols))
         used = 0
         for record in info.models[name]["folds"]:
@@ -176,7 +197,7 @@ def feature_importance(run: Path, info: RunInfo, samples: pd.DataFrame, repeats:
             def auc(values):
                 with torch.no_grad():
                     logits = model({m: torch.from_numpy(values)}).numpy()
-                return _auc_binary(y, calibrated(logits, record["temperature"])[:, 1])
+                return auc_binary(y, calibrated(logits, record["temperature"])[:, 1])
 
             base = auc(x)
             for j in range(len(cols)):
@@ -209,24 +230,31 @@ def _test_inputs(run: Path, info: RunInfo, samples: pd.DataFrame, modalities: li
 
 
 def mc_dropout(run: Path, info: RunInfo, samples: pd.DataFrame, passes: int = 20, seed: int = 0) -> dict:
-    """MC-dropout uncertainty per prediction of each single-modality network on its held-out people:
-    ``passes`` forward passes with dropout on (batch norm as trained), the spread (standard deviation) of
-    p(positive) per window, averaged per person; then the accuracy of the person-level predictions when
-    the most uncertain are withheld (as UFNet withholds the least certain)."""
+    """MC-dropout uncertainty per prediction of every network (single-modality and fused) on its held-out
+    people: ``passes`` forward passes with dropout on everywhere in the network (batch norm as trained),
+    each pass giving calibrated p(positive) per person (pooled as the run pools: windows averaged, or a
+    fused model's pooled embeddings); the spread is the standard deviation over passes. Then the accuracy
+    of the person-level predictions (mean over passes) when the most uncertain are withheld (as UFNet
+    withholds the least certain)."""
     import torch
 
     from symptomfuse.evaluate.calibration import calibrated
     from symptomfuse.models.multimodal import load as load_model
+    from symptomfuse.train.crossval import Samples, pooled_embeddings, unit_logits, ws_has_any
+    from symptomfuse.train.fit import predict_logits
 
-    singles = {n: e["spec"].modalities[0] for n, e in info.models.items() if e["spec"].kind == "single"}
-    if not singles or len(info.classes) != 2:
+    nets = {n: e["spec"] for n, e in info.models.items() if e["spec"].kind in ("single", "fused")}
+    if not nets or len(info.classes) != 2:
         return {}
-    ws, fold = _test_inputs(run, info, samples, sorted(set(singles.values())))
+    ws, fold = _test_inputs(run, info, samples, sorted({m for s in nets.values() for m in s.modalities}))
+    units = Samples.make(ws, info.unit)
+    person_of_unit = units.table.person_id.to_numpy()
     out = {}
-    for name, m in singles.items():
+    for name, spec in nets.items():
         rows = []
         for record in info.models[name]["folds"]:
-            idx = np.flatnonzero((fold == record["fold"]) & ws.has(m))
+            idx = np.flatnonzero(fold == record["fold"])
+            idx = idx[ws_has_any(ws, spec.modalities, idx)]
             if not len(idx):
                 continue
             model = load_model(run / "models" / name / f"fold{record['fold']}")
@@ -234,12 +262,18 @@ def mc_dropout(run: Path, info: RunInfo, samples: pd.DataFrame, passes: int = 20
                 if isinstance(module, torch.nn.Dropout):
                     module.train()
             torch.manual_seed(seed + record["fold"])
-            x = torch.from_numpy(np.asarray(ws.take(m, idx)))
-            with torch.no_grad():
-                draws = np.stack([calibrated(model({m: x}).numpy(), record["temperature"])[:, 1]
-                                  for _ in range(passes)])
-            rows.append(pd.DataFrame({"person_id": ws.people[idx], "y": ws.y[idx], "p": draws.mean(axis=0),
-                                      "spread": draws.std(axis=0)}))
+            u = units.of(idx)
+            draws = []
+            for _ in range(passes):
+                if spec.fusion is not None and info.unit != "recording":
+                    logits = unit_logits(model, *pooled_embeddings(model, ws, units, idx, u))
+                    draws.append(calibrated(logits, record["temperature"])[:, 1])
+                else:
+                    p = calibrated(predict_logits(model, ws, idx), record["temperature"])
+                    draws.append(units.pool(p, idx)[u][:, 1])
+            draws = np.stack(draws)
+            rows.append(pd.DataFrame({"person_id": person_of_unit[u], "y": units.table.y.to_numpy()[u],
+                                      "p": draws.mean(axis=0), "spread": draws.std(axis=0)}))
         if not rows:
             continue
         per = pd.concat(rows).groupby("person_id").agg(y=("y", "first"), p=("p", "mean"), spread=("spread", "mean"))
@@ -289,6 +323,9 @@ def evaluate_run(run: Path, n_boot: int = 500, band: float = 0.1, seed: int = 0,
             metrics["ablations"].append(entry)
             continue
         entry.update(_score(w, p, levels, n_boot, band, seed, ordinal))
+        ok = np.isfinite(p).all(axis=1)
+        units, pl = aggregate(w[ok].reset_index(drop=True), p[ok], top)
+        entry["accuracy_coverage"] = accuracy_coverage(units["y"].to_numpy(), pl)
         if not complete.all():
             entry["complete"] = _score(w, np.where(complete[:, None], p, np.nan), levels[-1:], n_boot, band, seed)
         metrics["models"][name] = entry
@@ -327,7 +364,6 @@ def evaluate_run(run: Path, n_boot: int = 500, band: float = 0.1, seed: int = 0,
                 entry["conformal"].append({"nominal": 1 - alpha, "coverage": float(sets[np.arange(len(ty)), ty].mean()),
                                            "mean_set_size": float(sets.sum(axis=1).mean()),
                                            "calib_people": int(len(cu)), "test_people": int(len(tu))})
-            entry["accuracy_coverage"] = accuracy_coverage(ty, tpl)
     if importance:
         metrics["feature_importance"] = feature_importance(run, info, samples, seed=seed)
     if mc_passes:
@@ -399,6 +435,61 @@ def _roc(y, s):
     tpr = np.concatenate([[0], np.cumsum(y) / max(y.sum(), 1)])
     fpr = np.concatenate([[0], np.cumsum(1 - y) / max((1 - y).sum(), 1)])
     return fpr, tpr
+
+
+def _html_table(rows: list[dict]) -> str:
+    return pd.DataFrame(rows).to_html(index=False, float_format=lambda v: f"{v:.3f}", na_rep="-")
+
+
+def _ci(value: float, ci) -> str:
+    return f"{value:.3f} [{ci[0]:.3f}-{ci[1]:.3f}]" if ci else f"{value:.3f}"
+
+
+def _detail_sections(metrics: dict) -> list[str]:
+    """The report's tables beyond the ablation, where metrics.json has them: ordinal metrics, conformal
+    sets, MC dropout, modality contributions, feature importance, subgroups."""
+    models, top, body = metrics["models"], metrics["top_level"], []
+    ordinal = [{"model": n, "level": lvl, **{k: e[lvl][k] for k in ("mae", "exact", "within_one", "mae_per_person")}}
+               for n, e in models.items() for lvl in ("recording", top) if "mae" in e.get(lvl, {})]
+    if ordinal:
+        body += ["<h2>Ratings (ordered classes)</h2><p>The predicted rating is the expected rating rounded to the "
+                 "nearest class; MAE per person averages a person's errors first. Confusion matrices of predicted "
+                 "ratings are in metrics.json (<code>confusion</code>).</p>", _html_table(ordinal)]
+    conformal = [{"model": n, "nominal": c["nominal"], "coverage on test": c["coverage"],
+                  "mean set size": c["mean_set_size"], "calib people": c["calib_people"],
+                  "test people": c["test_people"]} for n, e in models.items() for c in e.get("conformal") or []]
+    if conformal:
+        body += ["<h2>Conformal prediction sets</h2><p>Split-conformal sets calibrated on the calib people; "
+                 "coverage is the share of test people whose set holds their true class.</p>", _html_table(conformal)]
+    if metrics.get("mc_dropout"):
+        body += ["<h2>MC dropout</h2><p>Spread (standard deviation over passes with dropout on) of p per person, "
+                 "and accuracy when the people with the largest spread are withheld.</p>", _html_table(
+                     [{"model": n, "passes": d["passes"], "people": d["people"], "mean spread": d["mean_spread"],
+                       **{f"accuracy at {c['coverage']:.0%}": c["accuracy"] for c in d["accuracy_coverage"]}}
+                      for n, d in metrics["mc_dropout"].items()])]
+    contrib = [{"model": n, "modality": m, "mean |change in p| when removed": c["mean_abs"],
+                "share of predictions it moves most": c["share_largest"]}
+               for n, e in models.items() for m, c in (e.get("contributions") or {}).items()]
+    if contrib:
+        body += ["<h2>Why: modality contributions</h2><p>Per prediction in <code>contributions/MODEL.csv</code>: "
+                 "how much p of the positive class moves when each modality is removed.</p>", _html_table(contrib)]
+    for m, imp in (metrics.get("feature_importance") or {}).items():
+        body += [f"<h2>Why: features of {html.escape(m)} that matter</h2><p>Permutation importance of "
+                 f"{html.escape(imp['model'])} on held-out people (AUC drop when a column is shuffled).</p>",
+                 _html_table(imp["top"])]
+    cells = [{"model": n, "attribute": c["attribute"], "group": c["group"], "people": c["people"],
+              "AUC [95% CI]": _ci(c["roc_auc"], c.get("roc_auc_ci")) if "roc_auc" in c else "-",
+              "sensitivity": c.get("sensitivity"), "specificity": c.get("specificity")}
+             for n, e in models.items() for c in e.get("subgroups") or []]
+    if cells:
+        strat = [{"model": n, "attribute": a, "AUC within groups": v["roc_auc"],
+                  "AUC, same people": v["roc_auc_same_people"], "people": v["people"]}
+                 for n, e in models.items() for a, v in (e.get("stratified_auc") or {}).items() if v]
+        body += ["<h2>For whom it fails</h2><p>Per group, with 95% bootstrap intervals and the number of people. "
+                 "An attribute used alone as a score: " + html.escape(json.dumps(metrics.get("attribute_auc"))) +
+                 ". 'AUC within groups' compares only people of the same group (e.g. age band): what is left once "
+                 "the attribute cannot help.</p>", _html_table(cells), _html_table(strat)]
+    return body
 
 
 def write_report(run: Path, info: dict, windows: pd.DataFrame, preds: dict[str, np.ndarray], metrics: dict) -> None:
@@ -489,6 +580,17 @@ def write_report(run: Path, info: dict, windows: pd.DataFrame, preds: dict[str, 
     ax.legend(fontsize=7, loc="lower right")
     images.append((f"Per-{top} probability strip", _save(fig, out / "person_strip.png")))
 
+    curves = {n: e["accuracy_coverage"] for n, e in metrics["models"].items() if e.get("accuracy_coverage")}
+    if curves:
+        fig, ax = plt.subplots(figsize=(6, 4.5))
+        for n, c in curves.items():
+            ax.plot([x["coverage"] for x in c], [x["accuracy"] for x in c], "o-", ms=3, label=n)
+        ax.invert_xaxis()
+        ax.set(xlabel="share of people kept (least certain withheld)", ylabel="accuracy",
+               title="Accuracy-coverage (test people)")
+        ax.legend(fontsize=7)
+        images.append(("Accuracy when the least certain are withheld", _save(fig, out / "accuracy_coverage.png")))
+
     table = ablation_table(metrics)
     proto = metrics["protocol"]
     warning = ""
@@ -517,6 +619,7 @@ def write_report(run: Path, info: dict, windows: pd.DataFrame, preds: dict[str, 
             f"<h2>Abstention (per {top})</h2>",
             pd.DataFrame([{"model": n, **metrics["models"][n]["abstention"]} for n in names]).to_html(
                 index=False, float_format=lambda v: f"{v:.3f}")]
+    body += _detail_sections(metrics)
     for title, img in images:
         body.append(f"<h2>{html.escape(title)}</h2><img src='report/{img}' style='max-width:100%'>")
     page = ("<!doctype html><html><head><meta charset='utf-8'><title>symptomfuse report</title><style>"

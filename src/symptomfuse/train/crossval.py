@@ -116,7 +116,7 @@ class Samples:
             return np.where(counts > 0, sums / counts, np.nan)
 
 
-def _pooled_embeddings(model: MultimodalClassifier, ws: WindowSet, samples: Samples, windows: np.ndarray,
+def pooled_embeddings(model: MultimodalClassifier, ws: WindowSet, samples: Samples, windows: np.ndarray,
                        units: np.ndarray) -> tuple[dict, dict]:
     """Per sample in ``units``: each modality's encoder embeddings averaged over the sample's windows of
     that modality (from ``windows``), and which samples have it."""
@@ -131,13 +131,16 @@ def _pooled_embeddings(model: MultimodalClassifier, ws: WindowSet, samples: Samp
     return out, mask
 
 
-def _unit_logits(model: MultimodalClassifier, emb: dict, mask: dict, drop: tuple = ()) -> np.ndarray:
+def unit_logits(model: MultimodalClassifier, emb: dict, mask: dict, drop: tuple = ()) -> np.ndarray:
+    """Logits of a fused model from pooled embeddings (``pooled_embeddings``), modalities in ``drop`` left
+    out; NaN for a sample with nothing left. The model runs in the mode it is in (eval after training or
+    loading; MC dropout turns its dropout on)."""
     keep = {m: mask[m] & torch.tensor(m not in drop) for m in mask}
     rows = torch.stack(list(keep.values()), dim=1).any(dim=1)
     out = np.full((len(rows), model.head[-1].out_features), np.nan, np.float32)
     if rows.any():
         with torch.no_grad():
-            out[rows.numpy()] = model.eval().classify({m: v[rows] for m, v in emb.items()},
+            out[rows.numpy()] = model.classify({m: v[rows] for m, v in emb.items()},
                                                       {m: v[rows] for m, v in keep.items()}).numpy()
     return out
 
@@ -213,17 +216,17 @@ def cross_validate(ws: WindowSet, specs: list[ModelSpec], folds: list[Fold], cfg
                 if fused and unit != "recording":
                     model.encoders.eval().requires_grad_(False)
                     train_units = samples.of(fold.train)
-                    tr = _pooled_embeddings(model, ws, samples, fold.train, train_units)
-                    va = _pooled_embeddings(model, ws, samples, fold.val, val_units)
-                    te = _pooled_embeddings(model, ws, samples, fold.test, test_units)
-                    ca = _pooled_embeddings(model, ws, samples, fold.calib, cal_units) if has_calib else va
+                    tr = pooled_embeddings(model, ws, samples, fold.train, train_units)
+                    va = pooled_embeddings(model, ws, samples, fold.val, val_units)
+                    te = pooled_embeddings(model, ws, samples, fold.test, test_units)
+                    ca = pooled_embeddings(model, ws, samples, fold.calib, cal_units) if has_calib else va
                     y = samples.table.y.to_numpy()
-                    model, history = fit_prepared(model, (*tr, y[train_units]), (*va, y[val_units]), k, fold_cfg)
-                    val_logits, cal_logits = _unit_logits(model, *va), _unit_logits(model, *ca)
+                    model, history = fit_prepared(model, (*tr, y[train_units]), (*va, y[val_units]), ws.classes, fold_cfg)
+                    val_logits, cal_logits = unit_logits(model, *va), unit_logits(model, *ca)
                     ok = np.isfinite(cal_logits).all(axis=1)
                     t = fit_temperature(cal_logits[ok], y[cal_units][ok])
                     for drop in drops:
-                        store(spec.name, drop, test_units, calibrated(_unit_logits(model, *te, drop), t))
+                        store(spec.name, drop, test_units, calibrated(unit_logits(model, *te, drop), t))
                     vp, cp = np.full((n, k), np.nan), np.full((n, k), np.nan)
                     vp[val_units], cp[cal_units] = calibrated(val_logits, t), calibrated(cal_logits, t)
                 else:

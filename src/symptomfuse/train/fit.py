@@ -15,6 +15,7 @@ import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset
 
 from symptomfuse.data.dataset import WindowSet
+from symptomfuse.evaluate.metrics import ordinal_values
 from symptomfuse.models.multimodal import MultimodalClassifier
 
 for _name in ("lightning", "lightning.pytorch", "lightning.fabric"):
@@ -34,6 +35,7 @@ class TrainConfig:
     modality_dropout: float = 0.3  # per sample and modality, in fused models; one modality always stays
     freeze_encoders: bool = False  # train only the fusion and head, on embeddings the encoders give once
     augment: bool = True
+    loss: str = "cross-entropy"  # or "ordinal": for numbered classes (ratings), see ``ordinal_loss``
     seed: int = 0
     progress: bool = False
 
@@ -89,15 +91,45 @@ def _as_batch(batch):
     return batch
 
 
+LOSSES = ("cross-entropy", "ordinal")
+
+
+def ordinal_loss(logits: torch.Tensor, y: torch.Tensor, values: torch.Tensor, weight: torch.Tensor | None = None,
+                 reduction: str = "mean") -> torch.Tensor:
+    """Cross-entropy plus the squared earth mover's distance between the predicted and the true rating's
+    cumulative distributions (Hou et al. 2016), for classes that are ordered numbers (``values``, one per
+    class, in any order): predicting 3 for a true 1 costs more than predicting 2. Gaps between ratings
+    weigh the terms, so the second term is zero only when the predicted distribution sits on the truth."""
+    ce = nn.functional.cross_entropy(logits, y, weight=weight, reduction="none")
+    order = torch.argsort(values)
+    p = torch.softmax(logits, dim=1)[:, order]
+    truth = nn.functional.one_hot(y, len(values)).to(p.dtype)[:, order]
+    gaps = (values[order][1:] - values[order][:-1]).to(p.dtype)
+    emd = ((p.cumsum(1) - truth.cumsum(1))[:, :-1] ** 2 * gaps).sum(1)
+    per = ce + emd * (weight[y] if weight is not None else 1.0)
+    return per.sum() if reduction == "sum" else per.mean()
+
+
 class LitClassifier(L.LightningModule):
     def __init__(self, model: MultimodalClassifier, class_weights: torch.Tensor, cfg: TrainConfig,
-                 augment: dict | None = None):
+                 augment: dict | None = None, values: np.ndarray | None = None):
         super().__init__()
         self.model, self.cfg, self.augment = model, cfg, augment or {}
         self.register_buffer("class_weights", class_weights)
+        if cfg.loss == "ordinal" and values is None:
+            raise ValueError("the ordinal loss needs the classes' values")
+        self.values = torch.as_tensor(values, dtype=torch.float32) if cfg.loss == "ordinal" else None
         self.gen = torch.Generator().manual_seed(cfg.seed)
         self.history: list[dict] = []
         self._train_losses: list[float] = []
+
+    def _loss(self, logits, y, reduction="mean"):
+        # cross-entropy weights each sample by its class; the weighted mean divides by the summed weights
+        if self.values is not None:
+            w = self.class_weights
+            total = ordinal_loss(logits, y, self.values, w, "sum")
+            return total if reduction == "sum" else total / w[y].sum()
+        return nn.functional.cross_entropy(logits, y, weight=self.class_weights, reduction=reduction)
 
     def _mask(self, present: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Modality dropout over the present modalities: each is dropped with probability
@@ -128,13 +160,13 @@ class LitClassifier(L.LightningModule):
         if self.cfg.augment and not self.cfg.freeze_encoders:
             x = {m: self.augment[m](v, self.gen) if self.augment.get(m) else v for m, v in x.items()}
         logits = self._logits(x, self._mask(present))
-        loss = nn.functional.cross_entropy(logits, y, weight=self.class_weights)
+        loss = self._loss(logits, y)
         self._train_losses.append(float(loss.detach()))
         return loss
 
     def validation_step(self, batch, _):
         x, present, y = batch
-        loss = nn.functional.cross_entropy(self._logits(x, present), y, weight=self.class_weights, reduction="sum")
+        loss = self._loss(self._logits(x, present), y, reduction="sum")
         self.log("val_loss", loss / len(y), on_epoch=True, batch_size=len(y), prog_bar=True)
 
     def on_validation_epoch_end(self):
@@ -171,18 +203,19 @@ def fit(model: MultimodalClassifier, ws: WindowSet, train: np.ndarray, val: np.n
         for m, enc in model.encoders.items():  # scalers from the training windows only
             enc.fit_normalizer(x_train[m][p_train[m]])
     augment = {m: ws.contract.modality(m).augmentations.get(enc.input_kind) for m, enc in model.encoders.items()}
-    return fit_prepared(model, (x_train, p_train, ws.y[train]), (x_val, p_val, ws.y[val]), len(ws.classes), cfg,
+    return fit_prepared(model, (x_train, p_train, ws.y[train]), (x_val, p_val, ws.y[val]), ws.classes, cfg,
                         augment)
 
 
-def fit_prepared(model: MultimodalClassifier, train: tuple, val: tuple, n_classes: int, cfg: TrainConfig,
+def fit_prepared(model: MultimodalClassifier, train: tuple, val: tuple, classes: list[str], cfg: TrainConfig,
                  augment: dict | None = None) -> tuple[MultimodalClassifier, list[dict]]:
     """Train on ``(inputs, present, y)`` tuples: prepared inputs, or with ``cfg.freeze_encoders`` the
     encoders' embeddings (the encoders must then be frozen already)."""
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     if cfg.freeze_encoders:
         model.encoders.eval().requires_grad_(False)
-    lit = LitClassifier(model, class_weights(train[2], n_classes), cfg, augment)
+    lit = LitClassifier(model, class_weights(train[2], len(classes)), cfg, augment,
+                        ordinal_values(classes) if cfg.loss == "ordinal" else None)
     g = torch.Generator().manual_seed(cfg.seed)
     train_dl = DataLoader(_Prepared(*train), batch_size=cfg.batch_size, shuffle=True, generator=g,
                           collate_fn=_as_batch)
@@ -201,8 +234,8 @@ def fit_prepared(model: MultimodalClassifier, train: tuple, val: tuple, n_classe
 def predict_logits(model: MultimodalClassifier, ws: WindowSet, index: np.ndarray,
                    drop: tuple[str, ...] = (), batch_size: int = 256) -> np.ndarray:
     """Logits (len(index), n_classes); modalities in ``drop`` are left out, as if absent. A window with
-    none of the model's modalities (left) gets NaN."""
-    model.eval()
+    none of the model's modalities (left) gets NaN. The model runs in the mode it is in (eval after
+    training or loading; MC dropout turns its dropout on)."""
     index = np.asarray(index, dtype=np.int64)
     keep = [m for m in model.modalities if m not in drop]
     out = np.full((len(index), len(ws.classes)), np.nan, np.float32)
