@@ -30,12 +30,12 @@ from symptomfuse.errors import UsageError
 
 
 def default_contract(**kw) -> FeatureContract:
-    """Every registered media modality with its default settings (``Timing`` fields and contract fields as
+    """Every registered media modality curated by default, with its default settings (``Timing`` fields and contract fields as
     keywords, e.g. ``hop_s=0.5``, ``pad_short=True``)."""
     from symptomfuse.modalities import Timing, available, get
 
     timing = {k: kw.pop(k) for k in list(kw) if k in Timing.__dataclass_fields__}
-    names = kw.pop("modalities", [m for m in available() if get(m).source != "table"])
+    names = kw.pop("modalities", [m for m in available() if get(m).source != "table" and get(m).curated_by_default])
     return FeatureContract.build(names, Timing(**timing), kw.pop("settings", None), **kw)
 
 

@@ -84,6 +84,7 @@ class Modality:
     live_label: ClassVar[str] = ""  # what the live page calls its quality indicator (default: the name)
     augmentations: ClassVar[dict[str, Callable]] = {}  # encoder input_kind -> fn(prepared batch, generator)
     windowed: ClassVar[bool] = True
+    curated_by_default: ClassVar[bool] = True  # False: only when named (curate --modalities ...)
     # command-line options of ``curate`` that set its Settings: flag -> (parse text -> {field: value}, help)
     options: ClassVar[dict[str, tuple[Callable[[str], dict], str]]] = {}
 
@@ -117,6 +118,11 @@ class Modality:
     def encoder_args(self) -> dict:
         """Keyword arguments the default encoder takes from the feature shapes (e.g. ``n_mels``)."""
         return {}
+
+    def feature_names(self) -> tuple[str, ...] | None:
+        """For a modality whose input is a vector of named measures, their names (reports and permutation
+        importance use them); None otherwise."""
+        return None
 
     # ---- curation -----------------------------------------------------------------------------------------
 

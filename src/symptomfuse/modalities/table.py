@@ -51,6 +51,9 @@ class Table(Modality):
     def encoder_args(self) -> dict:
         return {"n_features": len(self.settings.columns)}
 
+    def feature_names(self) -> tuple[str, ...]:
+        return tuple(self.settings.columns)
+
     def available(self, files) -> bool:
         return False  # fed by its table, never by a manifest's media
 
