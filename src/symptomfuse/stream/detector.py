@@ -3,7 +3,9 @@
 ``Detector.predict`` takes a batch of model inputs for any subset of modalities and returns:
   * per modality, the probabilities of that modality's own model (its single-modality model; or, when
     the export has none, the primary model fed that modality alone);
-  * fused, the primary model's probabilities over the modalities it has among those given.
+  * fused, the primary model's probabilities over the modalities it has among those given;
+  * unlike, per modality whose own model was exported with an embedding density (``models.ood``), how far
+    each input lies from the training data (above 1: unlike it).
 Probabilities are temperature-calibrated with the temperature fitted on the fold's validation people.
 
 Both backends run the same parts (see ``parts``): on torch, modules rebuilt from the safetensors + JSON;
@@ -24,6 +26,7 @@ from safetensors.torch import load_file
 
 from symptomfuse.evaluate.calibration import calibrated
 from symptomfuse.models.multimodal import MultimodalClassifier
+from symptomfuse.models.ood import EmbeddingDensity
 from symptomfuse.stream.export import EXPORT_FILE, ExportSpec
 from symptomfuse.stream.parts import split
 from symptomfuse.errors import UsageError
@@ -77,6 +80,9 @@ class ExportedModel:
         self.temperature = float(entry["temperature"])
         self.dims = entry["embedding_dims"]
         self.weights = {n: folder / p["safetensors"] for n, p in entry["parts"].items()}
+        self.density = None  # a single-modality model's embedding density, when exported with one
+        if entry.get("ood") and not self.fused:
+            self.density = EmbeddingDensity.load(folder / entry["ood"], self.dims[self.modalities[0]])
         if backend == "torch":
             cfg = json.loads((folder / entry["config"]).read_text())["model"]
             model = MultimodalClassifier(**cfg)
@@ -123,6 +129,7 @@ class Prediction:
     modalities: dict[str, np.ndarray] = field(default_factory=dict)  # modality -> (B, K) probabilities
     fused: np.ndarray | None = None  # (B, K), or None when the primary model had none of its modalities
     fused_modalities: list[str] = field(default_factory=list)
+    unlike: dict[str, np.ndarray] = field(default_factory=dict)  # modality -> (B,) distance / threshold
 
 
 class Detector:
@@ -182,6 +189,8 @@ class Detector:
             if model is not None:
                 embedding = model.embed({m: x})
                 out.modalities[m] = model.probabilities({m: x}, embedding)
+                if model.density is not None:
+                    out.unlike[m] = model.density.score(embedding[m])
                 if m in self.shared:
                     shared.update(embedding)
         out.fused_modalities = [m for m in self.primary.modalities if m in inputs]

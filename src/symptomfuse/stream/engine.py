@@ -17,18 +17,22 @@ window the engine:
 Each event is a ``LiveEvent`` (schema ``symptomfuse-event/1``), handed out as its plain JSON dict:
 
     {"schema": "symptomfuse-event/1", "t": window end (s), "window": [start, end],
-     "modalities": {M: {"p": float | None, "quality": "ok" | why not (the modality's ``live_qualities``)}
+     "modalities": {M: {"p": float | None, "quality": "ok" | why not (the modality's ``live_qualities``),
+                        and when M's own model has an embedding density (``models.ood``):
+                        "ood": distance / threshold, "unlike_training": ood > 1}
                     for every modality the detector knows},
      "fused": {"p": float | None, "label": str | None, "uncertainty": float | None, "abstain": bool,
-               "modalities": [the modalities fused], "p_window": this window's p before smoothing},
+               "modalities": [the modalities fused], "p_window": this window's p before smoothing,
+               "unlike_training": [fused modalities whose input is unlike the training data]},
      "latency_ms": wall time from the first push that reached the window's end to the event,
      "notice": the research-tool notice}
 
 ``p`` is the probability of the positive class (the contract's explicit positive class); with more
 classes it is the top class's probability, and ``fused`` also carries ``probs`` per class.
 ``uncertainty`` is the entropy of the smoothed probabilities divided by its maximum (0: certain, 1: a
-coin toss). The engine abstains when no modality passed its gate, or when the top probability is within
-``abstain_band`` of chance (the rule of ``symptomfuse evaluate --abstain-band``).
+coin toss). The engine abstains when no modality passed its gate, when the top probability is within
+``abstain_band`` of chance (the rule of ``symptomfuse evaluate --abstain-band``), or when an input it
+fused is unlike anything the model was trained on (a real voice given to a model of synthetic vowels).
 
 One engine serves one stream and is not thread-safe: call it from one thread. Engines may share one
 Detector. A live process should call ``detector.limit_threads(1)`` first (idle BLAS threads spin
@@ -201,7 +205,12 @@ class StreamEngine:
         for m in self.modalities:
             probs = pred.modalities.get(m)
             modalities[m] = {"p": None if probs is None else self._p(probs[0]), "quality": quality[m]}
-        fused = {"p": None, "label": None, "uncertainty": None, "abstain": True, "modalities": [], "p_window": None}
+            if m in pred.unlike:
+                score = float(pred.unlike[m][0])
+                modalities[m].update(ood=score, unlike_training=score > 1.0)
+        unlike = [m for m in pred.fused_modalities if modalities.get(m, {}).get("unlike_training")]
+        fused = {"p": None, "label": None, "uncertainty": None, "abstain": True, "modalities": [], "p_window": None,
+                 "unlike_training": unlike}
         if pred.fused is None:
             self._history.clear()  # nothing usable: do not carry an old result into a new person or scene
         else:
@@ -209,7 +218,8 @@ class StreamEngine:
             self._history.append(raw)
             probs = np.mean(self._history, axis=0)
             fused.update(p=self._p(probs), label=self.detector.classes[int(np.argmax(probs))],
-                         uncertainty=uncertainty(probs), abstain=bool(abstains(probs, self.abstain_band)),
+                         uncertainty=uncertainty(probs),
+                         abstain=bool(abstains(probs, self.abstain_band)) or bool(unlike),
                          modalities=pred.fused_modalities, p_window=self._p(raw))
             if len(probs) > 2:
                 fused["probs"] = {c: float(v) for c, v in zip(self.detector.classes, probs)}

@@ -13,6 +13,8 @@ An export folder holds everything the live engine needs, and nothing is read fro
   MODEL/encoder.M.onnx
   MODEL/head.safetensors        fusion module (if any) + classification layer
   MODEL/head.onnx
+  MODEL/ood.safetensors         a single-modality model's embedding density (``models.ood``): how far an
+                                input lies from the training data
 
 Encoders go to ONNX through ``torch.export`` (``dynamo=True``). Heads go through the TorchScript tracer
 (``dynamo=False``): the fusion modules check that every sample has a present modality with a
@@ -42,6 +44,7 @@ from symptomfuse.contract import FeatureContract
 from symptomfuse.data.manifest import read_id_csv
 from symptomfuse.models.multimodal import MultimodalClassifier
 from symptomfuse.models.multimodal import load as load_model
+from symptomfuse.models.ood import EmbeddingDensity
 from symptomfuse.stream.parts import example_inputs, part_state, split
 from symptomfuse.errors import UsageError
 
@@ -137,8 +140,9 @@ def _export_onnx(part_name: str, part, model: MultimodalClassifier, features: Fe
 
 
 def export_model(model: MultimodalClassifier, name: str, temperature: float, features: FeatureContract,
-                 out: Path, onnx: bool = True) -> dict:
-    """Write one model's parts into ``out/name/``; return its entry for export.json."""
+                 out: Path, onnx: bool = True, density: EmbeddingDensity | None = None) -> dict:
+    """Write one model's parts into ``out/name/`` (and a single-modality model's embedding density, for
+    the live engine's "unlike the training data" warnings); return its entry for export.json."""
     model = model.eval()
     folder = Path(out) / name
     folder.mkdir(parents=True, exist_ok=True)
@@ -154,6 +158,9 @@ def export_model(model: MultimodalClassifier, name: str, temperature: float, fea
     entry = {"modalities": model.modalities, "fusion": (model.config()["fusion"] or {}).get("name"),
              "temperature": float(temperature), "config": f"{name}/config.json", "parts": parts,
              "embedding_dims": {m: int(e.out_dim) for m, e in model.encoders.items()}}
+    if density is not None:
+        density.save(folder / "ood.safetensors")
+        entry["ood"] = f"{name}/ood.safetensors"
     atomic_write_text(folder / "config.json", json.dumps({
         "model": model.config(), "classes": list(features.classes), "temperature": float(temperature),
         "notice": NOTICE}, indent=1))
@@ -161,8 +168,10 @@ def export_model(model: MultimodalClassifier, name: str, temperature: float, fea
 
 
 def export_models(models: dict[str, tuple[MultimodalClassifier, float]], primary: str, contract: FeatureContract,
-                  out: Path, source: dict | None = None, onnx: bool = True, progress: bool = False) -> ExportSpec:
-    """Export ``{name: (model, temperature)}``; ``primary`` is the model whose output is the fused result.
+                  out: Path, source: dict | None = None, onnx: bool = True, progress: bool = False,
+                  densities: dict[str, EmbeddingDensity] | None = None) -> ExportSpec:
+    """Export ``{name: (model, temperature)}``; ``primary`` is the model whose output is the fused result;
+    ``densities`` are single-modality models' embedding densities (``models.ood``), by model name.
 
     Every single-modality model among them serves its modality's own prediction. Writes export.json last,
     so a folder with an export.json is complete.
@@ -172,7 +181,7 @@ def export_models(models: dict[str, tuple[MultimodalClassifier, float]], primary
     out = Path(out)
     entries = {}
     for name, (model, temperature) in tqdm(models.items(), desc="export", unit="model", disable=not progress):
-        entries[name] = export_model(model, name, temperature, contract, out, onnx)
+        entries[name] = export_model(model, name, temperature, contract, out, onnx, (densities or {}).get(name))
     singles = {e["modalities"][0]: name for name, e in entries.items() if e["fusion"] is None}
     spec = ExportSpec(contract, primary, singles, entries, onnx, source or {})
     atomic_write_text(out / EXPORT_FILE, json.dumps(spec.to_json(), indent=1, default=float))
@@ -233,6 +242,8 @@ def export_run(run: Path, out: Path, model: str | None = None, fold: int | None 
         return next(r["temperature"] for r in info.models[name]["folds"] if r["fold"] == fold)
 
     models = {n: (load_model(run / "models" / n / f"fold{fold}"), temperature(n)) for n in names}
+    densities = {n: EmbeddingDensity.load(path) for n in names
+                 if (path := run / "models" / n / f"fold{fold}" / "ood.safetensors").exists()}
     test_people = sorted(samples.loc[samples.fold == fold, "person_id"].unique().tolist())
     source = {"run": str(run.resolve()), "run_id": info.run_id, "fold": fold, "person": person,
               "test_people": test_people, "held_out": info.protocol.get("held_out", [])}
@@ -243,4 +254,4 @@ def export_run(run: Path, out: Path, model: str | None = None, fold: int | None 
         source["cross_validated_roc_auc"] = {n: metrics["models"][n][top]["roc_auc"] for n in names
                                              if n in metrics["models"]}
         source["roc_auc_level"] = top
-    return export_models(models, model, info.contract, out, source, onnx, progress)
+    return export_models(models, model, info.contract, out, source, onnx, progress, densities)

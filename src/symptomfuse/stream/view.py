@@ -27,16 +27,22 @@ def _value(p: float | None) -> str:
     return "  -- " if p is None else f"{p:5.2f}"
 
 
+def _unlike(entry: dict) -> str:
+    return "  UNLIKE THE TRAINING DATA" if entry.get("unlike_training") else ""
+
+
 def render(event: dict, positive: str | None) -> list[str]:
     """The view's lines for one event."""
     what = f"p({positive})" if positive else "top-class probability"
     lines = [f"t = {event['t']:7.2f} s   latency {event['latency_ms']:5.0f} ms   bars: {what}",
              f"*** {NOTICE.upper()} ***"]
     for m, e in event["modalities"].items():
-        lines.append(f"{m:<10} [{_bar(e['p'])}] {_value(e['p'])}  {e['quality']}")
+        lines.append(f"{m:<10} [{_bar(e['p'])}] {_value(e['p'])}  {e['quality']}{_unlike(e)}")
     f = event["fused"]
     if f["p"] is None:
         state = "no usable modality: abstain"
+    elif f.get("unlike_training"):
+        state = f"abstains: {'+'.join(f['unlike_training'])} unlike the training data"
     else:
         state = f"{f['label']}{' (uncertain: abstain)' if f['abstain'] else ''}  from {'+'.join(f['modalities'])}"
     lines.append(f"{'fused':<10} [{_bar(f['p'])}] {_value(f['p'])}  {state}")
@@ -60,8 +66,8 @@ class LiveView:
             self._drawn = len(lines)
         else:
             f = event["fused"]
-            mods = "  ".join(f"{m} {_value(event['modalities'][m]['p']).strip()} ({event['modalities'][m]['quality']})"
-                             for m in event["modalities"])
+            mods = "  ".join(f"{m} {_value(e['p']).strip()} ({e['quality']}{', unlike training data' if e.get('unlike_training') else ''})"
+                             for m, e in event["modalities"].items())
             self.out.write(f"t={event['t']:.2f}s  {mods}  fused {_value(f['p']).strip()}"
                            f"{' abstain' if f['abstain'] else ''}  [{NOTICE}]\n")
         self.out.flush()

@@ -44,6 +44,7 @@ from symptomfuse.data.dataset import WindowSet
 from symptomfuse.evaluate.calibration import calibrated, fit_temperature
 from symptomfuse.fusion.late import LATE
 from symptomfuse.models.multimodal import MultimodalClassifier, save
+from symptomfuse.models.ood import EmbeddingDensity
 from symptomfuse.train import baselines
 from symptomfuse.train.fit import TrainConfig, embed, fit, fit_prepared, predict_logits, prepare
 from symptomfuse.train.splits import Fold
@@ -243,8 +244,10 @@ def cross_validate(ws: WindowSet, specs: list[ModelSpec], folds: list[Fold], cfg
                         p = calibrated(predict_logits(model, ws, fold.test, drop=drop), t)
                         store(spec.name, drop, test_units, samples.pool(p, fold.test)[test_units])
                 fold_models[(spec.name, fold.index)] = model
-                save(model, out / "models" / spec.name / f"fold{fold.index}",
-                     {"classes": ws.classes, "fold": fold.index, "modalities": spec.modalities})
+                folder = out / "models" / spec.name / f"fold{fold.index}"
+                save(model, folder, {"classes": ws.classes, "fold": fold.index, "modalities": spec.modalities})
+                if spec.kind == "single":  # how far an input may lie from the training data (live warnings)
+                    record["ood"] = _fit_density(model, ws, spec.modalities[0], train_w, val_w, fold.test, folder)
                 val_probs[(spec.name, fold.index)], cal_probs[(spec.name, fold.index)] = vp, cp
                 record.update(temperature=t, history=history)
             elif spec.kind == "late":
@@ -317,6 +320,22 @@ def cross_validate(ws: WindowSet, specs: list[ModelSpec], folds: list[Fold], cfg
                   protocol.get("run_id") or uuid.uuid4().hex)
     atomic_write_text(out / "run.json", json.dumps(run.to_json(), indent=1, default=float))
     return run
+
+
+def _fit_density(model: MultimodalClassifier, ws: WindowSet, m: str, train: np.ndarray, val: np.ndarray,
+                 test: np.ndarray, folder: Path) -> dict:
+    """Fit the embedding density of a single-modality model on its training windows, threshold on its
+    validation windows, save it beside the weights (``ood.safetensors``); return its threshold and the
+    share of the fold's test windows it flags (about 1% for people like the validation people)."""
+    def embeddings(index):
+        index = index[ws.has(m)[index]]
+        return embed(model, prepare(model, ws, index)[0])[m].numpy() if len(index) else np.zeros((0, 1))
+
+    density = EmbeddingDensity.fit(embeddings(train), embeddings(val))
+    density.save(folder / "ood.safetensors")
+    test_emb = embeddings(test)
+    flagged = float((density.score(test_emb) > 1).mean()) if len(test_emb) else float("nan")
+    return {"threshold": density.threshold, "test_windows_flagged": flagged}
 
 
 def ws_has_any(ws: WindowSet, modalities: list[str], index: np.ndarray) -> np.ndarray:

@@ -65,12 +65,12 @@ function record(kind, fields) {
 }
 function fmt(p) { return (p === null || p === undefined) ? "-" : p.toFixed(2); }
 
-function showQuality(mod, q) {
+function showQuality(mod, q, unlike) {
   const chip = $(`q-${mod}`);
   if (!chip) return;
   const text = q ? (QUALITY_TEXT[q] || String(q).replace(/_/g, " ")) : "-";
-  chip.textContent = `${QUALITY_NAME[mod]}: ${text}`;
-  chip.className = "chip " + (!q ? "" : (q === "ok" ? "ok" : "bad"));
+  chip.textContent = `${QUALITY_NAME[mod]}: ${text}` + (unlike ? " (unlike the training data)" : "");
+  chip.className = "chip " + (!q ? "" : (q === "ok" && !unlike ? "ok" : "bad"));
 }
 
 function onPrediction(msg) {
@@ -90,12 +90,15 @@ function onPrediction(msg) {
     values[m] = v;
     const absent = sf.modalities && !sf.modalities.includes(m);
     if ($(`p-${m}`)) $(`p-${m}`).textContent = absent ? "n/a" : fmt(v);
-    showQuality(m, mods[m] ? mods[m].quality : null);
+    showQuality(m, mods[m] ? mods[m].quality : null, mods[m] && mods[m].unlike_training);
   }
   const fused = ev.fused || {};
   values.fused = fused.p;
   $("p-fused").textContent = fmt(fused.p);
-  $("fused-label").textContent = fused.abstain ? "fused: abstains (too uncertain)"
+  const unlike = fused.unlike_training || [];
+  $("fused-label").textContent = unlike.length
+    ? `fused: abstains (${unlike.join(", ")} unlike anything the model was trained on)`
+    : fused.abstain ? "fused: abstains (too uncertain)"
     : `fused: the model's top class is "${fused.label ?? "-"}"` +
       (fused.uncertainty != null ? ` (uncertainty ${fused.uncertainty.toFixed(2)})` : "") + ". Not a diagnosis.";
   if (t0 === null) t0 = now;
