@@ -17,6 +17,7 @@ from symptomfuse.modalities import audio as _audio  # noqa: E402,F401
 from symptomfuse.modalities import video as _video  # noqa: E402,F401
 from symptomfuse.modalities import keypoints as _keypoints  # noqa: E402,F401
 from symptomfuse.modalities import voice as _voice  # noqa: E402,F401
+from symptomfuse.modalities import ge2e as _ge2e  # noqa: E402,F401
 from symptomfuse.modalities.table import Table  # noqa: E402
 from symptomfuse.errors import UsageError
 
