@@ -1,0 +1,118 @@
+"""Landmarks from video frames, behind one small interface, and a filter for their jitter.
+
+An extractor turns one RGB frame into ``(points, 3)`` landmark coordinates (x and y as fractions of the
+frame's width and height, z relative depth), or None when it finds nothing. Curation and the live
+engine call the same extractor on the same frames. Built in (MediaPipe 0.10.21 ``solutions``, whose
+models ship inside the wheel and run offline):
+
+- ``hands``: MediaPipe Hands, 21 points of one hand (the wrist first, the fingertips 4, 8, 12, 16, 20);
+- ``face``: MediaPipe FaceMesh with refined eyes and lips, 478 points.
+
+Install MediaPipe with ``pip install --no-deps mediapipe==0.10.21`` plus ``attrs`` (``make install``
+does; ``matplotlib`` and ``opencv-python-headless`` are already dependencies; jax and opencv-contrib are
+not needed). MediaPipe declares protobuf<5, but its ``solutions`` run with the protobuf 6 that ONNX
+needs (tested here).
+
+Tracking mode (``static_image_mode=False``) carries state from frame to frame, so an extractor is made
+per recording (``make``) and fed the recording's frames in order.
+
+Landmarks jitter from frame to frame even on still footage, which could pass for tremor: ``one_euro``
+(Casiez et al. 2012) smooths slow movement strongly and fast movement little. ``benchmarks/real/
+landmarks.py`` measures the jitter on still footage with and without it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+import os
+from typing import Callable
+
+import numpy as np
+
+from symptomfuse.errors import UsageError
+
+POINTS = {"hands": 21, "face": 478}
+
+
+def available() -> list[str]:
+    return list(POINTS)
+
+
+def _mediapipe():
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):
+            os.environ.setdefault("GLOG_minloglevel", "2")
+            import mediapipe as mp
+    except ImportError:
+        raise UsageError("landmarks need MediaPipe: pip install --no-deps mediapipe==0.10.21 attrs "
+                         "(make install does)") from None
+    return mp
+
+
+def make(kind: str) -> Callable[[np.ndarray], np.ndarray | None]:
+    """A fresh extractor of ``kind`` ("hands" or "face") for one recording's frames, in order."""
+    if kind not in POINTS:
+        raise UsageError(f"unknown landmarks {kind!r}; available: {', '.join(POINTS)}")
+    mp = _mediapipe()
+    if kind == "hands":
+        model = mp.solutions.hands.Hands(static_image_mode=False, max_num_hands=1, model_complexity=1,
+                                         min_detection_confidence=0.5, min_tracking_confidence=0.5)
+
+        def found(r):
+            return r.multi_hand_landmarks[0] if r.multi_hand_landmarks else None
+    else:
+        model = mp.solutions.face_mesh.FaceMesh(static_image_mode=False, refine_landmarks=True, max_num_faces=1,
+                                                min_detection_confidence=0.5, min_tracking_confidence=0.5)
+
+        def found(r):
+            return r.multi_face_landmarks[0] if r.multi_face_landmarks else None
+
+    def extract(rgb: np.ndarray) -> np.ndarray | None:
+        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+            raise ValueError(f"landmarks need (H, W, 3) uint8 RGB frames, got {rgb.shape} {rgb.dtype}")
+        lm = found(model.process(np.ascontiguousarray(rgb)))
+        if lm is None:
+            return None
+        return np.array([(p.x, p.y, p.z) for p in lm.landmark], np.float32)
+
+    return extract
+
+
+def track(frames, kind: str) -> np.ndarray:
+    """(T, points, 3) landmarks of a recording's frames in order, NaN where nothing was found."""
+    extract = make(kind)
+    out = []
+    for rgb in frames:
+        pts = extract(rgb)
+        out.append(np.full((POINTS[kind], 3), np.nan, np.float32) if pts is None else pts)
+    return np.stack(out) if out else np.zeros((0, POINTS[kind], 3), np.float32)
+
+
+def one_euro(x: np.ndarray, fps: float, min_cutoff: float = 1.0, beta: float = 0.05, d_cutoff: float = 1.0
+             ) -> np.ndarray:
+    """One-Euro filter along axis 0 of ``x`` (T, ...): a low-pass whose cutoff rises with speed, so that
+    still landmarks stop jittering while fast movement keeps its timing. NaN (not found) restarts it."""
+    x = np.asarray(x, np.float64)
+    out = np.full_like(x, np.nan)
+
+    def alpha(cutoff):
+        tau = 1.0 / (2 * math.pi * cutoff)
+        return 1.0 / (1.0 + tau * fps)
+
+    prev = dprev = None
+    a_d = alpha(d_cutoff)
+    for t in range(len(x)):
+        if not np.all(np.isfinite(x[t])):
+            prev = dprev = None
+            continue
+        if prev is None:
+            prev, dprev = x[t], np.zeros_like(x[t])
+        else:
+            dx = (x[t] - prev) * fps
+            dprev = a_d * dx + (1 - a_d) * dprev
+            a = alpha(min_cutoff + beta * np.abs(dprev))
+            prev = a * x[t] + (1 - a) * prev
+        out[t] = prev
+    return out.astype(np.float32)
