@@ -334,3 +334,22 @@ def test_encoders_shared_with_the_own_models_run_once(data, tmp_path):
     with torch.no_grad():
         whole = fused({m: torch.from_numpy(x[m]) for m in ("audio", "keypoints")}).numpy()
     np.testing.assert_allclose(p.fused, calibrated(whole, 1.3), atol=1e-5)
+
+
+def test_the_engine_finds_hands_itself_and_says_when_it_falls_behind(data, exported):
+    """MediaPipe Hands on every pushed frame (no landmark file); with no time for it, frames are skipped
+    and windows that lost most of their frames say so."""
+    root, ws = data
+    folder, _ = exported
+    det = Detector.load(folder, "torch")
+    rec = root / "cohort" / "recordings" / f"{ws.windows.recording_id.iloc[0]}.mp4"
+    engine = StreamEngine(det, update_every=1.0, hand_detector="mediapipe", landmark_budget_s=10.0)
+    events = list(replay_file(engine, rec, landmarks=None))
+    assert len(engine.landmark_seconds) == round(6.0 * 25)  # every frame of the 6 s recording
+    assert {e["modalities"]["keypoints"]["quality"] for e in events} <= {"ok", "no_hand"}
+    starved = StreamEngine(det, update_every=1.0, hand_detector="mediapipe", landmark_budget_s=1e-6)
+    events = list(replay_file(starved, rec, landmarks=None))
+    assert len(starved.landmark_seconds) < 5
+    assert events and all(e["modalities"]["keypoints"]["quality"] == "landmarks_behind" for e in events[1:])
+    with pytest.raises(Exception, match="mediapipe"):
+        StreamEngine(det, hand_detector="openpose")

@@ -683,12 +683,15 @@ result is smoothed over --smooth updates and abstains when it is too close to ch
 
 Sources: a recording (replayed as fast as possible, or at its own pace with --realtime; hand
 landmarks from a NAME.keypoints.npy file beside it, or --landmarks), or a webcam (--camera, OpenCV)
-and/or a microphone (--mic, sounddevice; needs Debian's libportaudio2). There is no landmark detector
-yet: live, the keypoints modality is reported missing and the fusion uses what is present.
+and/or a microphone (--mic, sounddevice; needs Debian's libportaudio2). --landmarks mediapipe finds
+hand landmarks in every frame with MediaPipe Hands (offline, the model is in the wheel), skipping
+frames when it cannot keep up ("landmarks_behind"); without landmarks the keypoints modality is
+reported missing and the fusion uses what is present.
 
 Output: a live view (a bar per modality and for the fused result) and/or JSON lines (--jsonl), one
-event per update: {{t, modalities: {{audio: {{p, quality}}, video: ..., keypoints: ...}}, fused: {{p, label,
-uncertainty, abstain}}, latency_ms, notice}}. {NOTICE}""",
+event per update: {{t, modalities: {{audio: {{p, quality, ood, unlike_training}}, video: ..., keypoints: ...}},
+fused: {{p, label, uncertainty, abstain, unlike_training}}, latency_ms, notice}}. A modality whose input lies
+far from its training data (ood > 1: "unlike the training data") makes the fused result abstain. {NOTICE}""",
         epilog="examples:\n  symptomfuse stream demo_out/cohort/recordings/P001_s1.mp4 --model demo_out/model --realtime\n"
                "  symptomfuse stream rec.mp4 --model MODEL --jsonl events.jsonl --no-view --backend onnx\n"
                "  symptomfuse stream --camera 0 --mic default --model MODEL --seconds 60")
@@ -699,7 +702,8 @@ uncertainty, abstain}}, latency_ms, notice}}. {NOTICE}""",
     p.add_argument("--mic", default=None, help="microphone: default, an index, or part of a name")
     p.add_argument("--seconds", type=_number(float, 0, 10**7, low_open=True), default=None, help="stop a live stream after this long")
     p.add_argument("--landmarks", default="auto",
-                   help="hand landmarks for a file: auto (NAME.keypoints.npy beside it), none, or a .npy path")
+                   help="hand landmarks: auto (for a file, NAME.keypoints.npy beside it), none, a .npy path, or "
+                        "mediapipe (MediaPipe Hands on every frame: a camera's default)")
     p.add_argument("--backend", choices=["torch", "onnx"], default="torch", help="inference backend")
     p.add_argument("--threads", type=_number(int, 1, 256), default=1, help="inference threads")
     p.add_argument("--update-every", type=_number(float, 0, 60, low_open=True), default=0.5, help="seconds of media between updates")
@@ -729,8 +733,10 @@ def _run_stream(args) -> int:
         raise UsageError("--threads must be at least 1")
     limit_threads(args.threads)
     detector = Detector.load(args.model, args.backend, threads=args.threads)
+    wants_hands = any(detector.contract.modality(m).source == "landmarks" for m in detector.modalities)
+    detect = args.landmarks == "mediapipe" or (args.landmarks == "auto" and args.camera is not None)
     engine = StreamEngine(detector, update_every=args.update_every, smooth=args.smooth,
-                          abstain_band=args.abstain_band)
+                          abstain_band=args.abstain_band, hand_detector="mediapipe" if detect and wants_hands else None)
     jsonl = None if args.jsonl is None else (sys.stdout if args.jsonl == "-" else open(args.jsonl, "w"))
     view = None if args.no_view or args.jsonl == "-" else LiveView(detector.positive_class)
     if view is not None:
@@ -738,7 +744,7 @@ def _run_stream(args) -> int:
     events, code = [], 0
     try:
         if args.file is not None:
-            landmarks = None if args.landmarks == "none" else args.landmarks
+            landmarks = None if args.landmarks in ("none", "mediapipe") else args.landmarks
             source = replay_file(engine, args.file, realtime=args.realtime, landmarks=landmarks)
         else:
             source = live(engine, camera=args.camera, mic=args.mic, seconds=args.seconds)

@@ -1,7 +1,8 @@
 """Keypoints: hand landmarks (21 per frame, MediaPipe order) turned into per-frame motion features.
 
 Landmarks come from a ``.npy`` file named in the manifest's ``keypoints`` column (one entry per video
-frame), or live from ``StreamEngine.push_landmarks``. Feature function:
+frame), or live from ``StreamEngine.push_landmarks`` or the engine's own MediaPipe hand detector
+(``StreamEngine(hand_detector="mediapipe")``, ``stream --landmarks mediapipe``). Feature function:
 ``features.keypoints.keypoint_features`` (positions, velocities and accelerations in palm lengths, and a
 presence flag). Gate: no hand in enough of the window's frames, or no landmark source at all.
 Augmentation of the features ((B, T, 127)): scale and rotation jitter, applied alike to positions,
@@ -40,7 +41,7 @@ class Keypoints(Modality):
     help = "hand landmark motion (a .npy file of landmarks per video frame)"
     default_encoder = "keypoints_tcn"
     live_label = "hand"
-    live_qualities = ("ok", "no_hand", "no_landmarks", "no_data")
+    live_qualities = ("ok", "no_hand", "no_landmarks", "landmarks_behind", "no_data")
     augmentations = {"keypoints": augment_keypoints}
 
     def input_shape(self) -> tuple[int, ...]:

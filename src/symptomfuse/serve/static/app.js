@@ -10,7 +10,8 @@ let MODS = [], QUALITY_NAME = {};
 const COLORS = ["#2271b1", "#8c8f94", "#00a32a", "#dba617", "#9b51e0", "#135e96"];
 const QUALITY_TEXT = {                         // the engine's quality gates (symptomfuse.stream.quality)
   ok: "ok", silence: "silence", no_voice: "no voice", no_data: "no data", black: "dark picture",
-  frozen: "frozen picture", no_hand: "no hand in view", no_landmarks: "no hand detector" };
+  frozen: "frozen picture", no_hand: "no hand in view", no_landmarks: "no hand detector",
+  landmarks_behind: "hand detector behind" };
 
 // State the tests and the benchmark read (window.sf); nothing here leaves the page except the offer.
 const sf = window.sf = { state: "idle", session: null, events: [], latencies: [], error: null, log: [], videoFps: [] };
