@@ -1,5 +1,6 @@
 """Live detection cost on the torch and onnxruntime backends: per update, per media second, and how many
-real-time streams fit on this machine. Every stream runs without landmarks (audio + video frames), one
+real-time streams fit on this machine. Every stream runs without landmarks (audio + video frames), or with
+``--landmarks mediapipe`` with MediaPipe Hands finding the hand in every frame on the engine's thread; one
 thread each, updating every 0.5 s.
 
 For each backend:
@@ -16,7 +17,7 @@ For each backend:
   --streams real-time streams at once kept pace (each finished within 0.5 s of its media's length).
   Goal: at least 8 on 2 cores.
 
-    python benchmarks/stream_bench.py [--model EXPORT_DIR] [--file REC.mp4] [--streams 8]
+    python benchmarks/stream_bench.py [--model EXPORT_DIR] [--file REC.mp4] [--streams 8] [--landmarks mediapipe]
 
 Without --model it exports random-weight models of the demo's architectures (logmel_cnn, frames_cnn,
 keypoints_tcn, gated fusion of audio + keypoints): the cost does not depend on the weights. Without
@@ -71,8 +72,9 @@ def _decoded(path: Path) -> tuple[list, float]:
     return items, audio
 
 
-def cost(model: Path, file: Path, backend: str, repeats: int = 3) -> dict:
-    """As fast as possible, in this process, one thread."""
+def cost(model: Path, file: Path, backend: str, repeats: int = 3, hands: str | None = None) -> dict:
+    """As fast as possible, in this process, one thread; ``hands="mediapipe"``: the engine finds hand
+    landmarks in every frame itself (no budget: every frame, to measure its full cost)."""
     from symptomfuse.stream.detector import Detector, limit_threads
     from symptomfuse.stream.engine import StreamEngine
     from symptomfuse.stream.sources import replay_file
@@ -80,10 +82,13 @@ def cost(model: Path, file: Path, backend: str, repeats: int = 3) -> dict:
     limit_threads(1)
     det = Detector.load(model, backend, threads=1)
     items, media_s = _decoded(file)
-    list(replay_file(StreamEngine(det), file, landmarks=None))  # warm up
-    update, forward, engine_cpu, updates, total_cpu = [], [], 0.0, 0, 0.0
+    def engine_of():
+        return StreamEngine(det, hand_detector=hands, landmark_budget_s=10.0 if hands else None)
+
+    list(replay_file(engine_of(), file, landmarks=None))  # warm up
+    update, forward, engine_cpu, updates, total_cpu, landmark_s = [], [], 0.0, 0, 0.0, []
     for _ in range(repeats):
-        engine = StreamEngine(det)
+        engine = engine_of()
         c0 = time.process_time()
         for kind, t, x in items:  # decoded beforehand: the engine's own cost
             engine.push_audio(x, 16000, t) if kind == "audio" else engine.push_video(x, t)
@@ -92,22 +97,24 @@ def cost(model: Path, file: Path, backend: str, repeats: int = 3) -> dict:
         updates += len(engine.timings)
         update += [u for u, _ in engine.timings]
         forward += [f for _, f in engine.timings]
+        landmark_s += list(engine.landmark_seconds)
         c0 = time.process_time()  # decode + engine, as `symptomfuse stream FILE` does
-        list(replay_file(StreamEngine(det), file, landmarks=None))
+        list(replay_file(engine_of(), file, landmarks=None))
         total_cpu += time.process_time() - c0
     return {"media_s": media_s, "updates_per_replay": updates // repeats,
             "update_cpu_ms": 1000 * float(np.median(update)), "forward_cpu_ms": 1000 * float(np.median(forward)),
             "update_over_forward": float(np.median(update) / np.median(forward)),
             "engine_cpu_per_update_ms": 1000 * engine_cpu / updates,
             "engine_over_forward": float(engine_cpu / updates / np.median(forward)),
-            "cpu_s_per_media_s": total_cpu / repeats / media_s}
+            "cpu_s_per_media_s": total_cpu / repeats / media_s,
+            "landmark_ms_per_frame": 1000 * float(np.median(landmark_s)) if landmark_s else None}
 
 
 _DETECTORS: dict = {}  # per worker process: (model, backend) -> Detector, loaded once
 
 
 def _realtime_stream(args) -> dict:
-    model, file, backend, barrier = args
+    model, file, backend, barrier, hands = args
     from symptomfuse.stream.detector import Detector, limit_threads
     from symptomfuse.stream.engine import StreamEngine
     from symptomfuse.stream.sources import replay_file
@@ -119,12 +126,15 @@ def _realtime_stream(args) -> dict:
     det = _DETECTORS[(model, backend)]
     barrier.wait(timeout=300)
     t0, c0 = time.perf_counter(), time.process_time()
-    events = list(replay_file(StreamEngine(det), file, realtime=True, landmarks=None))
+    engine = StreamEngine(det, hand_detector=hands)
+    events = list(replay_file(engine, file, realtime=True, landmarks=None))
+    behind = sum(e["modalities"].get("keypoints", {}).get("quality") == "landmarks_behind" for e in events)
     return {"wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0,
-            "latency_ms": [e["latency_ms"] for e in events]}
+            "latency_ms": [e["latency_ms"] for e in events], "landmarks_behind": behind, "updates": len(events)}
 
 
-def realtime(model: Path, file: Path, backend: str, streams: int, media_s: float, repeats: int) -> dict:
+def realtime(model: Path, file: Path, backend: str, streams: int, media_s: float, repeats: int,
+             hands: str | None = None) -> dict:
     """``streams`` real-time replays at once, one process each, ``repeats`` times; the run with the median
     p95 latency is reported, beside every run's figures and the load average (the machine may be shared)."""
     ctx = mp.get_context("spawn")
@@ -133,13 +143,15 @@ def realtime(model: Path, file: Path, backend: str, streams: int, media_s: float
         for _ in range(repeats):
             barrier = manager.Barrier(streams)
             load = os.getloadavg()[0]
-            per_stream = pool.map(_realtime_stream, [(model, file, backend, barrier)] * streams)
+            per_stream = pool.map(_realtime_stream, [(model, file, backend, barrier, hands)] * streams)
             lat = np.concatenate([r["latency_ms"] for r in per_stream])
             behind = max(r["wall_s"] for r in per_stream) - media_s
             runs.append({"latency_p50_ms": float(np.percentile(lat, 50)),
                          "latency_p95_ms": float(np.percentile(lat, 95)), "latency_max_ms": float(lat.max()),
                          "slowest_wall_s": float(media_s + behind), "kept_pace": bool(behind < 0.5),
                          "cpu_s_per_media_s": float(np.mean([r["cpu_s"] for r in per_stream]) / media_s),
+                         "landmarks_behind_share": float(sum(r["landmarks_behind"] for r in per_stream)
+                                                         / max(1, sum(r["updates"] for r in per_stream))),
                          "load_average_before": load})
     median = sorted(runs, key=lambda r: r["latency_p95_ms"])[len(runs) // 2]
     return {"streams": streams, **median, "kept_pace_every_run": all(r["kept_pace"] for r in runs), "runs": runs}
@@ -152,6 +164,8 @@ def main() -> int:
     ap.add_argument("--streams", type=int, default=8, help="real-time streams to run at once")
     ap.add_argument("--repeats", type=int, default=3, help="real-time runs per setting (the median is reported)")
     ap.add_argument("--backends", default="torch,onnx", help="backends to measure")
+    ap.add_argument("--landmarks", choices=["none", "mediapipe"], default="none",
+                    help="mediapipe: the engine finds hand landmarks in every frame itself (MediaPipe Hands)")
     ap.add_argument("--out", type=Path, default=RESULTS, help="JSON results")
     args = ap.parse_args()
     cores = os.cpu_count() or 1
@@ -161,10 +175,12 @@ def main() -> int:
         load_before = os.getloadavg()[0]
         results = {}
         for backend in [b for b in args.backends.split(",") if b]:
-            r = cost(model, file, backend)
+            hands = None if args.landmarks == "none" else args.landmarks
+            r = cost(model, file, backend, hands=hands)
             r["streams_fit_estimate"] = int(cores / r["cpu_s_per_media_s"])
-            r["realtime_1"] = realtime(model, file, backend, 1, r["media_s"], args.repeats)
-            r["realtime_n"] = realtime(model, file, backend, args.streams, r["media_s"], args.repeats)
+            r["realtime_1"] = realtime(model, file, backend, 1, r["media_s"], args.repeats, hands)
+            r["realtime_n"] = realtime(model, file, backend, args.streams, r["media_s"], args.repeats, hands)
+            r["landmarks"] = args.landmarks
             results[backend] = r
             print(f"{backend}: done", file=sys.stderr)
 
@@ -179,10 +195,14 @@ def main() -> int:
               f"{r['realtime_1']['latency_p50_ms']:>8.1f}{r['realtime_1']['latency_p95_ms']:>8.1f}"
               f"{n['latency_p95_ms']:>12.1f}{'yes' if n['kept_pace_every_run'] else 'NO':>10}"
               f"{r['streams_fit_estimate']:>5}")
+        if r["landmark_ms_per_frame"] is not None:
+            print(f"{'':<8}MediaPipe Hands {r['landmark_ms_per_frame']:.1f} ms a frame; windows reported landmarks_behind "
+                  f"with {args.streams} streams: {n['landmarks_behind_share']:.0%}")
     record = {"machine": {"cores": cores, "platform": platform.platform(), "python": platform.python_version(),
                           "load_average_before": load_before},
               "setup": {"model": str(args.model) if args.model else "random-weight demo architectures",
-                        "file": str(args.file) if args.file else "synthetic 8 s recording", "landmarks": False,
+                        "file": str(args.file) if args.file else "synthetic 8 s recording",
+                        "landmarks": args.landmarks,
                         "update_every_s": 0.5, "threads_per_stream": 1, "streams": args.streams},
               "goals": {"update_over_forward_max": 1.25, "latency_p95_ms_max": 100, "streams_min": 8},
               "results": results}

@@ -11,7 +11,9 @@ tremor-like movement comes back out of them.
 3. **Jitter on still footage**: one frame of each clip repeated for 3 s with camera-like noise (Gaussian,
    sigma 2 grey levels): the standard deviation of the landmark positions in pixels, raw and after the
    One-Euro filter (``features.landmarks.one_euro``), against the movement injected in 2.
-4. **Synthetic hands** (the cohort's renders, ``synth``): the share of frames in which MediaPipe Hands
+4. **Face measures** (``features.face_measures``: blink rate, eye and mouth opening, smile width and
+   its variability, expressivity) of each GRID clip.
+5. **Synthetic hands** (the cohort's renders, ``synth``): the share of frames in which MediaPipe Hands
    finds the hand.
 
 Prints tables and writes ``benchmarks/results/landmarks.json``. Needs ``../shared`` for 1-3.
@@ -32,6 +34,7 @@ import av
 import cv2
 import numpy as np
 
+from symptomfuse.features.face_measures import face_measures
 from symptomfuse.features.landmarks import one_euro, track
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -110,6 +113,8 @@ def main() -> int:
             tracks[clip.name] = (frames, lm)
         result["faces"] = {"clips": len(clips), "frames": total, "found": found, "rate": found / total,
                            "ms_per_frame": 1000 * seconds / total}
+        result["face_measures"] = {name: face_measures(lm, FPS, frames[0].shape[1] / frames[0].shape[0])
+                                   for name, (frames, lm) in tracks.items()}
         injected, untouched = [], []
         for name, (frames, lm) in list(tracks.items())[:4]:
             width = frames[0].shape[1]
@@ -140,6 +145,9 @@ def main() -> int:
             print(f"{r['clip']:<22}{r['hz']:>12.1f}{r['found_hz']:>10.2f}{r['error_hz']:>8.2f}{r['peak_ratio']:>12.1f}")
         print("untouched clips, tallest peak 2.5-10 Hz over median power: "
               + ", ".join(f"{r['clip']} {r['peak_ratio']:.1f}" for r in result["untouched"]))
+        fm = result["face_measures"]
+        print("\nface measures of the GRID speakers (median over clips; 3 s each): " + ", ".join(
+            f"{k} {np.median([v[k] for v in fm.values()]):.3g}" for k in next(iter(fm.values()))))
         j = result["still_jitter_px"]
         print(f"\nstill footage (camera noise only): landmark jitter {j['raw']:.3f} px raw, {j['one_euro']:.3f} px "
               "after the One-Euro filter")
