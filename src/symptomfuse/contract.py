@@ -53,8 +53,12 @@ class FeatureContract:
     pad_short: bool = False
 
     def __post_init__(self):
-        if self.timing.window_s <= 0 or self.timing.hop_s <= 0 or self.timing.fps <= 0:
-            raise UsageError("--window, --hop and --fps must be positive")
+        t = self.timing
+        if not (0 < t.window_s <= 600 and 0 < t.hop_s <= 600 and 0 < t.fps <= 1000):
+            raise UsageError(f"window {t.window_s} s, hop {t.hop_s} s and {t.fps} fps must be positive, with windows "
+                             "and hops of at most 600 s and at most 1000 fps")
+        if not 8000 <= t.sample_rate <= 192000:
+            raise UsageError(f"sample rate {t.sample_rate} Hz is out of bounds (8000-192000)")
         if self.label_scope not in ("person", "recording"):
             raise UsageError(f"label scope must be 'person' or 'recording', got {self.label_scope!r}")
         if self.positive is not None and (len(self.classes) != 2 or self.classes[-1] != self.positive):
@@ -116,16 +120,27 @@ class FeatureContract:
         if data.get("features_version") != FEATURES_VERSION:
             raise UsageError(f"these features come from features version {data.get('features_version')}, but this "
                              f"code computes version {FEATURES_VERSION}: curate, train and export again")
-        timing = Timing(**data["timing"])
-        kinds, mods = {}, {}
-        for name, entry in data["modalities"].items():
-            kind = entry.get("kind", name)
-            if kind != name:
-                registry.ensure(name, kind)
-                kinds[name] = kind
-            mods[name] = registry.get(name).settings_from(entry["settings"])
-        return cls(timing, mods, kinds, tuple(data["classes"]), data.get("positive"), data["label_scope"],
-                   bool(data.get("pad_short", False)))
+        try:
+            timing = Timing(**data["timing"])
+            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in asdict(timing).values()):
+                raise TypeError("timing values must be numbers")
+            kinds, mods = {}, {}
+            for name, entry in data["modalities"].items():
+                kind = entry.get("kind", name)
+                if kind != name:
+                    registry.ensure(name, kind)
+                    kinds[name] = kind
+                mods[name] = registry.get(name).settings_from(entry["settings"])
+            classes = data["classes"]
+            if not isinstance(classes, list) or not 2 <= len(classes) <= 1000 or not all(isinstance(c, str) for c in classes):
+                raise TypeError("classes must be a list of 2 to 1000 names")
+            return cls(timing, mods, kinds, tuple(classes), data.get("positive"), data["label_scope"],
+                       bool(data.get("pad_short", False)))
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:
+            if isinstance(exc, UsageError):
+                raise
+            raise UsageError(f"the feature contract is malformed ({type(exc).__name__}: {exc}): curate, train and "
+                             "export again") from None
 
     def save(self, folder: Path) -> None:
         atomic_write_text(Path(folder) / FILE, json.dumps(self.to_json(), indent=1))

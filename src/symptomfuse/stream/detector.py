@@ -29,6 +29,7 @@ from symptomfuse.models.multimodal import MultimodalClassifier
 from symptomfuse.models.ood import EmbeddingDensity
 from symptomfuse.stream.export import EXPORT_FILE, ExportSpec
 from symptomfuse.stream.parts import split
+from symptomfuse.stream.untrusted import check_config, checked_file
 from symptomfuse.errors import UsageError
 
 BACKENDS = ("torch", "onnx")
@@ -79,17 +80,44 @@ class ExportedModel:
         self.fused = entry["fusion"] is not None
         self.temperature = float(entry["temperature"])
         self.dims = entry["embedding_dims"]
-        self.weights = {n: folder / p["safetensors"] for n, p in entry["parts"].items()}
+        hashes = entry["sha256"]
+
+        def file(rel, what):  # inside the folder, and the file that was exported
+            return checked_file(folder, rel, hashes, f"{name}: {what}")
+
+        self.weights = {n: file(p.get("safetensors"), f"part {n}") for n, p in entry["parts"].items()}
         self.density = None  # a single-modality model's embedding density, when exported with one
         if entry.get("ood") and not self.fused:
-            self.density = EmbeddingDensity.load(folder / entry["ood"], self.dims[self.modalities[0]])
-        if backend == "torch":
-            cfg = json.loads((folder / entry["config"]).read_text())["model"]
+            path = file(entry["ood"], "ood")
+            try:
+                self.density = EmbeddingDensity.load(path, self.dims[self.modalities[0]])
+            except Exception as exc:  # noqa: BLE001 - any unreadable file is one clear line
+                raise UsageError(f"{folder}: {entry['ood']} is not a usable embedding density: {exc}") from None
+        config = file(entry["config"], "config")
+        try:
+            cfg = json.loads(config.read_text())["model"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise UsageError(f"{folder}: {entry['config']} is not a model config: {exc}") from None
+        check_config(cfg, f"{entry['config']}")
+        try:
             model = MultimodalClassifier(**cfg)
+        except Exception as exc:  # noqa: BLE001
+            raise UsageError(f"{folder}: {entry['config']} does not describe a model this version builds: {exc}") from None
+        if list(model.modalities) != list(self.modalities) or any(
+                int(e.out_dim) != self.dims[m] for m, e in model.encoders.items()):
+            raise UsageError(f"{folder}: {entry['config']} does not match export.json's modalities and dims")
+        if backend == "torch":
             state = {}
-            for part in entry["parts"].values():
-                state.update(load_file(str(folder / part["safetensors"])))
-            model.load_state_dict(state)
+            for n, path in self.weights.items():
+                try:
+                    state.update(load_file(str(path)))
+                except Exception as exc:  # noqa: BLE001
+                    raise UsageError(f"{folder}: {path.name} of {name} is not a safetensors file: {exc}") from None
+            try:
+                model.load_state_dict(state)
+            except RuntimeError as exc:
+                first = str(exc).strip().splitlines()[0][:200]
+                raise UsageError(f"{folder}: the weights of {name} do not fit its config: {first}") from None
             model.eval()
             self.parts = {n: _TorchRunner(p.module, p.inputs) for n, p in split(model).items()}
         else:
@@ -97,7 +125,14 @@ class ExportedModel:
             if missing:
                 raise UsageError(f"{name} was exported without ONNX files: export again without --no-onnx, "
                                  "or use backend='torch'")
-            self.parts = {n: _OnnxRunner(folder / p["onnx"], threads) for n, p in entry["parts"].items()}
+            self.parts = {}
+            for n, p in entry["parts"].items():
+                path = file(p["onnx"], f"part {n}")
+                try:
+                    self.parts[n] = _OnnxRunner(path, threads)
+                except Exception as exc:  # noqa: BLE001
+                    raise UsageError(f"{folder}: {p['onnx']} is not a usable ONNX model: "
+                                     f"{str(exc).splitlines()[0][:200]}") from None
 
     def embed(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Embeddings of the modalities of this model present in ``inputs``."""
@@ -161,10 +196,22 @@ class Detector:
         if not path.exists():
             raise FileNotFoundError(f"{folder} is not an export folder (no {EXPORT_FILE}): "
                                     "run `symptomfuse export RUN --out FOLDER` first")
-        spec = ExportSpec.from_json(json.loads(path.read_text()))
+        if path.stat().st_size > 10_000_000:
+            raise UsageError(f"{path}: {path.stat().st_size} bytes is too large for an export.json")
+        try:
+            data = json.loads(path.read_text())
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+            raise UsageError(f"{path} is not valid JSON: {exc}") from None
+        spec = ExportSpec.from_json(data)
         models = {name: ExportedModel(folder, name, entry, backend, threads) for name, entry in spec.models.items()}
         detector = cls(spec, models, backend, folder)
-        detector.predict(detector.example_inputs())  # warm up, so that the first live update is not slow
+        try:
+            detector.predict(detector.example_inputs())  # warm up, so that the first live update is not slow
+        except UsageError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - e.g. an ONNX graph whose shapes do not fit the contract
+            raise UsageError(f"{folder}: the exported models do not run on the contract's inputs: "
+                             f"{str(exc).splitlines()[0][:200]}") from None
         return detector
 
     def example_inputs(self, batch: int = 1) -> dict[str, np.ndarray]:

@@ -46,6 +46,7 @@ from symptomfuse.models.multimodal import MultimodalClassifier
 from symptomfuse.models.multimodal import load as load_model
 from symptomfuse.models.ood import EmbeddingDensity
 from symptomfuse.stream.parts import example_inputs, part_state, split
+from symptomfuse.stream.untrusted import check_config, exact_keys, sha256
 from symptomfuse.errors import UsageError
 
 EXPORT_FILE = "export.json"
@@ -85,11 +86,43 @@ class ExportSpec:
 
     @classmethod
     def from_json(cls, data: dict) -> "ExportSpec":
-        if data.get("format") != FORMAT:
-            raise UsageError(f"export.json has format {data.get('format')!r}; this version reads {FORMAT!r}: "
-                             "export again")
-        return cls(FeatureContract.from_json(data["contract"]), data["primary"], data["singles"], data["models"],
-                   bool(data["onnx"]), data.get("source", {}))
+        """Rebuild and check export.json (untrusted: ``stream.untrusted``); every problem is a UsageError."""
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            got = data.get("format") if isinstance(data, dict) else type(data).__name__
+            raise UsageError(f"export.json has format {got!r}; this version reads {FORMAT!r}: export again")
+        exact_keys(data, {"format", "notice", "contract", "classes", "positive_class", "primary", "singles", "models",
+                          "onnx", "source", "live"}, set(), "export.json")
+        contract = FeatureContract.from_json(data["contract"])
+        for m in contract.modalities:  # before anything is allocated for a window of it
+            shape = contract.modality(m).input_shape()
+            if int(np.prod(shape, dtype=np.float64)) > 20_000_000:
+                raise UsageError(f"export.json: a window of {m} would be {shape}: out of bounds")
+        models, singles = data["models"], data["singles"]
+        if not isinstance(models, dict) or not models or len(models) > 64:
+            raise UsageError("export.json: models must be an object of 1 to 64 models")
+        if data["primary"] not in models:
+            raise UsageError(f"export.json: the primary model {data['primary']!r} is not among the models")
+        if not isinstance(singles, dict) or any(m not in contract.modalities or n not in models
+                                                for m, n in singles.items()):
+            raise UsageError("export.json: singles must map the contract's modalities to exported models")
+        for name, entry in models.items():
+            where = f"export.json models.{name}"
+            exact_keys(entry, {"modalities", "fusion", "temperature", "config", "parts", "embedding_dims", "sha256"},
+                       {"ood"}, where)
+            check_config({k: v for k, v in entry.items() if k != "sha256"}, where)
+            if not isinstance(entry["modalities"], list) or not entry["modalities"] or any(
+                    m not in contract.modalities for m in entry["modalities"]):
+                raise UsageError(f"{where}: modalities must be some of the contract's {list(contract.modalities)}")
+            t = entry["temperature"]
+            if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0.01 <= t <= 100:
+                raise UsageError(f"{where}: temperature must be a number between 0.01 and 100, got {t!r}")
+            dims = entry["embedding_dims"]
+            if not isinstance(dims, dict) or set(dims) != set(entry["modalities"]) or any(
+                    isinstance(d, bool) or not isinstance(d, int) or not 1 <= d <= 4096 for d in dims.values()):
+                raise UsageError(f"{where}: embedding_dims must give 1-4096 for each of its modalities")
+            if not isinstance(entry["parts"], dict) or not isinstance(entry["sha256"], dict):
+                raise UsageError(f"{where}: parts and sha256 must be objects")
+        return cls(contract, data["primary"], singles, models, bool(data["onnx"]), data.get("source", {}))
 OPSET = 18
 
 
@@ -164,6 +197,8 @@ def export_model(model: MultimodalClassifier, name: str, temperature: float, fea
     atomic_write_text(folder / "config.json", json.dumps({
         "model": model.config(), "classes": list(features.classes), "temperature": float(temperature),
         "notice": NOTICE}, indent=1))
+    files = [entry["config"], *(f for p in parts.values() for k, f in p.items() if k in ("safetensors", "onnx"))]
+    entry["sha256"] = {f: sha256(Path(out) / f) for f in files + ([entry["ood"]] if "ood" in entry else [])}
     return entry
 
 
