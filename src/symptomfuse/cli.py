@@ -163,7 +163,10 @@ quarantined; 2 for bad arguments or an unreadable manifest.""",
     p.add_argument("--label-map", type=_csv_list, default=[], metavar="RAW=CLASS,...",
                    help="rename raw label values before any check, e.g. 1.0=pd,0.0=control,yes=pd,no=control "
                         "(tables that spell the same classes differently)")
-    p.add_argument("--root", type=Path, default=None, help="folder relative paths start from (default: the manifest's)")
+    p.add_argument("--root", type=Path, default=None,
+                   help="the data root: relative paths start from it, and no media path, absolute or relative, "
+                        "may lead outside it (quarantined as outside_root). Without it, relative paths start from "
+                        "the manifest's folder and may not climb out of it")
     p.add_argument("--path-col", default="path", help="column of files holding both audio and video")
     p.add_argument("--audio-col", default="audio_path", help="column of separate audio files")
     p.add_argument("--video-col", default="video_path", help="column of separate video files")

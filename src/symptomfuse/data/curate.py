@@ -152,7 +152,7 @@ def curate(
         manifest = Path(manifest)
         df = read_manifest(manifest, columns)
         candidates, bad = check_rows(df, Path(root) if root else manifest.parent, columns, labels,
-                                     contract.bound(), pattern)
+                                     contract.bound(), pattern, confine=root is not None)
         n_rows, df_cols = len(df), list(df.columns)
     mods, kinds = dict(contract.modalities), dict(contract.kinds)
     from symptomfuse import modalities as registry

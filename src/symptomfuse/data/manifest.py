@@ -20,10 +20,13 @@ from symptomfuse.errors import UsageError
 
 # Every reason a row can be quarantined for, with what it means, in the order they are checked.
 REASONS = {
+    "bad_fields": "the row has more fields than the header (an unquoted comma?)",
     "missing_field": "a required column (person, label, or a media path) is empty",
     "unknown_label": "the label is not one of the allowed classes",
     "duplicate_row": "the same recording, person, label and session appear on an earlier row",
     "conflicting_labels": "this person's rows carry different labels",
+    "outside_root": "a media path leads outside the data root (relative paths: the manifest's folder; with "
+                    "--root, every path)",
     "missing_file": "a media file named by the row does not exist",
     "empty_file": "a media file is 0 bytes",
     "duplicate_content": "a media file has the same bytes as one on an earlier row",
@@ -92,16 +95,42 @@ class Quarantined:
     fields: dict
 
 
+ROW_ERROR = "__row_error__"  # set on a row that could not be split into the header's columns
+
+
+def _read_rows(path: Path) -> pd.DataFrame:
+    """Every cell as text (``NA``, ``nan``, ``null`` stay text). A row with more fields than the header is
+    kept, empty, with ``ROW_ERROR`` saying why (quarantined as ``bad_fields``: one bad row never stops a
+    run, and the rows after it keep their numbers); a row with fewer fields is padded, as CSV readers do."""
+    import csv
+    import io
+
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+        rows = [r for r in csv.reader(io.StringIO(text), skipinitialspace=True) if r]
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise UsageError(f"cannot read manifest {path} as CSV: {exc}") from exc
+    if not rows:
+        raise UsageError(f"cannot read manifest {path} as CSV: it is empty")
+    header = [c.strip() for c in rows[0]]
+    if len(set(header)) != len(header) or "" in header:
+        raise UsageError(f"manifest {path}: the header has empty or repeated column names: {header}")
+    records = []
+    for r in rows[1:]:
+        if len(r) > len(header):
+            records.append({ROW_ERROR: f"{len(r)} fields where the header has {len(header)}: "
+                                       f"{','.join(r)[:200]}"})
+        else:
+            records.append(dict(zip(header, r + [""] * (len(header) - len(r)))))
+    return pd.DataFrame(records, columns=header + [ROW_ERROR]).fillna("")
+
+
 def read_manifest(path: Path, columns: Columns = Columns()) -> pd.DataFrame:
     """Read the manifest as strings; fail with a message that names the columns to fix."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"manifest not found: {path}")
-    try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise UsageError(f"cannot read manifest {path} as CSV: {exc}") from exc
-    df.columns = [c.strip() for c in df.columns]
+    df = _read_rows(path)
     missing = [c for c in (columns.person, columns.label) if c not in df.columns]
     has_media = columns.path in df.columns or columns.audio in df.columns or columns.video in df.columns
     if missing or not has_media:
@@ -112,12 +141,22 @@ def read_manifest(path: Path, columns: Columns = Columns()) -> pd.DataFrame:
     return df
 
 
-def _resolve(value: str, root: Path) -> Path | None:
+class _Outside(Exception):
+    pass
+
+
+def _resolve(value: str, root: Path, confine: bool) -> Path | None:
+    """The path a manifest cell names, relative to ``root``. Raises _Outside when a relative path leads out
+    of ``root`` (``..``, a link pointing away), and with ``confine`` (``--root`` given) when any path does,
+    absolute ones included."""
     value = value.strip()
     if not value:
         return None
     p = Path(value).expanduser()
-    return p if p.is_absolute() else (root / p)
+    full = p if p.is_absolute() else (root / p)
+    if (confine or not p.is_absolute()) and not full.resolve().is_relative_to(root.resolve()):
+        raise _Outside(value)
+    return full
 
 
 def person_of(value: str, pattern: re.Pattern | None) -> str:
@@ -137,6 +176,7 @@ def check_rows(
     labels: list[str] | None = None,
     modalities: dict | None = None,
     person_pattern: re.Pattern | None = None,
+    confine: bool = False,
 ) -> tuple[list[Candidate], list[Quarantined]]:
     """Table-level checks of a media manifest. Returns the usable candidates and the quarantined rows.
 
@@ -156,13 +196,21 @@ def check_rows(
 
     media = [m for m in modalities.values() if m.source != "table"]
     for i, rec in enumerate(df.to_dict("records")):
+        if rec.get(ROW_ERROR):
+            bad.append(Quarantined(i, "bad_fields", rec[ROW_ERROR], {k: v for k, v in rec.items() if k != ROW_ERROR}))
+            continue
+        rec.pop(ROW_ERROR, None)
         person, label = person_of(get(rec, columns.person), person_pattern), columns.label_of(get(rec, columns.label))
-        av_path = _resolve(get(rec, columns.path), root)
-        files = {"audio": _resolve(get(rec, columns.audio), root) or av_path,
-                 "video": _resolve(get(rec, columns.video), root) or av_path}
-        for m in media:
-            if m.column is not None:
-                files[m.column] = _resolve(get(rec, columns.file_column(m.column)), root)
+        try:
+            av_path = _resolve(get(rec, columns.path), root, confine)
+            files = {"audio": _resolve(get(rec, columns.audio), root, confine) or av_path,
+                     "video": _resolve(get(rec, columns.video), root, confine) or av_path}
+            for m in media:
+                if m.column is not None:
+                    files[m.column] = _resolve(get(rec, columns.file_column(m.column)), root, confine)
+        except _Outside as out:
+            bad.append(Quarantined(i, "outside_root", f"{out} is outside the data root {root} (use --root)", rec))
+            continue
         given = tuple(m.name for m in media if m.available(files))
         if av_path is not None:  # an A/V file must give every modality fed by its streams alone
             given = tuple(dict.fromkeys(given + tuple(m.name for m in media if m.column is None)))
