@@ -209,3 +209,36 @@ def test_rows_that_cannot_be_read_never_stop_a_run(cohort, tmp_path):
     confined = curate(d / "m.csv", tmp_path / "out2", labels=LABELS, workers=1, progress=False, root=d,
                       contract=default_contract(modalities=["audio"]))
     assert dict(zip(confined.quarantine.row, confined.quarantine.reason))[4] == "outside_root"  # with --root
+
+
+def test_windows_failing_the_quality_gates_are_counted_and_can_be_dropped(tmp_path):
+    """Silence is never learnt as a class: each window's gates are in windows.csv and the summary, and
+    --drop-gated leaves failing windows out (a recording with none left is quarantined as gated)."""
+    rate, fps = 16000, 25
+    t = np.arange(9 * rate) / rate
+    voiced = (0.3 * np.sign(np.sin(2 * np.pi * 140 * t)) * (t < 4.5)).astype(np.float32)  # 4.5 s voice, then silence
+    rng = np.random.default_rng(0)
+    frames = (rng.integers(0, 255, (120, 160, 3), dtype=np.uint8) for _ in range(9 * fps))
+    write_av(tmp_path / "half.mp4", frames, voiced, fps, rate, 160, 120)
+    write_av(tmp_path / "silent.mp4", (np.full((120, 160, 3), 128, np.uint8) for _ in range(9 * fps)),
+             np.zeros(9 * rate, np.float32), fps, rate, 160, 120)
+    pd.DataFrame({"path": ["half.mp4", "silent.mp4"], "person_id": ["A", "B"],
+                  "label": ["healthy", "parkinsons"]}).to_csv(tmp_path / "m.csv", index=False)
+    contract = default_contract(modalities=["audio", "video"])
+    kept = curate(tmp_path / "m.csv", tmp_path / "kept", contract=contract, labels=LABELS, workers=1, progress=False)
+    gates = kept.summary["window_gates"]
+    assert gates["audio"]["silence"] >= 7 and gates["audio"]["ok"] >= 1 and gates["video"]["frozen"] == 7
+    w = pd.read_csv(tmp_path / "kept" / "windows.csv", keep_default_na=False)
+    assert set(w.quality_audio) >= {"ok", "silence"} and len(w) == 14
+    dropped = curate(tmp_path / "m.csv", tmp_path / "dropped", contract=contract, labels=LABELS, workers=1,
+                     progress=False, drop_gated=True)
+    wd = pd.read_csv(tmp_path / "dropped" / "windows.csv", keep_default_na=False)
+    assert len(wd) >= 1 and (wd.quality_audio == "ok").all() and (wd.quality_video == "ok").all()
+    assert dict(zip(dropped.quarantine.row, dropped.quarantine.reason)) == {1: "gated"}
+    assert dropped.summary["dropped_windows"] == 14 - len(wd)
+    from symptomfuse.data.dataset import load_curated
+
+    ws = load_curated(tmp_path / "dropped", ["audio"])  # the kept windows' own features, not the first ones
+    full = load_curated(tmp_path / "kept", ["audio"])
+    assert np.array_equal(ws.inputs["audio"], full.inputs["audio"][w.index[(w.recording_id == wd.recording_id[0])
+                                                                          & w.window.isin(wd.window)]])

@@ -196,6 +196,9 @@ quarantined; 2 for bad arguments or an unreadable manifest.""",
                         "recording: labels may differ between a person's recordings")
     p.add_argument("--pad-short", action="store_true",
                    help="pad recordings shorter than one window instead of quarantining them")
+    p.add_argument("--drop-gated", action="store_true",
+                   help="leave out windows that fail the live quality gates (silence, no voice, dark or frozen "
+                        "picture), so no model learns them as a class; they are counted in the summary either way")
     p.add_argument("--cache", type=Path, default=None, help="feature cache folder (default: OUT/cache)")
     p.add_argument("--workers", type=_number(int, 1), default=None, help="processes (default: one per core)")
     p.add_argument("--strict", action="store_true", help="exit with 1 if any row was quarantined")
@@ -262,7 +265,7 @@ def _run_curate(args) -> int:
     t0 = time.perf_counter()
     result = curate(args.manifest, args.out, contract, columns, labels=args.labels, positive=args.positive,
                     root=args.root, cache_dir=args.cache, workers=args.workers, tables=tables,
-                    person_pattern=args.person_pattern)
+                    person_pattern=args.person_pattern, drop_gated=args.drop_gated)
     print(format_summary(result.summary))
     print(f"\nmodalities: " + ", ".join(f"{m} ({v['people']} people, {v['recordings']} recordings)"
                                       for m, v in result.summary["modalities"].items()))

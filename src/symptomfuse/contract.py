@@ -102,7 +102,8 @@ class FeatureContract:
     def cache_settings(self, modalities: list[str]) -> dict:
         """What shapes a recording's cache entry: the feature version, timing, and the settings of the
         modalities it has."""
-        return {"features_version": FEATURES_VERSION, "timing": asdict(self.timing), "pad_short": self.pad_short,
+        return {"features_version": FEATURES_VERSION, "gates_version": 1, "timing": asdict(self.timing),
+                "pad_short": self.pad_short,
                 "modalities": {m: self.modality(m).settings_json() for m in sorted(modalities)}}
 
     def to_json(self) -> dict:

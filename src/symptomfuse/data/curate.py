@@ -71,7 +71,24 @@ def featurize(c: Candidate, contract: FeatureContract) -> tuple[dict, dict]:
         arrays.update(m.extract(media, starts))
         meta["summaries"].update(m.summaries(arrays, starts))
         meta["modalities"].append(m.name)
+    meta["quality"] = window_gates(media, starts, timing) if c.table_row is None else {}
     return meta, arrays
+
+
+def window_gates(media: SourceMedia, starts: np.ndarray, timing) -> dict[str, list[str]]:
+    """The live engine's quality gates (``stream.quality``) on every window of each decoded stream: "ok",
+    or why not (silence, no voice; a dark or frozen picture). Curation counts them and can drop them
+    (``--drop-gated``), so that a model never learns silence or a dark screen as a class."""
+    from symptomfuse.stream.quality import audio_quality, video_quality
+
+    out = {}
+    if media.audio is not None:
+        n = timing.window_samples()
+        out["audio"] = [audio_quality(media.audio[int(round(s * timing.sample_rate)):][:n]) for s in starts]
+    if media.frames is not None:
+        m = timing.window_frames()
+        out["video"] = [video_quality(media.frames[int(round(s * timing.fps)):][:m]) for s in starts]
+    return out
 
 
 def _work(job):
@@ -132,9 +149,12 @@ def curate(
     progress: bool = True,
     tables: list[TableSource] = (),
     person_pattern: str | None = None,
+    drop_gated: bool = False,
 ) -> CurationResult:
     """Curate a media manifest and/or feature tables into ``out``. ``contract`` names the media modalities
-    and their settings (default: ``default_contract()``); each table becomes a modality of its own name."""
+    and their settings (default: ``default_contract()``); each table becomes a modality of its own name.
+    ``drop_gated``: leave out windows that fail a quality gate (a recording left with none is quarantined
+    as ``gated``); either way, windows.csv says each window's gates and the summary counts them."""
     import re
 
     contract = contract or default_contract()
@@ -215,28 +235,47 @@ def curate(
 
     rec_rows, win_rows, used_ids = [], [], set()
     summary_cols: list[str] = []
+    gated: dict[str, dict[str, int]] = {}  # stream -> gate answer -> windows
+    dropped = 0
     for c, key, meta in sorted(results, key=lambda r: r[0].row):
         if meta["status"] != "ok":
             bad.append(Quarantined(c.row, meta["reason"], meta["detail"], c.fields))
             continue
         rid = _recording_id(c, used_ids)
-        rec_rows.append({"recording_id": rid, "row": c.row, "person_id": c.person_id, "label": c.label,
-                         "session": c.session, "task": c.task,
-                         "files": json.dumps({k: str(v) for k, v in sorted(c.files.items())}),
-                         "duration_s": meta["duration_s"], "n_windows": meta["n_windows"],
-                         "modalities": "+".join(meta["modalities"]), "cache_key": key})
+        rec = {"recording_id": rid, "row": c.row, "person_id": c.person_id, "label": c.label,
+               "session": c.session, "task": c.task,
+               "files": json.dumps({k: str(v) for k, v in sorted(c.files.items())}),
+               "duration_s": meta["duration_s"], "n_windows": meta["n_windows"],
+               "modalities": "+".join(meta["modalities"]), "cache_key": key}
         summaries = meta.get("summaries", {})
         summary_cols += [k for k in summaries if k not in summary_cols]
+        gates = meta.get("quality", {})
+        rows = []
         for w, start in enumerate(meta["window_start_s"]):
-            win_rows.append({"recording_id": rid, "person_id": c.person_id, "label": c.label,
-                             "session": c.session, "window": w, "start_s": float(start),
-                             "end_s": float(start) + (contract.timing.window_s if c.table_row is None else 0.0),
-                             **{k: float(v[w]) for k, v in summaries.items()}})
+            quality = {f"quality_{k}": v[w] for k, v in gates.items()}
+            for k, v in gates.items():
+                gated.setdefault(k, {}).setdefault(v[w], 0)
+                gated[k][v[w]] += 1
+            if drop_gated and any(v != "ok" for v in quality.values()):
+                dropped += 1
+                continue
+            rows.append({"recording_id": rid, "person_id": c.person_id, "label": c.label,
+                         "session": c.session, "window": w, "start_s": float(start),
+                         "end_s": float(start) + (contract.timing.window_s if c.table_row is None else 0.0),
+                         **{k: float(v[w]) for k, v in summaries.items()}, **quality})
+        if not rows:
+            bad.append(Quarantined(c.row, "gated", f"all {meta['n_windows']} windows failed a quality gate "
+                                                   "(--drop-gated)", c.fields))
+            continue
+        rec_rows.append(rec)
+        win_rows += rows
 
     recordings = pd.DataFrame(rec_rows, columns=["recording_id", "row", "person_id", "label", "session", "task",
                                                  "files", "duration_s", "n_windows", "modalities", "cache_key"])
+    quality_cols = [f"quality_{k}" for k in sorted(gated)]
     windows = pd.DataFrame(win_rows, columns=["recording_id", "person_id", "label", "session", "window",
-                                              "start_s", "end_s", *summary_cols])
+                                              "start_s", "end_s", *summary_cols, *quality_cols]).fillna(
+        {c: "" for c in quality_cols})
     bad.sort(key=lambda q: q.row)
     quarantine = pd.DataFrame([{"row": q.row, "reason": q.reason, "detail": q.detail,
                                 **{k: v for k, v in q.fields.items()}} for q in bad])
@@ -244,6 +283,8 @@ def curate(
         quarantine = pd.DataFrame(columns=["row", "reason", "detail", *df_cols])
     summary = summarize(recordings, windows, quarantine, list(contract.classes))
     summary["cache"] = {"decoded": len(todo), "hits": len(hits)}
+    summary["window_gates"] = {k: dict(sorted(v.items())) for k, v in sorted(gated.items())}
+    summary["dropped_windows"] = dropped
     given = [set(v.split("+")) for v in recordings.modalities]
     summary["modalities"] = {}
     for m in contract.modalities:
@@ -307,4 +348,10 @@ def format_summary(summary: dict) -> str:
             lines.append(f"  {reason:<20}{n:>5}  {REASONS.get(reason, '')}")
     else:
         lines.append("quarantined rows: 0")
+    for stream, counts in summary.get("window_gates", {}).items():
+        failed = {k: v for k, v in counts.items() if k != "ok"}
+        if failed:
+            lines.append(f"{stream} windows failing a quality gate: " + ", ".join(f"{k} {v}" for k, v in failed.items())
+                         + (f" ({summary['dropped_windows']} windows dropped in all)" if summary.get("dropped_windows")
+                            else " (kept; --drop-gated leaves them out)"))
     return "\n".join(lines)

@@ -83,7 +83,10 @@ def load_curated(folder: Path, modalities: tuple[str, ...] | list[str] | None = 
         chosen.append(wins)
         for m in modalities:
             if m in given:
-                parts[m].append(bound[m].windows(arrays, starts))
+                x = bound[m].windows(arrays, starts)
+                if len(x) != len(wins):  # windows left out by curate --drop-gated
+                    x = x[wins["window"].to_numpy(int)]
+                parts[m].append(x)
             have[m].append(np.full(len(wins), m in given))
     if not chosen:
         raise UsageError(f"no curated recording has any of {modalities}")

@@ -36,6 +36,7 @@ REASONS = {
     "no_video": "video is required but the file has no (decodable) video stream",
     "too_short": "shorter than one analysis window",
     "bad_keypoints": "the keypoint file is missing, unreadable, or does not match the video",
+    "gated": "every window failed a quality gate (silence, no voice, dark or frozen picture; --drop-gated)",
 }
 
 
