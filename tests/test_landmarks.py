@@ -8,7 +8,7 @@ import pytest
 from symptomfuse.errors import UsageError
 from symptomfuse.features.landmarks import POINTS, make, one_euro, track
 
-GRID = Path(__file__).resolve().parents[2] / "shared" / "data" / "grid_av_samples" / "GRID"
+GRID_CLIP = Path(__file__).resolve().parents[1] / "data" / "grid" / "sbwe5n.mpg"  # shipped (CC BY 4.0)
 
 
 def test_one_euro_calms_still_jitter_and_follows_a_movement():
@@ -29,11 +29,10 @@ def test_unknown_landmarks_are_refused():
         make("feet")
 
 
-@pytest.mark.skipif(not GRID.is_dir(), reason="needs ../shared/data/grid_av_samples")
 def test_facemesh_finds_every_frame_of_a_real_talking_face():
     import av
 
-    with av.open(str(GRID / "bbaf2n.mpg")) as c:
+    with av.open(str(GRID_CLIP)) as c:
         frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)][:25]
     lm = track(frames, "face")
     assert lm.shape == (25, POINTS["face"], 3) and np.isfinite(lm).all()
