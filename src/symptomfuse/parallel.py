@@ -1,8 +1,16 @@
-"""Run independent jobs across processes, in order, with a progress bar (synth and curate use it)."""
+"""Run independent jobs across processes, in order, with a progress bar (synth and curate use it).
+
+Workers die with their parent: on Linux each asks the kernel for SIGTERM when the process that started
+it ends (``prctl(PR_SET_PDEATHSIG)``), so killing curate, even with SIGKILL, leaves no orphaned worker
+writing on.
+"""
 
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
+import sys
 from concurrent.futures import ProcessPoolExecutor
 from typing import Callable, Sequence, TypeVar
 
@@ -10,6 +18,20 @@ from tqdm import tqdm
 
 J = TypeVar("J")
 R = TypeVar("R")
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent: int) -> None:
+    """Worker initializer: SIGTERM when the parent ends (Linux); exit now if it already has."""
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        except OSError:
+            pass
+    if os.getppid() != parent:
+        os._exit(1)
 
 
 def run_jobs(fn: Callable[[J], R], jobs: Sequence[J], workers: int | None, desc: str,
@@ -27,7 +49,7 @@ def run_jobs(fn: Callable[[J], R], jobs: Sequence[J], workers: int | None, desc:
                 results.append(fn(job))
                 bar.update()
         else:
-            with ProcessPoolExecutor(workers) as pool:
+            with ProcessPoolExecutor(workers, initializer=_die_with_parent, initargs=(os.getpid(),)) as pool:
                 for result in pool.map(fn, jobs):
                     results.append(result)
                     bar.update()
