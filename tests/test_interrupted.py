@@ -28,3 +28,81 @@ def test_killing_curate_leaves_no_worker_behind(cohort, tmp_path):
         alive = [p for p in alive if os.path.exists(f"/proc/{p}") and
                  open(f"/proc/{p}/stat").read().split()[2] != "Z"]
     assert not alive, f"workers {alive} outlived their killed parent"
+
+
+def _train(cur, out, *extra):
+    from symptomfuse.cli import main
+
+    return main(["train", str(cur), "--out", str(out), "--folds", "2", "--epochs", "3", "--fusion-epochs", "3",
+                 "--fusions", "gated", "--late", "mean", "--baselines", "lr", "--fusion-modalities", "audio,keypoints",
+                 "--modalities", "audio,keypoints", *extra])
+
+
+def _strip(run_json: dict) -> dict:
+    """run.json less what differs between two identical runs: the id and the seconds taken."""
+    import copy
+
+    r = copy.deepcopy(run_json)
+    r.pop("run_id")
+    for m in r["models"].values():
+        for f in m["folds"]:
+            f.pop("seconds", None)
+    return r
+
+
+def test_a_killed_run_resumes_to_the_uninterrupted_one_and_runs_never_mix(cohort, tmp_path, monkeypatch):
+    import json
+
+    import pandas as pd
+    import pytest
+
+    from symptomfuse.cli import main
+    from symptomfuse.errors import UsageError
+    from symptomfuse.train import crossval
+
+    cur = tmp_path / "cur"
+    assert main(["curate", str(cohort / "manifest.csv"), "--out", str(cur), "--labels", "healthy,parkinsons",
+                 "--modalities", "audio,keypoints", "--workers", "1"]) == 0
+    assert _train(cur, tmp_path / "whole") == 0
+    whole = json.loads((tmp_path / "whole" / "run.json").read_text())
+
+    real_fit, calls = crossval.fit, []
+
+    def dies_on_the_fourth(*args, **kwargs):  # killed in the middle of the second fold
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return real_fit(*args, **kwargs)
+
+    monkeypatch.setattr(crossval, "fit", dies_on_the_fourth)
+    with pytest.raises(KeyboardInterrupt):
+        _train(cur, tmp_path / "cut")
+    monkeypatch.setattr(crossval, "fit", real_fit)
+    assert not (tmp_path / "cut" / "run.json").exists()
+    assert main(["evaluate", str(tmp_path / "cut")]) != 0  # an interrupted run is not a run to evaluate
+    assert _train(cur, tmp_path / "cut", "--resume") == 0
+    resumed = json.loads((tmp_path / "cut" / "run.json").read_text())
+    assert _strip(resumed) == _strip(whole)
+    for name in ("audio_only.csv", "fused_gated.csv", "late_mean.csv", "lr_fused.csv"):
+        a = pd.read_csv(tmp_path / "whole" / "predictions" / name)
+        b = pd.read_csv(tmp_path / "cut" / "predictions" / name)
+        pd.testing.assert_frame_equal(a, b)
+    assert not (tmp_path / "cut" / "progress").exists()
+    # resuming with other settings is refused; a new run in the folder replaces the old one wholly
+    assert _train(cur, tmp_path / "cut", "--resume", "--seed", "1") == 2
+    assert _train(cur, tmp_path / "cut", "--seed", "1") == 0
+    new = json.loads((tmp_path / "cut" / "run.json").read_text())
+    assert new["run_id"] != resumed["run_id"]
+    configs = [json.loads(p.read_text())["run_id"] for p in (tmp_path / "cut" / "models").glob("*/fold*/config.json")]
+    assert configs and set(configs) == {new["run_id"]}
+    # a folder that mixes two runs (weights of one, run.json of another) is refused by evaluate and export
+    import shutil
+
+    shutil.copytree(tmp_path / "whole" / "models" / "audio_only", tmp_path / "cut" / "models" / "audio_only",
+                    dirs_exist_ok=True)
+    with pytest.raises(UsageError, match="mixes two runs"):
+        from symptomfuse.artifacts import RunInfo
+
+        RunInfo.load(tmp_path / "cut")
+    assert main(["evaluate", str(tmp_path / "cut")]) == 2
+    assert main(["export", str(tmp_path / "cut"), "--out", str(tmp_path / "m"), "--no-onnx"]) == 2

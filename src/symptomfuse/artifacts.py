@@ -114,4 +114,8 @@ class RunInfo:
             data = json.loads(path.read_text())
         except json.JSONDecodeError as exc:
             raise UsageError(f"{path} is not valid JSON: {exc}") from None
-        return cls.from_json(data)
+        info = cls.from_json(data)
+        from symptomfuse.train.runfolder import check_consistent
+
+        check_consistent(Path(run), info.run_id)  # never a folder that mixes two runs
+        return info

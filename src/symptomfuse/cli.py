@@ -354,6 +354,10 @@ Every name and number is checked before any data is loaded. {NOTICE}""",
                         "plus the squared earth mover's distance between predicted and true rating distributions, "
                         "so a rating two off costs more than one off")
     p.add_argument("--seed", type=_number(int, 0, 2**31 - 1), default=0)
+    p.add_argument("--resume", action="store_true",
+                   help="continue a run that was interrupted, from its last finished model-fold (the same arguments; "
+                        "the result equals an uninterrupted run). Without it, a new run in a folder that holds one "
+                        "clears the earlier run's artifacts first: two runs are never mixed")
     p.set_defaults(func=_run_train)
 
 
@@ -458,7 +462,7 @@ def _run_train(args) -> int:
                                                     ("test", "test"))} if assignment is not None else None,
                 "leaky_split": args.split == "record", "machine": _machine()}
     run = cross_validate(ws, specs, folds, cfg, args.out, protocol, fusion_epochs=args.fusion_epochs,
-                         finetune_fusion=args.finetune_fusion, unit=args.unit)
+                         finetune_fusion=args.finetune_fusion, unit=args.unit, resume=args.resume)
     print(f"trained {len(run.models)} models x {len(folds)} fold(s) on {protocol['people']} people "
           f"({protocol['windows']} windows, unit: {args.unit}) in {time.perf_counter() - t0:.0f} s; "
           f"run folder: {args.out}")

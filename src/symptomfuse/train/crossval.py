@@ -27,9 +27,10 @@ A run folder holds:
 
 from __future__ import annotations
 
+import hashlib
 import json
+import sys
 import time
-import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -44,8 +45,9 @@ from symptomfuse.data.dataset import WindowSet
 from symptomfuse.evaluate.calibration import calibrated, fit_temperature
 from symptomfuse.fusion.late import LATE
 from symptomfuse.models.multimodal import MultimodalClassifier, save
+from symptomfuse.models.multimodal import load as load_model
 from symptomfuse.models.ood import EmbeddingDensity
-from symptomfuse.train import baselines
+from symptomfuse.train import baselines, runfolder
 from symptomfuse.train.fit import TrainConfig, embed, fit, fit_prepared, predict_logits, prepare
 from symptomfuse.train.splits import Fold
 from symptomfuse.errors import UsageError
@@ -169,9 +171,19 @@ def _baseline_inputs(ws: WindowSet, spec: ModelSpec, samples: Samples, windows: 
 
 def cross_validate(ws: WindowSet, specs: list[ModelSpec], folds: list[Fold], cfg: TrainConfig, out: Path,
                    protocol: dict, fusion_epochs: int | None = None, finetune_fusion: bool = False,
-                   unit: str = "recording") -> RunInfo:
-    """Train and predict every spec on every fold; write the run folder; return its ``RunInfo``."""
+                   unit: str = "recording", resume: bool = False) -> RunInfo:
+    """Train and predict every spec on every fold; write the run folder (``runfolder``: one run per
+    folder; with ``resume``, finished model-folds of the same run are read back, not trained again);
+    return its ``RunInfo``."""
     out = Path(out)
+    plan = {"specs": [asdict(s) for s in specs], "cfg": {k: v for k, v in asdict(cfg).items() if k != "progress"},
+            "folds": [[f.index, *(hashlib.sha256(np.asarray(getattr(f, a), np.int64).tobytes()).hexdigest()
+                                  for a in ("train", "val", "test", "calib"))] for f in folds],
+            "unit": unit, "fusion_epochs": fusion_epochs, "finetune_fusion": finetune_fusion,
+            "windows": int(len(ws.y)), "contract": ws.contract.to_json()}
+    run_id, cleared = runfolder.start(out, plan, resume)
+    if cleared and cfg.progress:
+        print(f"{out} held an earlier run: its artifacts were cleared (one run per folder)", file=sys.stderr)
     (out / "predictions").mkdir(parents=True, exist_ok=True)
     samples = Samples.make(ws, unit)
     n, k = len(samples), len(ws.classes)
@@ -188,8 +200,11 @@ def cross_validate(ws: WindowSet, specs: list[ModelSpec], folds: list[Fold], cfg
              + [s for s in specs if s.kind == "late"] + [s for s in specs if s.kind == "baseline"])
     bar = tqdm(total=len(folds) * len(specs), desc="cross-validation", unit="model-fold", disable=not cfg.progress)
 
+    current: dict[tuple, tuple] = {}  # this model-fold's test predictions, for its progress record
+
     def store(name: str, drop: tuple, rows: np.ndarray, p: np.ndarray) -> None:
         preds.setdefault((name, drop), np.full((n, k), np.nan))[rows] = p
+        current[drop] = (rows, p)
 
     cal_probs: dict[tuple[str, int], np.ndarray] = {}  # the same on calibration samples (when a split has them)
     for fold in folds:
@@ -200,6 +215,19 @@ def cross_validate(ws: WindowSet, specs: list[ModelSpec], folds: list[Fold], cfg
             t0 = time.perf_counter()
             record = {"fold": fold.index}
             drops = [()] + ([(m,) for m in spec.modalities] if len(spec.modalities) > 1 else [])
+            current.clear()
+            done = runfolder.load_progress(out, run_id, spec.name, fold.index) if resume else None
+            if done is not None:  # finished before the run was interrupted: read back, not trained again
+                record, arrays = done
+                for i, drop in enumerate(drops):
+                    if f"test{i}" in arrays:
+                        store(spec.name, drop, arrays["rows"], arrays[f"test{i}"])
+                val_probs[(spec.name, fold.index)], cal_probs[(spec.name, fold.index)] = arrays["vp"], arrays["cp"]
+                if spec.kind in ("single", "fused"):
+                    fold_models[(spec.name, fold.index)] = load_model(out / "models" / spec.name / f"fold{fold.index}")
+                info[spec.name]["folds"].append(record)
+                bar.update()
+                continue
             if spec.kind in ("single", "fused"):
                 model = MultimodalClassifier(spec.encoders, spec.fusion, k, init_seed=cfg.seed + fold.index)
                 for m, source in spec.init_from.items():  # fused models start from this fold's single models
@@ -245,7 +273,8 @@ def cross_validate(ws: WindowSet, specs: list[ModelSpec], folds: list[Fold], cfg
                         store(spec.name, drop, test_units, samples.pool(p, fold.test)[test_units])
                 fold_models[(spec.name, fold.index)] = model
                 folder = out / "models" / spec.name / f"fold{fold.index}"
-                save(model, folder, {"classes": ws.classes, "fold": fold.index, "modalities": spec.modalities})
+                save(model, folder, {"classes": ws.classes, "fold": fold.index, "modalities": spec.modalities,
+                                     "run_id": run_id})
                 if spec.kind == "single":  # how far an input may lie from the training data (live warnings)
                     record["ood"] = _fit_density(model, ws, spec.modalities[0], train_w, val_w, fold.test, folder)
                 val_probs[(spec.name, fold.index)], cal_probs[(spec.name, fold.index)] = vp, cp
@@ -288,6 +317,11 @@ def cross_validate(ws: WindowSet, specs: list[ModelSpec], folds: list[Fold], cfg
                 val_probs[(spec.name, fold.index)], cal_probs[(spec.name, fold.index)] = vp, cp
                 record.update(temperature=t)
             record["seconds"] = round(time.perf_counter() - t0, 2)
+            arrays = {"vp": val_probs[(spec.name, fold.index)], "cp": cal_probs[(spec.name, fold.index)],
+                      "rows": next(iter(current.values()))[0] if current else np.zeros(0, np.int64)}
+            arrays.update({f"test{i}": current[drop][1] for i, drop in enumerate(drops) if drop in current})
+            record = json.loads(json.dumps(record, default=float))  # as run.json will hold it
+            runfolder.save_progress(out, run_id, spec.name, fold.index, record, arrays)
             info[spec.name]["folds"].append(record)
             bar.set_postfix_str(f"{spec.name} fold {fold.index}")
             bar.update()
@@ -317,8 +351,9 @@ def cross_validate(ws: WindowSet, specs: list[ModelSpec], folds: list[Fold], cfg
                 df.insert(0, "sample_index", units)
                 atomic_write_text(out / "predictions" / part / PredictionSet(name).file, df.to_csv(index=False))
     run = RunInfo(protocol, ws.contract, unit, info, sorted(sets, key=lambda s: (s.model, s.dropped)), asdict(cfg),
-                  protocol.get("run_id") or uuid.uuid4().hex)
+                  run_id)
     atomic_write_text(out / "run.json", json.dumps(run.to_json(), indent=1, default=float))
+    runfolder.finish(out)
     return run
 
 
