@@ -74,6 +74,8 @@ def test_routes():
             bad = await client.post("/offer", json={"sdp": 1})
             assert bad.status == 400 and "createOffer" in await bad.text()
             junk = await client.post("/offer", data=b"not json")
+            assert junk.status == 415  # not application/json: no CORS preflight guards such a POST
+            junk = await client.post("/offer", data=b"not json", headers={"Content-Type": "application/json"})
             assert junk.status == 400
     asyncio.run(run())
 

@@ -603,6 +603,13 @@ offers (default: this machine's, or 127.0.0.1 when it has no other).""",
     p.add_argument("--cert", type=Path, default=None, help="TLS certificate (PEM) to serve https")
     p.add_argument("--key", type=Path, default=None, help="TLS private key (PEM) for --cert")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning"], help="server log level")
+    p.add_argument("--token", default=None,
+                   help="a secret the page's address and every offer must carry (required, with --cert/--key, for "
+                        "any --host but loopback); the server prints the address with it")
+    p.add_argument("--allow-origin", type=_csv_list, default=[],
+                   help="other web origins allowed to send offers (default: only the page's own)")
+    p.add_argument("--connect-timeout", type=_number(float, 1, 600), default=10.0,
+                   help="seconds an answered offer has to connect before its session is closed")
     p.set_defaults(func=_run_serve)
 
 
@@ -627,6 +634,13 @@ def _run_serve(args) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     logging.getLogger("aioice").setLevel(logging.WARNING)
+    from symptomfuse.serve.app import check_exposure
+    from symptomfuse.serve.guard import Guard
+
+    if args.token is not None and (len(args.token) < 16 or not args.token.isascii() or not args.token.isprintable()):
+        raise UsageError("--token must be at least 16 printable ASCII characters (e.g. from `openssl rand -hex 16`)")
+    args.guard = Guard(token=args.token, allow_origins=tuple(args.allow_origin), connect_timeout_s=args.connect_timeout)
+    check_exposure(args.host, args.guard, args.cert)
     if args.workers > 1:
         return _run_serve_workers(args, model)
     from symptomfuse.stream.detector import limit_threads
@@ -635,9 +649,10 @@ def _run_serve(args) -> int:
     factory = detector_engine_factory(model, backend=args.backend, update_every=args.update_every,
                                       threads=args.threads)
     print(NOTICE)
+    page = "" if args.token is None else f"?token={args.token}"
     serve(factory, args.host, args.port, ice_addresses=ice, event_log=args.event_log,
           max_sessions=args.max_sessions, cert=args.cert, key=args.key, info={"model": str(model)},
-          ready=lambda url: print(f"serving {url}  (Ctrl-C to stop)", flush=True))
+          ready=lambda url: print(f"serving {url}{page}  (Ctrl-C to stop)", flush=True), guard=args.guard)
     return 0
 
 
@@ -794,12 +809,17 @@ def _run_serve_workers(args, model: Path) -> int:
         worker_args += ["--ice-addresses", args.ice_addresses]
     if args.event_log:
         worker_args += ["--event-log", str(args.event_log.resolve())]
+    if args.token:
+        worker_args += ["--token", args.token]
+    worker_args += ["--connect-timeout", str(args.connect_timeout)]
     workers = start_workers(args.workers, args.port + 1, worker_args, args.log_level)
     try:
         wait_ready(workers)
         print(NOTICE)
-        run_app(create_front_app(workers), args.host, args.port, cert=args.cert, key=args.key,
-                ready=lambda url: print(f"serving {url} with {args.workers} workers (Ctrl-C to stop)", flush=True))
+        page = "" if args.token is None else f"?token={args.token}"
+        run_app(create_front_app(workers, args.guard), args.host, args.port, cert=args.cert, key=args.key,
+                ready=lambda url: print(f"serving {url}{page} with {args.workers} workers (Ctrl-C to stop)",
+                                        flush=True))
     finally:
         stop_workers(workers)
     return 0

@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 from aiohttp import web
 
+from symptomfuse.serve.guard import GUARD, Guard, check_page, read_offer
 from symptomfuse.serve.session import NOTICE, EventLog, Session
 
 log = logging.getLogger("symptomfuse.serve")
@@ -27,10 +28,12 @@ CONFIG = web.AppKey("config", dict)
 
 
 def create_app(engine_factory: Callable[[], Any], *, event_log: Path | None = None, max_sessions: int = 16,
-               max_lag_s: float = 1.0, info: dict | None = None) -> web.Application:
-    """An aiohttp application; ``engine_factory()`` returns a fresh engine for each browser session."""
+               max_lag_s: float = 1.0, info: dict | None = None, guard: Guard = Guard()) -> web.Application:
+    """An aiohttp application; ``engine_factory()`` returns a fresh engine for each browser session;
+    ``guard`` says what offers are accepted (``serve.guard``)."""
     app = web.Application(client_max_size=256 * 1024)
     app[SESSIONS] = {}
+    app[GUARD] = guard
     app[CONFIG] = {"factory": engine_factory, "log": EventLog(event_log), "max": max_sessions,
                    "max_lag": max_lag_s,
                    "info": {"notice": NOTICE, **getattr(engine_factory, "info", {}), **(info or {})}}
@@ -43,6 +46,7 @@ def create_app(engine_factory: Callable[[], Any], *, event_log: Path | None = No
 
 
 async def _index(request: web.Request) -> web.StreamResponse:
+    check_page(request, request.app[GUARD])
     return web.FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-store"})
 
 
@@ -56,13 +60,9 @@ async def _offer(request: web.Request) -> web.Response:
 
     app = request.app
     cfg = app[CONFIG]
-    try:
-        params = await request.json()
-        sdp, kind = params["sdp"], params["type"]
-        if kind != "offer" or not isinstance(sdp, str):
-            raise ValueError
-    except (ValueError, KeyError, TypeError, json.JSONDecodeError):
-        raise web.HTTPBadRequest(text='expected JSON {"sdp": "...", "type": "offer"} from RTCPeerConnection.createOffer')
+    held = sum(s.remote == request.remote for s in app[SESSIONS].values())
+    params = await read_offer(request, app[GUARD], held)  # 4xx before any session exists
+    sdp, kind = params["sdp"], params["type"]
     if len(app[SESSIONS]) >= cfg["max"]:
         raise web.HTTPServiceUnavailable(text=f"{cfg['max']} sessions are open (--max-sessions); try again later")
 
@@ -74,13 +74,20 @@ async def _offer(request: web.Request) -> web.Response:
     except Exception:
         await pc.close()
         raise
+    session.remote = request.remote
     app[SESSIONS][session.id] = session
     try:
         await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type=kind))
         await pc.setLocalDescription(await pc.createAnswer())
     except Exception as exc:  # noqa: BLE001 - a bad offer ends that session only
-        await session.close(f"bad offer: {exc}")
-        raise web.HTTPBadRequest(text=f"could not answer the offer: {exc}")
+        await session.close(f"bad offer: {type(exc).__name__}")
+        raise web.HTTPBadRequest(text=f"could not answer the offer: {str(exc)[:200]}")
+
+    def expire() -> None:  # an answered offer that never connects must not hold a session
+        if not session.closed and pc.connectionState != "connected":
+            asyncio.ensure_future(session.close(f"not connected within {app[GUARD].connect_timeout_s:g} s"))
+
+    asyncio.get_running_loop().call_later(app[GUARD].connect_timeout_s, expire)
     log.info("session %s started (%d open)", session.id, len(app[SESSIONS]))
     return web.json_response({"sdp": pc.localDescription.sdp, "type": pc.localDescription.type,
                               "session": session.id, **cfg["info"]})
@@ -114,13 +121,25 @@ def detector_engine_factory(model_dir: Path, backend: str = "torch", update_ever
 
 def serve(engine_factory, host: str = "127.0.0.1", port: int = 8080, *, ice_addresses: list[str] | None = None,
           event_log: Path | None = None, max_sessions: int = 16, info: dict | None = None,
-          cert: Path | None = None, key: Path | None = None, ready: Callable[[str], None] | None = None) -> None:
+          cert: Path | None = None, key: Path | None = None, ready: Callable[[str], None] | None = None,
+          guard: Guard = Guard()) -> None:
     """Run the server until SIGINT or SIGTERM; https when ``cert`` and ``key`` are given."""
     from symptomfuse.serve.ice import limit_host_addresses
 
+    check_exposure(host, guard, cert)
     limit_host_addresses(ice_addresses)
-    run_app(create_app(engine_factory, event_log=event_log, max_sessions=max_sessions, info=info),
+    run_app(create_app(engine_factory, event_log=event_log, max_sessions=max_sessions, info=info, guard=guard),
             host, port, cert=cert, key=key, ready=ready)
+
+
+def check_exposure(host: str, guard: Guard, cert: Path | None) -> None:
+    """Anything but loopback is reachable by others: refuse it without a token and TLS."""
+    from symptomfuse.errors import UsageError
+    from symptomfuse.serve.guard import is_loopback
+
+    if not is_loopback(host) and (guard.token is None or cert is None):
+        raise UsageError(f"--host {host} lets other machines reach the server: it needs --token (a secret the page "
+                         "and every offer must carry) and --cert/--key (TLS); or keep the default 127.0.0.1")
 
 
 def run_app(app: web.Application, host: str, port: int, *, cert: Path | None = None, key: Path | None = None,

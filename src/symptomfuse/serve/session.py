@@ -54,6 +54,7 @@ class Session:
     def __init__(self, pc, engine_factory: Callable[[], Any], event_log: EventLog | None = None,
                  max_lag_s: float = 1.0, on_closed: Callable[["Session"], None] | None = None) -> None:
         self.id = uuid.uuid4().hex[:12]
+        self.remote: str | None = None  # the client's address (per-client session limit)
         self.pc = pc
         self.engine = engine_factory()
         self.event_log = event_log or EventLog(None)

@@ -20,6 +20,7 @@ from pathlib import Path
 from aiohttp import ClientSession, ClientTimeout, web
 
 from symptomfuse.serve.app import STATIC, _index
+from symptomfuse.serve.guard import GUARD, Guard, read_offer
 from symptomfuse.serve.session import NOTICE
 
 # loopback requests never go through a proxy named in the environment (http_proxy and the like)
@@ -86,6 +87,7 @@ async def _health(request: web.Request) -> web.Response:
 
 
 async def _offer(request: web.Request) -> web.Response:
+    await read_offer(request, request.app[GUARD])  # the same checks as a worker's, before any relaying
     body = await request.read()
     urls = [u for u, _ in request.app[WORKERS]]
     async with ClientSession(timeout=ClientTimeout(total=30)) as client:
@@ -98,9 +100,10 @@ async def _offer(request: web.Request) -> web.Response:
             return web.Response(status=r.status, body=await r.read(), content_type=r.content_type)
 
 
-def create_front_app(workers: list[tuple[str, subprocess.Popen]]) -> web.Application:
+def create_front_app(workers: list[tuple[str, subprocess.Popen]], guard: Guard = Guard()) -> web.Application:
     app = web.Application(client_max_size=256 * 1024)
     app[WORKERS] = workers
+    app[GUARD] = guard
     app.router.add_get("/", _index)
     app.router.add_get("/health", _health)
     app.router.add_post("/offer", _offer)

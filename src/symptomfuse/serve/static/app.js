@@ -192,8 +192,11 @@ async function start() {
     setStatus("connecting...", "connecting");
     await pc.setLocalDescription(await pc.createOffer());
     await waitForIce(pc, 3000);
+    const offer = { sdp: pc.localDescription.sdp, type: pc.localDescription.type };
+    const token = new URLSearchParams(location.search).get("token");   // a server bound beyond loopback has one
+    if (token) offer.token = token;
     const res = await fetch("/offer", { method: "POST", headers: { "Content-Type": "application/json" },
-                                         body: JSON.stringify({ sdp: pc.localDescription.sdp, type: pc.localDescription.type }) });
+                                         body: JSON.stringify(offer) });
     if (!res.ok) throw new Error(`server: ${res.status} ${await res.text()}`);
     const answer = await res.json();
     sf.session = answer.session;

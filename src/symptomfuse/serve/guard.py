@@ -1,0 +1,101 @@
+"""What the live server accepts: every request is untrusted, including those a foreign web page makes.
+
+A page the clinician has open in another tab can POST to http://127.0.0.1:8080/offer. A POST with
+``Content-Type: text/plain`` needs no CORS preflight, so the browser sends it. Each offer that was
+answered would hold a session until it timed out, and enough of them would lock real users out. So
+``read_offer`` answers 4xx, before any session exists, to:
+
+- a body that is not JSON (415 when the content type is not ``application/json``), too large (413), too
+  deeply nested, or not ``{"sdp": str, "type": "offer"[, "token": str]}`` (400);
+- an SDP that does not parse as an offer with at least one audio or video m-line (400);
+- a foreign ``Origin`` (403): only the page's own origin, or those given with ``--allow-origin``;
+- a missing or wrong token when the server has one (403): ``--token``, required when binding anything
+  but loopback, and checked on the page (``/?token=``) and on the offer;
+- a client that already holds ``per_client`` sessions (429).
+
+The app closes any session that is not connected within ``connect_timeout_s`` of its answer.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import json
+from dataclasses import dataclass
+
+from aiohttp import web
+
+MAX_SDP = 64 * 1024
+MAX_LINES = 2000
+
+
+@dataclass(frozen=True)
+class Guard:
+    token: str | None = None
+    allow_origins: tuple = ()
+    per_client: int = 4
+    connect_timeout_s: float = 10.0
+
+
+GUARD = web.AppKey("guard", Guard)  # the app's Guard (the single server's and the workers' front's)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _token_ok(given, guard: Guard) -> bool:
+    if guard.token is None:
+        return True
+    return isinstance(given, str) and hmac.compare_digest(given.encode(), guard.token.encode())
+
+
+def check_page(request: web.Request, guard: Guard) -> None:
+    if not _token_ok(request.query.get("token"), guard):
+        raise web.HTTPForbidden(text="this server needs its token: open the address it printed (…/?token=…)")
+
+
+def check_origin(request: web.Request, guard: Guard) -> None:
+    origin = request.headers.get("Origin")
+    if origin is None:  # not a browser page's request (a browser always sends Origin with a POST)
+        return
+    own = f"{request.scheme}://{request.host}"
+    if origin != own and origin not in guard.allow_origins:
+        raise web.HTTPForbidden(text=f"offers from {origin} are not accepted (only {own}; see --allow-origin)")
+
+
+def check_sdp(sdp: str) -> None:
+    if len(sdp) > MAX_SDP:
+        raise web.HTTPRequestEntityTooLarge(max_size=MAX_SDP, actual_size=len(sdp))
+    lines = [line for line in sdp.replace("\r\n", "\n").split("\n") if line]
+    if not lines or lines[0] != "v=0" or len(lines) > MAX_LINES:
+        raise web.HTTPBadRequest(text="the SDP does not start with v=0 (not a session description)")
+    if any(len(line) < 2 or line[1] != "=" or not line[0].isalpha() for line in lines):
+        raise web.HTTPBadRequest(text="the SDP has lines that are not of the form x=value")
+    if not any(line.startswith(("m=audio ", "m=video ")) for line in lines):
+        raise web.HTTPBadRequest(text="the offer has no audio or video m-line: nothing to analyse")
+
+
+async def read_offer(request: web.Request, guard: Guard, held_by_client: int = 0) -> dict:
+    """The checked offer ``{"sdp", "type"}``, or an HTTP 4xx exception; see the module docstring."""
+    check_origin(request, guard)
+    if request.content_type != "application/json":
+        raise web.HTTPUnsupportedMediaType(text="send the offer as application/json")
+    try:
+        params = json.loads(await request.text())
+    except (ValueError, RecursionError, UnicodeDecodeError):
+        raise web.HTTPBadRequest(text='expected JSON {"sdp": "...", "type": "offer"} from RTCPeerConnection.createOffer') from None
+    if not isinstance(params, dict) or set(params) - {"sdp", "type", "token"} or \
+            not isinstance(params.get("sdp"), str) or params.get("type") != "offer":
+        raise web.HTTPBadRequest(text='expected JSON {"sdp": "...", "type": "offer"} from RTCPeerConnection.createOffer')
+    if not _token_ok(params.get("token"), guard):
+        raise web.HTTPForbidden(text="a missing or wrong token: open the address the server printed")
+    check_sdp(params["sdp"])
+    if held_by_client >= guard.per_client:
+        raise web.HTTPTooManyRequests(text=f"this client already holds {held_by_client} sessions")
+    return {"sdp": params["sdp"], "type": "offer"}

@@ -1,0 +1,218 @@
+"""The live server against hostile clients, on loopback: 1,200 fuzzed or hostile offers and 100 abrupt
+disconnects, every answer a 4xx and no session created; then a real WebRTC client (aiortc, playing a
+synthetic recording) still connects and gets predictions, and nothing is left behind. Also: answered
+offers that never connect are closed, per-client limits hold, and binding beyond loopback needs a token
+and TLS."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import threading
+
+import numpy as np
+import pytest
+from aiohttp import ClientSession
+from aiohttp.test_utils import TestServer
+
+from symptomfuse.errors import UsageError
+from symptomfuse.serve.app import check_exposure, create_app
+from symptomfuse.serve.guard import Guard
+
+TOKEN = "s3cret-token-0123456789"
+
+
+def _valid_sdp() -> str:
+    from aiortc import RTCPeerConnection
+
+    async def make():
+        pc = RTCPeerConnection()
+        pc.addTransceiver("audio", direction="sendonly")
+        pc.addTransceiver("video", direction="sendonly")
+        await pc.setLocalDescription(await pc.createOffer())
+        sdp = pc.localDescription.sdp
+        await pc.close()
+        return sdp
+    return asyncio.run(make())
+
+
+def hostile_requests(n: int, sdp: str, seed: int = 0):
+    """(headers, body bytes) pairs, each something the server must refuse with a 4xx."""
+    rng = random.Random(seed)
+    good_body = {"sdp": sdp, "type": "offer", "token": TOKEN}
+    json_ct = {"Content-Type": "application/json"}
+
+    def junk_sdp():
+        return rng.choice(["hello", "", "v=0", "v=0\r\n", "v=0\r\nm=application 9 UDP/DTLS/SCTP webrtc-datachannel",
+                           "x" * rng.randint(1, 500), "v=1\r\nm=audio 9 RTP 0", "v=0\r\nnot a line\r\nm=audio 9 R 0",
+                           "".join(chr(rng.randint(0, 0x2FF)) for _ in range(rng.randint(1, 200))),
+                           sdp.replace("m=audio", "m=text").replace("m=video", "m=text")])
+
+    makers = [
+        lambda: (json_ct, json.dumps({**good_body, "sdp": junk_sdp()})),
+        lambda: (json_ct, json.dumps({**good_body, "sdp": rng.choice([1, None, [], {}, 3.5, True])})),
+        lambda: (json_ct, json.dumps({**good_body, "type": rng.choice(["answer", "pranswer", "", 1, None])})),
+        lambda: (json_ct, json.dumps(rng.choice([[], "offer", 1, None, [good_body]]))),
+        lambda: (json_ct, "[" * rng.randint(2000, 50000) + "]" * 10),  # nesting
+        lambda: (json_ct, json.dumps({**good_body, "sdp": {"a": [[[[[]]]]]}})),
+        lambda: (json_ct, json.dumps({**good_body, "sdp": sdp + "a=x\r\n" * 30000})),  # a huge field
+        lambda: (json_ct, "x" * 300_000),  # over the body limit
+        lambda: (json_ct, json.dumps({**good_body, "extra": "field"})),
+        lambda: ({"Content-Type": rng.choice(["text/plain", "application/x-www-form-urlencoded", "multipart/form-data",
+                                               ""])}, json.dumps(good_body)),  # no preflight for these
+        lambda: ({**json_ct, "Origin": rng.choice(["https://evil.example", "null", "http://127.0.0.1.evil.example",
+                                                    "http://localhost:1"])}, json.dumps(good_body)),
+        lambda: (json_ct, json.dumps({k: v for k, v in good_body.items() if k != "token"})),  # no token
+        lambda: (json_ct, json.dumps({**good_body, "token": rng.choice(["", "x", TOKEN[:-1], TOKEN + "x", 12])})),
+        lambda: (json_ct, b"\xff\xfe\x00bad utf-8"),
+        lambda: (json_ct, "{" + '"sdp": "v=0",' * rng.randint(1, 50)),  # truncated
+    ]
+    for _ in range(n):
+        headers, body = rng.choice(makers)()
+        yield headers, body.encode() if isinstance(body, str) else body
+
+
+async def _abrupt_disconnects(port: int, n: int) -> None:
+    for i in range(n):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        part = [b"POST /offer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 5000\r\n\r\n{\"sdp\"",
+                b"POST /offer HTTP/1.1\r\n", b"GET / HTTP/1.1\r\nHost", b""][i % 4]
+        writer.write(part)
+        await writer.drain()
+        writer.transport.abort()  # gone without a word
+
+
+async def _real_client(url: str, recording) -> dict:
+    """An aiortc peer playing a recording: connects, and receives predictions over the data channel."""
+    from aiortc import RTCPeerConnection, RTCSessionDescription
+    from aiortc.contrib.media import MediaPlayer
+
+    pc = RTCPeerConnection()
+    channel = pc.createDataChannel("events")
+    got: list[dict] = []
+    channel.on("message", lambda m: got.append(json.loads(m)))
+    player = MediaPlayer(str(recording))
+    for track in (player.audio, player.video):
+        if track is not None:
+            pc.addTrack(track)
+    await pc.setLocalDescription(await pc.createOffer())
+    async with ClientSession() as http:
+        async with http.post(url + "offer", json={"sdp": pc.localDescription.sdp, "type": "offer",
+                                                  "token": TOKEN}) as r:
+            assert r.status == 200, await r.text()
+            answer = await r.json()
+    await pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], answer["type"]))
+    for _ in range(150):
+        if any(m.get("type") == "prediction" for m in got):
+            break
+        await asyncio.sleep(0.1)
+    state = pc.connectionState
+    await pc.close()
+    if player.audio is not None:
+        player.audio.stop()
+    return {"state": state, "messages": got}
+
+
+def test_hostile_offers_and_disconnects_leave_the_server_serving(cohort):
+    sdp = _valid_sdp()
+    recording = next(iter(sorted((cohort / "recordings").glob("*.mp4"))))
+
+    async def run():
+        app = create_app(_StubEngine, guard=Guard(token=TOKEN, connect_timeout_s=2.0))
+        server = TestServer(app, host="127.0.0.1")
+        await server.start_server()
+        url = str(server.make_url("/"))
+        statuses = []
+        try:
+            async with ClientSession() as http:
+                for headers, body in hostile_requests(1200, sdp):
+                    async with http.post(url + "offer", data=body, headers=headers) as r:
+                        statuses.append(r.status)
+                        await r.read()
+                    assert not app[_sessions_key()], "a hostile offer created a session"
+                page = await http.get(url)
+                assert page.status == 403  # the page needs the token too
+                assert (await http.get(url + f"?token={TOKEN}")).status == 200
+            await _abrupt_disconnects(server.port, 100)
+            assert all(400 <= s < 500 for s in statuses), sorted(set(statuses))
+            assert len(set(statuses)) >= 4  # 400, 403, 413, 415 at least
+            result = await _real_client(url, recording)
+            assert result["state"] == "connected"
+            assert any(m.get("type") == "hello" for m in result["messages"])
+            for _ in range(50):
+                if not app[_sessions_key()]:
+                    break
+                await asyncio.sleep(0.1)
+            assert not app[_sessions_key()], "a session outlived its client"
+        finally:
+            await server.close()
+        leftover = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        assert not leftover, leftover
+
+    threads_before = {t.name for t in threading.enumerate()}
+    asyncio.run(run())
+    left = [t.name for t in threading.enumerate() if t.name not in threads_before]
+    assert not left, f"threads left behind: {left}"  # sessions' engine threads included
+
+
+def test_an_answered_offer_that_never_connects_is_closed_and_clients_are_limited():
+    sdp = _valid_sdp()
+
+    async def run():
+        app = create_app(lambda: _StubEngine(), guard=Guard(per_client=3, connect_timeout_s=1.0))
+        server = TestServer(app, host="127.0.0.1")
+        await server.start_server()
+        url = str(server.make_url("/"))
+        try:
+            async with ClientSession() as http:
+                codes = []
+                for _ in range(5):
+                    async with http.post(url + "offer", json={"sdp": sdp, "type": "offer"}) as r:
+                        codes.append(r.status)
+                assert codes == [200, 200, 200, 429, 429]
+                assert len(app[_sessions_key()]) == 3
+                await asyncio.sleep(2.5)  # never connected: closed after 1 s
+                assert not app[_sessions_key()]
+                async with http.post(url + "offer", json={"sdp": sdp, "type": "offer"}) as r:
+                    assert r.status == 200
+        finally:
+            await server.close()
+    asyncio.run(run())
+
+
+def test_binding_beyond_loopback_needs_a_token_and_tls(tmp_path):
+    check_exposure("127.0.0.1", Guard(), None)
+    check_exposure("::1", Guard(), None)
+    for guard, cert in ((Guard(), None), (Guard(token=TOKEN), None), (Guard(), tmp_path / "c.pem")):
+        with pytest.raises(UsageError, match="--token"):
+            check_exposure("0.0.0.0", guard, cert)
+    check_exposure("0.0.0.0", Guard(token=TOKEN), tmp_path / "c.pem")
+
+
+def _sessions_key():
+    from symptomfuse.serve.app import SESSIONS
+    return SESSIONS
+
+
+class _StubEngine:
+    """The session's engine interface, answering every window with a fixed event (the model does not
+    matter here; the path through the server does)."""
+
+    def __init__(self):
+        self.t = 0.0
+        self.modalities = {}
+
+    def push_audio(self, samples, rate, t):
+        self.t = max(self.t, t + len(samples) / rate)
+        if self.t > 3.0 and int(self.t * 2) != int((self.t - len(samples) / rate) * 2):
+            return [{"t": self.t, "window": [self.t - 3, self.t], "modalities": {}, "notice": "research tool",
+                     "fused": {"p": 0.5, "p_window": 0.5, "label": None, "abstain": True, "modalities": []},
+                     "latency_ms": 1.0, "schema": "symptomfuse-event/1"}]
+        return []
+
+    def push_video(self, frame, t):
+        return []
+
+    def flush(self):
+        return []
