@@ -4,6 +4,10 @@ Feature function: ``features.audio.log_mel`` (curation computes a recording's wi
 ``log_mel_windows``; live, ``stream.buffers.LogMelRing`` computes each frame once: the same numbers).
 Gate: silence (below -50 dBFS) or no voice (too few voiced 40 ms frames). Augmentation of the prepared
 log-mel (dB, (B, M, T)): gain, a noise floor relative to the sample's level, time shift, SpecAugment masks.
+
+Also here: ``gated_sound`` (the live window of sound behind the audio gate) and ``SoundMeasure``, the
+base of the modalities that compute one vector per window of sound with one function (``voice``,
+``ge2e``).
 """
 
 from __future__ import annotations
@@ -85,12 +89,52 @@ class Audio(Modality):
         return LogMelRing(self.settings, keep_s)
 
     def live_window(self, streams, state, start, wanted):
-        from symptomfuse.stream.quality import audio_quality
-
-        ring, n = streams.audio, self.timing.window_samples()
-        first = None if ring.start_t is None else ring.index(start)
-        samples = None if first is None else ring.read(first, n)
-        quality = "no_data" if samples is None else audio_quality(samples, streams.quality)
+        quality, first, _ = gated_sound(self, streams, start)
         if quality != "ok" or not wanted:
             return quality, None
-        return quality, state.window(ring, first, n)[None]
+        return quality, state.window(streams.audio, first, self.timing.window_samples())[None]
+
+
+def gated_sound(mod: Modality, streams, start: float) -> tuple[str, int | None, np.ndarray | None]:
+    """The live engine's window of sound from ``start``: (its quality gate's answer, its first sample's
+    index in the ring, the samples); the gate is silence or no voice."""
+    from symptomfuse.stream.quality import audio_quality
+
+    ring, n = streams.audio, mod.timing.window_samples()
+    first = None if ring.start_t is None else ring.index(start)
+    samples = None if first is None else ring.read(first, n)
+    quality = "no_data" if samples is None else audio_quality(samples, streams.quality)
+    return quality, first, samples
+
+
+class SoundMeasure(Modality):
+    """A modality computed from each window of the sound track by one function, ``measure`` (a vector),
+    offline on every window and live on the engine's last window, behind the audio gate. Subclasses
+    (``voice``, ``ge2e``) give ``measure``, ``input_shape`` and their settings."""
+
+    source = "audio"
+    needs = ("audio",)
+    default_encoder = "mlp"
+    curated_by_default = False
+    live_qualities = ("ok", "silence", "no_voice", "no_data")
+
+    def measure(self, samples: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def encoder_args(self) -> dict:
+        return {"n_features": self.input_shape()[0]}
+
+    def extract(self, media: SourceMedia, starts: np.ndarray) -> dict[str, np.ndarray]:
+        n = self.timing.window_samples()
+        first = np.round(starts * self.timing.sample_rate).astype(np.int64)
+        rows = [self.measure(media.audio[s:s + n]) for s in first]
+        return {self.name: np.asarray(rows, np.float32).reshape(len(first), *self.input_shape())}
+
+    def baseline_features(self, x: np.ndarray) -> np.ndarray:
+        return x
+
+    def live_window(self, streams, state, start, wanted):
+        quality, _, samples = gated_sound(self, streams, start)
+        if quality != "ok" or not wanted:
+            return quality, None
+        return quality, np.asarray(self.measure(samples), np.float32)[None]

@@ -14,7 +14,8 @@ import numpy as np
 
 from symptomfuse.errors import UsageError
 from symptomfuse.features.voice import NAMES, VoiceConfig, voice_measures
-from symptomfuse.modalities.base import Modality, SourceMedia, register
+from symptomfuse.modalities.audio import SoundMeasure
+from symptomfuse.modalities.base import register
 
 
 def _f0_range(text: str) -> dict:
@@ -23,16 +24,11 @@ def _f0_range(text: str) -> dict:
 
 
 @register
-class Voice(Modality):
+class Voice(SoundMeasure):
     name = "voice"
-    source = "audio"
-    needs = ("audio",)
     help = "clinical voice measures (jitter, shimmer, HNR, RPDE, DFA, PPE, MFCC statistics) of the sound track"
-    default_encoder = "mlp"
     Settings = VoiceConfig
-    curated_by_default = False
     live_label = "voice measures"
-    live_qualities = ("ok", "silence", "no_voice", "no_data")
     options = {"--f0-range": (_f0_range, "pitch range of the voice measures in Hz, e.g. 75-500 (default)")}
 
     def validate(self) -> None:
@@ -47,28 +43,8 @@ class Voice(Modality):
     def input_shape(self) -> tuple[int, ...]:
         return (len(NAMES),)
 
-    def encoder_args(self) -> dict:
-        return {"n_features": len(NAMES)}
-
     def feature_names(self) -> tuple[str, ...]:
         return NAMES
 
-    def extract(self, media: SourceMedia, starts: np.ndarray) -> dict[str, np.ndarray]:
-        n = self.timing.window_samples()
-        first = np.round(starts * self.timing.sample_rate).astype(np.int64)
-        rows = [voice_measures(media.audio[s:s + n], self.settings) for s in first]
-        return {self.name: np.asarray(rows, np.float32).reshape(len(first), len(NAMES))}
-
-    def baseline_features(self, x: np.ndarray) -> np.ndarray:
-        return x
-
-    def live_window(self, streams, state, start, wanted):
-        from symptomfuse.stream.quality import audio_quality
-
-        ring, n = streams.audio, self.timing.window_samples()
-        first = None if ring.start_t is None else ring.index(start)
-        samples = None if first is None else ring.read(first, n)
-        quality = "no_data" if samples is None else audio_quality(samples, streams.quality)
-        if quality != "ok" or not wanted:
-            return quality, None
-        return quality, voice_measures(samples, self.settings).astype(np.float32)[None]
+    def measure(self, samples: np.ndarray) -> np.ndarray:
+        return voice_measures(samples, self.settings)
