@@ -16,25 +16,23 @@ same windows and folds. Prints a table and writes ``benchmarks/results/voice_enc
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-
-from symptomfuse.cli import main as cli
 
 ROOT = Path(__file__).resolve().parents[1]
 MODS = "audio,voice,ge2e"
 
 
 def quiet(args: list[str]) -> None:
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        code = cli(args)
-    if code != 0:
-        raise SystemExit(f"symptomfuse {' '.join(args)} exited with {code}")
+    """One symptomfuse command in a fresh process (each step starts clean: no threads or memory carried
+    over from the training before it)."""
+    done = subprocess.run([sys.executable, "-m", "symptomfuse.cli", *args], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"symptomfuse {' '.join(args)} exited with {done.returncode}:\n{done.stderr[-2000:]}")
 
 
 def table(run: Path) -> dict:

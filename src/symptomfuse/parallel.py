@@ -1,13 +1,16 @@
 """Run independent jobs across processes, in order, with a progress bar (synth and curate use it).
 
-Workers die with their parent: on Linux each asks the kernel for SIGTERM when the process that started
-it ends (``prctl(PR_SET_PDEATHSIG)``), so killing curate, even with SIGKILL, leaves no orphaned worker
-writing on.
+Workers are started fresh (``spawn``), never forked from a process that may already run threads (torch,
+BLAS, a benchmark that trained first): a fork of a threaded process can deadlock in the child. Workers
+die with their parent: on Linux each asks the kernel for SIGTERM when the process that started it ends
+(``prctl(PR_SET_PDEATHSIG)``), so killing curate, even with SIGKILL, leaves no orphaned worker writing
+on.
 """
 
 from __future__ import annotations
 
 import ctypes
+import multiprocessing
 import os
 import signal
 import sys
@@ -49,7 +52,8 @@ def run_jobs(fn: Callable[[J], R], jobs: Sequence[J], workers: int | None, desc:
                 results.append(fn(job))
                 bar.update()
         else:
-            with ProcessPoolExecutor(workers, initializer=_die_with_parent, initargs=(os.getpid(),)) as pool:
+            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                     initializer=_die_with_parent, initargs=(os.getpid(),)) as pool:
                 for result in pool.map(fn, jobs):
                     results.append(result)
                     bar.update()
