@@ -88,7 +88,8 @@ def main() -> int:
     args = parser.parse_args()
     server = subprocess.Popen([sys.executable, "-m", "symptomfuse.cli", "serve", "--model", str(args.model),
                                "--port", str(args.port), "--ice-addresses", "127.0.0.1",
-                               "--max-sessions", str(args.sessions + 2), "--log-level", "warning"],
+                               "--max-sessions", str(args.sessions + 2), "--log-level", "warning",
+                               "--max-sessions-per-client", str(args.sessions + 2)],
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         for line in server.stdout:

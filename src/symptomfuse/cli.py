@@ -608,6 +608,8 @@ offers (default: this machine's, or 127.0.0.1 when it has no other).""",
                         "any --host but loopback); the server prints the address with it")
     p.add_argument("--allow-origin", type=_csv_list, default=[],
                    help="other web origins allowed to send offers (default: only the page's own)")
+    p.add_argument("--max-sessions-per-client", type=_number(int, 1, 10_000), default=4,
+                   help="sessions one client address may hold at once")
     p.add_argument("--connect-timeout", type=_number(float, 1, 600), default=10.0,
                    help="seconds an answered offer has to connect before its session is closed")
     p.set_defaults(func=_run_serve)
@@ -639,7 +641,8 @@ def _run_serve(args) -> int:
 
     if args.token is not None and (len(args.token) < 16 or not args.token.isascii() or not args.token.isprintable()):
         raise UsageError("--token must be at least 16 printable ASCII characters (e.g. from `openssl rand -hex 16`)")
-    args.guard = Guard(token=args.token, allow_origins=tuple(args.allow_origin), connect_timeout_s=args.connect_timeout)
+    args.guard = Guard(token=args.token, allow_origins=tuple(args.allow_origin), connect_timeout_s=args.connect_timeout,
+                       per_client=args.max_sessions_per_client)
     check_exposure(args.host, args.guard, args.cert)
     if args.workers > 1:
         return _run_serve_workers(args, model)
@@ -811,7 +814,8 @@ def _run_serve_workers(args, model: Path) -> int:
         worker_args += ["--event-log", str(args.event_log.resolve())]
     if args.token:
         worker_args += ["--token", args.token]
-    worker_args += ["--connect-timeout", str(args.connect_timeout)]
+    worker_args += ["--connect-timeout", str(args.connect_timeout),
+                    "--max-sessions-per-client", str(args.max_sessions_per_client)]
     workers = start_workers(args.workers, args.port + 1, worker_args, args.log_level)
     try:
         wait_ready(workers)
