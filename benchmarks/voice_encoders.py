@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-MODS = "audio,voice,ge2e"
+MODS = "audio,voice_measures,ge2e"
 
 
 def quiet(args: list[str]) -> None:

@@ -99,28 +99,28 @@ def test_the_voice_modality_curates_trains_names_its_features_and_reads_live_ali
     from symptomfuse.stream.sources import replay_file
 
     cur = tmp_path / "cur"
-    assert main(["curate", str(cohort / "manifest.csv"), "--out", str(cur), "--modalities", "voice",
+    assert main(["curate", str(cohort / "manifest.csv"), "--out", str(cur), "--modalities", "voice_measures",
                  "--labels", "healthy,parkinsons", "--workers", "1"]) == 0
     contract = json.loads((cur / "contract.json").read_text())
-    assert list(contract["modalities"]) == ["voice"]
+    assert list(contract["modalities"]) == ["voice_measures"]
     assert main(["train", str(cur), "--out", str(tmp_path / "run"), "--folds", "2", "--epochs", "3",
                  "--baselines", "lr"]) == 0
     assert main(["evaluate", str(tmp_path / "run"), "--bootstrap", "20", "--importance"]) == 0
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    assert {t["feature"] for t in metrics["feature_importance"]["voice"]["top"]} <= set(NAMES)
-    ws = load_curated(cur, ["voice"])
-    jit = ws.inputs["voice"][:, NAMES.index("jitter_local")]
+    assert {t["feature"] for t in metrics["feature_importance"]["voice_measures"]["top"]} <= set(NAMES)
+    ws = load_curated(cur, ["voice_measures"])
+    jit = ws.inputs["voice_measures"][:, NAMES.index("jitter_local")]
     assert np.isfinite(jit).mean() > 0.9 and 0.001 < np.nanmedian(jit) < 0.05  # voiced windows, plausible
     # live: a voice model exported and fed the recording through the engine gives the offline numbers
-    model = MultimodalClassifier({"voice": {"name": "mlp", "n_features": len(NAMES), "dim": 8}}, None, 2, init_seed=0)
-    model.encoders["voice"].fit_normalizer(torch.from_numpy(ws.inputs["voice"]))
-    export_models({"voice_only": (model.eval(), 1.0)}, "voice_only", ws.contract, tmp_path / "export", onnx=False)
+    model = MultimodalClassifier({"voice_measures": {"name": "mlp", "n_features": len(NAMES), "dim": 8}}, None, 2, init_seed=0)
+    model.encoders["voice_measures"].fit_normalizer(torch.from_numpy(ws.inputs["voice_measures"]))
+    export_models({"voice_measures_only": (model.eval(), 1.0)}, "voice_measures_only", ws.contract, tmp_path / "export", onnx=False)
     det = Detector.load(tmp_path / "export", "torch")
     rec = ws.windows.recording_id.iloc[0]
     sel = (ws.windows.recording_id == rec).to_numpy()
-    offline = det.predict({"voice": ws.inputs["voice"][sel]}).modalities["voice"][:, 1]
+    offline = det.predict({"voice_measures": ws.inputs["voice_measures"][sel]}).modalities["voice_measures"][:, 1]
     events = {e["window"][0]: e for e in replay_file(StreamEngine(det, update_every=1.0, smooth=1),
                                                      cohort / "recordings" / f"{rec}.mp4")}
-    live = [events[s]["modalities"]["voice"]["p"] for s in ws.windows.start_s[sel]]
+    live = [events[s]["modalities"]["voice_measures"]["p"] for s in ws.windows.start_s[sel]]
     assert np.allclose(live, offline, atol=1e-5)
     assert pd.read_csv(cur / "windows.csv").shape[0] == len(ws.y)

@@ -6,7 +6,7 @@ Gate: silence (below -50 dBFS) or no voice (too few voiced 40 ms frames). Augmen
 log-mel (dB, (B, M, T)): gain, a noise floor relative to the sample's level, time shift, SpecAugment masks.
 
 Also here: ``gated_sound`` (the live window of sound behind the audio gate) and ``SoundMeasure``, the
-base of the modalities that compute one vector per window of sound with one function (``voice``,
+base of the modalities that compute one vector per window of sound with one function (``voice_measures``,
 ``ge2e``).
 """
 
@@ -110,7 +110,7 @@ def gated_sound(mod: Modality, streams, start: float) -> tuple[str, int | None, 
 class SoundMeasure(Modality):
     """A modality computed from each window of the sound track by one function, ``measure`` (a vector),
     offline on every window and live on the engine's last window, behind the audio gate. Subclasses
-    (``voice``, ``ge2e``) give ``measure``, ``input_shape`` and their settings."""
+    (``voice_measures``, ``ge2e``) give ``measure``, ``input_shape`` and their settings."""
 
     source = "audio"
     needs = ("audio",)

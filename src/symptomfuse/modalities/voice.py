@@ -3,7 +3,8 @@
 Feature function: ``features.voice.voice_measures`` (F0 statistics, jitter, shimmer, HNR, NHR, RPDE,
 DFA, PPE, MFCC statistics: the measures of Little et al. that the UCI Parkinsons table holds), called by
 curation on each window and by the live engine on the last window of the microphone: the same numbers.
-Curated only when named (``curate --modalities audio,voice``): Praat's analysis costs about a tenth of
+Curated only when named (``curate --modalities audio,voice_measures``; the name leaves ``voice`` free
+for a user's own table): Praat's analysis costs about a tenth of
 a second per 3-s window. Encoder: ``mlp`` (NaN, e.g. jitter of an unvoiced window, is imputed with
 training statistics and flagged). Gate: the audio gate (silence, no voice).
 """
@@ -25,7 +26,7 @@ def _f0_range(text: str) -> dict:
 
 @register
 class Voice(SoundMeasure):
-    name = "voice"
+    name = "voice_measures"
     help = "clinical voice measures (jitter, shimmer, HNR, RPDE, DFA, PPE, MFCC statistics) of the sound track"
     Settings = VoiceConfig
     live_label = "voice measures"

@@ -99,6 +99,8 @@ def finish(out: Path) -> None:
 def check_consistent(run: Path, run_id: str) -> None:
     """Every model folder of ``run`` belongs to run ``run_id``; else a UsageError naming the first that does not."""
     run = Path(run)
+    if not run_id:  # a run.json without an id (written by hand, or by an older version): nothing to check
+        return
     stamp = run / STAMP
     if stamp.exists():
         got = json.loads(stamp.read_text()).get("run_id")
