@@ -7,7 +7,8 @@ Each is a generator of events. Any other source (a WebRTC track, a custom captur
   hands each piece to the engine when it would have arrived live (a frame at its time, an audio chunk
   at its end), else as fast as possible. Hand landmarks come from a ``.keypoints.npy`` file beside the
   recording when there is one (one row per video frame, as ``symptomfuse synth`` writes), or from
-  ``landmarks=PATH``; there is no landmark detector in the project yet.
+  ``landmarks=PATH``; without either, an engine made with ``hand_detector="mediapipe"`` finds them in
+  the frames itself.
 * ``live`` reads a camera and/or a microphone until stopped or ``seconds`` have passed. A missing device
   or library raises ``DeviceError`` with what to do.
 """
