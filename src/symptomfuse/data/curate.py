@@ -10,6 +10,7 @@ feature functions; write ``recordings.csv``, ``windows.csv``, ``quarantine.csv``
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -235,7 +236,7 @@ def curate(
 
     rec_rows, win_rows, used_ids = [], [], set()
     summary_cols: list[str] = []
-    gated: dict[str, dict[str, int]] = {}  # stream -> gate answer -> windows
+    gated: dict[str, Counter] = {}  # stream -> gate answer -> windows
     dropped = 0
     for c, key, meta in sorted(results, key=lambda r: r[0].row):
         if meta["status"] != "ok":
@@ -254,8 +255,7 @@ def curate(
         for w, start in enumerate(meta["window_start_s"]):
             quality = {f"quality_{k}": v[w] for k, v in gates.items()}
             for k, v in gates.items():
-                gated.setdefault(k, {}).setdefault(v[w], 0)
-                gated[k][v[w]] += 1
+                gated.setdefault(k, Counter())[v[w]] += 1
             if drop_gated and any(v != "ok" for v in quality.values()):
                 dropped += 1
                 continue

@@ -75,6 +75,18 @@ class LiveEvent:
         return asdict(self)
 
 
+def _landmark_row(landmarks: np.ndarray | None) -> np.ndarray:
+    """One frame's hand landmarks as the ring holds them: (21, 3) float32, NaN when no hand was found."""
+    if landmarks is None:
+        return np.full((N_LANDMARKS, 3), np.nan, np.float32)
+    lm = np.asarray(landmarks, np.float32)
+    if lm.shape not in ((N_LANDMARKS, 2), (N_LANDMARKS, 3)):
+        raise UsageError(f"push_landmarks takes ({N_LANDMARKS}, 2 or 3) landmarks or None, got {lm.shape}")
+    if lm.shape[1] == 2:
+        lm = np.concatenate([lm, np.zeros((N_LANDMARKS, 1), np.float32)], axis=1)
+    return lm
+
+
 def uncertainty(probs: np.ndarray) -> float:
     """Entropy of ``probs`` over its maximum, log(K): 0 certain, 1 uniform."""
     p = np.clip(probs, 1e-12, 1.0)
@@ -163,21 +175,13 @@ class StreamEngine:
             self._debt = max(0.0, spent - self.landmark_budget_s)
         while self._skipped and self._skipped[0] < t - self.keep_s:
             self._skipped.popleft()
-        self.streams.landmarks.push(np.full((N_LANDMARKS, 3), np.nan, np.float32) if lm is None else lm, t)
+        self.streams.landmarks.push(_landmark_row(lm), t)
 
     def push_landmarks(self, landmarks: np.ndarray | None, t: float) -> list[dict]:
         """(21, 2 or 3) hand landmarks normalised like MediaPipe's (x / width, y / height), or None when no
         hand was found, for the frame at media time ``t``."""
         wall = self.clock()
-        if landmarks is None:
-            lm = np.full((N_LANDMARKS, 3), np.nan, np.float32)
-        else:
-            lm = np.asarray(landmarks, np.float32)
-            if lm.shape not in ((N_LANDMARKS, 2), (N_LANDMARKS, 3)):
-                raise UsageError(f"push_landmarks takes ({N_LANDMARKS}, 2 or 3) landmarks or None, got {lm.shape}")
-            if lm.shape[1] == 2:
-                lm = np.concatenate([lm, np.zeros((N_LANDMARKS, 1), np.float32)], axis=1)
-        self.streams.landmarks.push(lm, t)
+        self.streams.landmarks.push(_landmark_row(landmarks), t)
         return self._due(wall)
 
     def flush(self) -> list[dict]:

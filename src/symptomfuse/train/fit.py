@@ -91,9 +91,6 @@ def _as_batch(batch):
     return batch
 
 
-LOSSES = ("cross-entropy", "ordinal")
-
-
 def ordinal_loss(logits: torch.Tensor, y: torch.Tensor, values: torch.Tensor, weight: torch.Tensor | None = None,
                  reduction: str = "mean") -> torch.Tensor:
     """Cross-entropy plus the squared earth mover's distance between the predicted and the true rating's
