@@ -17,8 +17,8 @@ from aiohttp import ClientSession
 from aiohttp.test_utils import TestServer
 
 from symptomfuse.errors import UsageError
-from symptomfuse.serve.app import check_exposure, create_app
-from symptomfuse.serve.guard import Guard
+from symptomfuse.serve.app import create_app
+from symptomfuse.serve.guard import Guard, check_exposure
 
 TOKEN = "s3cret-token-0123456789"
 

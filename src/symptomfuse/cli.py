@@ -636,7 +636,7 @@ def _run_serve(args) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     logging.getLogger("aioice").setLevel(logging.WARNING)
-    from symptomfuse.serve.app import check_exposure
+    from symptomfuse.serve.guard import check_exposure
     from symptomfuse.serve.guard import Guard
 
     if args.token is not None and (len(args.token) < 16 or not args.token.isascii() or not args.token.isprintable()):

@@ -8,7 +8,6 @@ or the local network, and aiortc never contacts a public server.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import signal
 import ssl
@@ -17,7 +16,7 @@ from typing import Any, Callable
 
 from aiohttp import web
 
-from symptomfuse.serve.guard import GUARD, Guard, check_page, read_offer
+from symptomfuse.serve.guard import GUARD, Guard, check_exposure, check_page, read_offer
 from symptomfuse.serve.session import NOTICE, EventLog, Session
 
 log = logging.getLogger("symptomfuse.serve")
@@ -130,16 +129,6 @@ def serve(engine_factory, host: str = "127.0.0.1", port: int = 8080, *, ice_addr
     limit_host_addresses(ice_addresses)
     run_app(create_app(engine_factory, event_log=event_log, max_sessions=max_sessions, info=info, guard=guard),
             host, port, cert=cert, key=key, ready=ready)
-
-
-def check_exposure(host: str, guard: Guard, cert: Path | None) -> None:
-    """Anything but loopback is reachable by others: refuse it without a token and TLS."""
-    from symptomfuse.errors import UsageError
-    from symptomfuse.serve.guard import is_loopback
-
-    if not is_loopback(host) and (guard.token is None or cert is None):
-        raise UsageError(f"--host {host} lets other machines reach the server: it needs --token (a secret the page "
-                         "and every offer must carry) and --cert/--key (TLS); or keep the default 127.0.0.1")
 
 
 def run_app(app: web.Application, host: str, port: int, *, cert: Path | None = None, key: Path | None = None,

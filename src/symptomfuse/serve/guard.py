@@ -25,6 +25,8 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from symptomfuse.errors import UsageError
+
 MAX_SDP = 64 * 1024
 MAX_LINES = 2000
 
@@ -47,6 +49,13 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def check_exposure(host: str, guard: Guard, cert) -> None:
+    """Anything but loopback is reachable by others: refuse it without a token and TLS."""
+    if not is_loopback(host) and (guard.token is None or cert is None):
+        raise UsageError(f"--host {host} lets other machines reach the server: it needs --token (a secret the page "
+                         "and every offer must carry) and --cert/--key (TLS); or keep the default 127.0.0.1")
 
 
 def _token_ok(given, guard: Guard) -> bool:
