@@ -1,4 +1,5 @@
-"""Interrupted runs: curate's workers die with it."""
+"""Interrupted runs: curate's workers die with it; a killed training run resumes; the same run over worker
+processes."""
 
 import os
 import signal
@@ -35,7 +36,7 @@ def _train(cur, out, *extra):
 
     return main(["train", str(cur), "--out", str(out), "--folds", "2", "--epochs", "3", "--fusion-epochs", "3",
                  "--fusions", "gated", "--late", "mean", "--baselines", "lr", "--fusion-modalities", "audio,keypoints",
-                 "--modalities", "audio,keypoints", *extra])
+                 "--modalities", "audio,keypoints", "--workers", "1", *extra])
 
 
 def _strip(run_json: dict) -> dict:
@@ -65,6 +66,12 @@ def test_a_killed_run_resumes_to_the_uninterrupted_one_and_runs_never_mix(cohort
                  "--modalities", "audio,keypoints", "--workers", "1"]) == 0
     assert _train(cur, tmp_path / "whole") == 0
     whole = json.loads((tmp_path / "whole" / "run.json").read_text())
+    # the same run with its networks spread over two worker processes is the same run, to the bit
+    assert _train(cur, tmp_path / "two", "--workers", "2") == 0
+    assert _strip(json.loads((tmp_path / "two" / "run.json").read_text())) == _strip(whole)
+    for name in sorted(p.name for p in (tmp_path / "whole" / "predictions").glob("*.csv")):
+        assert (tmp_path / "two" / "predictions" / name).read_bytes() == \
+            (tmp_path / "whole" / "predictions" / name).read_bytes(), name
 
     real_fit, calls = crossval.fit, []
 

@@ -358,6 +358,13 @@ Every name and number is checked before any data is loaded. {NOTICE}""",
                    help="continue a run that was interrupted, from its last finished model-fold (the same arguments; "
                         "the result equals an uninterrupted run). Without it, a new run in a folder that holds one "
                         "clears the earlier run's artifacts first: two runs are never mixed")
+    p.add_argument("--workers", type=_number(int, 1, 1024), default=None,
+                   help="processes that train networks side by side, one model-fold each (default: one per core); "
+                        "fused models start when their fold's single-modality models are done. The results do not "
+                        "depend on this")
+    p.add_argument("--threads", type=_number(int, 1, 1024), default=1,
+                   help="threads each model-fold trains on. The numbers depend on it (float rounding), so it is "
+                        "recorded in run.json; one per process uses the cores best when there are many model-folds")
     p.set_defaults(func=_run_train)
 
 
@@ -460,9 +467,10 @@ def _run_train(args) -> int:
                 "split_people": {name: int(len(np.unique(ws.people[getattr(folds[0], attr)])))
                                  for name, attr in (("train", "train"), ("dev", "val"), ("calib", "calib"),
                                                     ("test", "test"))} if assignment is not None else None,
-                "leaky_split": args.split == "record", "machine": _machine()}
+                "leaky_split": args.split == "record", "machine": _machine(args.threads)}
     run = cross_validate(ws, specs, folds, cfg, args.out, protocol, fusion_epochs=args.fusion_epochs,
-                         finetune_fusion=args.finetune_fusion, unit=args.unit, resume=args.resume)
+                         finetune_fusion=args.finetune_fusion, unit=args.unit, resume=args.resume,
+                         workers=args.workers or _cores(), threads=args.threads)
     print(f"trained {len(run.models)} models x {len(folds)} fold(s) on {protocol['people']} people "
           f"({protocol['windows']} windows, unit: {args.unit}) in {time.perf_counter() - t0:.0f} s; "
           f"run folder: {args.out}")
@@ -479,16 +487,22 @@ def _table_values(ws, m: str):
     return x
 
 
-def _machine() -> dict:
-    """What the numbers of a run depend on besides the seed: torch's thread count and the CPU's kernels
-    (MKL and oneDNN pick code paths by CPU; a different count or CPU changes float rounding)."""
+def _cores() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _machine(threads: int) -> dict:
+    """What the numbers of a run depend on besides the seed: the threads each model-fold trained on and the
+    CPU's kernels (MKL and oneDNN pick code paths by CPU; a different count or CPU changes float rounding)."""
     import platform
 
     import torch
 
     model = next((line.split(":", 1)[1].strip() for line in _read_lines("/proc/cpuinfo")
                   if line.startswith("model name")), platform.processor())
-    return {"threads": torch.get_num_threads(), "cpu": model, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+    return {"threads": threads, "cpu": model, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "torch": torch.__version__}
 
 

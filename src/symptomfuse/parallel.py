@@ -1,4 +1,5 @@
-"""Run independent jobs across processes, in order, with a progress bar (synth and curate use it).
+"""Run jobs across processes: independent ones in order with a progress bar (synth and curate), or jobs
+that wait for others (training: a fused model-fold after its fold's single-modality ones).
 
 Workers are started fresh (``spawn``), never forked from a process that may already run threads (torch,
 BLAS, a benchmark that trained first): a fork of a threaded process can deadlock in the child. Workers
@@ -14,12 +15,13 @@ import multiprocessing
 import os
 import signal
 import sys
-from concurrent.futures import ProcessPoolExecutor
-from typing import Callable, Sequence, TypeVar
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from typing import Callable, Hashable, Sequence, TypeVar
 
 from tqdm import tqdm
 
 J = TypeVar("J")
+K = TypeVar("K", bound=Hashable)
 R = TypeVar("R")
 
 
@@ -57,4 +59,42 @@ def run_jobs(fn: Callable[[J], R], jobs: Sequence[J], workers: int | None, desc:
                 for result in pool.map(fn, jobs):
                     results.append(result)
                     bar.update()
+    return results
+
+
+def _start_worker(parent: int, setup: Callable | None, setup_args: tuple) -> None:
+    _die_with_parent(parent)
+    if setup is not None:
+        setup(*setup_args)
+
+
+def run_graph(fn: Callable[[J], R], jobs: dict[K, J], needs: dict[K, list[K]], workers: int,
+              setup: Callable | None = None, setup_args: tuple = (),
+              on_done: Callable[[K], None] | None = None) -> dict[K, R]:
+    """``fn(job)`` for every job, over ``workers`` spawned processes; a job starts once every job it
+    ``needs`` has finished, otherwise in the order given. ``setup(*setup_args)`` runs once in each worker
+    before its first job (loading data, setting threads); ``on_done(key)`` runs here as each job finishes.
+    The first job to fail cancels those not started and raises its error."""
+    unknown = {d for ds in needs.values() for d in ds} - set(jobs)
+    if unknown:
+        raise ValueError(f"jobs depend on jobs that are not given: {sorted(map(str, unknown))}")
+    results: dict[K, R] = {}
+    waiting, running = dict(jobs), {}
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker,
+                             initargs=(os.getpid(), setup, setup_args)) as pool:
+        try:
+            while waiting or running:
+                for key in [k for k in waiting if all(d in results for d in needs.get(k, ()))]:
+                    running[pool.submit(fn, waiting.pop(key))] = key
+                if not running:
+                    raise ValueError(f"jobs wait on each other in a cycle: {sorted(map(str, waiting))}")
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    key = running.pop(future)
+                    results[key] = future.result()
+                    if on_done is not None:
+                        on_done(key)
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
     return results

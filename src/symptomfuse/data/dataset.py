@@ -29,6 +29,7 @@ class WindowSet:
     inputs: dict[str, np.ndarray]  # modality -> (windows with it, ...) array
     rows: dict[str, np.ndarray]  # modality -> (N,) index into inputs[m], -1 where the window lacks it
     contract: FeatureContract
+    source: tuple[str, tuple[str, ...]] | None = None  # (curated folder, modalities) it was loaded from
 
     @property
     def people(self) -> np.ndarray:
@@ -101,4 +102,5 @@ def load_curated(folder: Path, modalities: tuple[str, ...] | list[str] | None = 
         rows[m] = np.where(mask, np.cumsum(mask) - 1, -1)
         shape = bound[m].input_shape()
         inputs[m] = np.concatenate(parts[m]) if parts[m] else np.zeros((0, *shape), bound[m].dtype)
-    return WindowSet(order, classes, y.to_numpy().astype(np.int64), inputs, rows, contract)
+    return WindowSet(order, classes, y.to_numpy().astype(np.int64), inputs, rows, contract,
+                     (str(folder), tuple(modalities)))

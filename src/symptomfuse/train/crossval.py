@@ -50,6 +50,7 @@ from symptomfuse.models.ood import EmbeddingDensity
 from symptomfuse.train import baselines, runfolder
 from symptomfuse.train.fit import TrainConfig, embed, fit, fit_prepared, predict_logits, prepare
 from symptomfuse.train.splits import Fold
+from symptomfuse.parallel import run_graph
 from symptomfuse.errors import UsageError
 
 
@@ -169,162 +170,97 @@ def _baseline_inputs(ws: WindowSet, spec: ModelSpec, samples: Samples, windows: 
     return samples.pool(x, windows)[units], units
 
 
+@dataclass
+class _Job:
+    """One network model-fold to train, as sent to a worker process (everything it needs but the data)."""
+
+    spec: ModelSpec
+    fold: Fold
+    cfg: TrainConfig
+    out: Path
+    run_id: str
+    unit: str
+    fusion_epochs: int | None
+    finetune_fusion: bool
+
+
 def cross_validate(ws: WindowSet, specs: list[ModelSpec], folds: list[Fold], cfg: TrainConfig, out: Path,
                    protocol: dict, fusion_epochs: int | None = None, finetune_fusion: bool = False,
-                   unit: str = "recording", resume: bool = False) -> RunInfo:
+                   unit: str = "recording", resume: bool = False, workers: int = 1, threads: int = 1) -> RunInfo:
     """Train and predict every spec on every fold; write the run folder (``runfolder``: one run per
     folder; with ``resume``, finished model-folds of the same run are read back, not trained again);
-    return its ``RunInfo``."""
+    return its ``RunInfo``.
+
+    Every network model-fold trains on ``threads`` threads, in this process (``workers`` 1) or spread over
+    ``workers`` processes (each fused model-fold after its fold's single-modality ones), which write their
+    model-folds into the run folder; this process reads them back as a resumed run does. The numbers depend
+    on ``threads`` (float rounding), never on ``workers``."""
     out = Path(out)
     plan = {"specs": [asdict(s) for s in specs], "cfg": {k: v for k, v in asdict(cfg).items() if k != "progress"},
             "folds": [[f.index, *(hashlib.sha256(np.asarray(getattr(f, a), np.int64).tobytes()).hexdigest()
                                   for a in ("train", "val", "test", "calib"))] for f in folds],
             "unit": unit, "fusion_epochs": fusion_epochs, "finetune_fusion": finetune_fusion,
-            "windows": int(len(ws.y)), "contract": ws.contract.to_json()}
+            "windows": int(len(ws.y)), "contract": ws.contract.to_json(), "threads": threads}
     run_id, cleared = runfolder.start(out, plan, resume)
     if cleared and cfg.progress:
         print(f"{out} held an earlier run: its artifacts were cleared (one run per folder)", file=sys.stderr)
+    if unit != "recording" and finetune_fusion:
+        raise UsageError("--finetune-fusion trains on windows: use it with --unit recording")
     (out / "predictions").mkdir(parents=True, exist_ok=True)
     samples = Samples.make(ws, unit)
     n, k = len(samples), len(ws.classes)
-    if unit != "recording" and finetune_fusion:
-        raise UsageError("--finetune-fusion trains on windows: use it with --unit recording")
     fold_of = np.full(n, -1)
     for f in folds:
         fold_of[samples.of(f.test)] = f.index
-    preds: dict[tuple, np.ndarray] = {}
-    info: dict[str, dict] = {s.name: {"spec": s, "folds": []} for s in specs}
-    fold_models: dict[tuple[str, int], MultimodalClassifier] = {}
-    val_probs: dict[tuple[str, int], np.ndarray] = {}  # per sample, NaN outside the fold's validation samples
     order = ([s for s in specs if s.kind == "single"] + [s for s in specs if s.kind == "fused"]
              + [s for s in specs if s.kind == "late"] + [s for s in specs if s.kind == "baseline"])
+    jobs = {(s.name, f.index): _Job(s, f, cfg, out, run_id, unit, fusion_epochs, finetune_fusion)
+            for f in folds for s in order if s.kind in ("single", "fused")}
+    if resume:
+        jobs = {key: job for key, job in jobs.items() if runfolder.load_progress(out, run_id, *key) is None}
     bar = tqdm(total=len(folds) * len(specs), desc="cross-validation", unit="model-fold", disable=not cfg.progress)
 
-    current: dict[tuple, tuple] = {}  # this model-fold's test predictions, for its progress record
+    def advance(name: str, fold: int) -> None:
+        bar.set_postfix_str(f"{name} fold {fold}")
+        bar.update()
 
-    def store(name: str, drop: tuple, rows: np.ndarray, p: np.ndarray) -> None:
-        preds.setdefault((name, drop), np.full((n, k), np.nan))[rows] = p
-        current[drop] = (rows, p)
-
-    cal_probs: dict[tuple[str, int], np.ndarray] = {}  # the same on calibration samples (when a split has them)
-    for fold in folds:
-        val_units, test_units = samples.of(fold.val), samples.of(fold.test)
-        has_calib = len(fold.calib) > 0
-        cal_units = samples.of(fold.calib) if has_calib else val_units
-        for spec in order:
-            t0 = time.perf_counter()
-            record = {"fold": fold.index}
-            drops = [()] + ([(m,) for m in spec.modalities] if len(spec.modalities) > 1 else [])
-            current.clear()
-            done = runfolder.load_progress(out, run_id, spec.name, fold.index) if resume else None
-            if done is not None:  # finished before the run was interrupted: read back, not trained again
-                record, arrays = done
-                for i, drop in enumerate(drops):
-                    if f"test{i}" in arrays:
-                        store(spec.name, drop, arrays["rows"], arrays[f"test{i}"])
-                val_probs[(spec.name, fold.index)], cal_probs[(spec.name, fold.index)] = arrays["vp"], arrays["cp"]
-                if spec.kind in ("single", "fused"):
-                    fold_models[(spec.name, fold.index)] = load_model(out / "models" / spec.name / f"fold{fold.index}")
-                info[spec.name]["folds"].append(record)
-                bar.update()
-                continue
-            if spec.kind in ("single", "fused"):
-                model = MultimodalClassifier(spec.encoders, spec.fusion, k, init_seed=cfg.seed + fold.index)
-                for m, source in spec.init_from.items():  # fused models start from this fold's single models
-                    if (source, fold.index) in fold_models:
-                        model.encoders[m].load_state_dict(fold_models[(source, fold.index)].encoders[m].state_dict())
-                fused = spec.fusion is not None
-                frozen = fused and not finetune_fusion and all((spec.init_from.get(m), fold.index) in fold_models
-                                                               for m in spec.modalities)
-                if fused and unit != "recording" and not frozen:
-                    raise UsageError(f"{spec.name}: with --unit {unit}, fused models need a single-modality model "
-                                     f"of each of {spec.modalities} to start from")
-                fold_cfg = TrainConfig(**{**asdict(cfg), "seed": cfg.seed + 1000 * fold.index,
-                                          "max_epochs": fusion_epochs if fused and fusion_epochs else cfg.max_epochs,
-                                          "freeze_encoders": frozen, "progress": False})
-                if fused and unit != "recording":
-                    model.encoders.eval().requires_grad_(False)
-                    train_units = samples.of(fold.train)
-                    tr = pooled_embeddings(model, ws, samples, fold.train, train_units)
-                    va = pooled_embeddings(model, ws, samples, fold.val, val_units)
-                    te = pooled_embeddings(model, ws, samples, fold.test, test_units)
-                    ca = pooled_embeddings(model, ws, samples, fold.calib, cal_units) if has_calib else va
-                    y = samples.table.y.to_numpy()
-                    model, history = fit_prepared(model, (*tr, y[train_units]), (*va, y[val_units]), ws.classes, fold_cfg)
-                    val_logits, cal_logits = unit_logits(model, *va), unit_logits(model, *ca)
-                    ok = np.isfinite(cal_logits).all(axis=1)
-                    t = fit_temperature(cal_logits[ok], y[cal_units][ok])
-                    for drop in drops:
-                        store(spec.name, drop, test_units, calibrated(unit_logits(model, *te, drop), t))
-                    vp, cp = np.full((n, k), np.nan), np.full((n, k), np.nan)
-                    vp[val_units], cp[cal_units] = calibrated(val_logits, t), calibrated(cal_logits, t)
+    parallel = workers > 1 and len(jobs) > 1 and ws.source is not None
+    if parallel:  # the networks in worker processes, each writing its model-folds' progress into the run folder
+        needs = {key: [(src, key[1]) for src in job.spec.init_from.values() if (src, key[1]) in jobs]
+                 for key, job in jobs.items()}
+        run_graph(_train_job, jobs, needs, workers, setup=_worker_setup, setup_args=(ws.source, threads),
+                  on_done=lambda key: advance(*key))
+    preds: dict[tuple, np.ndarray] = {}  # (model, dropped modalities) -> test probabilities per sample
+    info: dict[str, dict] = {s.name: {"spec": s, "folds": []} for s in specs}
+    val_probs: dict[tuple[str, int], np.ndarray] = {}  # per sample, NaN outside the fold's validation samples
+    cal_probs: dict[tuple[str, int], np.ndarray] = {}  # the same on calibration samples (or validation)
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for fold in folds:
+            for spec in order:
+                done = runfolder.load_progress(out, run_id, spec.name, fold.index) if resume or parallel else None
+                if done is not None:  # trained by a worker, or before the run was interrupted: read back
+                    record, arrays = done
+                    if not (parallel and (spec.name, fold.index) in jobs):
+                        advance(spec.name, fold.index)
                 else:
-                    train_w = fold.train[ws_has_any(ws, spec.modalities, fold.train)]
-                    val_w = fold.val[ws_has_any(ws, spec.modalities, fold.val)]
-                    model, history = fit(model, ws, train_w, val_w, fold_cfg)
-                    val_logits = predict_logits(model, ws, val_w)
-                    cal_w = fold.calib[ws_has_any(ws, spec.modalities, fold.calib)] if has_calib else val_w
-                    cal_logits = predict_logits(model, ws, cal_w) if has_calib else val_logits
-                    t = fit_temperature(cal_logits, ws.y[cal_w])
-                    vp = samples.pool(calibrated(val_logits, t), val_w)
-                    cp = samples.pool(calibrated(cal_logits, t), cal_w)
-                    for drop in drops:
-                        p = calibrated(predict_logits(model, ws, fold.test, drop=drop), t)
-                        store(spec.name, drop, test_units, samples.pool(p, fold.test)[test_units])
-                fold_models[(spec.name, fold.index)] = model
-                folder = out / "models" / spec.name / f"fold{fold.index}"
-                save(model, folder, {"classes": ws.classes, "fold": fold.index, "modalities": spec.modalities,
-                                     "run_id": run_id})
-                if spec.kind == "single":  # how far an input may lie from the training data (live warnings)
-                    record["ood"] = _fit_density(model, ws, spec.modalities[0], train_w, val_w, fold.test, folder)
-                val_probs[(spec.name, fold.index)], cal_probs[(spec.name, fold.index)] = vp, cp
-                record.update(temperature=t, history=history)
-            elif spec.kind == "late":
-                yv, yc = samples.table.y.to_numpy()[val_units], samples.table.y.to_numpy()[cal_units]
-                val = {m: val_probs[(name, fold.index)][val_units] for m, name in spec.members.items()}
-                cal = {m: cal_probs[(name, fold.index)][cal_units] for m, name in spec.members.items()}
-                test = {m: preds[(name, ())][test_units] for m, name in spec.members.items()}
-                fuser = LATE[spec.late]().fit(val, yv)
-                pv, pc = fuser.predict_proba(val), fuser.predict_proba(cal)
-                ok = np.isfinite(pc).all(axis=1)
-                t = fit_temperature(np.log(np.clip(pc[ok], 1e-6, 1)), yc[ok])
-                vp, cp = np.full((n, k), np.nan), np.full((n, k), np.nan)
-                vp[val_units] = calibrated(np.log(np.clip(pv, 1e-6, 1)), t)
-                cp[cal_units] = calibrated(np.log(np.clip(pc, 1e-6, 1)), t)
-                val_probs[(spec.name, fold.index)], cal_probs[(spec.name, fold.index)] = vp, cp
-                store(spec.name, (), test_units, calibrated(np.log(np.clip(fuser.predict_proba(test), 1e-6, 1)), t))
-                record.update(temperature=t, weights=getattr(fuser, "weights_", None))
-            else:  # a scikit-learn baseline
-                x_tr, r_tr = _baseline_inputs(ws, spec, samples, fold.train)
-                x_va, r_va = _baseline_inputs(ws, spec, samples, fold.val)
-                x_te, r_te = _baseline_inputs(ws, spec, samples, fold.test)
-                x_ca, r_ca = _baseline_inputs(ws, spec, samples, fold.calib) if has_calib else (x_va, r_va)
-                labels = ws.y if unit == "recording" else samples.table.y.to_numpy()
-                keep = ~np.isnan(x_tr).all(axis=1)
-                pv, pt, pc = baselines.fit_predict(spec.baseline, x_tr[keep], labels[r_tr][keep], [x_va, x_te, x_ca],
-                                                   k, cfg.seed)
-                ok = np.isfinite(pc).all(axis=1)
-                t = fit_temperature(np.log(np.clip(pc[ok], 1e-6, 1)), labels[r_ca][ok])
-                pt, pv = (calibrated(np.log(np.clip(p, 1e-6, 1)), t) for p in (pt, pv))
-                if unit == "recording":
-                    pt, pv = samples.pool(pt, r_te)[test_units], samples.pool(pv, r_va)[val_units]
-                store(spec.name, (), test_units, pt)
-                pc = calibrated(np.log(np.clip(pc, 1e-6, 1)), t)
-                if unit == "recording":
-                    pc = samples.pool(pc, r_ca)[cal_units]
-                vp, cp = np.full((n, k), np.nan), np.full((n, k), np.nan)
-                vp[val_units], cp[cal_units] = pv, pc
-                val_probs[(spec.name, fold.index)], cal_probs[(spec.name, fold.index)] = vp, cp
-                record.update(temperature=t)
-            record["seconds"] = round(time.perf_counter() - t0, 2)
-            arrays = {"vp": val_probs[(spec.name, fold.index)], "cp": cal_probs[(spec.name, fold.index)],
-                      "rows": next(iter(current.values()))[0] if current else np.zeros(0, np.int64)}
-            arrays.update({f"test{i}": current[drop][1] for i, drop in enumerate(drops) if drop in current})
-            record = json.loads(json.dumps(record, default=float))  # as run.json will hold it
-            runfolder.save_progress(out, run_id, spec.name, fold.index, record, arrays)
-            info[spec.name]["folds"].append(record)
-            bar.set_postfix_str(f"{spec.name} fold {fold.index}")
-            bar.update()
+                    t0 = time.perf_counter()
+                    if spec.kind in ("single", "fused"):
+                        record, arrays = _train_network(ws, samples, jobs[(spec.name, fold.index)])
+                    elif spec.kind == "late":
+                        record, arrays = _fit_late(samples, spec, fold, val_probs, cal_probs, preds)
+                    else:
+                        record, arrays = _fit_baseline(ws, samples, spec, fold, cfg.seed)
+                    record = _save(out, run_id, spec, fold, record, arrays, t0)
+                    advance(spec.name, fold.index)
+                for i, drop in enumerate(_drops(spec)):
+                    if f"test{i}" in arrays:
+                        preds.setdefault((spec.name, drop), np.full((n, k), np.nan))[arrays["rows"]] = arrays[f"test{i}"]
+                val_probs[(spec.name, fold.index)], cal_probs[(spec.name, fold.index)] = arrays["vp"], arrays["cp"]
+                info[spec.name]["folds"].append(record)
+    finally:
+        torch.set_num_threads(previous_threads)
     bar.close()
 
     tested = fold_of >= 0
@@ -356,6 +292,150 @@ def cross_validate(ws: WindowSet, specs: list[ModelSpec], folds: list[Fold], cfg
     runfolder.finish(out)
     return run
 
+
+
+
+def _drops(spec: ModelSpec) -> list[tuple[str, ...]]:
+    """The modality sets a model's test predictions are made without: none, and (fused) each modality."""
+    return [()] + ([(m,) for m in spec.modalities] if len(spec.modalities) > 1 else [])
+
+
+def _train_network(ws: WindowSet, samples: Samples, job: _Job) -> tuple[dict, dict[str, np.ndarray]]:
+    """Train one network on one fold, save it, and predict: its progress record and arrays (validation and
+    calibration probabilities per sample, the test samples and their probabilities with each of
+    ``_drops``). Fused models start from this fold's single-modality models, read from the run folder."""
+    spec, fold, cfg, unit = job.spec, job.fold, job.cfg, job.unit
+    n, k = len(samples), len(ws.classes)
+    val_units, test_units = samples.of(fold.val), samples.of(fold.test)
+    has_calib = len(fold.calib) > 0
+    cal_units = samples.of(fold.calib) if has_calib else val_units
+    model = MultimodalClassifier(spec.encoders, spec.fusion, k, init_seed=cfg.seed + fold.index)
+    sources = {m: job.out / "models" / src / f"fold{fold.index}" for m, src in spec.init_from.items()}
+    started = {m for m, folder in sources.items() if (folder / "config.json").exists()}
+    for m in started:  # fused models start from this fold's single models
+        model.encoders[m].load_state_dict(load_model(sources[m]).encoders[m].state_dict())
+    fused = spec.fusion is not None
+    frozen = fused and not job.finetune_fusion and all(m in started for m in spec.modalities)
+    if fused and unit != "recording" and not frozen:
+        raise UsageError(f"{spec.name}: with --unit {unit}, fused models need a single-modality model "
+                         f"of each of {spec.modalities} to start from")
+    fold_cfg = TrainConfig(**{**asdict(cfg), "seed": cfg.seed + 1000 * fold.index,
+                              "max_epochs": job.fusion_epochs if fused and job.fusion_epochs else cfg.max_epochs,
+                              "freeze_encoders": frozen, "progress": False})
+    record: dict = {"fold": fold.index}
+    tests = {}
+    vp, cp = np.full((n, k), np.nan), np.full((n, k), np.nan)
+    if fused and unit != "recording":
+        model.encoders.eval().requires_grad_(False)
+        train_units = samples.of(fold.train)
+        tr = pooled_embeddings(model, ws, samples, fold.train, train_units)
+        va = pooled_embeddings(model, ws, samples, fold.val, val_units)
+        te = pooled_embeddings(model, ws, samples, fold.test, test_units)
+        ca = pooled_embeddings(model, ws, samples, fold.calib, cal_units) if has_calib else va
+        y = samples.table.y.to_numpy()
+        model, history = fit_prepared(model, (*tr, y[train_units]), (*va, y[val_units]), ws.classes, fold_cfg)
+        val_logits, cal_logits = unit_logits(model, *va), unit_logits(model, *ca)
+        ok = np.isfinite(cal_logits).all(axis=1)
+        t = fit_temperature(cal_logits[ok], y[cal_units][ok])
+        for drop in _drops(spec):
+            tests[drop] = calibrated(unit_logits(model, *te, drop), t)
+        vp[val_units], cp[cal_units] = calibrated(val_logits, t), calibrated(cal_logits, t)
+    else:
+        train_w = fold.train[ws_has_any(ws, spec.modalities, fold.train)]
+        val_w = fold.val[ws_has_any(ws, spec.modalities, fold.val)]
+        model, history = fit(model, ws, train_w, val_w, fold_cfg)
+        val_logits = predict_logits(model, ws, val_w)
+        cal_w = fold.calib[ws_has_any(ws, spec.modalities, fold.calib)] if has_calib else val_w
+        cal_logits = predict_logits(model, ws, cal_w) if has_calib else val_logits
+        t = fit_temperature(cal_logits, ws.y[cal_w])
+        vp = samples.pool(calibrated(val_logits, t), val_w)
+        cp = samples.pool(calibrated(cal_logits, t), cal_w)
+        for drop in _drops(spec):
+            p = calibrated(predict_logits(model, ws, fold.test, drop=drop), t)
+            tests[drop] = samples.pool(p, fold.test)[test_units]
+    folder = job.out / "models" / spec.name / f"fold{fold.index}"
+    save(model, folder, {"classes": ws.classes, "fold": fold.index, "modalities": spec.modalities,
+                         "run_id": job.run_id})
+    if spec.kind == "single":  # how far an input may lie from the training data (live warnings)
+        record["ood"] = _fit_density(model, ws, spec.modalities[0], train_w, val_w, fold.test, folder)
+    record.update(temperature=t, history=history)
+    return record, {"vp": vp, "cp": cp, "rows": test_units,
+                    **{f"test{i}": tests[drop] for i, drop in enumerate(_drops(spec))}}
+
+
+def _fit_late(samples: Samples, spec: ModelSpec, fold: Fold, val_probs: dict, cal_probs: dict,
+              preds: dict) -> tuple[dict, dict[str, np.ndarray]]:
+    """A late fusion of this fold's single-modality probabilities, fitted on its validation samples and
+    temperature-scaled on its calibration samples; progress record and arrays as ``_train_network``'s."""
+    n, k = len(samples), next(iter(val_probs.values())).shape[1]
+    val_units, test_units = samples.of(fold.val), samples.of(fold.test)
+    cal_units = samples.of(fold.calib) if len(fold.calib) else val_units
+    yv, yc = samples.table.y.to_numpy()[val_units], samples.table.y.to_numpy()[cal_units]
+    val = {m: val_probs[(name, fold.index)][val_units] for m, name in spec.members.items()}
+    cal = {m: cal_probs[(name, fold.index)][cal_units] for m, name in spec.members.items()}
+    test = {m: preds[(name, ())][test_units] for m, name in spec.members.items()}
+    fuser = LATE[spec.late]().fit(val, yv)
+    pv, pc = fuser.predict_proba(val), fuser.predict_proba(cal)
+    ok = np.isfinite(pc).all(axis=1)
+    t = fit_temperature(np.log(np.clip(pc[ok], 1e-6, 1)), yc[ok])
+    vp, cp = np.full((n, k), np.nan), np.full((n, k), np.nan)
+    vp[val_units] = calibrated(np.log(np.clip(pv, 1e-6, 1)), t)
+    cp[cal_units] = calibrated(np.log(np.clip(pc, 1e-6, 1)), t)
+    record = {"fold": fold.index, "temperature": t, "weights": getattr(fuser, "weights_", None)}
+    return record, {"vp": vp, "cp": cp, "rows": test_units,
+                    "test0": calibrated(np.log(np.clip(fuser.predict_proba(test), 1e-6, 1)), t)}
+
+
+def _fit_baseline(ws: WindowSet, samples: Samples, spec: ModelSpec, fold: Fold, seed: int
+                  ) -> tuple[dict, dict[str, np.ndarray]]:
+    """A scikit-learn baseline on one fold, temperature-scaled on its calibration samples; progress record
+    and arrays as ``_train_network``'s."""
+    n, k = len(samples), len(ws.classes)
+    val_units, test_units = samples.of(fold.val), samples.of(fold.test)
+    has_calib = len(fold.calib) > 0
+    cal_units = samples.of(fold.calib) if has_calib else val_units
+    x_tr, r_tr = _baseline_inputs(ws, spec, samples, fold.train)
+    x_va, r_va = _baseline_inputs(ws, spec, samples, fold.val)
+    x_te, r_te = _baseline_inputs(ws, spec, samples, fold.test)
+    x_ca, r_ca = _baseline_inputs(ws, spec, samples, fold.calib) if has_calib else (x_va, r_va)
+    labels = ws.y if samples.unit == "recording" else samples.table.y.to_numpy()
+    keep = ~np.isnan(x_tr).all(axis=1)
+    pv, pt, pc = baselines.fit_predict(spec.baseline, x_tr[keep], labels[r_tr][keep], [x_va, x_te, x_ca], k, seed)
+    ok = np.isfinite(pc).all(axis=1)
+    t = fit_temperature(np.log(np.clip(pc[ok], 1e-6, 1)), labels[r_ca][ok])
+    pt, pv, pc = (calibrated(np.log(np.clip(p, 1e-6, 1)), t) for p in (pt, pv, pc))
+    if samples.unit == "recording":
+        pt, pv = samples.pool(pt, r_te)[test_units], samples.pool(pv, r_va)[val_units]
+        pc = samples.pool(pc, r_ca)[cal_units]
+    vp, cp = np.full((n, k), np.nan), np.full((n, k), np.nan)
+    vp[val_units], cp[cal_units] = pv, pc
+    return {"fold": fold.index, "temperature": t}, {"vp": vp, "cp": cp, "rows": test_units, "test0": pt}
+
+
+def _save(job_out: Path, run_id: str, spec: ModelSpec, fold: Fold, record: dict, arrays: dict, t0: float) -> dict:
+    """Stamp a finished model-fold's time and write its progress (a record as run.json will hold it)."""
+    record["seconds"] = round(time.perf_counter() - t0, 2)
+    record = json.loads(json.dumps(record, default=float))
+    runfolder.save_progress(job_out, run_id, spec.name, fold.index, record, arrays)
+    return record
+
+
+_WORKER: dict = {}  # in a worker process of a parallel run: the curated windows, loaded once by _worker_setup
+
+
+def _worker_setup(source: tuple[str, tuple[str, ...]], threads: int) -> None:
+    from symptomfuse.data.dataset import load_curated
+
+    torch.set_num_threads(threads)
+    _WORKER["ws"] = load_curated(Path(source[0]), list(source[1]))
+
+
+def _train_job(job: _Job) -> None:
+    """A worker's model-fold: trained, saved and its progress written into the run folder."""
+    t0 = time.perf_counter()
+    ws = _WORKER["ws"]
+    record, arrays = _train_network(ws, Samples.make(ws, job.unit), job)
+    _save(job.out, job.run_id, job.spec, job.fold, record, arrays, t0)
 
 def _fit_density(model: MultimodalClassifier, ws: WindowSet, m: str, train: np.ndarray, val: np.ndarray,
                  test: np.ndarray, folder: Path) -> dict:

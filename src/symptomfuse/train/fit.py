@@ -38,6 +38,10 @@ class TrainConfig:
     loss: str = "cross-entropy"  # or "ordinal": for numbered classes (ratings), see ``ordinal_loss``
     seed: int = 0
     progress: bool = False
+    accelerator: str = "cpu"  # or "cuda", or "auto" (CUDA when present); mixed precision on a GPU
+    devices: int = 1  # processes (CPU) or GPUs per node that train one model data-parallel (with strategy "ddp")
+    num_nodes: int = 1
+    strategy: str = "auto"  # "ddp": Lightning's DistributedDataParallel over devices x num_nodes processes
 
 
 @torch.no_grad()
@@ -152,11 +156,25 @@ class LitClassifier(L.LightningModule):
             return self.model.classify(x, mask)
         return self.model(x, mask, prepared=True)
 
-    def training_step(self, batch, _):
+    def on_fit_start(self):
+        if self.trainer.world_size > 1:  # data-parallel: each process its own augmentation and dropout draws
+            rank = self.trainer.global_rank
+            self.gen.manual_seed(self.cfg.seed + 7919 * rank)
+            torch.manual_seed(self.cfg.seed + 7919 * rank)
+
+    def on_before_batch_transfer(self, batch, _):
+        """Augmentation and modality dropout of a training batch, here on the CPU with this module's own
+        generator, before the batch moves to its device (the same draws on a CPU and a GPU)."""
+        if not self.trainer.training:
+            return batch
         x, present, y = batch
         if self.cfg.augment and not self.cfg.freeze_encoders:
             x = {m: self.augment[m](v, self.gen) if self.augment.get(m) else v for m, v in x.items()}
-        logits = self._logits(x, self._mask(present))
+        return x, self._mask(present), y
+
+    def training_step(self, batch, _):
+        x, mask, y = batch
+        logits = self._logits(x, mask)
         loss = self._loss(logits, y)
         self._train_losses.append(float(loss.detach()))
         return loss
@@ -164,7 +182,9 @@ class LitClassifier(L.LightningModule):
     def validation_step(self, batch, _):
         x, present, y = batch
         loss = self._loss(self._logits(x, present), y, reduction="sum")
-        self.log("val_loss", loss / len(y), on_epoch=True, batch_size=len(y), prog_bar=True)
+        # averaged over the processes of a data-parallel run, so that all of them stop at the same epoch
+        self.log("val_loss", loss / len(y), on_epoch=True, batch_size=len(y), prog_bar=True,
+                 sync_dist=self.trainer.world_size > 1)
 
     def on_validation_epoch_end(self):
         val = float(self.trainer.callback_metrics["val_loss"])
@@ -217,14 +237,35 @@ def fit_prepared(model: MultimodalClassifier, train: tuple, val: tuple, classes:
     train_dl = DataLoader(_Prepared(*train), batch_size=cfg.batch_size, shuffle=True, generator=g,
                           collate_fn=_as_batch)
     val_dl = DataLoader(_Prepared(*val), batch_size=256, collate_fn=_as_batch)
+    accelerator = resolve_accelerator(cfg.accelerator)
     trainer = L.Trainer(
-        accelerator="cpu", devices=1, max_epochs=cfg.max_epochs, deterministic=True, logger=False,
+        accelerator=accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes, strategy=cfg.strategy,
+        precision=_precision(accelerator), max_epochs=cfg.max_epochs, deterministic=True, logger=False,
         enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=cfg.progress,
         num_sanity_val_steps=0,
         callbacks=[L.pytorch.callbacks.EarlyStopping("val_loss", patience=cfg.patience, mode="min")])
     trainer.fit(lit, train_dl, val_dl)
     model.load_state_dict(lit.best_state)
-    return model.eval(), lit.history
+    return model.cpu().eval(), lit.history
+
+
+def resolve_accelerator(name: str) -> str:
+    """"auto": "cuda" when torch sees a GPU, else "cpu"; "cuda" without one is refused here, not deep in
+    Lightning."""
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        from symptomfuse.errors import UsageError
+
+        raise UsageError("--device cuda: torch sees no GPU here (a CPU build of torch, or no driver); use --device cpu")
+    return name
+
+
+def _precision(accelerator: str) -> str:
+    """Mixed precision on a GPU (bfloat16 where the GPU has it), full precision on the CPU."""
+    if accelerator != "cuda":
+        return "32-true"
+    return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
 
 
 @torch.no_grad()
