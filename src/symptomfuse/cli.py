@@ -365,6 +365,14 @@ Every name and number is checked before any data is loaded. {NOTICE}""",
     p.add_argument("--threads", type=_number(int, 1, 1024), default=1,
                    help="threads each model-fold trains on. The numbers depend on it (float rounding), so it is "
                         "recorded in run.json; one per process uses the cores best when there are many model-folds")
+    p.add_argument("--device", choices=["cpu", "cuda", "auto"], default="cpu",
+                   help="where networks train: auto takes a CUDA GPU when torch sees one (mixed precision there)")
+    p.add_argument("--strategy", choices=["auto", "ddp"], default="auto",
+                   help="ddp: each network trains data-parallel over --devices x --num-nodes processes (Lightning's "
+                        "DDP; gloo on CPUs). Lightning starts the other processes itself, or launch them with "
+                        "torchrun --nproc-per-node N -m symptomfuse.cli train ...; only rank 0 writes the run folder")
+    p.add_argument("--devices", type=_number(int, 1, 4096), default=1, help="processes (or GPUs) per node for --strategy ddp")
+    p.add_argument("--num-nodes", type=_number(int, 1, 4096), default=1, help="nodes for --strategy ddp")
     p.set_defaults(func=_run_train)
 
 
@@ -429,6 +437,11 @@ def _train_plan(args):
     if args.loss == "ordinal" and ordinal_values(list(contract.classes)) is None:
         raise UsageError(f"--loss ordinal needs three or more classes that are numbers (ratings such as 0,1,2,3,4); "
                          f"this curated set's classes are {', '.join(contract.classes)}")
+    if args.strategy == "ddp" and (args.resume or (args.workers or 1) > 1):
+        raise UsageError("--strategy ddp runs every model-fold over all its processes in step: it goes with neither "
+                         "--resume nor --workers above 1")
+    if args.strategy != "ddp" and (args.devices > 1 or args.num_nodes > 1):
+        raise UsageError("--devices and --num-nodes above 1 train data-parallel: add --strategy ddp")
     if args.unit != "recording" and contract.label_scope != "person":
         raise UsageError(f"--unit {args.unit} needs one label per person (curate with --label-scope person)")
     return contract, mods, [m for m in fusion_mods if m], encoders
@@ -442,7 +455,15 @@ def _run_train(args) -> int:
     from symptomfuse.train.fit import TrainConfig
     from symptomfuse.train.splits import check_label_columns, fixed_split, person_folds, read_split_file
 
+    import shutil
+    import tempfile
+
+    from symptomfuse.train.distributed import global_rank
+    from symptomfuse.train.fit import resolve_accelerator
+
     contract, mods, fusion_mods, encoders = _train_plan(args)
+    resolve_accelerator(args.device)  # a GPU asked for and not there: said now, not after loading data
+    rank = global_rank(args.devices) if args.strategy == "ddp" else 0
     assignment = read_split_file(args.split_file) if args.split_file is not None else None
     t0 = time.perf_counter()
     ws = load_curated(args.curated, mods)
@@ -459,7 +480,8 @@ def _run_train(args) -> int:
     specs = default_specs(encoders, args.fusions, args.late, fusion_mods, args.baselines)
     cfg = TrainConfig(max_epochs=args.epochs, patience=args.patience, batch_size=args.batch_size, lr=args.lr,
                       modality_dropout=args.modality_dropout, augment=not args.no_augment, loss=args.loss,
-                      seed=args.seed, progress=True)
+                      seed=args.seed, progress=rank == 0, accelerator=args.device, devices=args.devices,
+                      num_nodes=args.num_nodes, strategy=args.strategy)
     protocol = {"folds": len(folds), "people": int(len(np.unique(ws.people))), "seed": args.seed,
                 "held_out": args.held_out, "windows": int(len(ws.y)), "curated": str(args.curated),
                 "finetune_fusion": args.finetune_fusion,
@@ -468,9 +490,17 @@ def _run_train(args) -> int:
                                  for name, attr in (("train", "train"), ("dev", "val"), ("calib", "calib"),
                                                     ("test", "test"))} if assignment is not None else None,
                 "leaky_split": args.split == "record", "machine": _machine(args.threads)}
-    run = cross_validate(ws, specs, folds, cfg, args.out, protocol, fusion_epochs=args.fusion_epochs,
-                         finetune_fusion=args.finetune_fusion, unit=args.unit, resume=args.resume,
-                         workers=args.workers or _cores(), threads=args.threads)
+    # data-parallel: ranks other than 0 compute the same run in step and write it to a scratch folder
+    out = args.out if rank == 0 else Path(tempfile.mkdtemp(prefix=f"symptomfuse-rank{rank}-"))
+    try:
+        run = cross_validate(ws, specs, folds, cfg, out, protocol, fusion_epochs=args.fusion_epochs,
+                             finetune_fusion=args.finetune_fusion, unit=args.unit, resume=args.resume,
+                             workers=1 if args.strategy == "ddp" else args.workers or _cores(), threads=args.threads)
+    finally:
+        if rank != 0:
+            shutil.rmtree(out, ignore_errors=True)
+    if rank != 0:
+        return 0
     print(f"trained {len(run.models)} models x {len(folds)} fold(s) on {protocol['people']} people "
           f"({protocol['windows']} windows, unit: {args.unit}) in {time.perf_counter() - t0:.0f} s; "
           f"run folder: {args.out}")

@@ -48,6 +48,7 @@ from symptomfuse.models.multimodal import MultimodalClassifier, save
 from symptomfuse.models.multimodal import load as load_model
 from symptomfuse.models.ood import EmbeddingDensity
 from symptomfuse.train import baselines, runfolder
+from symptomfuse.train.distributed import replica_difference
 from symptomfuse.train.fit import TrainConfig, embed, fit, fit_prepared, predict_logits, prepare
 from symptomfuse.train.splits import Fold
 from symptomfuse.parallel import run_graph
@@ -353,6 +354,9 @@ def _train_network(ws: WindowSet, samples: Samples, job: _Job) -> tuple[dict, di
         for drop in _drops(spec):
             p = calibrated(predict_logits(model, ws, fold.test, drop=drop), t)
             tests[drop] = samples.pool(p, fold.test)[test_units]
+    spread = replica_difference(model)  # data-parallel: do the processes hold the same weights?
+    if spread is not None:
+        record["ddp"] = {"max_weight_difference_between_ranks": spread}
     folder = job.out / "models" / spec.name / f"fold{fold.index}"
     save(model, folder, {"classes": ws.classes, "fold": fold.index, "modalities": spec.modalities,
                          "run_id": job.run_id})
