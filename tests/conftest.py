@@ -46,3 +46,20 @@ def make_av(path: Path, seconds: float, audio: bool = True, video: bool = True, 
             for p in s.encode():
                 out.mux(p)
     return path
+
+
+@pytest.fixture
+def loopback_only():
+    """A command prefix that runs a command in a network namespace of its own with only loopback up, for
+    engines that listen on every interface (Ray, torchrun's store): nothing outside the test can reach them.
+    Needs root and iproute2 (``ip netns``); skipped otherwise."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent / "browser"))
+    from headless import NetNamespace
+
+    why = NetNamespace.available()
+    if why is not None:
+        pytest.skip(why)
+    with NetNamespace() as ns:
+        yield ns.prefix

@@ -1,5 +1,5 @@
-"""Data-parallel training over two CPU processes (gloo on 127.0.0.1), launched by torchrun and by
-Lightning itself: the processes hold the same weights after every fit, and the model is as good as the
+"""Data-parallel training over two CPU processes (gloo on 127.0.0.1, in a network namespace with only
+loopback), launched by torchrun and by Lightning itself: the processes hold the same weights after every fit, and the model is as good as the
 one process's, within noise."""
 
 import json
@@ -41,7 +41,7 @@ def _window_auc(run: Path) -> float:
 
 
 @pytest.mark.parametrize("launcher", ["torchrun", "lightning"])
-def test_two_cpu_processes_keep_equal_weights_and_learn_as_well_as_one(curated, tmp_path, launcher):
+def test_two_cpu_processes_keep_equal_weights_and_learn_as_well_as_one(curated, tmp_path, launcher, loopback_only):
     assert main(["train", str(curated), "--out", str(tmp_path / "one"), "--workers", "1", *ARGS]) == 0
     train = ["train", str(curated), "--out", str(tmp_path / "ddp"), "--strategy", "ddp", "--devices", "2", *ARGS]
     env = {**os.environ, "MASTER_ADDR": "127.0.0.1"}
@@ -51,7 +51,7 @@ def test_two_cpu_processes_keep_equal_weights_and_learn_as_well_as_one(curated, 
     else:  # Lightning starts the second process itself when the first network trains
         cmd = [sys.executable, "-m", "symptomfuse.cli", *train]
         env["MASTER_PORT"] = str(_free_port())
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(loopback_only + cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     run = json.loads((tmp_path / "ddp" / "run.json").read_text())
     folds = run["models"]["keypoints_only"]["folds"]

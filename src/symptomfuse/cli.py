@@ -201,6 +201,10 @@ quarantined; 2 for bad arguments or an unreadable manifest.""",
                         "picture), so no model learns them as a class; they are counted in the summary either way")
     p.add_argument("--cache", type=Path, default=None, help="feature cache folder (default: OUT/cache)")
     p.add_argument("--workers", type=_number(int, 1), default=None, help="processes (default: one per core)")
+    p.add_argument("--ray", metavar="ADDRESS", default=None,
+                   help="decode and featurize on a Ray cluster (ADDRESS, e.g. ray://head:10001 or auto) or on a Ray "
+                        "instance on this machine alone (local, with --workers CPUs). The media and the cache must be "
+                        "at the same paths on every node (a shared file system). The outputs equal a local run's")
     p.add_argument("--strict", action="store_true", help="exit with 1 if any row was quarantined")
     p.set_defaults(func=_run_curate)
 
@@ -265,7 +269,7 @@ def _run_curate(args) -> int:
     t0 = time.perf_counter()
     result = curate(args.manifest, args.out, contract, columns, labels=args.labels, positive=args.positive,
                     root=args.root, cache_dir=args.cache, workers=args.workers, tables=tables,
-                    person_pattern=args.person_pattern, drop_gated=args.drop_gated)
+                    person_pattern=args.person_pattern, drop_gated=args.drop_gated, ray=args.ray)
     print(format_summary(result.summary))
     print(f"\nmodalities: " + ", ".join(f"{m} ({v['people']} people, {v['recordings']} recordings)"
                                       for m, v in result.summary["modalities"].items()))

@@ -40,12 +40,16 @@ def _die_with_parent(parent: int) -> None:
 
 
 def run_jobs(fn: Callable[[J], R], jobs: Sequence[J], workers: int | None, desc: str,
-             progress: bool = True) -> list[R]:
-    """``[fn(job) for job in jobs]``, spread over ``workers`` processes (default: one per core).
+             progress: bool = True, ray: str | None = None) -> list[R]:
+    """``[fn(job) for job in jobs]``, spread over ``workers`` processes (default: one per core), or over a
+    Ray cluster (``ray``: its address, or "local" for a Ray instance on this machine alone, on 127.0.0.1,
+    with ``workers`` CPUs).
 
     ``fn`` must be a module-level function so that it can be sent to the worker processes. With one
     worker everything runs in this process, which keeps tracebacks and monkeypatching simple.
     """
+    if ray is not None:
+        return _run_on_ray(fn, jobs, workers, desc, progress, ray)
     workers = workers or min(len(jobs), os.cpu_count() or 1)
     results: list[R] = []
     with tqdm(total=len(jobs), desc=desc, unit="rec", disable=not progress) as bar:
@@ -60,6 +64,38 @@ def run_jobs(fn: Callable[[J], R], jobs: Sequence[J], workers: int | None, desc:
                     results.append(result)
                     bar.update()
     return results
+
+
+def _run_on_ray(fn: Callable[[J], R], jobs: Sequence[J], workers: int | None, desc: str, progress: bool,
+                address: str) -> list[R]:
+    """``run_jobs`` on Ray: one task per job (one CPU each), results in the jobs' order. Ray is started
+    here and shut down after: on this machine alone for "local", else joined at ``address``."""
+    try:
+        import ray
+    except ImportError:
+        from symptomfuse.errors import UsageError
+
+        raise UsageError("--ray needs Ray: pip install ray") from None
+    if address == "local":
+        ray.init(num_cpus=workers or os.cpu_count() or 1, include_dashboard=False, log_to_driver=False,
+                 configure_logging=False, _node_ip_address="127.0.0.1")
+    else:
+        ray.init(address=address, log_to_driver=False, configure_logging=False)
+    try:
+        task = ray.remote(num_cpus=1)(fn)
+        refs = [task.remote(job) for job in jobs]
+        position = {ref: i for i, ref in enumerate(refs)}
+        results: list = [None] * len(refs)
+        pending = list(refs)
+        with tqdm(total=len(jobs), desc=f"{desc} (Ray)", unit="rec", disable=not progress) as bar:
+            while pending:
+                finished, pending = ray.wait(pending, num_returns=1)
+                for ref in finished:
+                    results[position[ref]] = ray.get(ref)
+                    bar.update()
+        return results
+    finally:
+        ray.shutdown()
 
 
 def _start_worker(parent: int, setup: Callable | None, setup_args: tuple) -> None:

@@ -93,11 +93,16 @@ def window_gates(media: SourceMedia, starts: np.ndarray, timing) -> dict[str, li
 
 
 def _work(job):
-    """Worker: featurize one candidate and store it in the cache (success or failure)."""
+    """Worker: featurize one candidate and store it in the cache (success or failure). BLAS runs on one
+    thread, so the features are the same to the bit in this process, a local worker or a Ray task (a
+    matrix product's rounding depends on its thread count); one recording per core is the parallelism."""
+    from threadpoolctl import threadpool_limits
+
     c, contract, key, cache_root = job
     cache = FeatureCache(cache_root)
     try:
-        meta, arrays = featurize(c, contract)
+        with threadpool_limits(1):
+            meta, arrays = featurize(c, contract)
         cache.put(key, meta, arrays)
     except MediaError as exc:
         meta = {"status": "quarantined", "reason": exc.reason, "detail": exc.detail}
@@ -151,11 +156,14 @@ def curate(
     tables: list[TableSource] = (),
     person_pattern: str | None = None,
     drop_gated: bool = False,
+    ray: str | None = None,
 ) -> CurationResult:
     """Curate a media manifest and/or feature tables into ``out``. ``contract`` names the media modalities
     and their settings (default: ``default_contract()``); each table becomes a modality of its own name.
     ``drop_gated``: leave out windows that fail a quality gate (a recording left with none is quarantined
-    as ``gated``); either way, windows.csv says each window's gates and the summary counts them."""
+    as ``gated``); either way, windows.csv says each window's gates and the summary counts them.
+    ``ray``: decode and featurize on a Ray cluster (its address, or "local") instead of local processes;
+    the media and the cache folder must be at the same paths on every node (a shared file system)."""
     import re
 
     contract = contract or default_contract()
@@ -232,7 +240,7 @@ def curate(
         results += [_work((c, contract, key, cache_root)) for c, key, _ in todo if c.table_row is not None]
         if media:
             results += run_jobs(_work, [(c, contract, key, cache_root) for c, key, _ in media], workers,
-                                "decode + features", progress)
+                                "decode + features", progress, ray=ray)
 
     rec_rows, win_rows, used_ids = [], [], set()
     summary_cols: list[str] = []

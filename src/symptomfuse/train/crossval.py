@@ -225,11 +225,13 @@ def cross_validate(ws: WindowSet, specs: list[ModelSpec], folds: list[Fold], cfg
         bar.set_postfix_str(f"{name} fold {fold}")
         bar.update()
 
-    parallel = workers > 1 and len(jobs) > 1 and ws.source is not None
+    registrations = _registrations(ws, specs)
+    parallel = workers > 1 and len(jobs) > 1 and ws.source is not None and registrations is not None
     if parallel:  # the networks in worker processes, each writing its model-folds' progress into the run folder
         needs = {key: [(src, key[1]) for src in job.spec.init_from.values() if (src, key[1]) in jobs]
                  for key, job in jobs.items()}
-        run_graph(_train_job, jobs, needs, workers, setup=_worker_setup, setup_args=(ws.source, threads),
+        run_graph(_train_job, jobs, needs, workers, setup=_worker_setup,
+                  setup_args=(ws.source, threads, registrations),
                   on_done=lambda key: advance(*key))
     preds: dict[tuple, np.ndarray] = {}  # (model, dropped modalities) -> test probabilities per sample
     info: dict[str, dict] = {s.name: {"spec": s, "folds": []} for s in specs}
@@ -427,9 +429,42 @@ def _save(job_out: Path, run_id: str, spec: ModelSpec, fold: Fold, record: dict,
 _WORKER: dict = {}  # in a worker process of a parallel run: the curated windows, loaded once by _worker_setup
 
 
-def _worker_setup(source: tuple[str, tuple[str, ...]], threads: int) -> None:
-    from symptomfuse.data.dataset import load_curated
+def _registrations(ws: WindowSet, specs: list[ModelSpec]) -> list[tuple[str, str, str, str]] | None:
+    """The modalities, encoders and fusions a worker process must register beyond symptomfuse's own
+    (a user's, or a test's): (kind, name, module, qualified name) each; None when one cannot be imported
+    by a fresh process (a class defined inside a function), so the run trains in this process."""
+    from symptomfuse import modalities
+    from symptomfuse.models.registry import _REGISTRY
 
+    used = [("modality", m, modalities.get(m)) for m in ws.modalities]
+    for spec in specs:
+        used += [("encoder", e["name"], _REGISTRY["encoder"][e["name"]]) for e in spec.encoders.values()]
+        if spec.fusion is not None:
+            used.append(("fusion", spec.fusion["name"], _REGISTRY["fusion"][spec.fusion["name"]]))
+    out = []
+    for kind, name, cls in used:
+        if cls.__module__.split(".")[0] == "symptomfuse":
+            continue  # registered on import, or (feature tables) when the contract is read
+        if "<locals>" in cls.__qualname__:
+            return None
+        out.append((kind, name, cls.__module__, cls.__qualname__))
+    return sorted(set(out))
+
+
+def _worker_setup(source: tuple[str, tuple[str, ...]], threads: int, registrations: list) -> None:
+    import functools
+    import importlib
+
+    from symptomfuse import modalities
+    from symptomfuse.data.dataset import load_curated
+    from symptomfuse.models.registry import _REGISTRY, register
+
+    for kind, name, module, qualname in registrations:
+        cls = functools.reduce(getattr, qualname.split("."), importlib.import_module(module))
+        if kind == "modality" and name not in modalities.available():
+            modalities.register(cls)
+        elif kind != "modality" and name not in _REGISTRY[kind]:
+            register(kind, name)(cls)
     torch.set_num_threads(threads)
     _WORKER["ws"] = load_curated(Path(source[0]), list(source[1]))
 
