@@ -2,6 +2,7 @@
 sources and the `export` / `stream` commands. Models are small random-weight models with their scalers
 fitted on the test data, so the probabilities are not all 0 or 1."""
 
+import hashlib
 import json
 
 import numpy as np
@@ -120,6 +121,9 @@ def test_streamed_file_equals_offline_windows(data, exported, backend):
             assert abs(e["modalities"][m]["p"] - offline.modalities[m][i, 1]) < 1e-5
         assert abs(e["fused"]["p"] - offline.fused[i, 1]) < 1e-5
         assert e["fused"]["modalities"] == ["audio", "keypoints"] and e["notice"] == NOTICE
+    # every event names the export it came from: the hash of export.json, which records every part's hash
+    assert det.model_id == "sha256:" + hashlib.sha256((folder / "export.json").read_bytes()).hexdigest()[:16]
+    assert {e["model"] for e in events} == {det.model_id}
     json.dumps(events)  # plain JSON
 
 

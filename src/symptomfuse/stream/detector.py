@@ -16,6 +16,7 @@ A Detector keeps no state between calls, so several engines on several threads m
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -172,6 +173,7 @@ class Detector:
 
     def __init__(self, spec: ExportSpec, models: dict[str, ExportedModel], backend: str, folder: Path):
         self.spec, self.models, self.backend, self.folder = spec, models, backend, folder
+        self.model_id = ""  # set by load: "sha256:" and the first 16 hex digits of export.json's hash
         self.contract = spec.contract
         self.classes: list[str] = spec.classes
         self.positive_class: str | None = spec.contract.positive
@@ -198,13 +200,16 @@ class Detector:
                                     "run `symptomfuse export RUN --out FOLDER` first")
         if path.stat().st_size > 10_000_000:
             raise UsageError(f"{path}: {path.stat().st_size} bytes is too large for an export.json")
+        raw = path.read_bytes()
         try:
-            data = json.loads(path.read_text())
+            data = json.loads(raw.decode())
         except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             raise UsageError(f"{path} is not valid JSON: {exc}") from None
         spec = ExportSpec.from_json(data)
         models = {name: ExportedModel(folder, name, entry, backend, threads) for name, entry in spec.models.items()}
         detector = cls(spec, models, backend, folder)
+        # which model: export.json records every part's SHA-256, so its own hash names the whole export
+        detector.model_id = "sha256:" + hashlib.sha256(raw).hexdigest()[:16]
         try:
             detector.predict(detector.example_inputs())  # warm up, so that the first live update is not slow
         except UsageError:

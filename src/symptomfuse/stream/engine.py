@@ -68,6 +68,7 @@ class LiveEvent:
     modalities: dict  # name -> {"p": float | None, "quality": str}
     fused: dict
     latency_ms: float = 0.0
+    model: str = ""  # the export it came from (``Detector.model_id``), so results of two models never mix
     notice: str = NOTICE
     schema: str = EVENT_SCHEMA
 
@@ -267,4 +268,5 @@ class StreamEngine:
             if len(probs) > 2:
                 fused["probs"] = {c: float(v) for c, v in zip(self.detector.classes, probs)}
         end = start + self.window_s
-        return LiveEvent(round(end, 6), [round(start, 6), round(end, 6)], modalities, fused).to_json()
+        return LiveEvent(round(end, 6), [round(start, 6), round(end, 6)], modalities, fused,
+                         model=self.detector.model_id).to_json()

@@ -1,0 +1,133 @@
+"""Training throughput: windows trained per second by one network (the demo's log-mel CNN, on audio), in
+one process with one and with two threads, and data-parallel over two processes with one thread each
+(``train --strategy ddp --devices 2``, gloo on loopback); and a whole cross-validation run (every network
+of the demo, model-folds side by side) over one and two worker processes (``train --workers``).
+
+Every run trains a fixed number of epochs (patience above the epochs, so early stopping never cuts one
+short); windows per second = training windows x epochs, summed over folds, over the command's wall time
+(start-up, data loading and predictions included: what a user waits for). Goal: two processes at least
+1.6 times one process with one thread, on 2 cores' worth of work.
+
+    python benchmarks/train_bench.py [--curated demo_out/curated] [--epochs 4]
+
+Without --curated it synthesizes and curates 16 people. Prints a table and writes
+benchmarks/results/train_bench.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results" / "train_bench.json"
+
+
+def timed(cmd: list[str], env: dict | None = None) -> tuple[float, int]:
+    """Wall seconds and peak RSS (MB, the largest process of the command's tree) of a command."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr.read()[-3000:]}")
+    return wall, usage.ru_maxrss // 1024
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def train_windows(curated: Path, folds: int, modalities: list[str]) -> int:
+    """Training windows summed over the folds, split as ``symptomfuse train`` splits them."""
+    from symptomfuse.data.dataset import load_curated
+    from symptomfuse.train.crossval import ws_has_any
+    from symptomfuse.train.splits import person_folds
+
+    ws = load_curated(curated, modalities)
+    split, _ = person_folds(ws.people, ws.y, folds, 0, [])
+    return int(sum(ws_has_any(ws, modalities, f.train).sum() for f in split))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--curated", type=Path, default=None, help="a curated folder (default: synthesize 16 people)")
+    ap.add_argument("--epochs", type=int, default=4)
+    ap.add_argument("--folds", type=int, default=2)
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where the networks train")
+    ap.add_argument("--out", type=Path, default=RESULTS)
+    args = ap.parse_args()
+    sf = [sys.executable, "-m", "symptomfuse.cli"]
+    tmp = Path(tempfile.mkdtemp(prefix="train_bench_"))
+    try:
+        curated = args.curated
+        if curated is None:
+            print("synthesizing and curating 16 people ...", file=sys.stderr)
+            subprocess.run([*sf, "synth", "--out", str(tmp / "cohort"), "--people", "16", "--seed", "0"], check=True,
+                           capture_output=True)
+            curated = tmp / "curated"
+            subprocess.run([*sf, "curate", str(tmp / "cohort" / "manifest.csv"), "--out", str(curated), "--labels",
+                            "healthy,parkinsons", "--modalities", "audio,keypoints"], check=True, capture_output=True)
+        one = ["--modalities", "audio", "--fusion-modalities", "", "--late", "", "--baselines", "",
+               "--folds", str(args.folds), "--epochs", str(args.epochs), "--patience", str(args.epochs + 1),
+               "--device", args.device]
+        windows = train_windows(curated, args.folds, ["audio"]) * args.epochs
+        env = {**os.environ, "MASTER_ADDR": "127.0.0.1"}
+        rows = []
+        for name, extra in (("1 process, 1 thread", ["--workers", "1", "--threads", "1"]),
+                            ("1 process, 2 threads", ["--workers", "1", "--threads", "2"]),
+                            ("DDP, 2 processes x 1 thread", ["--strategy", "ddp", "--devices", "2", "--threads", "1"])):
+            print(f"{name} ...", file=sys.stderr)
+            env["MASTER_PORT"] = str(_free_port())
+            wall, rss = timed([*sf, "train", str(curated), "--out", str(tmp / "run"), *one, *extra], env)
+            rows.append({"setting": name, "what": "one network (audio)", "wall_s": round(wall, 1),
+                         "windows_per_s": round(windows / wall, 1), "peak_rss_mb": rss})
+        # a whole run: every network of the demo, model-folds over 1 and 2 workers
+        mods = ["audio", "keypoints"]
+        whole = ["--modalities", ",".join(mods), "--fusion-modalities", ",".join(mods), "--baselines", "lr",
+                 "--folds", str(args.folds), "--epochs", str(args.epochs), "--patience", str(args.epochs + 1),
+                 "--fusion-epochs", str(args.epochs), "--device", args.device]
+        for workers in (1, 2):
+            print(f"cross-validation, {workers} worker(s) ...", file=sys.stderr)
+            wall, rss = timed([*sf, "train", str(curated), "--out", str(tmp / "run"), *whole, "--workers",
+                               str(workers)], env)
+            rows.append({"setting": f"--workers {workers}", "what": "whole run (audio, keypoints, fusions, lr)",
+                         "wall_s": round(wall, 1), "windows_per_s": None, "peak_rss_mb": rss})
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    base = rows[0]["windows_per_s"]
+    for r in rows[:3]:
+        r["speedup"] = round(r["windows_per_s"] / base, 2)
+    rows[4]["speedup"] = round(rows[3]["wall_s"] / rows[4]["wall_s"], 2)
+    rows[3]["speedup"] = 1.0
+    header = f"{'setting':<30}{'what':<42}{'wall s':>8}{'windows/s':>11}{'speedup':>9}{'peak MB':>9}"
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        wps = "" if r["windows_per_s"] is None else r["windows_per_s"]
+        print(f"{r['setting']:<30}{r['what']:<42}{r['wall_s']:>8}{wps:>11}{r['speedup']:>9}{r['peak_rss_mb']:>9}")
+    print("(goal: DDP over 2 processes >= 1.6x one process with one thread)")
+    record = {"benchmark": "train", "device": args.device, "goal_ddp_speedup": 1.6, "epochs": args.epochs, "folds": args.folds,
+              "curated": str(args.curated) if args.curated else "synthetic, 16 people", "rows": rows,
+              "machine": {"cores": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}}
+    from symptomfuse.atomic import atomic_write_text
+
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(args.out, json.dumps(record, indent=1))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
