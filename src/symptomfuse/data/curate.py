@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from functools import lru_cache
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -92,16 +93,22 @@ def window_gates(media: SourceMedia, starts: np.ndarray, timing) -> dict[str, li
     return out
 
 
+@lru_cache(maxsize=1)
+def _blas():
+    """This process's BLAS libraries, found once (finding them costs about 10 ms)."""
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
+
+
 def _work(job):
     """Worker: featurize one candidate and store it in the cache (success or failure). BLAS runs on one
     thread, so the features are the same to the bit in this process, a local worker or a Ray task (a
     matrix product's rounding depends on its thread count); one recording per core is the parallelism."""
-    from threadpoolctl import threadpool_limits
-
     c, contract, key, cache_root = job
     cache = FeatureCache(cache_root)
     try:
-        with threadpool_limits(1):
+        with _blas().limit(limits=1):
             meta, arrays = featurize(c, contract)
         cache.put(key, meta, arrays)
     except MediaError as exc:

@@ -111,33 +111,59 @@ def open_media(path: Path, want_audio: bool, want_video: bool):
     return container, streams, MediaInfo(declared, fps, size)
 
 
-def iter_decoded(container, streams, fallback_fps: float):
+def _joined(frames: list) -> av.AudioFrame:
+    """Decoded audio frames of one format as one frame (libswresample gives the same samples for any
+    chunking of its input, so resampling them together equals resampling them one by one)."""
+    if len(frames) == 1:
+        return frames[0]
+    first = frames[0]
+    big = av.AudioFrame.from_ndarray(np.concatenate([f.to_ndarray() for f in frames], axis=1),
+                                     format=first.format.name, layout=first.layout.name)
+    big.sample_rate, big.pts, big.time_base = first.sample_rate, first.pts, first.time_base
+    return big
+
+
+def iter_decoded(container, streams, fallback_fps: float, audio_batch: int = 1):
     """Decode ``streams`` in the file's order, yielding ``("audio", t, samples)`` with 16 kHz mono
     float32 chunks (libswresample; contiguous from the first audio frame's time ``t``) and
     ``("video", t, av.VideoFrame)``. Curation and live file replay both read files through this loop, so
-    both see the same samples and frames. A frame without a timestamp gets ``index / fallback_fps``."""
+    both see the same samples and frames. A frame without a timestamp gets ``index / fallback_fps``.
+
+    ``audio_batch``: resample this many decoded audio frames at once (the same samples, with a fraction of
+    the per-call cost; curation batches, live replay does not, so that audio arrives as it is decoded)."""
     want_audio = any(s.type == "audio" for s in streams)
     resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE) if want_audio else None
-    audio_t, n_frames = None, 0
+    audio_t, n_frames, pending = None, 0, []
+
+    def resampled(frame):
+        nonlocal audio_t
+        for f in resampler.resample(frame):
+            samples = f.to_ndarray()[0]
+            yield "audio", audio_t, samples
+            audio_t += len(samples) / SAMPLE_RATE
+
     try:
         for packet in container.demux(*streams):
             for frame in packet.decode():
                 if isinstance(frame, av.AudioFrame):
                     if audio_t is None:
                         audio_t = float(frame.time) if frame.time is not None else 0.0
-                    for f in resampler.resample(frame):
-                        samples = f.to_ndarray()[0]
-                        yield "audio", audio_t, samples
-                        audio_t += len(samples) / SAMPLE_RATE
+                    if pending and (frame.format.name, frame.layout.name, frame.sample_rate) != \
+                            (pending[0].format.name, pending[0].layout.name, pending[0].sample_rate):
+                        yield from resampled(_joined(pending))
+                        pending = []
+                    pending.append(frame)
+                    if len(pending) >= audio_batch:
+                        yield from resampled(_joined(pending))
+                        pending = []
                 else:
                     t = float(frame.time) if frame.time is not None else n_frames / fallback_fps
                     n_frames += 1
                     yield "video", t, frame
         if resampler is not None and audio_t is not None:
-            for f in resampler.resample(None):
-                samples = f.to_ndarray()[0]
-                yield "audio", audio_t, samples
-                audio_t += len(samples) / SAMPLE_RATE
+            if pending:
+                yield from resampled(_joined(pending))
+            yield from resampled(None)
     except av.error.FFmpegError as exc:
         raise MediaError("corrupt", f"decoding failed part-way (damaged or truncated): {exc}") from exc
 
@@ -148,7 +174,7 @@ def _decode_file(path: Path, want_audio: bool, want_video: bool, frame_cfg: Fram
     out = {"audio": [], "audio_t0": None, "frames": [], "frame_t": [], "declared": info.declared,
            "fps": info.fps, "size": info.size}
     with container:
-        for kind, t, payload in iter_decoded(container, streams, info.fps or frame_cfg.fps):
+        for kind, t, payload in iter_decoded(container, streams, info.fps or frame_cfg.fps, audio_batch=64):
             if kind == "audio":
                 if out["audio_t0"] is None:
                     out["audio_t0"] = t

@@ -4,19 +4,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global figure state, faster to import
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from symptomfuse.atomic import atomic_path  # noqa: E402
+from symptomfuse.atomic import atomic_path
 
 
 def plot_summary(recordings: pd.DataFrame, windows: pd.DataFrame, quarantine: pd.DataFrame,
                  classes: list, path: Path) -> None:
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    fig = Figure(figsize=(15, 4.2))
+    axes = fig.subplots(1, 3)
+    fig.subplots_adjust(left=0.05, right=0.99, bottom=0.14, top=0.92, wspace=0.35)  # not tight_layout: 1 s
     ax = axes[0]
     x = np.arange(len(classes))
     counts = {
@@ -55,7 +54,5 @@ def plot_summary(recordings: pd.DataFrame, windows: pd.DataFrame, quarantine: pd
         ax.set_xticks([])
         ax.set_yticks([])
     ax.set_title(f"quarantined ({len(quarantine)})")
-    fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)

@@ -13,7 +13,6 @@ base of the modalities that compute one vector per window of sound with one func
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from symptomfuse.features.audio import LogMelConfig, log_mel_windows, rms_db
 from symptomfuse.modalities.base import Modality, SourceMedia, register
@@ -21,6 +20,8 @@ from symptomfuse.errors import UsageError
 
 
 def augment_logmel(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    import torch  # here, not at import: curation workers never load torch
+
     b, m, t = x.shape
     x = x + (torch.rand(b, 1, 1, generator=g) * 12 - 6)  # gain +-6 dB
     # a noise floor 60-80 dB below the sample's loudest bins (levels differ a lot between data sets)

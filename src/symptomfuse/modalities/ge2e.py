@@ -12,7 +12,6 @@ from __future__ import annotations
 import numpy as np
 
 from symptomfuse.errors import UsageError
-from symptomfuse.features.speaker import DIM, SAMPLE_RATE, speaker_embedding, weights_path
 from symptomfuse.modalities.audio import SoundMeasure
 from symptomfuse.modalities.base import register
 
@@ -23,15 +22,24 @@ class GE2EEmbedding(SoundMeasure):
     help = "pretrained GE2E voice embedding (Resemblyzer's speaker encoder, frozen) of the sound track"
     live_label = "voice embedding"
 
+    # features.speaker (and torch with it) is imported where it is used: registering this modality must
+    # not load torch into every curation worker
+
     def validate(self) -> None:
-        if self.timing.sample_rate != SAMPLE_RATE:
-            raise UsageError(f"the GE2E embedding needs {SAMPLE_RATE} Hz audio")
+        from symptomfuse.features import speaker
+
+        if self.timing.sample_rate != speaker.SAMPLE_RATE:
+            raise UsageError(f"the GE2E embedding needs {speaker.SAMPLE_RATE} Hz audio")
         if self.timing.window_s < 1.0:
             raise UsageError("the GE2E embedding needs windows of at least 1 s (--window)")
-        weights_path()  # installed, and the weights it was trained with
+        speaker.weights_path()  # installed, and the weights it was trained with
 
     def input_shape(self) -> tuple[int, ...]:
+        from symptomfuse.features.speaker import DIM
+
         return (DIM,)
 
     def measure(self, samples: np.ndarray) -> np.ndarray:
+        from symptomfuse.features.speaker import speaker_embedding
+
         return speaker_embedding(samples)

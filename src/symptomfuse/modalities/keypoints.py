@@ -14,13 +14,14 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import torch
 
 from symptomfuse.features.keypoints import FEATURES_PER_FRAME, keypoint_features, load_landmarks
 from symptomfuse.modalities.base import Modality, SourceMedia, register
 
 
 def augment_keypoints(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    import torch  # here, not at import: curation workers never load torch
+
     b, t, n = x.shape
     pts = (n - 1) // 2  # pairs of (x, y) across positions, velocities, accelerations
     theta = (torch.rand(b, generator=g) - 0.5) * (2 * math.pi * 15 / 360)  # +-7.5 degrees

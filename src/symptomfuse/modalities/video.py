@@ -12,7 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from symptomfuse.features.video import FrameConfig
 from symptomfuse.modalities.base import Modality, SourceMedia, register
@@ -20,6 +19,8 @@ from symptomfuse.errors import UsageError
 
 
 def augment_motion(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    import torch  # here, not at import: curation workers never load torch
+
     b, t = x.shape[:2]
     contrast = 0.8 + 0.4 * torch.rand(b, 1, 1, 1, 1, generator=g)  # scales every luma difference
     flicker = torch.randn(b, t, 1, 1, 1, generator=g) * 0.01  # about 2.5 grey levels
