@@ -38,3 +38,38 @@ def test_facemesh_finds_every_frame_of_a_real_talking_face():
     assert lm.shape == (25, POINTS["face"], 3) and np.isfinite(lm).all()
     assert 0.2 < np.median(lm[:, :, 0]) < 0.8 and 0.2 < np.median(lm[:, :, 1]) < 0.8  # on the face
     assert np.isnan(track([np.zeros((120, 160, 3), np.uint8)] * 3, "face")).all()  # no face: NaN
+
+
+def test_curation_finds_hand_landmarks_with_the_live_engines_extractor(cohort, tmp_path):
+    """curate --hand-landmarks mediapipe: no keypoints column needed; the landmarks cached for each frame
+    are those MediaPipe Hands (``features.landmarks``, as the live engine runs it) gives on the same decoded
+    frames at full size; and the setting is in the feature contract and the cache key."""
+    import json
+
+    import av
+    import pandas as pd
+
+    from symptomfuse.cli import main
+    from symptomfuse.data.cache import FeatureCache
+
+    rows = pd.read_csv(cohort / "manifest.csv").head(2)[["path", "person_id", "label"]]
+    rows["path"] = [str(cohort / p) for p in rows.path]
+    rows.to_csv(tmp_path / "m.csv", index=False)  # no keypoints column
+    base = ["curate", str(tmp_path / "m.csv"), "--labels", "healthy,parkinsons", "--modalities", "keypoints",
+            "--workers", "1"]
+    assert main([*base, "--out", str(tmp_path / "file")]) != 0  # from files, the rows give no landmarks
+    assert set(pd.read_csv(tmp_path / "file" / "quarantine.csv").reason) == {"missing_field"}
+    assert main([*base, "--out", str(tmp_path / "mp"), "--hand-landmarks", "mediapipe"]) == 0
+    contract = json.loads((tmp_path / "mp" / "contract.json").read_text())
+    assert contract["modalities"]["keypoints"]["settings"] == {"source": "mediapipe"}
+    recs = pd.read_csv(tmp_path / "mp" / "recordings.csv")
+    cache = FeatureCache(tmp_path / "mp" / "cache")
+    for rec in recs.itertuples():
+        cached = cache.load(rec.cache_key)["keypoints_landmarks"]
+        with av.open(str(cohort / pd.read_csv(cohort / "manifest.csv").path[rec.Index])) as c:
+            frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+        expected = track(frames, "hands")  # 25 fps in, 25 fps out: one cached row per decoded frame
+        assert cached.shape == (len(frames), POINTS["hands"], 3)
+        np.testing.assert_array_equal(cached, expected)
+    assert main(["curate", str(tmp_path / "m.csv"), "--out", str(tmp_path / "bad"), "--modalities", "keypoints",
+                 "--labels", "healthy,parkinsons", "--hand-landmarks", "camera"]) == 2

@@ -51,8 +51,9 @@ def featurize(c: Candidate, contract: FeatureContract) -> tuple[dict, dict]:
         duration, source_fps = 0.0, None
     else:
         needs = {s for m in mods for s in m.needs}
+        hooks = {m.name: hook for m in mods if (hook := m.source_frame_hook()) is not None}
         dec = decode(c.audio_path if "audio" in needs else None, c.video_path if "video" in needs else None,
-                     contract.frame_config() or FrameConfig(fps=timing.fps))
+                     contract.frame_config() or FrameConfig(fps=timing.fps), hooks)
         audio, frames, duration = dec.audio, dec.frames, dec.duration_s
         if duration + 1e-9 < timing.window_s:
             if not contract.pad_short:
@@ -64,7 +65,8 @@ def featurize(c: Candidate, contract: FeatureContract) -> tuple[dict, dict]:
                 frames = np.concatenate([frames, np.repeat(frames[-1:], max(0, timing.window_frames() - len(frames)), 0)])
             duration = timing.window_s
         starts = timing.starts(duration)
-        media = SourceMedia(audio, frames, dec.source_frame_index, dec.source_frames, dec.source_size, c.files)
+        media = SourceMedia(audio, frames, dec.source_frame_index, dec.source_frames, dec.source_size, c.files,
+                            per_source_frame=dec.per_source_frame)
         duration, source_fps = dec.duration_s, dec.source_fps
     arrays: dict[str, np.ndarray] = {}
     meta = {"status": "ok", "duration_s": float(duration), "n_windows": int(len(starts)),

@@ -207,14 +207,14 @@ def check_rows(
             files = {"audio": _resolve(get(rec, columns.audio), root, confine) or av_path,
                      "video": _resolve(get(rec, columns.video), root, confine) or av_path}
             for m in media:
-                if m.column is not None:
+                if m.file_column() is not None:
                     files[m.column] = _resolve(get(rec, columns.file_column(m.column)), root, confine)
         except _Outside as out:
             bad.append(Quarantined(i, "outside_root", f"{out} is outside the data root {root} (use --root)", rec))
             continue
         given = tuple(m.name for m in media if m.available(files))
         if av_path is not None:  # an A/V file must give every modality fed by its streams alone
-            given = tuple(dict.fromkeys(given + tuple(m.name for m in media if m.column is None)))
+            given = tuple(dict.fromkeys(given + tuple(m.name for m in media if m.file_column() is None)))
         needed = {s for m in media if m.name in given for s in m.needs}
         files = {k: v for k, v in files.items() if v is not None and (k in needed or k not in STREAMS)}
         empty = [n for n, v in ((columns.person, person), (columns.label, label)) if not v]

@@ -45,6 +45,7 @@ class Decoded:
     source_fps: float | None
     source_size: tuple[int, int] | None  # (width, height) of the source video
     source_frames: int  # video frames decoded from the source
+    per_source_frame: dict  # hook name -> (source frames, ...) what each hook gave per decoded frame
 
 
 def _looks_like_media(path: Path) -> bool:
@@ -168,11 +169,13 @@ def iter_decoded(container, streams, fallback_fps: float, audio_batch: int = 1):
         raise MediaError("corrupt", f"decoding failed part-way (damaged or truncated): {exc}") from exc
 
 
-def _decode_file(path: Path, want_audio: bool, want_video: bool, frame_cfg: FrameConfig):
-    """Decode the wanted streams of one file. Returns dict with audio chunks/times and video frames/times."""
+def _decode_file(path: Path, want_audio: bool, want_video: bool, frame_cfg: FrameConfig, hooks: dict | None = None):
+    """Decode the wanted streams of one file. Returns dict with audio chunks/times and video frames/times,
+    and what each of ``hooks`` (name -> fn(av.VideoFrame)) gave for each video frame."""
     container, streams, info = open_media(path, want_audio, want_video)
+    hooks = hooks or {}
     out = {"audio": [], "audio_t0": None, "frames": [], "frame_t": [], "declared": info.declared,
-           "fps": info.fps, "size": info.size}
+           "fps": info.fps, "size": info.size, "per_frame": {name: [] for name in hooks}}
     with container:
         for kind, t, payload in iter_decoded(container, streams, info.fps or frame_cfg.fps, audio_batch=64):
             if kind == "audio":
@@ -182,6 +185,8 @@ def _decode_file(path: Path, want_audio: bool, want_video: bool, frame_cfg: Fram
             else:
                 out["frame_t"].append(t)
                 out["frames"].append(frame_features(payload, frame_cfg))
+                for name, hook in hooks.items():
+                    out["per_frame"][name].append(hook(payload))
     if want_audio and not out["audio"]:
         raise MediaError("no_audio", f"the audio stream of {path.name} holds no decodable samples")
     if want_video and not out["frames"]:
@@ -203,20 +208,22 @@ def _resample_frames(times: np.ndarray, start: float, end: float, fps: float) ->
     return np.clip(np.searchsorted(times, slots + 1e-6, side="right") - 1, 0, len(times) - 1)
 
 
-def decode(audio_path: Path | None, video_path: Path | None, frame_cfg: FrameConfig = FrameConfig()) -> Decoded:
+def decode(audio_path: Path | None, video_path: Path | None, frame_cfg: FrameConfig = FrameConfig(),
+           hooks: dict | None = None) -> Decoded:
     """Decode a recording: one A/V file (same path twice) or separate audio and video files.
 
-    Audio and video are aligned on their timestamps and trimmed to the span both cover.
+    Audio and video are aligned on their timestamps and trimmed to the span both cover. ``hooks`` (name ->
+    fn(av.VideoFrame)) run on every decoded video frame at its full size (``Decoded.per_source_frame``).
     """
     same = audio_path is not None and audio_path == video_path
     parts = {}
     if same:
-        parts["audio"] = parts["video"] = _decode_file(audio_path, True, True, frame_cfg)
+        parts["audio"] = parts["video"] = _decode_file(audio_path, True, True, frame_cfg, hooks)
     else:
         if audio_path is not None:
             parts["audio"] = _decode_file(audio_path, True, False, frame_cfg)
         if video_path is not None:
-            parts["video"] = _decode_file(video_path, False, True, frame_cfg)
+            parts["video"] = _decode_file(video_path, False, True, frame_cfg, hooks)
 
     spans = []
     if "audio" in parts:
@@ -255,8 +262,10 @@ def decode(audio_path: Path | None, video_path: Path | None, frame_cfg: FrameCon
     if frames is not None:
         durations.append(len(frames) / frame_cfg.fps)
     v = parts.get("video", {})
+    per_source_frame = {name: np.stack(got) for name, got in v.get("per_frame", {}).items() if got}
     return Decoded(audio=audio, frames=frames, source_frame_index=index, duration_s=float(min(durations)),
-                   source_fps=v.get("fps"), source_size=v.get("size"), source_frames=len(v.get("frames", ())))
+                   source_fps=v.get("fps"), source_size=v.get("size"), source_frames=len(v.get("frames", ())),
+                   per_source_frame=per_source_frame)
 
 
 def probe_duration(path: Path) -> float:

@@ -15,7 +15,7 @@ To add a modality: write one module with a ``@register``-ed subclass of ``Modali
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable, ClassVar
 
@@ -66,6 +66,8 @@ class SourceMedia:
     source_size: tuple[int, int] | None  # (width, height) of the source video
     files: dict[str, Path]  # manifest column -> path, for the files a modality reads itself
     table_row: np.ndarray | None = None  # a feature-table row's values (table modalities)
+    # modality -> what its ``source_frame_hook`` gave for each decoded source frame, stacked (decode order)
+    per_source_frame: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 class Modality:
@@ -126,10 +128,22 @@ class Modality:
 
     # ---- curation -----------------------------------------------------------------------------------------
 
+    def file_column(self) -> str | None:
+        """The manifest column of a file this modality reads itself, with these settings (None: its input
+        comes from the media streams alone)."""
+        return self.column
+
     def available(self, files: dict[str, Path | None]) -> bool:
         """Whether a manifest row gives this modality's input; ``files`` maps streams and columns to paths."""
         return all(files.get(s) is not None for s in self.needs) and (
-            self.column is None or files.get(self.column) is not None)
+            self.file_column() is None or files.get(self.file_column()) is not None)
+
+    def source_frame_hook(self) -> Callable | None:
+        """A function curation calls on every decoded video frame at its full size (an ``av.VideoFrame``),
+        before frames are brought to the shared rate and size, for a modality that needs the full picture
+        (landmarks); a fresh one per recording (trackers keep state). Its results reach ``extract`` as
+        ``media.per_source_frame[name]``. None (the default): no hook."""
+        return None
 
     def extract(self, media: SourceMedia, starts: np.ndarray) -> dict[str, np.ndarray]:
         """Arrays to cache for one recording whose windows start at ``starts`` (s). Raises MediaError."""

@@ -1,7 +1,9 @@
 """Keypoints: hand landmarks (21 per frame, MediaPipe order) turned into per-frame motion features.
 
 Landmarks come from a ``.npy`` file named in the manifest's ``keypoints`` column (one entry per video
-frame), or live from ``StreamEngine.push_landmarks`` or the engine's own MediaPipe hand detector
+frame), or, with ``curate --hand-landmarks mediapipe``, from MediaPipe Hands run by curation on every
+decoded video frame at its full size (``features.landmarks``: the extractor the live engine's own hand
+detector uses); live from ``StreamEngine.push_landmarks`` or that detector
 (``StreamEngine(hand_detector="mediapipe")``, ``stream --landmarks mediapipe``). Feature function:
 ``features.keypoints.keypoint_features`` (positions, velocities and accelerations in palm lengths, and a
 presence flag). Gate: no hand in enough of the window's frames, or no landmark source at all.
@@ -12,11 +14,20 @@ velocities and accelerations.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
 from symptomfuse.features.keypoints import FEATURES_PER_FRAME, keypoint_features, load_landmarks
+from symptomfuse.errors import UsageError
 from symptomfuse.modalities.base import Modality, SourceMedia, register
+
+LANDMARK_SOURCES = ("file", "mediapipe")
+
+
+@dataclass(frozen=True)
+class HandLandmarks:
+    source: str = "file"  # "file": the manifest's keypoints column; "mediapipe": found in the video by curation
 
 
 def augment_keypoints(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
@@ -44,6 +55,37 @@ class Keypoints(Modality):
     live_label = "hand"
     live_qualities = ("ok", "no_hand", "no_landmarks", "landmarks_behind", "no_data")
     augmentations = {"keypoints": augment_keypoints}
+    Settings = HandLandmarks
+    options = {"--hand-landmarks": (lambda text: {"source": text},
+                                    "where the hand landmarks come from: file (the manifest's keypoints column, the "
+                                    "default) or mediapipe (MediaPipe Hands on every video frame at full size; "
+                                    "about 15 ms a frame)")}
+
+    def validate(self) -> None:
+        if self.settings.source not in LANDMARK_SOURCES:
+            raise UsageError(f"--hand-landmarks {self.settings.source!r}: choose one of {', '.join(LANDMARK_SOURCES)}")
+        if self.settings.source == "mediapipe":
+            import importlib.util
+
+            if importlib.util.find_spec("mediapipe") is None:  # said now, not in every curation worker
+                raise UsageError("--hand-landmarks mediapipe needs MediaPipe: pip install --no-deps mediapipe==0.10.21 "
+                                 "attrs (make install does)")
+
+    def file_column(self) -> str | None:
+        return self.column if self.settings.source == "file" else None
+
+    def source_frame_hook(self):
+        if self.settings.source != "mediapipe":
+            return None
+        from symptomfuse.features.landmarks import POINTS, make
+
+        extract = make("hands")  # one tracker per recording, fed its frames in order
+
+        def hands(frame) -> np.ndarray:
+            pts = extract(frame.to_ndarray(format="rgb24"))
+            return np.full((POINTS["hands"], 3), np.nan, np.float32) if pts is None else pts
+
+        return hands
 
     def input_shape(self) -> tuple[int, ...]:
         return (self.timing.window_frames(), FEATURES_PER_FRAME)
@@ -52,7 +94,10 @@ class Keypoints(Modality):
         return {"n_features": FEATURES_PER_FRAME}
 
     def extract(self, media: SourceMedia, starts: np.ndarray) -> dict[str, np.ndarray]:
-        src = load_landmarks(media.files[self.column], media.source_frames)
+        if self.settings.source == "mediapipe":
+            src = media.per_source_frame[self.name]
+        else:
+            src = load_landmarks(media.files[self.column], media.source_frames)
         kp = src[np.minimum(media.source_frame_index, len(src) - 1)]
         if len(kp) < len(media.frames):  # padded short recording: hold the last landmarks too
             kp = np.concatenate([kp, np.repeat(kp[-1:], len(media.frames) - len(kp), 0)])
