@@ -227,6 +227,9 @@ def cross_validate(ws: WindowSet, specs: list[ModelSpec], folds: list[Fold], cfg
 
     registrations = _registrations(ws, specs)
     parallel = workers > 1 and len(jobs) > 1 and ws.source is not None and registrations is not None
+    if workers > 1 and registrations is None and cfg.progress:
+        print("training in this process: a modality, encoder or fusion of this run is defined inside a function, "
+              "which worker processes cannot import", file=sys.stderr)
     if parallel:  # the networks in worker processes, each writing its model-folds' progress into the run folder
         needs = {key: [(src, key[1]) for src in job.spec.init_from.values() if (src, key[1]) in jobs]
                  for key, job in jobs.items()}
