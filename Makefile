@@ -72,8 +72,10 @@ real: $(VENV)/.installed
 test: $(VENV)/.installed system-deps
 	SYMPTOMFUSE_REQUIRE_BROWSER=1 $(PY) -m pytest -q
 
-bench: $(VENV)/.installed
-	$(PY) benchmarks/curate_bench.py
+# Every performance benchmark, each figure against its floor measured in the same run (about 20 minutes):
+# benchmarks/results/all.json and all.md, the README's performance table.
+bench: $(VENV)/.installed system-deps
+	$(PY) benchmarks/run_all.py
 
 clean:
 	rm -rf $(DEMO_OUT) .pytest_cache

@@ -59,12 +59,42 @@ def _timed_curate(manifest: Path, workers: int) -> float:
     return elapsed
 
 
+def _timed_landmarks(cohort: Path, rows: pd.DataFrame, out: Path) -> dict:
+    """Hand landmarks of the same recordings two ways: MediaPipe Hands alone on PyAV's decoded frames at
+    full size (the floor), and ``curate --modalities keypoints --hand-landmarks mediapipe``, one process."""
+    from symptomfuse.contract import FeatureContract
+    from symptomfuse.features.landmarks import track
+
+    paths = [str((cohort / p).resolve()) for p in rows.path]
+    t0 = time.perf_counter()
+    frames = 0
+    for p in paths:
+        with av.open(p) as c:
+            images = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+        frames += len(images)
+        track(images, "hands")
+    alone = time.perf_counter() - t0
+    manifest = out / "landmarks.csv"
+    rows.assign(path=paths)[["path", "person_id", "label"]].to_csv(manifest, index=False)
+    contract = FeatureContract.build(["keypoints"], settings={"keypoints": {"source": "mediapipe"}})
+    t0 = time.perf_counter()
+    res = curate(manifest, out / "landmarks_curated", contract, labels=["healthy", "parkinsons"], workers=1,
+                 progress=False)
+    curated = time.perf_counter() - t0
+    assert res.decoded == len(paths), "the benchmark must not hit a cache"
+    return {"recordings": len(paths), "frames": frames, "mediapipe_alone_s": round(alone, 2),
+            "curate_s": round(curated, 2), "mediapipe_ms_per_frame": round(1000 * alone / frames, 2),
+            "ratio": round(alone / curated, 3)}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cohort", type=Path, default=None, help="an existing cohort (default: synthesize one)")
     ap.add_argument("--people", type=int, default=12, help="people to synthesize when no --cohort")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--repeats", type=int, default=3, help="runs per measurement; the best is kept")
+    ap.add_argument("--landmarks", type=int, default=0, metavar="N",
+                    help="also time hand-landmark curation on N recordings against MediaPipe alone (0: skip)")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "curate_bench.json")
     args = ap.parse_args()
 
@@ -95,7 +125,14 @@ def main() -> int:
         print(f"{r['workers']:>8}{r['recordings']:>6}{r['media_s']:>9}{r['decode_only_media_s_per_s']:>15}"
               f"{r['curate_media_s_per_s']:>10}{r['ratio']:>8}")
     print("(x = media seconds per wall second; ratio = curate / decode-only, goal >= 0.5)")
-    result = {"benchmark": "curate", "goal_ratio": 0.5, "rows": rows, "machine": {
+    landmarks = None
+    if args.landmarks:
+        with tempfile.TemporaryDirectory() as work:
+            landmarks = _timed_landmarks(cohort, pd.read_csv(manifest).head(args.landmarks), Path(work))
+        print(f"hand landmarks, {landmarks['recordings']} recordings ({landmarks['frames']} frames): MediaPipe alone "
+              f"{landmarks['mediapipe_alone_s']} s ({landmarks['mediapipe_ms_per_frame']} ms a frame), curation "
+              f"{landmarks['curate_s']} s; ratio {landmarks['ratio']}")
+    result = {"benchmark": "curate", "goal_ratio": 0.5, "rows": rows, "landmarks": landmarks, "machine": {
         "cpus": os.cpu_count(), "python": platform.python_version(), "pyav": av.__version__,
         "platform": platform.platform()}}
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -83,8 +83,9 @@ async def _abrupt_disconnects(port: int, n: int) -> None:
         writer.transport.abort()  # gone without a word
 
 
-async def _real_client(url: str, recording) -> dict:
-    """An aiortc peer playing a recording: connects, and receives predictions over the data channel."""
+async def _real_client(url: str, recording, channel_token: str | None = TOKEN, wait_s: float = 15.0) -> dict:
+    """An aiortc peer playing a recording: connects, sends ``channel_token`` on the data channel (None:
+    nothing), and receives predictions over it."""
     from aiortc import RTCPeerConnection, RTCSessionDescription
     from aiortc.contrib.media import MediaPlayer
 
@@ -92,6 +93,8 @@ async def _real_client(url: str, recording) -> dict:
     channel = pc.createDataChannel("events")
     got: list[dict] = []
     channel.on("message", lambda m: got.append(json.loads(m)))
+    if channel_token is not None:
+        channel.on("open", lambda: channel.send(json.dumps({"type": "auth", "token": channel_token})))
     player = MediaPlayer(str(recording))
     for track in (player.audio, player.video):
         if track is not None:
@@ -103,7 +106,7 @@ async def _real_client(url: str, recording) -> dict:
             assert r.status == 200, await r.text()
             answer = await r.json()
     await pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], answer["type"]))
-    for _ in range(150):
+    for _ in range(int(wait_s * 10)):
         if any(m.get("type") == "prediction" for m in got):
             break
         await asyncio.sleep(0.1)
@@ -137,9 +140,16 @@ def test_hostile_offers_and_disconnects_leave_the_server_serving(cohort):
             await _abrupt_disconnects(server.port, 100)
             assert all(400 <= s < 500 for s in statuses), sorted(set(statuses))
             assert len(set(statuses)) >= 4  # 400, 403, 413, 415 at least
+            # the token is checked on the data channel too: without it nothing is sent and the session ends
+            sessions_before = len(app[_sessions_key()])
+            silent = await _real_client(url, recording, channel_token=None, wait_s=4.0)
+            assert silent["messages"] == [] and len(app[_sessions_key()]) == sessions_before
+            wrong = await _real_client(url, recording, channel_token=TOKEN + "x", wait_s=3.0)
+            assert wrong["messages"] == []
             result = await _real_client(url, recording)
             assert result["state"] == "connected"
             assert any(m.get("type") == "hello" for m in result["messages"])
+            assert any(m.get("type") == "prediction" for m in result["messages"])
             for _ in range(50):
                 if not app[_sessions_key()]:
                     break
@@ -216,3 +226,65 @@ class _StubEngine:
 
     def flush(self):
         return []
+
+
+_VANISHING_CLIENT = r'''
+import asyncio, sys
+from aiohttp import ClientSession
+from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc.contrib.media import MediaPlayer
+async def main(url, recording):
+    pc = RTCPeerConnection()
+    pc.createDataChannel("events")
+    player = MediaPlayer(recording)
+    for track in (player.audio, player.video):
+        if track is not None:
+            pc.addTrack(track)
+    await pc.setLocalDescription(await pc.createOffer())
+    async with ClientSession() as http:
+        async with http.post(url + "offer", json={"sdp": pc.localDescription.sdp, "type": "offer"}) as r:
+            answer = await r.json()
+    await pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], answer["type"]))
+    print("connected", flush=True)
+    await asyncio.sleep(60)  # killed long before
+asyncio.run(main(sys.argv[1], sys.argv[2]))
+'''
+
+
+def test_peers_that_vanish_are_logged_in_one_line_each_and_leave_nothing(cohort, caplog):
+    """A browser killed mid-session (SIGKILL: no goodbye) leaves aiortc's send tasks failing; the server
+    logs that in one line, never a traceback, and ends the session."""
+    import logging
+    import signal
+    import subprocess
+    import sys
+
+    recording = str(next(iter(sorted((cohort / "recordings").glob("*.mp4")))))
+    caplog.set_level(logging.INFO)
+
+    async def run():
+        app = create_app(_StubEngine, guard=Guard(connect_timeout_s=5.0))
+        server = TestServer(app, host="127.0.0.1")
+        await server.start_server()
+        url = str(server.make_url("/"))
+        try:
+            for _ in range(2):
+                client = await asyncio.create_subprocess_exec(sys.executable, "-c", _VANISHING_CLIENT, url, recording,
+                                                              stdout=subprocess.PIPE)
+                assert (await asyncio.wait_for(client.stdout.readline(), 60)).strip() == b"connected"
+                await asyncio.sleep(2.0)  # media flowing, a prediction on its way
+                client.send_signal(signal.SIGKILL)
+                await client.wait()
+            for _ in range(600):
+                if not app[_sessions_key()]:
+                    break
+                await asyncio.sleep(0.1)
+            assert not app[_sessions_key()], "a vanished peer's session was never closed"
+            await asyncio.sleep(1.0)
+        finally:
+            await server.close()
+
+    asyncio.run(run())
+    assert not [r for r in caplog.records if r.exc_info or "Traceback" in r.getMessage()]
+    assert all("\n" not in r.getMessage() for r in caplog.records)
+    assert sum("ended" in r.getMessage() for r in caplog.records if r.name == "symptomfuse.serve") == 2

@@ -40,8 +40,30 @@ def create_app(engine_factory: Callable[[], Any], *, event_log: Path | None = No
     app.router.add_get("/health", _health)
     app.router.add_post("/offer", _offer)
     app.router.add_static("/static/", STATIC, show_index=False)
+    app.on_startup.append(_quiet_peer_resets)
     app.on_shutdown.append(_shutdown)
     return app
+
+
+async def _quiet_peer_resets(app: web.Application) -> None:
+    """A browser that vanishes (a closed lid, a lost network) leaves aiortc's transport tasks failing with
+    a connection error nobody awaits; asyncio would log each with a full traceback. Log one line instead;
+    anything else still goes to the loop's usual handler."""
+    loop = asyncio.get_running_loop()
+    previous = loop.get_exception_handler()
+
+    def handler(loop, context) -> None:
+        exc = context.get("exception")
+        if isinstance(exc, (ConnectionError, OSError)) and "Task exception was never retrieved" in context.get(
+                "message", ""):
+            log.info("a peer went away mid-send: %s: %s", type(exc).__name__, exc)
+            return
+        if previous is not None:
+            previous(loop, context)
+        else:
+            loop.default_exception_handler(context)
+
+    loop.set_exception_handler(handler)
 
 
 async def _index(request: web.Request) -> web.StreamResponse:
@@ -69,7 +91,8 @@ async def _offer(request: web.Request) -> web.Response:
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     try:
         session = Session(pc, cfg["factory"], cfg["log"], cfg["max_lag"],
-                          on_closed=lambda s: app[SESSIONS].pop(s.id, None))
+                          on_closed=lambda s: app[SESSIONS].pop(s.id, None), token=app[GUARD].token,
+                          auth_timeout_s=app[GUARD].connect_timeout_s)
     except Exception:
         await pc.close()
         raise

@@ -12,6 +12,7 @@ connection fails or closes, or its tracks end), or when the server shuts down.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import logging
 import time
@@ -52,7 +53,8 @@ class Session:
     """Frames from one peer connection through one engine; events out over the data channel."""
 
     def __init__(self, pc, engine_factory: Callable[[], Any], event_log: EventLog | None = None,
-                 max_lag_s: float = 1.0, on_closed: Callable[["Session"], None] | None = None) -> None:
+                 max_lag_s: float = 1.0, on_closed: Callable[["Session"], None] | None = None,
+                 token: str | None = None, auth_timeout_s: float = 5.0) -> None:
         self.id = uuid.uuid4().hex[:12]
         self.remote: str | None = None  # the client's address (per-client session limit)
         self.pc = pc
@@ -64,6 +66,10 @@ class Session:
         self.clock = MediaClock()
         self.channel = None
         self.closed = False
+        # a server with a token checks it on the data channel too: the page's first message must carry it,
+        # and nothing (not even "hello") is sent before it has; a wrong or missing one ends the session
+        self._token, self._auth_timeout_s = token, auth_timeout_s
+        self.authenticated = token is None
         self.counts = {"audio": 0, "video": 0, "dropped_video": 0, "events": 0}
         self._pending: deque = deque()
         self._wake = asyncio.Event()
@@ -108,21 +114,38 @@ class Session:
 
     # -- page <-> server messages ----------------------------------------------------------------------
     def _on_open(self) -> None:
-        self._send({"type": "hello", "session": self.id, "notice": NOTICE})
+        if not self.authenticated:  # wait for the page's token; close if it does not come
+            asyncio.get_running_loop().call_later(
+                self._auth_timeout_s, lambda: not self.authenticated and not self.closed
+                and asyncio.ensure_future(self.close("no token on the data channel")))
+            return
+        self._unsent.appendleft({"type": "hello", "session": self.id, "notice": NOTICE})
         while self._unsent:
             self._send(self._unsent.popleft())
 
     def _on_message(self, message) -> None:
+        if not isinstance(message, str) or len(message) > 4096:
+            return
         try:
             msg = json.loads(message)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, RecursionError):
             return
-        if isinstance(msg, dict) and msg.get("type") == "stop":
+        if not isinstance(msg, dict):
+            return
+        if not self.authenticated:
+            token = msg.get("token") if msg.get("type") == "auth" else None
+            if isinstance(token, str) and hmac.compare_digest(token.encode(), self._token.encode()):
+                self.authenticated = True
+                self._on_open()
+            else:
+                asyncio.ensure_future(self.close("wrong or missing token on the data channel"))
+            return
+        if msg.get("type") == "stop":
             asyncio.ensure_future(self.close("stopped by the page", flush=True))
 
     def _send(self, msg: dict) -> None:
         ch = self.channel
-        if ch is None or ch.readyState != "open":
+        if ch is None or ch.readyState != "open" or not self.authenticated:
             self._unsent.append(msg)
             return
         try:

@@ -185,15 +185,17 @@ async function start() {
       record("connection", { state: pc.connectionState });
       if (pc.connectionState === "failed") teardown("connection failed", "error");
     });
+    const token = new URLSearchParams(location.search).get("token");   // a server bound beyond loopback has one
     channel = pc.createDataChannel("events");
     channel.onmessage = onMessage;
+    // such a server checks the token on the data channel too, before it sends anything on it
+    if (token) channel.onopen = () => channel.send(JSON.stringify({ type: "auth", token }));
     const senders = stream.getTracks().map(track => pc.addTrack(track, stream));
     if (latency) senders.forEach(watchSender);
     setStatus("connecting...", "connecting");
     await pc.setLocalDescription(await pc.createOffer());
     await waitForIce(pc, 3000);
     const offer = { sdp: pc.localDescription.sdp, type: pc.localDescription.type };
-    const token = new URLSearchParams(location.search).get("token");   // a server bound beyond loopback has one
     if (token) offer.token = token;
     const res = await fetch("/offer", { method: "POST", headers: { "Content-Type": "application/json" },
                                          body: JSON.stringify(offer) });
