@@ -190,7 +190,8 @@ quarantined; 2 for bad arguments or an unreadable manifest.""",
     p.add_argument("--fps", type=_number(float, 1, 240), default=25.0, help="video frame rate after decoding")
     for m, cls in mods.items():
         for flag, (_, text) in cls.options.items():
-            p.add_argument(flag, dest=f"opt_{m}_{flag.strip('-').replace('-', '_')}", default=None, help=text)
+            p.add_argument(flag, dest=f"opt_{m}_{flag.strip('-').replace('-', '_')}", default=None, help=text,
+                           metavar=flag.strip("-").split("-")[-1].upper())
     p.add_argument("--label-scope", choices=["person", "recording"], default="person",
                    help="person: one label per person (a diagnosis), conflicting rows are quarantined; "
                         "recording: labels may differ between a person's recordings")
