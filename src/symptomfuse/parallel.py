@@ -58,8 +58,7 @@ def run_jobs(fn: Callable[[J], R], jobs: Sequence[J], workers: int | None, desc:
                 results.append(fn(job))
                 bar.update()
         else:
-            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                     initializer=_die_with_parent, initargs=(os.getpid(),)) as pool:
+            with _pool(workers) as pool:
                 for result in pool.map(fn, jobs):
                     results.append(result)
                     bar.update()
@@ -104,6 +103,12 @@ def _start_worker(parent: int, setup: Callable | None, setup_args: tuple) -> Non
         setup(*setup_args)
 
 
+def _pool(workers: int, setup: Callable | None = None, setup_args: tuple = ()) -> ProcessPoolExecutor:
+    """Spawned workers that die with this process, each running ``setup(*setup_args)`` first."""
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker,
+                               initargs=(os.getpid(), setup, setup_args))
+
+
 def run_graph(fn: Callable[[J], R], jobs: dict[K, J], needs: dict[K, list[K]], workers: int,
               setup: Callable | None = None, setup_args: tuple = (),
               on_done: Callable[[K], None] | None = None) -> dict[K, R]:
@@ -116,8 +121,7 @@ def run_graph(fn: Callable[[J], R], jobs: dict[K, J], needs: dict[K, list[K]], w
         raise ValueError(f"jobs depend on jobs that are not given: {sorted(map(str, unknown))}")
     results: dict[K, R] = {}
     waiting, running = dict(jobs), {}
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker,
-                             initargs=(os.getpid(), setup, setup_args)) as pool:
+    with _pool(workers, setup, setup_args) as pool:
         try:
             while waiting or running:
                 for key in [k for k in waiting if all(d in results for d in needs.get(k, ()))]:

@@ -437,13 +437,13 @@ def _registrations(ws: WindowSet, specs: list[ModelSpec]) -> list[tuple[str, str
     (a user's, or a test's): (kind, name, module, qualified name) each; None when one cannot be imported
     by a fresh process (a class defined inside a function), so the run trains in this process."""
     from symptomfuse import modalities
-    from symptomfuse.models.registry import _REGISTRY
+    from symptomfuse.models.multimodal import registered_class
 
     used = [("modality", m, modalities.get(m)) for m in ws.modalities]
     for spec in specs:
-        used += [("encoder", e["name"], _REGISTRY["encoder"][e["name"]]) for e in spec.encoders.values()]
+        used += [("encoder", e["name"], registered_class("encoder", e["name"])) for e in spec.encoders.values()]
         if spec.fusion is not None:
-            used.append(("fusion", spec.fusion["name"], _REGISTRY["fusion"][spec.fusion["name"]]))
+            used.append(("fusion", spec.fusion["name"], registered_class("fusion", spec.fusion["name"])))
     out = []
     for kind, name, cls in used:
         if cls.__module__.split(".")[0] == "symptomfuse":
@@ -460,13 +460,13 @@ def _worker_setup(source: tuple[str, tuple[str, ...]], threads: int, registratio
 
     from symptomfuse import modalities
     from symptomfuse.data.dataset import load_curated
-    from symptomfuse.models.registry import _REGISTRY, register
+    from symptomfuse.models.registry import available, register
 
     for kind, name, module, qualname in registrations:
         cls = functools.reduce(getattr, qualname.split("."), importlib.import_module(module))
         if kind == "modality" and name not in modalities.available():
             modalities.register(cls)
-        elif kind != "modality" and name not in _REGISTRY[kind]:
+        elif kind != "modality" and name not in available(kind):
             register(kind, name)(cls)
     torch.set_num_threads(threads)
     _WORKER["ws"] = load_curated(Path(source[0]), list(source[1]))
