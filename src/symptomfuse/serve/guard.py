@@ -58,14 +58,16 @@ def check_exposure(host: str, guard: Guard, cert) -> None:
                          "and every offer must carry) and --cert/--key (TLS); or keep the default 127.0.0.1")
 
 
-def _token_ok(given, guard: Guard) -> bool:
-    if guard.token is None:
+def token_ok(given, token: str | None) -> bool:
+    """Whether ``given`` is the server's token (in constant time); anything goes when it has none. The page,
+    the offer and the data channel (``serve.session``) are checked with this."""
+    if token is None:
         return True
-    return isinstance(given, str) and hmac.compare_digest(given.encode(), guard.token.encode())
+    return isinstance(given, str) and hmac.compare_digest(given.encode(), token.encode())
 
 
 def check_page(request: web.Request, guard: Guard) -> None:
-    if not _token_ok(request.query.get("token"), guard):
+    if not token_ok(request.query.get("token"), guard.token):
         raise web.HTTPForbidden(text="this server needs its token: open the address it printed (…/?token=…)")
 
 
@@ -102,7 +104,7 @@ async def read_offer(request: web.Request, guard: Guard, held_by_client: int = 0
     if not isinstance(params, dict) or set(params) - {"sdp", "type", "token"} or \
             not isinstance(params.get("sdp"), str) or params.get("type") != "offer":
         raise web.HTTPBadRequest(text='expected JSON {"sdp": "...", "type": "offer"} from RTCPeerConnection.createOffer')
-    if not _token_ok(params.get("token"), guard):
+    if not token_ok(params.get("token"), guard.token):
         raise web.HTTPForbidden(text="a missing or wrong token: open the address the server printed")
     check_sdp(params["sdp"])
     if held_by_client >= guard.per_client:

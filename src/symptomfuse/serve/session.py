@@ -12,7 +12,6 @@ connection fails or closes, or its tracks end), or when the server shuts down.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import logging
 import time
@@ -23,6 +22,7 @@ from typing import Any, Callable
 
 from symptomfuse.stream.engine import NOTICE
 from symptomfuse.serve.media import MediaClock, audio_to_mono_float
+from symptomfuse.serve.guard import token_ok
 
 log = logging.getLogger("symptomfuse.serve")
 
@@ -133,8 +133,7 @@ class Session:
         if not isinstance(msg, dict):
             return
         if not self.authenticated:
-            token = msg.get("token") if msg.get("type") == "auth" else None
-            if isinstance(token, str) and hmac.compare_digest(token.encode(), self._token.encode()):
+            if msg.get("type") == "auth" and token_ok(msg.get("token"), self._token):
                 self.authenticated = True
                 self._on_open()
             else:
