@@ -218,7 +218,7 @@ def cross_validate(ws: WindowSet, specs: list[ModelSpec], folds: list[Fold], cfg
     jobs = {(s.name, f.index): _Job(s, f, cfg, out, run_id, unit, fusion_epochs, finetune_fusion)
             for f in folds for s in order if s.kind in ("single", "fused")}
     if resume:
-        jobs = {key: job for key, job in jobs.items() if runfolder.load_progress(out, run_id, *key) is None}
+        jobs = {key: job for key, job in jobs.items() if not runfolder.finished(out, run_id, *key)}
     bar = tqdm(total=len(folds) * len(specs), desc="cross-validation", unit="model-fold", disable=not cfg.progress)
 
     def advance(name: str, fold: int) -> None:

@@ -77,6 +77,12 @@ def save_progress(out: Path, run_id: str, name: str, fold: int, record: dict, ar
     atomic_write_text(folder / f"fold{fold}.json", json.dumps({"run_id": run_id, "record": record}, default=float))
 
 
+def finished(out: Path, run_id: str, name: str, fold: int) -> bool:
+    """Whether a model-fold of this run is finished (its record read, not its arrays)."""
+    path = Path(out) / "progress" / name / f"fold{fold}.json"
+    return path.exists() and json.loads(path.read_text()).get("run_id") == run_id
+
+
 def load_progress(out: Path, run_id: str, name: str, fold: int) -> tuple[dict, dict[str, np.ndarray]] | None:
     """A finished model-fold of this run, or None."""
     folder = Path(out) / "progress" / name
