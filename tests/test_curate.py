@@ -128,15 +128,15 @@ def test_audio_and_video_are_aligned(tmp_path):
     k = int(t_event * rate)
     audio[k:k + 441] = 0.8 * np.sin(2 * np.pi * 1000 * np.arange(441) / rate)
     write_av(tmp_path / "sync.mp4", frames, audio, fps, rate, 160, 120)
-    dec = decode(tmp_path / "sync.mp4", tmp_path / "sync.mp4", FrameConfig(fps=25))
-    flash = np.argmax(dec.frames.mean(axis=(1, 2, 3))) / 25
-    click = np.argmax(np.abs(dec.audio) > 0.2) / SAMPLE_RATE
+    dec = decode(tmp_path / "sync.mp4", tmp_path / "sync.mp4", tmp_path, FrameConfig(fps=25))
+    flash = np.argmax(dec.frames[:].mean(axis=(1, 2, 3))) / 25
+    click = np.argmax(np.abs(dec.audio[:]) > 0.2) / SAMPLE_RATE
     assert abs(flash - click) <= 1 / fps + 1e-6, (flash, click)
 
 
 def test_resampling_to_another_frame_rate(tmp_path):
     make_av(tmp_path / "a.mp4", 4.0, fps=30)
-    dec = decode(tmp_path / "a.mp4", tmp_path / "a.mp4", FrameConfig(width=32, height=24, fps=15))
+    dec = decode(tmp_path / "a.mp4", tmp_path / "a.mp4", tmp_path, FrameConfig(width=32, height=24, fps=15))
     assert dec.frames.shape[1:] == (24, 32, 3)
     assert abs(len(dec.frames) / 15 - 4.0) <= 2 / 15
     assert abs(len(dec.audio) / SAMPLE_RATE - 4.0) < 0.1
@@ -182,7 +182,7 @@ def test_custom_column_names(cohort, tmp_path):
 def test_media_errors_carry_reasons(tmp_path):
     (tmp_path / "r.mp4").write_bytes(b"\x00" * 1000)
     with pytest.raises(MediaError) as e:
-        decode(tmp_path / "r.mp4", tmp_path / "r.mp4")
+        decode(tmp_path / "r.mp4", tmp_path / "r.mp4", tmp_path)
     assert e.value.reason == "unreadable"
 
 

@@ -22,11 +22,10 @@ def test_curation_on_a_local_ray_instance_equals_the_local_run(cohort, tmp_path,
     assert "(Ray)" in done.stderr  # the progress bar says where the work ran
     for name in ("windows.csv", "recordings.csv", "quarantine.csv", "contract.json"):
         assert (tmp_path / "ray" / name).read_bytes() == (tmp_path / "local" / name).read_bytes(), name
-    keys = sorted(p.relative_to(tmp_path / "local" / "cache") for p in (tmp_path / "local" / "cache").rglob("*.npz"))
+    keys = sorted(p.relative_to(tmp_path / "local" / "cache")
+                  for p in (tmp_path / "local" / "cache").rglob("*.npy"))  # entry folder / array
     assert keys and keys == sorted(p.relative_to(tmp_path / "ray" / "cache")
-                                   for p in (tmp_path / "ray" / "cache").rglob("*.npz"))
+                                   for p in (tmp_path / "ray" / "cache").rglob("*.npy"))
     for key in keys:
-        with np.load(tmp_path / "local" / "cache" / key) as a, np.load(tmp_path / "ray" / "cache" / key) as b:
-            assert sorted(a.files) == sorted(b.files)
-            for f in a.files:
-                np.testing.assert_array_equal(a[f], b[f])
+        np.testing.assert_array_equal(np.load(tmp_path / "local" / "cache" / key),
+                                      np.load(tmp_path / "ray" / "cache" / key), err_msg=str(key))

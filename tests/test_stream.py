@@ -48,7 +48,7 @@ def _models(ws) -> dict:
                                                   {"name": "gated", "dim": 16}, 2, init_seed=7), 1.3)
     for model, _ in models.values():
         for m, enc in model.encoders.items():
-            x = torch.from_numpy(ws.inputs[m])
+            x = torch.from_numpy(np.asarray(ws.inputs[m]))
             prepare = getattr(enc, "prepare", None)  # encoders that fit their scaler on prepared input
             enc.fit_normalizer(prepare(x) if prepare is not None else x)
         model.eval()

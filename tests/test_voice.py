@@ -109,11 +109,11 @@ def test_the_voice_modality_curates_trains_names_its_features_and_reads_live_ali
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert {t["feature"] for t in metrics["feature_importance"]["voice_measures"]["top"]} <= set(NAMES)
     ws = load_curated(cur, ["voice_measures"])
-    jit = ws.inputs["voice_measures"][:, NAMES.index("jitter_local")]
+    jit = np.asarray(ws.inputs["voice_measures"])[:, NAMES.index("jitter_local")]
     assert np.isfinite(jit).mean() > 0.9 and 0.001 < np.nanmedian(jit) < 0.05  # voiced windows, plausible
     # live: a voice model exported and fed the recording through the engine gives the offline numbers
     model = MultimodalClassifier({"voice_measures": {"name": "mlp", "n_features": len(NAMES), "dim": 8}}, None, 2, init_seed=0)
-    model.encoders["voice_measures"].fit_normalizer(torch.from_numpy(ws.inputs["voice_measures"]))
+    model.encoders["voice_measures"].fit_normalizer(torch.from_numpy(np.asarray(ws.inputs["voice_measures"])))
     export_models({"voice_measures_only": (model.eval(), 1.0)}, "voice_measures_only", ws.contract, tmp_path / "export", onnx=False)
     det = Detector.load(tmp_path / "export", "torch")
     rec = ws.windows.recording_id.iloc[0]

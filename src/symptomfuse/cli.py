@@ -354,6 +354,10 @@ Every name and number is checked before any data is loaded. {NOTICE}""",
     p.add_argument("--lr", type=_number(float, 0, 10, low_open=True), default=2e-3)
     p.add_argument("--modality-dropout", type=_number(float, 0, 1, high_open=True), default=0.3)
     p.add_argument("--no-augment", action="store_true", help="turn augmentation off")
+    p.add_argument("--prepared-mb", type=_number(float, 1, 1e7), default=2048.0, metavar="MB",
+                   help="a fold's prepared inputs are kept in memory up to this size; beyond it (long recordings) "
+                        "each batch is prepared from the cache on disk when drawn, and the encoders' scalers are "
+                        "fitted on a sample of the training windows that fits")
     p.add_argument("--loss", choices=["cross-entropy", "ordinal"], default="cross-entropy",
                    help="ordinal: for classes that are numbered ratings (e.g. --labels 0,1,2,3,4), cross-entropy "
                         "plus the squared earth mover's distance between predicted and true rating distributions, "
@@ -486,7 +490,7 @@ def _run_train(args) -> int:
     cfg = TrainConfig(max_epochs=args.epochs, patience=args.patience, batch_size=args.batch_size, lr=args.lr,
                       modality_dropout=args.modality_dropout, augment=not args.no_augment, loss=args.loss,
                       seed=args.seed, progress=rank == 0, accelerator=args.device, devices=args.devices,
-                      num_nodes=args.num_nodes, strategy=args.strategy)
+                      num_nodes=args.num_nodes, strategy=args.strategy, prepared_mb=args.prepared_mb)
     protocol = {"folds": len(folds), "people": int(len(np.unique(ws.people))), "seed": args.seed,
                 "held_out": args.held_out, "windows": int(len(ws.y)), "curated": str(args.curated),
                 "finetune_fusion": args.finetune_fusion,
@@ -518,7 +522,7 @@ def _table_values(ws, m: str):
     import numpy as np
 
     x = np.full((len(ws.y), ws.inputs[m].shape[1]), np.nan)
-    x[ws.has(m)] = ws.inputs[m]
+    x[ws.has(m)] = np.asarray(ws.inputs[m])
     return x
 
 

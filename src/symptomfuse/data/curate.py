@@ -2,8 +2,9 @@
 
 Steps, in order: read and check the manifest's rows (``manifest.check_rows``); hash each row's files and
 reject missing, empty and duplicate files; look the content hash up in the feature cache; decode what is
-not cached (``media.decode``), cut it into aligned windows and compute features with the per-modality
-feature functions; write ``recordings.csv``, ``windows.csv``, ``quarantine.csv``, ``curation.json``,
+not cached (``media.decode``, into scratch files), cut it into aligned windows and compute features with
+the per-modality feature functions, a run of windows at a time, into the cache (so that a worker's memory
+does not grow with a recording's length); write ``recordings.csv``, ``windows.csv``, ``quarantine.csv``, ``curation.json``,
 ``summary.json`` and ``summary.png``. A bad row never stops the run.
 """
 
@@ -21,7 +22,7 @@ from tqdm import tqdm
 
 from symptomfuse.atomic import atomic_write_text
 from symptomfuse.contract import FeatureContract, order_classes
-from symptomfuse.data.cache import FeatureCache, cache_key, file_digest
+from symptomfuse.data.cache import CacheEntry, FeatureCache, cache_key, file_digest
 from symptomfuse.data.manifest import (REASONS, Candidate, Columns, Quarantined, TableSource, check_rows,
                                        conflicts, read_manifest, table_candidates)
 from symptomfuse.data.media import STREAMS, MediaError, decode
@@ -41,8 +42,13 @@ def default_contract(**kw) -> FeatureContract:
     return FeatureContract.build(names, Timing(**timing), kw.pop("settings", None), **kw)
 
 
-def featurize(c: Candidate, contract: FeatureContract) -> tuple[dict, dict]:
-    """Decode one recording (or take a table row) and compute its windows' features. Raises MediaError."""
+WINDOWS_PER_RUN = 256  # windows featurized at a time: what a worker holds does not grow with a recording
+
+
+def featurize(c: Candidate, contract: FeatureContract, entry: CacheEntry, scratch: Path) -> dict:
+    """Decode one recording (or take a table row), compute its windows' features a run of windows at a
+    time and write them into the cache ``entry``; returns its JSON record. The decoded media goes to files
+    under ``scratch`` and is read back a window at a time. Raises MediaError."""
     mods = [contract.modality(m) for m in c.modalities]
     timing = contract.timing
     if c.table_row is not None:
@@ -53,30 +59,44 @@ def featurize(c: Candidate, contract: FeatureContract) -> tuple[dict, dict]:
         needs = {s for m in mods for s in m.needs}
         hooks = {m.name: hook for m in mods if (hook := m.source_frame_hook()) is not None}
         dec = decode(c.audio_path if "audio" in needs else None, c.video_path if "video" in needs else None,
-                     contract.frame_config() or FrameConfig(fps=timing.fps), hooks)
+                     scratch, contract.frame_config() or FrameConfig(fps=timing.fps), hooks)
         audio, frames, duration = dec.audio, dec.frames, dec.duration_s
         if duration + 1e-9 < timing.window_s:
             if not contract.pad_short:
                 raise MediaError("too_short", f"{duration:.2f} s of usable media is shorter than one "
                                               f"{timing.window_s:g} s window (use --window, or --pad-short)")
+            # shorter than one window: small enough to pad in memory
             if audio is not None:
-                audio = np.pad(audio, (0, max(0, timing.window_samples() - len(audio))))
+                audio = np.pad(audio[:], (0, max(0, timing.window_samples() - len(audio))))
             if frames is not None:
+                frames = frames[:]
                 frames = np.concatenate([frames, np.repeat(frames[-1:], max(0, timing.window_frames() - len(frames)), 0)])
             duration = timing.window_s
         starts = timing.starts(duration)
         media = SourceMedia(audio, frames, dec.source_frame_index, dec.source_frames, dec.source_size, c.files,
                             per_source_frame=dec.per_source_frame)
         duration, source_fps = dec.duration_s, dec.source_fps
-    arrays: dict[str, np.ndarray] = {}
     meta = {"status": "ok", "duration_s": float(duration), "n_windows": int(len(starts)),
-            "window_start_s": starts.tolist(), "modalities": [], "source_fps": source_fps, "summaries": {}}
+            "window_start_s": starts.tolist(), "modalities": [m.name for m in mods], "source_fps": source_fps,
+            "summaries": {}, "quality": {}}
     for m in mods:
-        arrays.update(m.extract(media, starts))
-        meta["summaries"].update(m.summaries(arrays, starts))
-        meta["modalities"].append(m.name)
-    meta["quality"] = window_gates(media, starts, timing) if c.table_row is None else {}
-    return meta, arrays
+        for name, array in m.track(media).items():
+            entry.put(name, array)
+    for a in range(0, len(starts), WINDOWS_PER_RUN):
+        run = starts[a:a + WINDOWS_PER_RUN]
+        for m in mods:
+            arrays = m.extract(media, run)
+            for name, rows in arrays.items():
+                if len(rows) != len(run):
+                    raise ValueError(f"modality {m.name}: extract gave {len(rows)} rows of {name!r} for "
+                                     f"{len(run)} windows")
+                entry.append(name, rows, total=len(starts))
+            for name, values in m.summaries(arrays, run).items():
+                meta["summaries"].setdefault(name, []).extend(values)
+        if c.table_row is None:
+            for name, values in window_gates(media, run, timing).items():
+                meta["quality"].setdefault(name, []).extend(values)
+    return meta
 
 
 def window_gates(media: SourceMedia, starts: np.ndarray, timing) -> dict[str, list[str]]:
@@ -88,10 +108,12 @@ def window_gates(media: SourceMedia, starts: np.ndarray, timing) -> dict[str, li
     out = {}
     if media.audio is not None:
         n = timing.window_samples()
-        out["audio"] = [audio_quality(media.audio[int(round(s * timing.sample_rate)):][:n]) for s in starts]
+        first = np.round(starts * timing.sample_rate).astype(np.int64)
+        out["audio"] = [audio_quality(media.audio[a:a + n]) for a in first]
     if media.frames is not None:
         m = timing.window_frames()
-        out["video"] = [video_quality(media.frames[int(round(s * timing.fps)):][:m]) for s in starts]
+        first = np.round(starts * timing.fps).astype(np.int64)
+        out["video"] = [video_quality(media.frames[f:f + m]) for f in first]
     return out
 
 
@@ -110,9 +132,9 @@ def _work(job):
     c, contract, key, cache_root = job
     cache = FeatureCache(cache_root)
     try:
-        with _blas().limit(limits=1):
-            meta, arrays = featurize(c, contract)
-        cache.put(key, meta, arrays)
+        with _blas().limit(limits=1), cache.scratch() as scratch, cache.entry(key) as entry:
+            meta = featurize(c, contract, entry, Path(scratch))
+            entry.commit(meta)
     except MediaError as exc:
         meta = {"status": "quarantined", "reason": exc.reason, "detail": exc.detail}
         cache.put(key, meta)
@@ -219,6 +241,7 @@ def curate(
     out.mkdir(parents=True, exist_ok=True)
     cache_root = Path(cache_dir) if cache_dir else out / "cache"
     cache = FeatureCache(cache_root)
+    cache.sweep()  # scratch and staging folders of a curation that was killed
 
     # File-level checks and content hashes (cheap: no decoding).
     todo, hits, seen_content = [], [], {}

@@ -1,9 +1,13 @@
-"""The curated data set in memory: one row per window (a table row is one window of its recording), its
-label and person, and each modality's model inputs for the windows that have it.
+"""The curated data set: one row per window (a table row is one window of its recording), its label and
+person, and each modality's model inputs for the windows that have it.
 
 A window of a time-aligned A/V recording has every modality its recording has; a separately recorded task
 (a voice recording, a hand recording, a table row) has only its own. ``inputs[m]`` holds modality ``m``'s
 inputs for the windows that have it, and ``rows[m][i]`` says where window ``i``'s is (-1: none).
+
+Inputs stay in the feature cache on disk: ``inputs[m]`` (a ``WindowInputs``) cuts the windows a batch asks
+for out of the cached recordings, so a data set of long recordings is never held in memory whole (a
+30-minute video holds each frame in three 3-s windows at a 1-s hop).
 """
 
 from __future__ import annotations
@@ -19,6 +23,44 @@ from symptomfuse.contract import FeatureContract
 from symptomfuse.data.cache import FeatureCache
 from symptomfuse.data.manifest import read_id_csv
 from symptomfuse.errors import UsageError
+from symptomfuse.modalities import Modality
+
+
+class WindowInputs:
+    """One modality's model inputs for the windows that have it, read from the cache when indexed: by an
+    integer array, a boolean mask or a slice (giving an ndarray), or whole by ``np.asarray``."""
+
+    def __init__(self, modality: Modality, parts: list[tuple[dict, np.ndarray, np.ndarray]]):
+        self.modality = modality
+        self.parts = parts  # per recording: (its cached arrays, the windows' start times, their numbers)
+        self.offsets = np.cumsum([0] + [len(p[1]) for p in parts])
+        self.dtype = np.dtype(modality.dtype)
+        self.shape = (int(self.offsets[-1]), *modality.input_shape())
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key) -> np.ndarray:
+        if isinstance(key, slice):
+            key = np.arange(len(self))[key]
+        pos = np.asarray(key)
+        if pos.dtype == bool:
+            pos = np.flatnonzero(pos)
+        pos = pos.astype(np.int64)
+        if np.any((pos < 0) | (pos >= len(self))):
+            raise IndexError(f"window input outside the {len(self)} windows with {self.modality.name}")
+        out = np.empty((len(pos), *self.shape[1:]), self.dtype)
+        part = np.searchsorted(self.offsets, pos, side="right") - 1
+        for p in np.unique(part):
+            sel = np.flatnonzero(part == p)
+            local = pos[sel] - self.offsets[p]
+            arrays, starts, index = self.parts[p]
+            out[sel] = self.modality.windows(arrays, starts[local], index[local])
+        return out
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        out = self[np.arange(len(self))]
+        return out if dtype is None else out.astype(dtype)
 
 
 @dataclass
@@ -26,7 +68,7 @@ class WindowSet:
     windows: pd.DataFrame  # recording_id, person_id, label, session, task, window, start_s, ...
     classes: list[str]
     y: np.ndarray  # (N,) class index
-    inputs: dict[str, np.ndarray]  # modality -> (windows with it, ...) array
+    inputs: dict[str, WindowInputs]  # modality -> (windows with it, ...) inputs, read from the cache
     rows: dict[str, np.ndarray]  # modality -> (N,) index into inputs[m], -1 where the window lacks it
     contract: FeatureContract
     source: tuple[str, tuple[str, ...]] | None = None  # (curated folder, modalities) it was loaded from
@@ -81,13 +123,11 @@ def load_curated(folder: Path, modalities: tuple[str, ...] | list[str] | None = 
         arrays = cache.load(rec.cache_key)
         wins = by_recording[rec.recording_id].assign(task=rec.task)
         starts = wins["start_s"].to_numpy(float)
+        index = wins["window"].to_numpy(np.int64)  # curate --drop-gated may have left some out
         chosen.append(wins)
         for m in modalities:
             if m in given:
-                x = bound[m].windows(arrays, starts)
-                if len(x) != len(wins):  # windows left out by curate --drop-gated
-                    x = x[wins["window"].to_numpy(int)]
-                parts[m].append(x)
+                parts[m].append((arrays, starts, index))
             have[m].append(np.full(len(wins), m in given))
     if not chosen:
         raise UsageError(f"no curated recording has any of {modalities}")
@@ -100,7 +140,6 @@ def load_curated(folder: Path, modalities: tuple[str, ...] | list[str] | None = 
     for m in modalities:
         mask = np.concatenate(have[m])
         rows[m] = np.where(mask, np.cumsum(mask) - 1, -1)
-        shape = bound[m].input_shape()
-        inputs[m] = np.concatenate(parts[m]) if parts[m] else np.zeros((0, *shape), bound[m].dtype)
+        inputs[m] = WindowInputs(bound[m], parts[m])
     return WindowSet(order, classes, y.to_numpy().astype(np.int64), inputs, rows, contract,
                      (str(folder), tuple(modalities)))

@@ -1,7 +1,9 @@
 """Reading media with PyAV: probe a file, then decode it onto one clock.
 
 ``decode`` returns audio as 16 kHz mono float32 and video as frames at a fixed rate and size (through the
-same ``frame_features`` the live stream uses), both starting at the same instant. Anything wrong with a
+same ``frame_features`` the live stream uses), both starting at the same instant. Both are written to
+scratch files as they are decoded and read back a window at a time (``ondisk``), so that curating a long
+recording takes no more memory than a short one. Anything wrong with a
 file is raised as ``MediaError`` with a ``reason`` from ``REASONS``, so that curation can quarantine the
 row and say why.
 """
@@ -14,6 +16,7 @@ from pathlib import Path
 import av
 import numpy as np
 
+from symptomfuse.data.ondisk import DiskArray, RowWriter
 from symptomfuse.features.audio import SAMPLE_RATE
 from symptomfuse.features.video import FrameConfig, frame_features
 
@@ -38,8 +41,10 @@ class MediaError(Exception):
 
 @dataclass(frozen=True)
 class Decoded:
-    audio: np.ndarray | None  # (samples,) float32 at 16 kHz
-    frames: np.ndarray | None  # (frames, H, W, 3) uint8 at cfg.fps
+    """A decoded recording, on disk (``ondisk.DiskArray``): audio and frames are read a slice at a time."""
+
+    audio: DiskArray | None  # (samples,) float32 at 16 kHz
+    frames: DiskArray | None  # (frames, H, W, 3) uint8 at cfg.fps
     source_frame_index: np.ndarray | None  # (frames,) index of the decoded source frame used for each
     duration_s: float  # common span of the decoded modalities
     source_fps: float | None
@@ -169,27 +174,36 @@ def iter_decoded(container, streams, fallback_fps: float, audio_batch: int = 1):
         raise MediaError("corrupt", f"decoding failed part-way (damaged or truncated): {exc}") from exc
 
 
-def _decode_file(path: Path, want_audio: bool, want_video: bool, frame_cfg: FrameConfig, hooks: dict | None = None):
-    """Decode the wanted streams of one file. Returns dict with audio chunks/times and video frames/times,
-    and what each of ``hooks`` (name -> fn(av.VideoFrame)) gave for each video frame."""
+def _decode_file(path: Path, want_audio: bool, want_video: bool, frame_cfg: FrameConfig, scratch: Path,
+                 hooks: dict | None = None):
+    """Decode the wanted streams of one file into scratch files (16 kHz samples; frames at ``frame_cfg``'s
+    size, in decode order) as they come, so that memory does not grow with the file's length. Returns a
+    dict with the writers, the first audio sample's time, the frame times, and what each of ``hooks``
+    (name -> fn(av.VideoFrame)) gave for each video frame."""
     container, streams, info = open_media(path, want_audio, want_video)
     hooks = hooks or {}
-    out = {"audio": [], "audio_t0": None, "frames": [], "frame_t": [], "declared": info.declared,
-           "fps": info.fps, "size": info.size, "per_frame": {name: [] for name in hooks}}
-    with container:
-        for kind, t, payload in iter_decoded(container, streams, info.fps or frame_cfg.fps, audio_batch=64):
-            if kind == "audio":
-                if out["audio_t0"] is None:
-                    out["audio_t0"] = t
-                out["audio"].append(payload)
-            else:
-                out["frame_t"].append(t)
-                out["frames"].append(frame_features(payload, frame_cfg))
-                for name, hook in hooks.items():
-                    out["per_frame"][name].append(hook(payload))
-    if want_audio and not out["audio"]:
+    out = {"audio": RowWriter(scratch / f"{path.name}.audio") if want_audio else None, "audio_t0": None,
+           "frames": RowWriter(scratch / f"{path.name}.frames") if want_video else None, "frame_t": [],
+           "declared": info.declared, "fps": info.fps, "size": info.size, "per_frame": {name: [] for name in hooks}}
+    try:
+        with container:
+            for kind, t, payload in iter_decoded(container, streams, info.fps or frame_cfg.fps, audio_batch=64):
+                if kind == "audio":
+                    if out["audio_t0"] is None:
+                        out["audio_t0"] = t
+                    out["audio"].append(payload)
+                else:
+                    out["frame_t"].append(t)
+                    out["frames"].append(frame_features(payload, frame_cfg)[None])
+                    for name, hook in hooks.items():
+                        out["per_frame"][name].append(hook(payload))
+    finally:
+        for kind in ("audio", "frames"):
+            if out[kind] is not None:
+                out[kind].close()
+    if want_audio and not out["audio"].rows:
         raise MediaError("no_audio", f"the audio stream of {path.name} holds no decodable samples")
-    if want_video and not out["frames"]:
+    if want_video and not out["frames"].rows:
         raise MediaError("no_video", f"the video stream of {path.name} holds no decodable frames")
     return out
 
@@ -208,30 +222,32 @@ def _resample_frames(times: np.ndarray, start: float, end: float, fps: float) ->
     return np.clip(np.searchsorted(times, slots + 1e-6, side="right") - 1, 0, len(times) - 1)
 
 
-def decode(audio_path: Path | None, video_path: Path | None, frame_cfg: FrameConfig = FrameConfig(),
-           hooks: dict | None = None) -> Decoded:
-    """Decode a recording: one A/V file (same path twice) or separate audio and video files.
+def decode(audio_path: Path | None, video_path: Path | None, scratch: Path,
+           frame_cfg: FrameConfig = FrameConfig(), hooks: dict | None = None) -> Decoded:
+    """Decode a recording: one A/V file (same path twice) or separate audio and video files, into files
+    under ``scratch`` (which must outlive the returned arrays).
 
     Audio and video are aligned on their timestamps and trimmed to the span both cover. ``hooks`` (name ->
     fn(av.VideoFrame)) run on every decoded video frame at its full size (``Decoded.per_source_frame``).
     """
+    scratch = Path(scratch)
     same = audio_path is not None and audio_path == video_path
     parts = {}
     if same:
-        parts["audio"] = parts["video"] = _decode_file(audio_path, True, True, frame_cfg, hooks)
+        parts["audio"] = parts["video"] = _decode_file(audio_path, True, True, frame_cfg, scratch, hooks)
     else:
         if audio_path is not None:
-            parts["audio"] = _decode_file(audio_path, True, False, frame_cfg)
+            parts["audio"] = _decode_file(audio_path, True, False, frame_cfg, scratch)
         if video_path is not None:
-            parts["video"] = _decode_file(video_path, False, True, frame_cfg, hooks)
+            parts["video"] = _decode_file(video_path, False, True, frame_cfg, scratch, hooks)
 
     spans = []
     if "audio" in parts:
         a = parts["audio"]
-        samples = np.concatenate(a["audio"]).astype(np.float32)
+        n_samples = a["audio"].rows
         a_start = a["audio_t0"] or 0.0
-        a_end = a_start + len(samples) / SAMPLE_RATE
-        _check_complete("audio", a["declared"].get("audio"), len(samples) / SAMPLE_RATE, audio_path)
+        a_end = a_start + n_samples / SAMPLE_RATE
+        _check_complete("audio", a["declared"].get("audio"), n_samples / SAMPLE_RATE, audio_path)
         spans.append((a_start, a_end))
     if "video" in parts:
         v = parts["video"]
@@ -250,12 +266,11 @@ def decode(audio_path: Path | None, video_path: Path | None, frame_cfg: FrameCon
     audio = frames = index = None
     if "audio" in parts:
         first = int(round((start - a_start) * SAMPLE_RATE))
-        audio = samples[first:first + int(round((end - start) * SAMPLE_RATE))]
+        length = min(int(round((end - start) * SAMPLE_RATE)), n_samples - first)
+        audio = a["audio"].array(start=first, length=length)
     if "video" in parts:
-        pick = _resample_frames(times, start, end, frame_cfg.fps)
-        index = order[pick]
-        frames = np.stack([v["frames"][i] for i in index]) if len(index) else \
-            np.zeros((0, frame_cfg.height, frame_cfg.width, 3), np.uint8)
+        index = order[_resample_frames(times, start, end, frame_cfg.fps)]
+        frames = v["frames"].array(index=index)
     durations = []
     if audio is not None:
         durations.append(len(audio) / SAMPLE_RATE)
@@ -264,8 +279,8 @@ def decode(audio_path: Path | None, video_path: Path | None, frame_cfg: FrameCon
     v = parts.get("video", {})
     per_source_frame = {name: np.stack(got) for name, got in v.get("per_frame", {}).items() if got}
     return Decoded(audio=audio, frames=frames, source_frame_index=index, duration_s=float(min(durations)),
-                   source_fps=v.get("fps"), source_size=v.get("size"), source_frames=len(v.get("frames", ())),
-                   per_source_frame=per_source_frame)
+                   source_fps=v.get("fps"), source_size=v.get("size"),
+                   source_frames=v["frames"].rows if v else 0, per_source_frame=per_source_frame)
 
 
 def probe_duration(path: Path) -> float:

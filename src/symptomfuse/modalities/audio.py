@@ -74,8 +74,12 @@ class Audio(Modality):
     def extract(self, media: SourceMedia, starts: np.ndarray) -> dict[str, np.ndarray]:
         n = self.timing.window_samples()
         first = np.round(starts * self.timing.sample_rate).astype(np.int64)
-        return {"audio": log_mel_windows(media.audio, first, n, self.settings),
-                "audio_rms_db": np.array([rms_db(media.audio[s:s + n]) for s in first], np.float64)}
+        if len(first) == 0:
+            return {"audio": np.zeros((0, *self.input_shape()), np.float32), "audio_rms_db": np.zeros(0)}
+        a = int(first.min())
+        span = np.asarray(media.audio[a:int(first.max()) + n])  # the samples these windows cover, read once
+        return {"audio": log_mel_windows(span, first - a, n, self.settings),
+                "audio_rms_db": np.array([rms_db(span[s - a:s - a + n]) for s in first], np.float64)}
 
     def summaries(self, arrays, starts) -> dict[str, list[float]]:
         return {"audio_rms_db": [float(v) for v in arrays["audio_rms_db"]]}

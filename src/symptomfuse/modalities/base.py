@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Callable, ClassVar
 
 import numpy as np
+
+from symptomfuse.data.ondisk import DiskArray
 from symptomfuse.errors import UsageError
 
 SOURCES = ("audio", "video", "landmarks", "table")
@@ -56,11 +58,13 @@ class NoSettings:
 
 @dataclass
 class SourceMedia:
-    """A decoded recording as curation hands it to each modality's ``extract``: audio samples and frames
-    on one clock (``data.media.decode``), and the row's own files (e.g. a landmark file) by column name."""
+    """A decoded recording as curation hands it to each modality's ``track`` and ``extract``: audio samples
+    and frames on one clock (``data.media.decode``), and the row's own files (e.g. a landmark file) by
+    column name. Audio and frames may stay on disk (``data.ondisk.DiskArray``): index them by slices
+    (``media.audio[a:b]``), never as a whole, so that a long recording is read a window at a time."""
 
-    audio: np.ndarray | None  # (samples,) float32 at Timing.sample_rate
-    frames: np.ndarray | None  # (frames, H, W, 3) uint8 at Timing.fps
+    audio: np.ndarray | DiskArray | None  # (samples,) float32 at Timing.sample_rate
+    frames: np.ndarray | DiskArray | None  # (frames, H, W, 3) uint8 at Timing.fps
     source_frame_index: np.ndarray | None  # index of the decoded source frame behind each frame
     source_frames: int
     source_size: tuple[int, int] | None  # (width, height) of the source video
@@ -146,12 +150,23 @@ class Modality:
         return None
 
     def extract(self, media: SourceMedia, starts: np.ndarray) -> dict[str, np.ndarray]:
-        """Arrays to cache for one recording whose windows start at ``starts`` (s). Raises MediaError."""
+        """Arrays to cache with one row per window starting at ``starts`` (s). Curation calls it on a
+        recording's windows a run at a time (so that memory does not grow with a recording's length) and
+        appends the runs; the rows must not depend on which run a window is in (beyond float rounding).
+        Raises MediaError."""
         raise NotImplementedError
 
-    def windows(self, arrays: dict[str, np.ndarray], starts: np.ndarray) -> np.ndarray:
-        """The cached arrays of one recording -> model inputs of its windows, (len(starts), *input_shape)."""
-        return arrays[self.name]
+    def track(self, media: SourceMedia) -> dict[str, np.ndarray | DiskArray]:
+        """Arrays to cache with one row per frame of the whole recording at the shared rate, which
+        ``windows`` cuts at load time (e.g. frames: windows overlap, so cutting them at curation would
+        store each frame several times). Called once per recording; a DiskArray is copied a run of rows at
+        a time. Default: none."""
+        return {}
+
+    def windows(self, arrays: dict, starts: np.ndarray, index: np.ndarray) -> np.ndarray:
+        """Model inputs (len(index), *input_shape) of one recording's windows number ``index`` (rows of
+        ``extract``'s arrays), which start at ``starts`` (s), from its cached arrays (on disk: slice them)."""
+        return arrays[self.name][index]
 
     def summaries(self, arrays: dict[str, np.ndarray], starts: np.ndarray) -> dict[str, list[float]]:
         """Per-window figures for windows.csv (e.g. loudness), by column name."""

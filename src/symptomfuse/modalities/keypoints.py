@@ -93,7 +93,8 @@ class Keypoints(Modality):
     def encoder_args(self) -> dict:
         return {"n_features": FEATURES_PER_FRAME}
 
-    def extract(self, media: SourceMedia, starts: np.ndarray) -> dict[str, np.ndarray]:
+    def _landmarks(self, media: SourceMedia) -> np.ndarray:
+        """The landmarks of each frame at the shared rate (frames, 21, 3)."""
         if self.settings.source == "mediapipe":
             src = media.per_source_frame[self.name]
         else:
@@ -101,10 +102,17 @@ class Keypoints(Modality):
         kp = src[np.minimum(media.source_frame_index, len(src) - 1)]
         if len(kp) < len(media.frames):  # padded short recording: hold the last landmarks too
             kp = np.concatenate([kp, np.repeat(kp[-1:], len(media.frames) - len(kp), 0)])
+        return kp
+
+    def track(self, media: SourceMedia) -> dict:
+        return {"keypoints_landmarks": self._landmarks(media)}
+
+    def extract(self, media: SourceMedia, starts: np.ndarray) -> dict[str, np.ndarray]:
+        kp = self._landmarks(media)
         m, fps = self.timing.window_frames(), self.timing.fps
         aspect = media.source_size[0] / media.source_size[1]
-        feats = np.stack([keypoint_features(kp[int(round(s * fps)):][:m], fps, aspect) for s in starts])
-        return {"keypoints": feats, "keypoints_landmarks": kp}
+        feats = [keypoint_features(kp[int(round(s * fps)):][:m], fps, aspect) for s in starts]
+        return {"keypoints": np.stack(feats) if feats else np.zeros((0, *self.input_shape()), np.float32)}
 
     def baseline_features(self, x: np.ndarray) -> np.ndarray:
         """Mean and standard deviation of each feature over the window."""

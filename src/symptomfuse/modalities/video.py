@@ -63,12 +63,16 @@ class Video(Modality):
         return (self.timing.window_frames(), self.settings.height, self.settings.width, 3)
 
     def extract(self, media: SourceMedia, starts: np.ndarray) -> dict[str, np.ndarray]:
-        return {"video": media.frames}  # windows are cut at load time: they overlap
+        return {}  # windows are cut from the recording's frames at load time: they overlap
 
-    def windows(self, arrays, starts) -> np.ndarray:
+    def track(self, media: SourceMedia) -> dict:
+        return {"video": media.frames}
+
+    def windows(self, arrays, starts, index) -> np.ndarray:
         m = self.timing.window_frames()
         first = np.round(starts * self.timing.fps).astype(int)
-        return np.stack([arrays["video"][f:f + m] for f in first])
+        return np.stack([arrays["video"][f:f + m] for f in first]) if len(first) else \
+            np.zeros((0, *self.input_shape()), np.uint8)
 
     def baseline_features(self, x: np.ndarray) -> np.ndarray:
         """Mean level, and mean absolute frame-to-frame luma change on a 6x8 grid."""

@@ -49,7 +49,7 @@ from symptomfuse.models.multimodal import load as load_model
 from symptomfuse.models.ood import EmbeddingDensity
 from symptomfuse.train import baselines, runfolder
 from symptomfuse.train.distributed import replica_difference
-from symptomfuse.train.fit import TrainConfig, embed, fit, fit_prepared, predict_logits, prepare
+from symptomfuse.train.fit import TrainConfig, embed_windows, fit, fit_prepared, predict_logits
 from symptomfuse.train.splits import Fold
 from symptomfuse.parallel import run_graph
 from symptomfuse.errors import UsageError
@@ -125,8 +125,7 @@ def pooled_embeddings(model: MultimodalClassifier, ws: WindowSet, samples: Sampl
                        units: np.ndarray) -> tuple[dict, dict]:
     """Per sample in ``units``: each modality's encoder embeddings averaged over the sample's windows of
     that modality (from ``windows``), and which samples have it."""
-    x, present = prepare(model, ws, windows)
-    emb = embed(model, x)
+    emb, present = embed_windows(model, ws, windows)
     out, mask = {}, {}
     for m, e in emb.items():
         pooled = samples.pool(np.where(present[m].numpy()[:, None], e.numpy().astype(np.float64), np.nan), windows)
@@ -486,7 +485,7 @@ def _fit_density(model: MultimodalClassifier, ws: WindowSet, m: str, train: np.n
     share of the fold's test windows it flags (about 1% for people like the validation people)."""
     def embeddings(index):
         index = index[ws.has(m)[index]]
-        return embed(model, prepare(model, ws, index)[0])[m].numpy() if len(index) else np.zeros((0, 1))
+        return embed_windows(model, ws, index)[0][m].numpy() if len(index) else np.zeros((0, 1))
 
     density = EmbeddingDensity.fit(embeddings(train), embeddings(val))
     density.save(folder / "ood.safetensors")

@@ -42,6 +42,10 @@ class TrainConfig:
     devices: int = 1  # processes (CPU) or GPUs per node that train one model data-parallel (with strategy "ddp")
     num_nodes: int = 1
     strategy: str = "auto"  # "ddp": Lightning's DistributedDataParallel over devices x num_nodes processes
+    # Prepared inputs of a fold's training and validation windows are kept in memory up to this size (MB);
+    # beyond it each batch is prepared from the cache when drawn, and the encoders' scalers are fitted on
+    # an evenly spaced sample of the training windows that fits (memory bounded, slower per epoch).
+    prepared_mb: float = 2048.0
 
 
 @torch.no_grad()
@@ -76,6 +80,32 @@ def embed(model: MultimodalClassifier, prepared: dict[str, torch.Tensor], chunk:
     return {m: torch.cat([p[m] for p in parts]) for m in prepared}
 
 
+@torch.no_grad()
+def embed_windows(model: MultimodalClassifier, ws: WindowSet, index: np.ndarray, chunk: int = 256
+                  ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """``embed(model, prepare(model, ws, index))`` and which windows have each modality, prepared a chunk
+    at a time (the same chunks as ``embed``'s: the same numbers), so that only embeddings are held."""
+    index = np.asarray(index, dtype=np.int64)
+    done, present = [], []
+    for s in range(0, max(len(index), 1), chunk):
+        x, p = prepare(model, ws, index[s:s + chunk])
+        done.append(embed(model, x, chunk))
+        present.append(p)
+    return ({m: torch.cat([d[m] for d in done]) for m in model.encoders},
+            {m: torch.cat([p[m] for p in present]) for m in model.encoders})
+
+
+def prepared_bytes(model: MultimodalClassifier, ws: WindowSet, index: np.ndarray) -> int:
+    """Bytes that ``prepare(model, ws, index)`` would hold (one window per modality prepared to see)."""
+    total = 0
+    for m, enc in model.encoders.items():
+        with_m = np.flatnonzero(ws.has(m))
+        if len(with_m):
+            one = enc.prepare(torch.from_numpy(ws.take(m, with_m[:1])))
+            total += one.element_size() * one.numel() * len(index)
+    return total
+
+
 class _Prepared(Dataset):
     """Prepared inputs (or embeddings), which of them are present, and labels, fetched a whole batch at
     a time (one gather per modality)."""
@@ -89,6 +119,22 @@ class _Prepared(Dataset):
     def __getitems__(self, idx: list[int]):
         i = torch.as_tensor(idx)
         return {m: v[i] for m, v in self.inputs.items()}, {m: v[i] for m, v in self.present.items()}, self.y[i]
+
+
+class _Streamed(Dataset):
+    """Windows ``index`` prepared a batch at a time from the cache, when drawn (for folds whose prepared
+    inputs would not fit in memory): the same batches as ``_Prepared`` gives, read from disk."""
+
+    def __init__(self, model: MultimodalClassifier, ws: WindowSet, index: np.ndarray):
+        self.model, self.ws, self.index = model, ws, np.asarray(index, dtype=np.int64)
+        self.y = torch.as_tensor(ws.y[self.index])
+
+    def __len__(self):
+        return len(self.index)
+
+    def __getitems__(self, idx: list[int]):
+        x, present = prepare(self.model, self.ws, self.index[np.asarray(idx, dtype=np.int64)])
+        return x, present, self.y[torch.as_tensor(idx)]
 
 
 def _as_batch(batch):
@@ -212,31 +258,44 @@ def fit(model: MultimodalClassifier, ws: WindowSet, train: np.ndarray, val: np.n
         cfg: TrainConfig) -> tuple[MultimodalClassifier, list[dict]]:
     """Train ``model`` on windows ``train``, early-stop on ``val``; return it with its best weights."""
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    (x_train, p_train), (x_val, p_val) = prepare(model, ws, train), prepare(model, ws, val)
+    augment = {m: ws.contract.modality(m).augmentations.get(enc.input_kind) for m, enc in model.encoders.items()}
     if cfg.freeze_encoders:  # the encoders' embeddings, once; only the fusion and head learn
         model.encoders.eval().requires_grad_(False)
-        x_train, x_val = embed(model, x_train), embed(model, x_val)
+        (x_train, p_train), (x_val, p_val) = embed_windows(model, ws, train), embed_windows(model, ws, val)
     else:
+        budget = cfg.prepared_mb * 2**20
+        need = prepared_bytes(model, ws, np.concatenate([train, val]))
+        if need > budget:  # batches prepared as drawn; scalers from a sample of the training windows
+            n = min(len(train), max(1, int(budget / (need / (len(train) + len(val))))))
+            sample = np.unique(train[np.linspace(0, len(train) - 1, n).round().astype(int)])
+            x_sample, p_sample = prepare(model, ws, sample)
+            for m, enc in model.encoders.items():
+                enc.fit_normalizer(x_sample[m][p_sample[m]])
+            del x_sample
+            return fit_prepared(model, _Streamed(model, ws, train), _Streamed(model, ws, val), ws.classes, cfg,
+                                augment)
+        (x_train, p_train), (x_val, p_val) = prepare(model, ws, train), prepare(model, ws, val)
         for m, enc in model.encoders.items():  # scalers from the training windows only
             enc.fit_normalizer(x_train[m][p_train[m]])
-    augment = {m: ws.contract.modality(m).augmentations.get(enc.input_kind) for m, enc in model.encoders.items()}
     return fit_prepared(model, (x_train, p_train, ws.y[train]), (x_val, p_val, ws.y[val]), ws.classes, cfg,
                         augment)
 
 
-def fit_prepared(model: MultimodalClassifier, train: tuple, val: tuple, classes: list[str], cfg: TrainConfig,
-                 augment: dict | None = None) -> tuple[MultimodalClassifier, list[dict]]:
+def fit_prepared(model: MultimodalClassifier, train: tuple | Dataset, val: tuple | Dataset, classes: list[str],
+                 cfg: TrainConfig, augment: dict | None = None) -> tuple[MultimodalClassifier, list[dict]]:
     """Train on ``(inputs, present, y)`` tuples: prepared inputs, or with ``cfg.freeze_encoders`` the
-    encoders' embeddings (the encoders must then be frozen already)."""
+    encoders' embeddings (the encoders must then be frozen already); or on data sets that give such
+    batches (``_Streamed``)."""
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     if cfg.freeze_encoders:
         model.encoders.eval().requires_grad_(False)
-    lit = LitClassifier(model, class_weights(train[2], len(classes)), cfg, augment,
+    train = _Prepared(*train) if isinstance(train, tuple) else train
+    val = _Prepared(*val) if isinstance(val, tuple) else val
+    lit = LitClassifier(model, class_weights(train.y.numpy(), len(classes)), cfg, augment,
                         ordinal_values(classes) if cfg.loss == "ordinal" else None)
     g = torch.Generator().manual_seed(cfg.seed)
-    train_dl = DataLoader(_Prepared(*train), batch_size=cfg.batch_size, shuffle=True, generator=g,
-                          collate_fn=_as_batch)
-    val_dl = DataLoader(_Prepared(*val), batch_size=256, collate_fn=_as_batch)
+    train_dl = DataLoader(train, batch_size=cfg.batch_size, shuffle=True, generator=g, collate_fn=_as_batch)
+    val_dl = DataLoader(val, batch_size=256, collate_fn=_as_batch)
     accelerator = resolve_accelerator(cfg.accelerator)
     trainer = L.Trainer(
         accelerator=accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes, strategy=cfg.strategy,
