@@ -29,6 +29,7 @@ from pathlib import Path
 import pandas as pd
 
 RESULTS = Path(__file__).parent / "results"
+PEOPLE = 8  # in the training step, one recording each
 
 CURATE = """
 import resource, sys, time
@@ -66,7 +67,9 @@ def make_recording(path: Path, seconds: float) -> None:
 
 
 def child(script: str, *args: str) -> tuple[int, float, int]:
-    out = subprocess.run([sys.executable, "-c", script, *args], check=True, capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"{' '.join(args[:3])} failed:\n{out.stderr[-3000:]}")
     rss, wall, count = out.stdout.split()[-3:]
     return int(rss), float(wall), int(count)
 
@@ -75,7 +78,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--minutes", default="1,10,30", help="recording lengths to curate, in minutes")
     ap.add_argument("--train-minutes", type=float, default=5.0,
-                    help="length of each of the 4 people's recordings that a short training run uses (0: skip)")
+                    help="length of each of the 8 people's recordings that a short training run uses (0: skip)")
     ap.add_argument("--out", type=Path, default=RESULTS / "memory_bench.json")
     args = ap.parse_args()
     lengths = [float(v) for v in args.minutes.split(",")]
@@ -117,10 +120,10 @@ def main() -> int:
 
 
 def train_step(tmp: Path, minutes: float) -> dict:
-    """``symptomfuse train`` on 4 people with one recording of ``minutes`` each (audio and video, 2 folds,
+    """``symptomfuse train`` on PEOPLE people with one recording of ``minutes`` each (audio and video, 2 folds,
     one epoch): the peak of its largest process."""
     rows = []
-    for i in range(4):
+    for i in range(PEOPLE):
         media = tmp / f"person{i}.mp4"
         make_recording(media, minutes * 60 + i)  # different lengths: different bytes
         rows.append({"path": media.name, "person_id": f"P{i}", "label": ["healthy", "parkinsons"][i % 2]})
@@ -129,13 +132,14 @@ def train_step(tmp: Path, minutes: float) -> dict:
     subprocess.run([*cli, "curate", str(tmp / "train.csv"), "--out", str(tmp / "tc"), "--labels", "healthy,parkinsons",
                     "--workers", "1"], check=True, capture_output=True)
     script = ("import resource, subprocess, sys, time; t0 = time.perf_counter(); "
-              "subprocess.run(sys.argv[1:], check=True, capture_output=True); "
+              "p = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
+              "sys.exit(p.stderr[-3000:]) if p.returncode else None; "
               "r = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024; print(r, time.perf_counter() - t0, 0)")
     rss, wall, _ = child(script, *cli, "train", str(tmp / "tc"), "--out", str(tmp / "tr"), "--folds", "2",
                          "--epochs", "1", "--fusion-epochs", "1", "--fusions", "gated", "--late", "",
                          "--baselines", "", "--workers", "1")
     windows = len(pd.read_csv(tmp / "tc" / "windows.csv"))
-    return {"step": f"train (4 people x {minutes:g} min, 2 folds, 1 epoch)", "minutes": minutes * 4,
+    return {"step": f"train ({PEOPLE} people x {minutes:g} min, 2 folds, 1 epoch)", "minutes": minutes * PEOPLE,
             "windows": windows, "peak_rss_mb": rss, "wall_s": round(wall, 1)}
 
 

@@ -76,7 +76,7 @@ def test_runs_of_windows_give_the_same_cache_as_one_run(cohort, tmp_path, monkey
     rows["keypoints"] = [str(cohort / p) for p in rows.keypoints]
     rows.to_csv(tmp_path / "m.csv", index=False)
     whole = curate(tmp_path / "m.csv", tmp_path / "whole", contract, labels=LABELS, workers=1, progress=False)
-    monkeypatch.setattr(curate_mod, "WINDOWS_PER_RUN", 2)
+    monkeypatch.setattr(curate_mod, "SECONDS_PER_RUN", 1.0)  # runs of 2 windows
     runs = curate(tmp_path / "m.csv", tmp_path / "runs", contract, labels=LABELS, workers=1, progress=False)
     assert (whole.recordings.n_windows == 7).all()
     pd.testing.assert_frame_equal(whole.windows, runs.windows)

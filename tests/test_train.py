@@ -188,3 +188,22 @@ def test_hand_written_metrics_agree_with_scikit_learn():
         else:
             assert np.isclose(ours["sensitivity"], skm.recall_score(y, pred, average="macro"))
             assert np.isclose(ours["f1"], skm.f1_score(y, pred, average="macro"))
+
+
+def test_a_modality_no_recording_has_is_left_out_or_refused(cohort, tmp_path, capsys):
+    """keypoints is curated by default; rows without landmarks leave it empty: train skips it (and says
+    so), and asking for it by name is refused with a message, not a crash deep in a fold."""
+    m = pd.read_csv(cohort / "manifest.csv").drop(columns=["keypoints"])
+    m["path"] = [str(cohort / p) for p in m.path]
+    m.to_csv(tmp_path / "m.csv", index=False)
+    assert main(["curate", str(tmp_path / "m.csv"), "--out", str(tmp_path / "c"), "--labels", "healthy,parkinsons",
+                 "--workers", "2"]) == 0
+    capsys.readouterr()
+    base = ["train", str(tmp_path / "c"), "--folds", "2", "--epochs", "1", "--fusions", "", "--late", "",
+            "--baselines", "", "--encoder-args", TINY.replace('"keypoints": {"channels": 8, "dim": 8, "levels": 2}', "")
+            .replace(', }', '}')]
+    assert main([*base, "--out", str(tmp_path / "r")]) == 0
+    assert "not trained: keypoints" in capsys.readouterr().err
+    assert sorted(json.loads((tmp_path / "r" / "run.json").read_text())["models"]) == ["audio_only", "video_only"]
+    assert main([*base, "--out", str(tmp_path / "r2"), "--modalities", "keypoints"]) == 2
+    assert "no curated recording" in capsys.readouterr().err

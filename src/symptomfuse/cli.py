@@ -401,11 +401,19 @@ def _train_plan(args):
         raise UsageError(f"{args.curated} is not a curated data set (no curation.json): run `symptomfuse curate`")
     contract = FeatureContract.load(args.curated)
     curated = list(contract.modalities)
-    mods = curated if args.modalities is None else args.modalities
+    summary = json.loads((args.curated / "summary.json").read_text()) if (args.curated / "summary.json").exists() else {}
+    empty = [m for m in curated if summary.get("modalities", {}).get(m, {}).get("recordings", 1) == 0]
+    if args.modalities is None and empty:  # e.g. keypoints curated by default, but no row gave landmarks
+        print(f"not trained: {', '.join(empty)} (no curated recording has it)", file=sys.stderr)
+    mods = [m for m in curated if m not in empty] if args.modalities is None else args.modalities
     fusion_mods = mods if args.fusion_modalities is None else args.fusion_modalities
     bad = [m for m in dict.fromkeys([*mods, *fusion_mods]) if m not in curated]
     if bad:
         raise UsageError(f"modalities {bad} are not in {args.curated}; it has {', '.join(curated)}")
+    bad = [m for m in dict.fromkeys([*mods, *fusion_mods]) if m in empty]
+    if bad:
+        raise UsageError(f"modalities {bad} have no curated recording in {args.curated} (see its summary.json: "
+                         f"rows without their input were left out); train the others")
     if not mods and not fusion_mods:
         raise UsageError("no modality to train: give --modalities")
     mods = list(dict.fromkeys([*mods, *fusion_mods]))

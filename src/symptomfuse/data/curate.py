@@ -42,7 +42,9 @@ def default_contract(**kw) -> FeatureContract:
     return FeatureContract.build(names, Timing(**timing), kw.pop("settings", None), **kw)
 
 
-WINDOWS_PER_RUN = 256  # windows featurized at a time: what a worker holds does not grow with a recording
+# Windows are featurized a run at a time, each run starting within this many seconds of media: what a
+# worker holds does not grow with a recording's length (a log-mel of 60 s passes through about 60 MB).
+SECONDS_PER_RUN = 60.0
 
 
 def featurize(c: Candidate, contract: FeatureContract, entry: CacheEntry, scratch: Path) -> dict:
@@ -82,8 +84,9 @@ def featurize(c: Candidate, contract: FeatureContract, entry: CacheEntry, scratc
     for m in mods:
         for name, array in m.track(media).items():
             entry.put(name, array)
-    for a in range(0, len(starts), WINDOWS_PER_RUN):
-        run = starts[a:a + WINDOWS_PER_RUN]
+    per_run = max(1, int(SECONDS_PER_RUN // timing.hop_s))
+    for a in range(0, len(starts), per_run):
+        run = starts[a:a + per_run]
         for m in mods:
             arrays = m.extract(media, run)
             for name, rows in arrays.items():
