@@ -79,6 +79,9 @@ def main() -> int:
     ap.add_argument("--minutes", default="1,10,30", help="recording lengths to curate, in minutes")
     ap.add_argument("--train-minutes", type=float, default=5.0,
                     help="length of each of the 8 people's recordings that a short training run uses (0: skip)")
+    ap.add_argument("--prepared-mb", default="2048,256",
+                    help="train's --prepared-mb for each training run: the default keeps a fold's prepared inputs in "
+                         "memory, a small one makes it prepare each batch from the cache when drawn")
     ap.add_argument("--out", type=Path, default=RESULTS / "memory_bench.json")
     args = ap.parse_args()
     lengths = [float(v) for v in args.minutes.split(",")]
@@ -105,7 +108,7 @@ def main() -> int:
             shutil.rmtree(out)
             media.unlink()
         if args.train_minutes > 0:
-            rows.append(train_step(tmp, args.train_minutes))
+            rows += train_steps(tmp, args.train_minutes, [float(v) for v in args.prepared_mb.split(",")])
     table = pd.DataFrame(rows)
     print(table.to_string(index=False))
     curate_rows = table[table.step.str.startswith("curate")]
@@ -119,9 +122,9 @@ def main() -> int:
     return 0
 
 
-def train_step(tmp: Path, minutes: float) -> dict:
-    """``symptomfuse train`` on PEOPLE people with one recording of ``minutes`` each (audio and video, 2 folds,
-    one epoch): the peak of its largest process."""
+def train_steps(tmp: Path, minutes: float, budgets: list[float]) -> list[dict]:
+    """``symptomfuse train`` on PEOPLE people with one recording of ``minutes`` each (audio and video, 2
+    folds, one epoch), once per ``--prepared-mb``: the peak of its largest process."""
     rows = []
     for i in range(PEOPLE):
         media = tmp / f"person{i}.mp4"
@@ -131,16 +134,20 @@ def train_step(tmp: Path, minutes: float) -> dict:
     cli = [sys.executable, "-m", "symptomfuse.cli"]
     subprocess.run([*cli, "curate", str(tmp / "train.csv"), "--out", str(tmp / "tc"), "--labels", "healthy,parkinsons",
                     "--workers", "1"], check=True, capture_output=True)
+    windows = len(pd.read_csv(tmp / "tc" / "windows.csv"))
     script = ("import resource, subprocess, sys, time; t0 = time.perf_counter(); "
               "p = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
               "sys.exit(p.stderr[-3000:]) if p.returncode else None; "
               "r = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024; print(r, time.perf_counter() - t0, 0)")
-    rss, wall, _ = child(script, *cli, "train", str(tmp / "tc"), "--out", str(tmp / "tr"), "--folds", "2",
-                         "--epochs", "1", "--fusion-epochs", "1", "--fusions", "gated", "--late", "",
-                         "--baselines", "", "--workers", "1")
-    windows = len(pd.read_csv(tmp / "tc" / "windows.csv"))
-    return {"step": f"train ({PEOPLE} people x {minutes:g} min, 2 folds, 1 epoch)", "minutes": minutes * PEOPLE,
-            "windows": windows, "peak_rss_mb": rss, "wall_s": round(wall, 1)}
+    out = []
+    for budget in budgets:
+        rss, wall, _ = child(script, *cli, "train", str(tmp / "tc"), "--out", str(tmp / f"tr{budget:g}"), "--folds", "2",
+                             "--epochs", "1", "--fusion-epochs", "1", "--fusions", "gated", "--late", "",
+                             "--baselines", "", "--workers", "1", "--prepared-mb", str(budget))
+        out.append({"step": f"train ({PEOPLE} people x {minutes:g} min, 2 folds, 1 epoch, --prepared-mb {budget:g})",
+                    "minutes": minutes * PEOPLE, "windows": windows, "peak_rss_mb": rss, "wall_s": round(wall, 1)})
+        print(f"trained with --prepared-mb {budget:g}: peak {rss} MB in {wall:.0f} s", flush=True)
+    return out
 
 
 if __name__ == "__main__":

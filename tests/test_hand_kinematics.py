@@ -72,3 +72,50 @@ def test_a_pause_is_an_interruption_and_a_lost_hand_gives_nan():
     lost = _hand(angle)
     lost[: int(0.6 * len(lost))] = np.nan
     assert np.isnan(tapping_measures(lost, FPS)["num_peaks"])
+
+
+def test_hand_measures_modality_offline_live_and_trained(cohort, tmp_path, capsys):
+    """``hand_measures``: curated beside keypoints from the same landmark files (one --hand-landmarks flag
+    for both), each window's vector is the feature function of that window's landmarks, the live reader
+    gives the same vector from pushed landmarks, and a network trains on it end to end."""
+    import json
+
+    import pandas as pd
+
+    from symptomfuse.cli import main
+    from symptomfuse.data.cache import FeatureCache
+    from symptomfuse.features.keypoints import load_landmarks
+    from symptomfuse.modalities.hand_measures import NAMES
+    from symptomfuse.stream.buffers import Streams
+    from symptomfuse.stream.quality import QualityConfig
+
+    cur = tmp_path / "c"
+    assert main(["curate", str(cohort / "manifest.csv"), "--out", str(cur), "--labels", "healthy,parkinsons",
+                 "--modalities", "keypoints,hand_measures", "--hand-landmarks", "file", "--workers", "2"]) == 0
+    contract = json.loads((cur / "contract.json").read_text())
+    assert contract["modalities"]["hand_measures"]["settings"] == contract["modalities"]["keypoints"]["settings"]
+    from symptomfuse.contract import FeatureContract
+
+    mod = FeatureContract.load(cur).modality("hand_measures")
+    rec = pd.read_csv(cur / "recordings.csv").iloc[0]
+    arrays = FeatureCache(cur / "cache").load(rec.cache_key)
+    assert "hand_measures_landmarks" not in arrays and arrays["hand_measures"].shape == (4, len(NAMES))
+    files = json.loads(rec.files)
+    lm = load_landmarks(files["keypoints"])  # 25 fps in, 25 fps out
+    want = mod.window_features(lm[25:100], 320 / 240)  # the window from 1 s
+    np.testing.assert_array_equal(arrays["hand_measures"][1], want)
+    assert want[NAMES.index("hand_present")] == 1.0 and np.isfinite(want[NAMES.index("tremor_hz")])
+
+    streams = Streams(25.0, 0.0, 10.0, QualityConfig())
+    streams.aspect = 320 / 240
+    for k in range(101):  # the window ends when the next frame's time has come
+        streams.landmarks.push(lm[k], k / 25)
+    quality, live = mod.live_window(streams, None, 1.0, True)
+    assert quality == "ok"
+    np.testing.assert_array_equal(live[0], want)
+
+    capsys.readouterr()
+    assert main(["train", str(cur), "--out", str(tmp_path / "r"), "--modalities", "hand_measures", "--folds", "2",
+                 "--epochs", "2", "--fusions", "", "--late", "", "--baselines", "lr"]) == 0
+    metrics = json.loads((tmp_path / "r" / "run.json").read_text())["models"]
+    assert "hand_measures_only" in metrics and "lr_hand_measures" in metrics

@@ -177,10 +177,13 @@ quarantined; 2 for bad arguments or an unreadable manifest.""",
     p.add_argument("--label-col", default="label", help="column with the class label")
     p.add_argument("--session-col", default="session", help="column with the session (optional)")
     p.add_argument("--task-col", default="task", help="column naming the task recorded (optional)")
+    by_column: dict[str, list[str]] = {}  # a column (or an option) several modalities read is one flag
     for m, cls in mods.items():
         if cls.column is not None:
-            p.add_argument(f"--{cls.column.replace('_', '-')}-col", dest=f"col_{cls.column}", default=cls.column,
-                           help=f"column of {m}'s own files (optional)")
+            by_column.setdefault(cls.column, []).append(m)
+    for column, users in by_column.items():
+        p.add_argument(f"--{column.replace('_', '-')}-col", dest=f"col_{column}", default=column,
+                       help=f"column of the files {' and '.join(users)} read (optional)")
     p.add_argument("--modalities", type=_csv_list, default=None,
                    help=f"media modalities to curate (default with a manifest: "
                         f"{','.join(m for m, c in mods.items() if c.source != 'table' and c.curated_by_default)}; "
@@ -188,10 +191,14 @@ quarantined; 2 for bad arguments or an unreadable manifest.""",
     p.add_argument("--window", type=_number(float, 0, low_open=True), default=3.0, help="window length in seconds")
     p.add_argument("--hop", type=_number(float, 0, low_open=True), default=1.0, help="hop between windows in seconds")
     p.add_argument("--fps", type=_number(float, 1, 240), default=25.0, help="video frame rate after decoding")
+    by_flag: dict[str, list[str]] = {}
     for m, cls in mods.items():
         for flag, (_, text) in cls.options.items():
-            p.add_argument(flag, dest=f"opt_{m}_{flag.strip('-').replace('-', '_')}", default=None, help=text,
-                           metavar=flag.strip("-").split("-")[-1].upper())
+            by_flag.setdefault(flag, []).append(m)
+    for flag, users in by_flag.items():
+        text = mods[users[0]].options[flag][1] + (f" (for {' and '.join(users)})" if len(users) > 1 else "")
+        p.add_argument(flag, dest=_option_dest(flag), default=None, help=text,
+                       metavar=flag.strip("-").split("-")[-1].upper())
     p.add_argument("--label-scope", choices=["person", "recording"], default="person",
                    help="person: one label per person (a diagnosis), conflicting rows are quarantined; "
                         "recording: labels may differ between a person's recordings")
@@ -210,6 +217,11 @@ quarantined; 2 for bad arguments or an unreadable manifest.""",
     p.set_defaults(func=_run_curate)
 
 
+def _option_dest(flag: str) -> str:
+    """Where argparse keeps a modality option's text (one place for every modality that takes the flag)."""
+    return f"opt_{flag.strip('-').replace('-', '_')}"
+
+
 def _run_curate(args) -> int:
     from symptomfuse import modalities as registry
     from symptomfuse.contract import FeatureContract
@@ -226,24 +238,28 @@ def _run_curate(args) -> int:
                  and registry.get(m).curated_by_default] if args.manifest else []
     registry.check_names(names)
     settings = {}
-    for m in registry.available():
-        for flag, (parse, _) in registry.get(m).options.items():
-            text = getattr(args, f"opt_{m}_{flag.strip('-').replace('-', '_')}")
-            if text is not None:
-                try:
-                    settings.setdefault(m, {}).update(parse(text))
-                except (TypeError, ValueError):
-                    raise UsageError(f"{flag}: cannot read {text!r}; expected the {registry.get(m).options[flag][1]}") from None
-    unused = [m for m in settings if m not in names]
-    if unused:
-        raise UsageError(f"settings given for {unused}, which are not curated (--modalities {','.join(names)})")
+    flags = {flag for m in registry.available() for flag in registry.get(m).options}
+    for flag in sorted(flags):
+        text = getattr(args, _option_dest(flag), None)
+        if text is None:
+            continue
+        takers = [m for m in registry.available() if flag in registry.get(m).options]
+        users = [m for m in takers if m in names]
+        if not users:
+            raise UsageError(f"{flag} sets {' and '.join(takers)}, which are not curated (--modalities {','.join(names)})")
+        for m in users:
+            parse, expected = registry.get(m).options[flag]
+            try:
+                settings.setdefault(m, {}).update(parse(text))
+            except (TypeError, ValueError):
+                raise UsageError(f"{flag}: cannot read {text!r}; expected the {expected}") from None
     try:
         contract = FeatureContract.build(names, Timing(args.window, args.hop, args.fps), settings,
                                          label_scope=args.label_scope, pad_short=args.pad_short)
     except TypeError as exc:
         raise UsageError(str(exc)) from None
-    files = tuple((cls.column, getattr(args, f"col_{cls.column}")) for cls in map(registry.get, registry.available())
-                  if cls.column is not None)
+    files = tuple(dict.fromkeys((cls.column, getattr(args, f"col_{cls.column}"))
+                                for cls in map(registry.get, registry.available()) if cls.column is not None))
     label_map = []
     for item in args.label_map:
         raw, sep, name = item.partition("=")

@@ -59,7 +59,7 @@ def featurize(c: Candidate, contract: FeatureContract, entry: CacheEntry, scratc
         duration, source_fps = 0.0, None
     else:
         needs = {s for m in mods for s in m.needs}
-        hooks = {m.name: hook for m in mods if (hook := m.source_frame_hook()) is not None}
+        hooks = dict(hook for m in mods if (hook := m.source_frame_hook()) is not None)  # one per key
         dec = decode(c.audio_path if "audio" in needs else None, c.video_path if "video" in needs else None,
                      scratch, contract.frame_config() or FrameConfig(fps=timing.fps), hooks)
         audio, frames, duration = dec.audio, dec.frames, dec.duration_s

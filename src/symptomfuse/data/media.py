@@ -50,7 +50,7 @@ class Decoded:
     source_fps: float | None
     source_size: tuple[int, int] | None  # (width, height) of the source video
     source_frames: int  # video frames decoded from the source
-    per_source_frame: dict  # hook name -> (source frames, ...) what each hook gave per decoded frame
+    per_source_frame: dict  # hook name -> (source frames, ...) what each hook gave per decoded frame (on disk)
 
 
 def _looks_like_media(path: Path) -> bool:
@@ -184,7 +184,8 @@ def _decode_file(path: Path, want_audio: bool, want_video: bool, frame_cfg: Fram
     hooks = hooks or {}
     out = {"audio": RowWriter(scratch / f"{path.name}.audio") if want_audio else None, "audio_t0": None,
            "frames": RowWriter(scratch / f"{path.name}.frames") if want_video else None, "frame_t": [],
-           "declared": info.declared, "fps": info.fps, "size": info.size, "per_frame": {name: [] for name in hooks}}
+           "declared": info.declared, "fps": info.fps, "size": info.size,
+           "per_frame": {name: RowWriter(scratch / f"{path.name}.{name}") for name in hooks}}
     try:
         with container:
             for kind, t, payload in iter_decoded(container, streams, info.fps or frame_cfg.fps, audio_batch=64):
@@ -196,11 +197,11 @@ def _decode_file(path: Path, want_audio: bool, want_video: bool, frame_cfg: Fram
                     out["frame_t"].append(t)
                     out["frames"].append(frame_features(payload, frame_cfg)[None])
                     for name, hook in hooks.items():
-                        out["per_frame"][name].append(hook(payload))
+                        out["per_frame"][name].append(np.asarray(hook(payload))[None])
     finally:
-        for kind in ("audio", "frames"):
-            if out[kind] is not None:
-                out[kind].close()
+        for writer in [out["audio"], out["frames"], *out["per_frame"].values()]:
+            if writer is not None:
+                writer.close()
     if want_audio and not out["audio"].rows:
         raise MediaError("no_audio", f"the audio stream of {path.name} holds no decodable samples")
     if want_video and not out["frames"].rows:
@@ -277,7 +278,7 @@ def decode(audio_path: Path | None, video_path: Path | None, scratch: Path,
     if frames is not None:
         durations.append(len(frames) / frame_cfg.fps)
     v = parts.get("video", {})
-    per_source_frame = {name: np.stack(got) for name, got in v.get("per_frame", {}).items() if got}
+    per_source_frame = {name: got.array() for name, got in v.get("per_frame", {}).items() if got.rows}
     return Decoded(audio=audio, frames=frames, source_frame_index=index, duration_s=float(min(durations)),
                    source_fps=v.get("fps"), source_size=v.get("size"),
                    source_frames=v["frames"].rows if v else 0, per_source_frame=per_source_frame)

@@ -70,8 +70,8 @@ class SourceMedia:
     source_size: tuple[int, int] | None  # (width, height) of the source video
     files: dict[str, Path]  # manifest column -> path, for the files a modality reads itself
     table_row: np.ndarray | None = None  # a feature-table row's values (table modalities)
-    # modality -> what its ``source_frame_hook`` gave for each decoded source frame, stacked (decode order)
-    per_source_frame: dict[str, np.ndarray] = field(default_factory=dict)
+    # hook key -> what that ``source_frame_hook`` gave for each decoded source frame (decode order)
+    per_source_frame: dict[str, np.ndarray | DiskArray] = field(default_factory=dict)
 
 
 class Modality:
@@ -142,11 +142,13 @@ class Modality:
         return all(files.get(s) is not None for s in self.needs) and (
             self.file_column() is None or files.get(self.file_column()) is not None)
 
-    def source_frame_hook(self) -> Callable | None:
-        """A function curation calls on every decoded video frame at its full size (an ``av.VideoFrame``),
-        before frames are brought to the shared rate and size, for a modality that needs the full picture
-        (landmarks); a fresh one per recording (trackers keep state). Its results reach ``extract`` as
-        ``media.per_source_frame[name]``. None (the default): no hook."""
+    def source_frame_hook(self) -> tuple[str, Callable] | None:
+        """``(key, fn)``: a function curation calls on every decoded video frame at its full size (an
+        ``av.VideoFrame``), before frames are brought to the shared rate and size, for a modality that needs
+        the full picture (landmarks); a fresh one per recording (trackers keep state). Its results (one
+        array per frame) reach ``track`` and ``extract`` as ``media.per_source_frame[key]`` (on disk: index
+        it). Modalities that need the same thing (e.g. MediaPipe's hands) give the same key, and it runs
+        once. None (the default): no hook."""
         return None
 
     def extract(self, media: SourceMedia, starts: np.ndarray) -> dict[str, np.ndarray]:

@@ -23,6 +23,7 @@ from symptomfuse.errors import UsageError
 from symptomfuse.modalities.base import Modality, SourceMedia, register
 
 LANDMARK_SOURCES = ("file", "mediapipe")
+HANDS_HOOK = "mediapipe_hands"  # curation runs MediaPipe Hands once per frame for every modality that asks
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,7 @@ class Keypoints(Modality):
             pts = extract(frame.to_ndarray(format="rgb24"))
             return np.full((POINTS["hands"], 3), np.nan, np.float32) if pts is None else pts
 
-        return hands
+        return HANDS_HOOK, hands
 
     def input_shape(self) -> tuple[int, ...]:
         return (self.timing.window_frames(), FEATURES_PER_FRAME)
@@ -96,13 +97,18 @@ class Keypoints(Modality):
     def _landmarks(self, media: SourceMedia) -> np.ndarray:
         """The landmarks of each frame at the shared rate (frames, 21, 3)."""
         if self.settings.source == "mediapipe":
-            src = media.per_source_frame[self.name]
+            src = media.per_source_frame[HANDS_HOOK]
         else:
             src = load_landmarks(media.files[self.column], media.source_frames)
         kp = src[np.minimum(media.source_frame_index, len(src) - 1)]
         if len(kp) < len(media.frames):  # padded short recording: hold the last landmarks too
             kp = np.concatenate([kp, np.repeat(kp[-1:], len(media.frames) - len(kp), 0)])
         return kp
+
+    def window_features(self, hands: np.ndarray, aspect: float) -> np.ndarray:
+        """One window's model input from its landmarks (frames, 21, 3): the feature function, offline and
+        live."""
+        return keypoint_features(hands, self.timing.fps, aspect)
 
     def track(self, media: SourceMedia) -> dict:
         return {"keypoints_landmarks": self._landmarks(media)}
@@ -111,8 +117,8 @@ class Keypoints(Modality):
         kp = self._landmarks(media)
         m, fps = self.timing.window_frames(), self.timing.fps
         aspect = media.source_size[0] / media.source_size[1]
-        feats = [keypoint_features(kp[int(round(s * fps)):][:m], fps, aspect) for s in starts]
-        return {"keypoints": np.stack(feats) if feats else np.zeros((0, *self.input_shape()), np.float32)}
+        feats = [self.window_features(kp[int(round(s * fps)):][:m], aspect) for s in starts]
+        return {self.name: np.stack(feats) if feats else np.zeros((0, *self.input_shape()), np.float32)}
 
     def baseline_features(self, x: np.ndarray) -> np.ndarray:
         """Mean and standard deviation of each feature over the window."""
@@ -127,4 +133,4 @@ class Keypoints(Modality):
         quality = "no_data" if hands is None else hand_quality(np.stack(hands), streams.quality)
         if quality != "ok" or not wanted:
             return quality, None
-        return quality, keypoint_features(np.stack(hands), self.timing.fps, streams.aspect or 4 / 3)[None]
+        return quality, np.asarray(self.window_features(np.stack(hands), streams.aspect or 4 / 3), np.float32)[None]
