@@ -73,3 +73,32 @@ def test_curation_finds_hand_landmarks_with_the_live_engines_extractor(cohort, t
         np.testing.assert_array_equal(cached, expected)
     assert main(["curate", str(tmp_path / "m.csv"), "--out", str(tmp_path / "bad"), "--modalities", "keypoints",
                  "--labels", "healthy,parkinsons", "--hand-landmarks", "camera"]) == 2
+
+
+def test_face_measures_are_curated_from_a_real_face(tmp_path):
+    """curate --modalities face_measures runs FaceMesh on each frame of a real talking face (GRID) and
+    stores each window's measures: the feature function of that window's landmarks, found in every frame,
+    within human ranges."""
+    import av
+    import pandas as pd
+
+    from symptomfuse.cli import main
+    from symptomfuse.contract import FeatureContract
+    from symptomfuse.data.cache import FeatureCache
+    from symptomfuse.modalities.face import NAMES
+
+    pd.DataFrame([{"path": str(GRID_CLIP), "person_id": "S1", "label": "healthy"}]).to_csv(tmp_path / "m.csv", index=False)
+    assert main(["curate", str(tmp_path / "m.csv"), "--out", str(tmp_path / "c"), "--labels", "healthy,parkinsons",
+                 "--modalities", "face_measures", "--workers", "1"]) == 0
+    rec = pd.read_csv(tmp_path / "c" / "recordings.csv").iloc[0]
+    got = np.asarray(FeatureCache(tmp_path / "c" / "cache").load(rec.cache_key)["face_measures"])
+    assert got.shape == (1, len(NAMES))  # a 3-s clip: one window
+    with av.open(str(GRID_CLIP)) as c:
+        stream = c.streams.video[0]
+        size = (stream.codec_context.width, stream.codec_context.height)
+        frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    mod = FeatureContract.load(tmp_path / "c").modality("face_measures")
+    np.testing.assert_array_equal(got[0], mod.window_features(track(frames, "face")[:75], size[0] / size[1]))
+    v = dict(zip(NAMES, got[0]))
+    assert v["face_present"] == 1.0
+    assert 0.15 < v["eye_opening"] < 0.4 and 0.3 < v["smile_width_mean"] < 0.8 and 0 <= v["blink_rate"] < 60

@@ -34,7 +34,6 @@ smoothing here, which would shave the peaks of fast taps: filter detector jitter
 from __future__ import annotations
 
 import numpy as np
-from scipy.signal import find_peaks, welch
 
 TREMOR_NAMES = ("tremor_band_share", "tremor_hz", "tremor_amplitude")
 TAPPING_NAMES = ("num_peaks", "period_median", "period_mean", "period_stdev", "frequency_median", "period_cv",
@@ -78,6 +77,8 @@ def tremor_measures(landmarks: np.ndarray, fps: float, aspect: float = 4 / 3) ->
     k = max(3, int(round(fps / 2)) | 1)  # remove drift slower than about 2 Hz
     drift = np.stack([np.convolve(np.pad(c, k // 2, mode="edge"), np.ones(k) / k, mode="valid") for c in centre.T], 1)
     move = centre - drift
+    from scipy.signal import welch  # here: importing scipy.signal costs every process ~50 MB
+
     f, p = welch(move, fs=fps, nperseg=min(len(move), int(4 * fps)), axis=0)
     p = p.sum(axis=1)
     total = p[(f >= 1) & (f <= 12)].sum()
@@ -106,6 +107,8 @@ def tapping_measures(landmarks: np.ndarray, fps: float, aspect: float = 4 / 3) -
         return out
     angle = opening_angle(xy, 1.0)
     spread = np.percentile(angle, 95) - np.percentile(angle, 5)
+    from scipy.signal import find_peaks
+
     peaks, _ = find_peaks(angle, distance=max(1, int(0.1 * fps)), prominence=max(3.0, 0.25 * spread))
     out["num_peaks"] = float(len(peaks))
     speed = np.abs(np.diff(angle)) * fps

@@ -16,9 +16,10 @@ from symptomfuse.modalities.base import (Modality, SourceMedia, Timing, availabl
 from symptomfuse.modalities import audio as _audio  # noqa: E402,F401
 from symptomfuse.modalities import video as _video  # noqa: E402,F401
 from symptomfuse.modalities import keypoints as _keypoints  # noqa: E402,F401
-from symptomfuse.modalities import hand_measures as _hand_measures  # noqa: E402,F401
 from symptomfuse.modalities import voice as _voice  # noqa: E402,F401
 from symptomfuse.modalities import ge2e as _ge2e  # noqa: E402,F401
+from symptomfuse.modalities import hand_measures as _hand_measures  # noqa: E402,F401
+from symptomfuse.modalities import face as _face  # noqa: E402,F401
 from symptomfuse.modalities.table import Table  # noqa: E402
 from symptomfuse.errors import UsageError
 
