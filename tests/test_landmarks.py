@@ -102,3 +102,26 @@ def test_face_measures_are_curated_from_a_real_face(tmp_path):
     v = dict(zip(NAMES, got[0]))
     assert v["face_present"] == 1.0
     assert 0.15 < v["eye_opening"] < 0.4 and 0.3 < v["smile_width_mean"] < 0.8 and 0 <= v["blink_rate"] < 60
+
+    # Live: the engine's face detector runs FaceMesh on each pushed frame into the face ring, and the
+    # window's vector is the one curation stored.
+    from symptomfuse.stream.buffers import SlotRing, Streams
+    from symptomfuse.stream.engine import LandmarkDetector
+    from symptomfuse.stream.quality import QualityConfig
+
+    streams = Streams(25.0, 0.0, 10.0, QualityConfig())
+    streams.aspect = size[0] / size[1]
+    assert mod.live_window(streams, None, 0.0, True) == ("no_landmarks", None)
+    found = LandmarkDetector("face", streams.face, budget_s=10.0, keep_s=10.0)
+    with av.open(str(GRID_CLIP)) as c:
+        for k, frame in enumerate(c.decode(video=0)):
+            found.push(frame, k / 25)
+    streams.face.close()
+    quality, live = mod.live_window(streams, None, 0.0, True)
+    assert quality == "ok" and len(found.seconds) == len(frames)
+    np.testing.assert_array_equal(live[0], got[0])
+    starved = LandmarkDetector("face", SlotRing(25.0, 0.0, 250), budget_s=1e-6, keep_s=10.0)
+    with av.open(str(GRID_CLIP)) as c:
+        for k, frame in enumerate(c.decode(video=0)):
+            starved.push(frame, k / 25)
+    assert len(starved.seconds) < 5 and starved.behind(0.0, 3.0, 75)  # over budget: frames skipped, and said

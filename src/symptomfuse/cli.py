@@ -808,7 +808,8 @@ far from its training data (ood > 1: "unlike the training data") makes the fused
     p.add_argument("--seconds", type=_number(float, 0, 10**7, low_open=True), default=None, help="stop a live stream after this long")
     p.add_argument("--landmarks", default="auto",
                    help="hand landmarks: auto (for a file, NAME.keypoints.npy beside it), none, a .npy path, or "
-                        "mediapipe (MediaPipe Hands on every frame: a camera's default)")
+                        "mediapipe (MediaPipe Hands, and FaceMesh for a model with face_measures, on every frame: "
+                        "a camera's default)")
     p.add_argument("--backend", choices=["torch", "onnx"], default="torch", help="inference backend")
     p.add_argument("--threads", type=_number(int, 1, 256), default=1, help="inference threads")
     p.add_argument("--update-every", type=_number(float, 0, 60, low_open=True), default=0.5, help="seconds of media between updates")
@@ -838,10 +839,11 @@ def _run_stream(args) -> int:
         raise UsageError("--threads must be at least 1")
     limit_threads(args.threads)
     detector = Detector.load(args.model, args.backend, threads=args.threads)
-    wants_hands = any(detector.contract.modality(m).source == "landmarks" for m in detector.modalities)
+    wants = {detector.contract.modality(m).live_landmarks for m in detector.modalities}
     detect = args.landmarks == "mediapipe" or (args.landmarks == "auto" and args.camera is not None)
-    engine = StreamEngine(detector, update_every=args.update_every, smooth=args.smooth,
-                          abstain_band=args.abstain_band, hand_detector="mediapipe" if detect and wants_hands else None)
+    engine = StreamEngine(detector, update_every=args.update_every, smooth=args.smooth, abstain_band=args.abstain_band,
+                          hand_detector="mediapipe" if detect and "hands" in wants else None,
+                          face_detector="mediapipe" if detect and "face" in wants else None)
     jsonl = None if args.jsonl is None else (sys.stdout if args.jsonl == "-" else open(args.jsonl, "w"))
     view = None if args.no_view or args.jsonl == "-" else LiveView(detector.positive_class)
     if view is not None:

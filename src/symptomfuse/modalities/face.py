@@ -8,9 +8,10 @@ frames with a face. Curated only when named (``curate --modalities audio,face_me
 about 5-11 ms a frame. Encoder: ``mlp`` (NaN, e.g. the measures of a window with no face in most frames,
 is imputed with training statistics and flagged).
 
-Not computed live yet: the live engine keeps frames at the model's small size (64x48), too small for
-FaceMesh, and runs no face detector; live, this modality reports "no_data" and a fused model uses the
-others (as with a feature table).
+Live, the engine's face detector (``StreamEngine(face_detector="mediapipe")``, ``stream --landmarks
+mediapipe`` or a camera) runs FaceMesh on each full-size pushed frame into the face ring, and the last
+window's landmarks give the same vector. Gate: a face in fewer than half the window's frames
+("no_face"), or no face detector ("no_landmarks": the live page sends frames too small for FaceMesh).
 
 A 3-s window holds about one blink at a typical 15-20 a minute: a window's blink rate is rough, and a
 recording's windows together (the person-level report) say more.
@@ -38,6 +39,8 @@ class FaceMeasures(Modality):
     default_encoder = "mlp"
     curated_by_default = False
     live_label = "face"
+    live_landmarks = "face"
+    live_qualities = ("ok", "no_face", "no_landmarks", "landmarks_behind", "no_data")
 
     def validate(self) -> None:
         import importlib.util
@@ -89,3 +92,15 @@ class FaceMeasures(Modality):
 
     def baseline_features(self, x: np.ndarray) -> np.ndarray:
         return x
+
+    def live_window(self, streams, state, start, wanted):
+        if streams.face.last is None:
+            return "no_landmarks", None  # no face detector on this stream (or its frames are too small)
+        face = streams.face.window(start, self.timing.window_frames())
+        if face is None:
+            return "no_data", None
+        face = np.stack(face)
+        x = self.window_features(face, streams.aspect or 4 / 3)
+        if x[0] < 0.5:  # a face in fewer than half the window's frames
+            return "no_face", None
+        return "ok", (x[None] if wanted else None)

@@ -54,6 +54,7 @@ class Keypoints(Modality):
     help = "hand landmark motion (a .npy file of landmarks per video frame)"
     default_encoder = "keypoints_tcn"
     live_label = "hand"
+    live_landmarks = "hands"
     live_qualities = ("ok", "no_hand", "no_landmarks", "landmarks_behind", "no_data")
     augmentations = {"keypoints": augment_keypoints}
     Settings = HandLandmarks

@@ -88,6 +88,41 @@ def _landmark_row(landmarks: np.ndarray | None) -> np.ndarray:
     return lm
 
 
+class LandmarkDetector:
+    """A landmark detector (``features.landmarks``: "hands" or "face") that the engine runs on each pushed
+    frame, on its own thread, into ``ring``. A frame that comes while the detector is over its budget
+    (``budget_s`` of detection per frame, on average) is skipped and remembered, so that a window that
+    lost more than half its frames can say "landmarks_behind"."""
+
+    def __init__(self, kind: str, ring, budget_s: float, keep_s: float):
+        from symptomfuse.features.landmarks import POINTS, make
+
+        self.kind, self.ring, self.budget_s, self.keep_s = kind, ring, budget_s, keep_s
+        self.extract, self.points = make(kind), POINTS[kind]
+        self.debt = 0.0  # detection seconds spent beyond the budget, paid back by skipping frames
+        self.skipped: deque = deque()  # media times of frames whose landmarks were skipped
+        self.seconds: deque = deque(maxlen=10_000)  # per detected frame: detection wall seconds
+
+    def push(self, frame: av.VideoFrame, t: float) -> None:
+        if self.debt > 0:
+            self.debt = max(0.0, self.debt - self.budget_s)
+            self.skipped.append(t)
+            lm = None
+        else:
+            t0 = time.perf_counter()
+            lm = self.extract(frame.to_ndarray(format="rgb24"))
+            spent = time.perf_counter() - t0
+            self.seconds.append(spent)
+            self.debt = max(0.0, spent - self.budget_s)
+        while self.skipped and self.skipped[0] < t - self.keep_s:
+            self.skipped.popleft()
+        self.ring.push(np.full((self.points, 3), np.nan, np.float32) if lm is None else lm, t)
+
+    def behind(self, start: float, window_s: float, window_frames: int) -> bool:
+        """Whether the window from ``start`` lost more than half its frames to the budget."""
+        return sum(start <= t < start + window_s for t in self.skipped) > 0.5 * window_frames
+
+
 def uncertainty(probs: np.ndarray) -> float:
     """Entropy of ``probs`` over its maximum, log(K): 0 certain, 1 uniform."""
     p = np.clip(probs, 1e-12, 1.0)
@@ -98,14 +133,15 @@ class StreamEngine:
     def __init__(self, detector: Detector, update_every: float = 0.5, smooth: int = 3, abstain_band: float = 0.1,
                  origin: float = 0.0, max_wait_s: float = 0.5, quality: QualityConfig = QualityConfig(),
                  aspect: float | None = None, clock=time.perf_counter, hand_detector: str | None = None,
-                 landmark_budget_s: float | None = None):
+                 landmark_budget_s: float | None = None, face_detector: str | None = None):
         """``smooth``: updates averaged in the fused result (1: none). ``aspect``: width / height of the
         picture the landmarks were found in (default: taken from the pushed frames, else 4:3).
-        ``clock``: the wall clock for latencies. ``hand_detector="mediapipe"``: find hand landmarks in each
-        pushed frame on this thread (``features.landmarks``), for a source without landmarks of its own
-        (a camera); a frame that comes while the detector is over its budget (default: half a frame
-        interval per frame, on average) is skipped, and a window that lost more than half its frames so
-        is reported "landmarks_behind"."""
+        ``clock``: the wall clock for latencies. ``hand_detector="mediapipe"`` / ``face_detector=
+        "mediapipe"``: find hand / face landmarks in each pushed frame on this thread
+        (``LandmarkDetector``), for a source without landmarks of its own (a camera); a frame that comes
+        while a detector is over its budget (``landmark_budget_s`` per frame, on average; default: half a
+        frame interval each) is skipped, and a window that lost more than half its frames so is reported
+        "landmarks_behind"."""
         if update_every <= 0:
             raise UsageError(f"update_every must be positive seconds, got {update_every}")
         if smooth < 1:
@@ -126,18 +162,19 @@ class StreamEngine:
         self._next: int | None = None  # grid index of the next window's start
         self._reached: float | None = None  # wall time at which data first reached the next window's end
         self.timings: deque = deque(maxlen=10_000)  # per update: (update CPU s, of which model forward CPU s)
-        self.hands = None
-        if hand_detector is not None:
-            if hand_detector != "mediapipe":
-                raise UsageError(f"hand_detector must be 'mediapipe' or None, got {hand_detector!r}")
-            from symptomfuse.features.landmarks import make
+        budget = landmark_budget_s if landmark_budget_s is not None else 0.5 / self.contract.timing.fps
+        self.landmark_detectors: dict[str, LandmarkDetector] = {}
+        for kind, name, ring in (("hands", hand_detector, self.streams.landmarks), ("face", face_detector, self.streams.face)):
+            if name is not None:
+                if name != "mediapipe":
+                    raise UsageError(f"{'hand' if kind == 'hands' else kind}_detector must be 'mediapipe' or None, got {name!r}")
+                self.landmark_detectors[kind] = LandmarkDetector(kind, ring, budget, keep_s)
 
-            self.hands = make("hands")
-        fps = self.contract.timing.fps
-        self.landmark_budget_s = landmark_budget_s if landmark_budget_s is not None else 0.5 / fps
-        self._debt = 0.0  # landmark detection seconds spent beyond the budget, paid back by skipping frames
-        self._skipped: deque = deque()  # media times of frames whose landmarks were skipped
-        self.landmark_seconds: deque = deque(maxlen=10_000)  # per detected frame: detection wall seconds
+    @property
+    def landmark_seconds(self) -> deque:
+        """Per frame the hand detector ran on: its wall seconds (empty without a hand detector)."""
+        hands = self.landmark_detectors.get("hands")
+        return hands.seconds if hands is not None else deque()
 
     # ---- input -------------------------------------------------------------------------------------------
 
@@ -158,25 +195,9 @@ class StreamEngine:
             self.streams.aspect = frame.width / frame.height
         cfg = self.streams.frame_config
         self.streams.frames.push(frame_features(frame, cfg) if cfg is not None else None, t)
-        if self.hands is not None:
-            self._detect_hand(frame, t)
+        for found in self.landmark_detectors.values():
+            found.push(frame, t)
         return self._due(wall)
-
-    def _detect_hand(self, frame: av.VideoFrame, t: float) -> None:
-        """Hand landmarks of one frame into the landmark ring, or a skipped frame while over budget."""
-        if self._debt > 0:
-            self._debt = max(0.0, self._debt - self.landmark_budget_s)
-            self._skipped.append(t)
-            lm = None
-        else:
-            t0 = time.perf_counter()
-            lm = self.hands(frame.to_ndarray(format="rgb24"))
-            spent = time.perf_counter() - t0
-            self.landmark_seconds.append(spent)
-            self._debt = max(0.0, spent - self.landmark_budget_s)
-        while self._skipped and self._skipped[0] < t - self.keep_s:
-            self._skipped.popleft()
-        self.streams.landmarks.push(_landmark_row(lm), t)
 
     def push_landmarks(self, landmarks: np.ndarray | None, t: float) -> list[dict]:
         """(21, 2 or 3) hand landmarks normalised like MediaPipe's (x / width, y / height), or None when no
@@ -224,10 +245,9 @@ class StreamEngine:
         quality, inputs = {}, {}
         for m, mod in self.modalities.items():
             quality[m], x = mod.live_window(self.streams, self.states[m], start, m in wanted)
-            if self.hands is not None and mod.source == "landmarks":
-                skipped = sum(start <= t < start + self.window_s for t in self._skipped)
-                if skipped > 0.5 * self.contract.timing.window_frames():
-                    quality[m], x = "landmarks_behind", None
+            found = self.landmark_detectors.get(mod.live_landmarks)
+            if found is not None and found.behind(start, self.window_s, self.contract.timing.window_frames()):
+                quality[m], x = "landmarks_behind", None
             if x is not None:
                 inputs[m] = x
 
