@@ -79,13 +79,15 @@ def main() -> int:
     ap.add_argument("--minutes", default="1,10,30", help="recording lengths to curate, in minutes")
     ap.add_argument("--train-minutes", type=float, default=5.0,
                     help="length of each of the 8 people's recordings that a short training run uses (0: skip)")
-    ap.add_argument("--prepared-mb", default="2048,256",
+    ap.add_argument("--prepared-mb", default="2048,32",
                     help="train's --prepared-mb for each training run: the default keeps a fold's prepared inputs in "
                          "memory, a small one makes it prepare each batch from the cache when drawn")
     ap.add_argument("--out", type=Path, default=RESULTS / "memory_bench.json")
     args = ap.parse_args()
-    lengths = [float(v) for v in args.minutes.split(",")]
+    lengths = [float(v) for v in args.minutes.split(",") if v.strip()]
     rows = []
+    if not lengths and args.out.exists():  # --minutes "": keep the curation rows of the last run
+        rows = [r for r in json.loads(args.out.read_text())["rows"] if not r["step"].startswith("train")]
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         for minutes in lengths:
