@@ -61,24 +61,30 @@ class DiskArray:
         return f"DiskArray({self.path.name}, shape={self.shape}, dtype={self.dtype})"
 
     def _read_run(self, fh, first: int, count: int) -> np.ndarray:
-        """``count`` of the file's rows from file row ``first``."""
+        """``count`` of the file's rows from file row ``first`` (read straight into the array)."""
         fh.seek(self.offset + first * self.row_bytes)
-        data = fh.read(count * self.row_bytes)
-        if len(data) != count * self.row_bytes:
+        per_row = self.row_bytes // self.dtype.itemsize
+        out = np.fromfile(fh, self.dtype, count * per_row)
+        if out.size != count * per_row:
             raise ValueError(f"{self.path.name} is shorter than its header says (truncated)")
-        return np.frombuffer(bytearray(data), self.dtype).reshape(count, *self.row_shape)
+        return out.reshape(count, *self.row_shape)
 
     def _file_rows(self, rows: np.ndarray) -> np.ndarray:
         """The file's rows for this array's ``rows`` (in range), read as few runs as there are gaps."""
         file_rows = self.index[rows] if self.index is not None else rows + self.start
-        if len(file_rows) == 0:
+        n = len(file_rows)
+        if n == 0:
             return np.zeros((0, *self.row_shape), self.dtype)
+        first = int(file_rows[0])
+        if int(file_rows[-1]) - first == n - 1 and (n == 1 or bool(np.all(np.diff(file_rows) == 1))):
+            with open(self.path, "rb") as fh:  # the usual case: one run of consecutive rows
+                return self._read_run(fh, first, n)
         unique, inverse = np.unique(file_rows, return_inverse=True)
         breaks = np.flatnonzero(np.diff(unique) != 1) + 1
         with open(self.path, "rb") as fh:
             runs = [self._read_run(fh, int(r[0]), len(r)) for r in np.split(unique, breaks)]
         block = runs[0] if len(runs) == 1 else np.concatenate(runs)
-        return block if len(unique) == len(file_rows) and np.all(inverse == np.arange(len(inverse))) else block[inverse]
+        return block[inverse.ravel()]
 
     def __getitem__(self, key):
         rest = ()
@@ -129,7 +135,7 @@ class RowWriter:
 
     def __init__(self, path: Path):
         self.path, self.rows, self.row_shape, self.dtype = Path(path), 0, None, None
-        self._fh = open(self.path, "wb")
+        self._fh = open(self.path, "wb", buffering=1 << 20)  # frames come one at a time: few system calls
 
     def append(self, rows: np.ndarray) -> None:
         rows = np.ascontiguousarray(rows)
