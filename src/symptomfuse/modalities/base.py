@@ -194,6 +194,27 @@ class Modality:
         return "no_data", None
 
 
+class Measures:
+    """Mixin (listed before the modality's base) for a modality whose input is one vector of named measures
+    per window, ``NAMES``: its shape, the ``mlp`` encoder and its width, the names for reports, and the
+    vector itself as the baselines' features."""
+
+    NAMES: ClassVar[tuple[str, ...]] = ()
+    default_encoder = "mlp"
+
+    def input_shape(self) -> tuple[int, ...]:
+        return (len(self.NAMES),)
+
+    def encoder_args(self) -> dict:
+        return {"n_features": len(self.NAMES)}
+
+    def feature_names(self) -> tuple[str, ...]:
+        return self.NAMES
+
+    def baseline_features(self, x: np.ndarray) -> np.ndarray:
+        return x
+
+
 _REGISTRY: dict[str, type[Modality]] = {}
 
 

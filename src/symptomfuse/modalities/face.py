@@ -24,19 +24,19 @@ import numpy as np
 from symptomfuse.errors import UsageError
 from symptomfuse.features.face_measures import NAMES as MEASURES
 from symptomfuse.features.face_measures import face_measures
-from symptomfuse.modalities.base import Modality, SourceMedia, register
+from symptomfuse.modalities.base import Measures, Modality, SourceMedia, register
 
 NAMES = ("face_present", *MEASURES)
 FACE_HOOK = "mediapipe_face"
 
 
 @register
-class FaceMeasures(Modality):
+class FaceMeasures(Measures, Modality):
     name = "face_measures"
+    NAMES = NAMES
     source = "video"
     needs = ("video",)
     help = "facial-expression measures (blinks, smile, expressivity) from MediaPipe FaceMesh on each frame"
-    default_encoder = "mlp"
     curated_by_default = False
     live_label = "face"
     live_landmarks = "face"
@@ -48,15 +48,6 @@ class FaceMeasures(Modality):
         if importlib.util.find_spec("mediapipe") is None:  # said now, not in every curation worker
             raise UsageError("face_measures needs MediaPipe: pip install --no-deps mediapipe==0.10.21 attrs "
                              "(make install does)")
-
-    def input_shape(self) -> tuple[int, ...]:
-        return (len(NAMES),)
-
-    def encoder_args(self) -> dict:
-        return {"n_features": len(NAMES)}
-
-    def feature_names(self) -> tuple[str, ...]:
-        return NAMES
 
     def source_frame_hook(self):
         from symptomfuse.features.landmarks import POINTS, make
@@ -89,9 +80,6 @@ class FaceMeasures(Modality):
                 pick = np.concatenate([pick, np.repeat(pick[-1:], m - len(pick))])
             rows.append(self.window_features(src[np.minimum(pick, len(src) - 1)], aspect))
         return {self.name: np.stack(rows) if rows else np.zeros((0, len(NAMES)), np.float32)}
-
-    def baseline_features(self, x: np.ndarray) -> np.ndarray:
-        return x
 
     def live_window(self, streams, state, start, wanted):
         if streams.face.last is None:

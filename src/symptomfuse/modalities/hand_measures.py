@@ -20,29 +20,20 @@ from __future__ import annotations
 import numpy as np
 
 from symptomfuse.features.hand_kinematics import TAPPING_NAMES, TREMOR_NAMES, tapping_measures, tremor_measures
-from symptomfuse.modalities.base import register
+from symptomfuse.modalities.base import Measures, register
 from symptomfuse.modalities.keypoints import Keypoints
 
 NAMES = ("hand_present", *TREMOR_NAMES, *TAPPING_NAMES)
 
 
 @register
-class HandMeasures(Keypoints):
+class HandMeasures(Measures, Keypoints):
     name = "hand_measures"
+    NAMES = NAMES
     help = "rest-tremor and finger-tapping measures of each window's hand landmarks"
-    default_encoder = "mlp"
     curated_by_default = False
     augmentations = {}
     live_label = "hand measures"
-
-    def input_shape(self) -> tuple[int, ...]:
-        return (len(NAMES),)
-
-    def encoder_args(self) -> dict:
-        return {"n_features": len(NAMES)}
-
-    def feature_names(self) -> tuple[str, ...]:
-        return NAMES
 
     def track(self, media) -> dict:
         return {}  # the landmarks are keypoints' to keep; these measures are per window
@@ -52,6 +43,3 @@ class HandMeasures(Keypoints):
         present = float(np.mean(np.all(np.isfinite(hands[..., :2].reshape(len(hands), -1)), axis=1))) if len(hands) else 0.0
         values = {"hand_present": present, **tremor_measures(hands, fps, aspect), **tapping_measures(hands, fps, aspect)}
         return np.array([values[n] for n in NAMES], np.float32)
-
-    def baseline_features(self, x: np.ndarray) -> np.ndarray:
-        return x
