@@ -17,6 +17,7 @@ import numpy as np
 from symptomfuse.features.audio import LogMelConfig, log_mel_windows, rms_db
 from symptomfuse.modalities.base import Modality, SourceMedia, register
 from symptomfuse.errors import UsageError
+from symptomfuse.tasks import VOICE
 
 
 def augment_logmel(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
@@ -52,6 +53,7 @@ class Audio(Modality):
     default_encoder = "logmel_cnn"
     Settings = LogMelConfig
     live_label = "voice"
+    tasks = (VOICE,)
     live_qualities = ("ok", "silence", "no_voice", "no_data")
     augmentations = {"logmel": augment_logmel}
     options = {"--n-mels": (lambda text: {"n_mels": int(text)}, "mel bands of the audio features (default 64)")}
@@ -122,6 +124,7 @@ class SoundMeasure(Modality):
     default_encoder = "mlp"
     curated_by_default = False
     live_qualities = ("ok", "silence", "no_voice", "no_data")
+    tasks = (VOICE,)
 
     def measure(self, samples: np.ndarray) -> np.ndarray:
         raise NotImplementedError

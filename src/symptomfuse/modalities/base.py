@@ -89,6 +89,7 @@ class Modality:
     live_qualities: ClassVar[tuple[str, ...]] = ("ok", "no_data")  # what its live gate can answer
     live_label: ClassVar[str] = ""  # what the live page calls its quality indicator (default: the name)
     live_landmarks: ClassVar[str | None] = None  # landmarks the live engine must find in frames ("hands", "face")
+    tasks: ClassVar[tuple] = ()  # the guided-session tasks it is measured on (``symptomfuse.tasks``)
     augmentations: ClassVar[dict[str, Callable]] = {}  # encoder input_kind -> fn(prepared batch, generator)
     windowed: ClassVar[bool] = True
     curated_by_default: ClassVar[bool] = True  # False: only when named (curate --modalities ...)

@@ -25,6 +25,7 @@ from symptomfuse.errors import UsageError
 from symptomfuse.features.face_measures import NAMES as MEASURES
 from symptomfuse.features.face_measures import face_measures
 from symptomfuse.modalities.base import Measures, Modality, SourceMedia, register
+from symptomfuse.tasks import SMILE
 
 NAMES = ("face_present", *MEASURES)
 FACE_HOOK = "mediapipe_face"
@@ -40,6 +41,7 @@ class FaceMeasures(Measures, Modality):
     curated_by_default = False
     live_label = "face"
     live_landmarks = "face"
+    tasks = (SMILE,)
     live_qualities = ("ok", "no_face", "no_landmarks", "landmarks_behind", "no_data")
 
     def validate(self) -> None:

@@ -21,6 +21,7 @@ import numpy as np
 from symptomfuse.features.keypoints import FEATURES_PER_FRAME, keypoint_features, load_landmarks
 from symptomfuse.errors import UsageError
 from symptomfuse.modalities.base import Modality, SourceMedia, register
+from symptomfuse.tasks import TAP_LEFT, TAP_RIGHT
 
 LANDMARK_SOURCES = ("file", "mediapipe")
 HANDS_HOOK = "mediapipe_hands"  # curation runs MediaPipe Hands once per frame for every modality that asks
@@ -55,6 +56,7 @@ class Keypoints(Modality):
     default_encoder = "keypoints_tcn"
     live_label = "hand"
     live_landmarks = "hands"
+    tasks = (TAP_RIGHT, TAP_LEFT)
     live_qualities = ("ok", "no_hand", "no_landmarks", "landmarks_behind", "no_data")
     augmentations = {"keypoints": augment_keypoints}
     Settings = HandLandmarks

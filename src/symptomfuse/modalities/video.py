@@ -16,6 +16,7 @@ import numpy as np
 from symptomfuse.features.video import FrameConfig
 from symptomfuse.modalities.base import Modality, SourceMedia, register
 from symptomfuse.errors import UsageError
+from symptomfuse.tasks import TAP_LEFT, TAP_RIGHT
 
 
 def augment_motion(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
@@ -46,6 +47,7 @@ class Video(Modality):
     dtype = np.uint8
     Settings = FrameSize
     live_label = "camera"
+    tasks = (TAP_RIGHT, TAP_LEFT)  # the frames model of the demo sees a hand
     live_qualities = ("ok", "black", "frozen", "no_hand", "no_data")
     augmentations = {"motion": augment_motion}
     options = {"--frame-size": (lambda text: dict(zip(("width", "height"), (int(v) for v in text.lower().split("x")))),

@@ -166,6 +166,7 @@ class Prediction:
     fused: np.ndarray | None = None  # (B, K), or None when the primary model had none of its modalities
     fused_modalities: list[str] = field(default_factory=list)
     unlike: dict[str, np.ndarray] = field(default_factory=dict)  # modality -> (B,) distance / threshold
+    embeddings: dict[str, np.ndarray] = field(default_factory=dict)  # the primary's encoders: fused modality -> (B, D)
 
 
 class Detector:
@@ -247,5 +248,14 @@ class Detector:
                     shared.update(embedding)
         out.fused_modalities = [m for m in self.primary.modalities if m in inputs]
         if out.fused_modalities:
-            out.fused = self.primary.probabilities(inputs, shared)
+            out.embeddings = {**shared, **self.primary.embed({m: x for m, x in inputs.items() if m not in shared})}
+            out.fused = self.primary.probabilities(inputs, out.embeddings)
         return out
+
+    def fused_from_embeddings(self, embeddings: dict[str, np.ndarray]) -> np.ndarray | None:
+        """The primary model's calibrated probabilities from its encoders' embeddings (``Prediction.embeddings``,
+        or their means over windows: a guided session pools each modality's windows as ``train --unit
+        person`` does); modalities missing from ``embeddings`` are masked. None when none is given."""
+        if not any(m in embeddings for m in self.primary.modalities):
+            return None
+        return self.primary.probabilities({}, embeddings)

@@ -129,6 +129,12 @@ def uncertainty(probs: np.ndarray) -> float:
     return float(-(p * np.log(p)).sum() / math.log(len(p)))
 
 
+def shown_p(probs: np.ndarray) -> float:
+    """The one number an event shows for class probabilities ``probs``: the positive (second) class's
+    probability with two classes, else the top class's."""
+    return float(probs[-1]) if len(probs) == 2 else float(probs.max())
+
+
 class StreamEngine:
     def __init__(self, detector: Detector, update_every: float = 0.5, smooth: int = 3, abstain_band: float = 0.1,
                  origin: float = 0.0, max_wait_s: float = 0.5, quality: QualityConfig = QualityConfig(),
@@ -162,6 +168,8 @@ class StreamEngine:
         self._next: int | None = None  # grid index of the next window's start
         self._reached: float | None = None  # wall time at which data first reached the next window's end
         self.timings: deque = deque(maxlen=10_000)  # per update: (update CPU s, of which model forward CPU s)
+        # called after each window with (start, quality per modality, Prediction): e.g. a guided session
+        self.listeners: list = []
         budget = landmark_budget_s if landmark_budget_s is not None else 0.5 / self.contract.timing.fps
         self.landmark_detectors: dict[str, LandmarkDetector] = {}
         for kind, name, ring in (("hands", hand_detector, self.streams.landmarks), ("face", face_detector, self.streams.face)):
@@ -255,20 +263,19 @@ class StreamEngine:
         pred = self.detector.predict(inputs)
         cpu2 = time.process_time()
         event = self._event(start, quality, pred)
+        for listener in self.listeners:
+            listener(start, quality, pred)
         self.timings.append((time.process_time() - cpu0, cpu2 - cpu1))
         event["latency_ms"] = (self.clock() - self._reached) * 1000.0
         return event
 
     # ---- events ------------------------------------------------------------------------------------------
 
-    def _p(self, probs: np.ndarray) -> float:
-        return float(probs[-1]) if len(probs) == 2 else float(probs.max())
-
     def _event(self, start: float, quality: dict, pred) -> dict:
         modalities = {}
         for m in self.modalities:
             probs = pred.modalities.get(m)
-            modalities[m] = {"p": None if probs is None else self._p(probs[0]), "quality": quality[m]}
+            modalities[m] = {"p": None if probs is None else shown_p(probs[0]), "quality": quality[m]}
             if m in pred.unlike:
                 score = float(pred.unlike[m][0])
                 modalities[m].update(ood=score, unlike_training=score > 1.0)
@@ -281,10 +288,10 @@ class StreamEngine:
             raw = pred.fused[0]
             self._history.append(raw)
             probs = np.mean(self._history, axis=0)
-            fused.update(p=self._p(probs), label=self.detector.classes[int(np.argmax(probs))],
+            fused.update(p=shown_p(probs), label=self.detector.classes[int(np.argmax(probs))],
                          uncertainty=uncertainty(probs),
                          abstain=bool(abstains(probs, self.abstain_band)) or bool(unlike),
-                         modalities=pred.fused_modalities, p_window=self._p(raw))
+                         modalities=pred.fused_modalities, p_window=shown_p(raw))
             if len(probs) > 2:
                 fused["probs"] = {c: float(v) for c, v in zip(self.detector.classes, probs)}
         end = start + self.window_s
