@@ -212,6 +212,7 @@ class _StubEngine:
     def __init__(self):
         self.t = 0.0
         self.modalities = {}
+        self.landmark_detectors = {}
 
     def push_audio(self, samples, rate, t):
         self.t = max(self.t, t + len(samples) / rate)

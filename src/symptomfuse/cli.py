@@ -689,6 +689,10 @@ offers (default: this machine's, or 127.0.0.1 when it has no other).""",
                    help="sessions one client address may hold at once")
     p.add_argument("--connect-timeout", type=_number(float, 1, 600), default=10.0,
                    help="seconds an answered offer has to connect before its session is closed")
+    p.add_argument("--landmarks", choices=["auto", "none"], default="auto",
+                   help="auto: for a model with hand or face modalities, run MediaPipe Hands / FaceMesh on each "
+                        "frame (the page then sends up to 480-px-high video; Hands costs 12-19 ms a frame); "
+                        "none: never (those modalities report no_landmarks)")
     p.set_defaults(func=_run_serve)
 
 
@@ -727,7 +731,7 @@ def _run_serve(args) -> int:
 
     limit_threads(args.threads)   # torch and BLAS: idle spinning threads cost more than they give live
     factory = detector_engine_factory(model, backend=args.backend, update_every=args.update_every,
-                                      threads=args.threads)
+                                      threads=args.threads, landmarks=args.landmarks == "auto")
     print(NOTICE)
     page = "" if args.token is None else f"?token={args.token}"
     serve(factory, args.host, args.port, ice_addresses=ice, event_log=args.event_log,
@@ -826,7 +830,7 @@ def _run_stream(args) -> int:
 
     from symptomfuse.data.media import MediaError
     from symptomfuse.stream.detector import Detector, limit_threads
-    from symptomfuse.stream.engine import StreamEngine
+    from symptomfuse.stream.engine import StreamEngine, landmarks_needed
     from symptomfuse.stream.sources import DeviceError, live, replay_file
     from symptomfuse.stream.view import LiveView, write_jsonl
 
@@ -839,7 +843,7 @@ def _run_stream(args) -> int:
         raise UsageError("--threads must be at least 1")
     limit_threads(args.threads)
     detector = Detector.load(args.model, args.backend, threads=args.threads)
-    wants = {detector.contract.modality(m).live_landmarks for m in detector.modalities}
+    wants = landmarks_needed(detector)
     detect = args.landmarks == "mediapipe" or (args.landmarks == "auto" and args.camera is not None)
     engine = StreamEngine(detector, update_every=args.update_every, smooth=args.smooth, abstain_band=args.abstain_band,
                           hand_detector="mediapipe" if detect and "hands" in wants else None,
@@ -893,7 +897,7 @@ def _run_serve_workers(args, model: Path) -> int:
         worker_args += ["--event-log", str(args.event_log.resolve())]
     if args.token:
         worker_args += ["--token", args.token]
-    worker_args += ["--connect-timeout", str(args.connect_timeout),
+    worker_args += ["--connect-timeout", str(args.connect_timeout), "--landmarks", args.landmarks,
                     "--max-sessions-per-client", str(args.max_sessions_per_client)]
     workers = start_workers(args.workers, args.port + 1, worker_args, args.log_level)
     try:

@@ -9,6 +9,7 @@ Used by the browser test and ``benchmarks/webrtc_bench.py``; nothing here runs w
 * ``python tests/browser/headless.py`` (run inside the namespace) opens one Chromium per ``--feed``
   (via Selenium and the system chromedriver; never a downloaded browser), opens ``--tabs`` pages each,
   lets them stream for ``--seconds``, and writes what the pages received as JSON, plus screenshots.
+  With ``--guided`` each page runs a guided session instead, until its session result.
 """
 
 from __future__ import annotations
@@ -299,6 +300,64 @@ def run_feeds(url: str, feeds: list[dict], seconds: float, tabs: int = 1, out_di
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+GUIDE_JS = """
+const s = window.sf || {};
+return {state: s.state || null, error: s.error || null, guide: s.guide || null, n: (s.events || []).length};
+"""
+
+
+def run_guided(url: str, feeds: list[dict], out_dir: Path, timeout: float = 90.0) -> dict:
+    """Open each feed's browser on ``?autostart=1&guided=1`` (the page starts a guided session as soon as it
+    is connected) and wait until every page shows its session result. Returns per page what the page kept
+    of the guided session (``sf.guide``: the plan, each phase as it came, the result, how many landmark
+    overlays it drew), its number of live predictions and a screenshot of the page with the result."""
+    deadline = time.monotonic() + timeout
+    wait_http(url + "health", deadline)
+    tmp = Path(tempfile.mkdtemp(prefix="sf-chromium-"))
+    browsers, pages = [], []
+    try:
+        for i, feed in enumerate(feeds):
+            drv = launch(Path(feed["video"]), Path(feed["audio"]), tmp / f"profile{i}")
+            drv.set_page_load_timeout(20)
+            drv.set_script_timeout(10)
+            drv.set_window_size(1200, 1150)  # the result below the chart fits in the screenshot
+            drv.get(f"{url}?autostart=1&guided=1")
+            browsers.append(drv)
+            pages.append({"feed": feed["name"], "driver": drv, "t_load": time.monotonic(), "t_result": None})
+        while not all(pg["t_result"] for pg in pages):
+            for pg in pages:
+                st = pg["driver"].execute_script(GUIDE_JS)
+                pg["state"] = st
+                if st["error"] or (st["guide"] or {}).get("error"):
+                    raise RuntimeError(f"page {pg['feed']}: {st['error'] or st['guide']['error']}")
+                if pg["t_result"] is None and (st["guide"] or {}).get("result"):
+                    pg["t_result"] = time.monotonic()
+            if time.monotonic() > deadline:
+                raise TimeoutError("no session result in time: " + "; ".join(
+                    f"{pg['feed']}: {pg.get('state', {}).get('state')}, phases "
+                    f"{((pg.get('state') or {}).get('guide') or {}).get('phases')}" for pg in pages))
+            time.sleep(0.5)
+        results = {}
+        for pg in pages:
+            drv = pg["driver"]
+            time.sleep(0.3)  # one more overlay and chart update on screen
+            st = drv.execute_script(GUIDE_JS)
+            shot = Path(out_dir) / f"guided-{pg['feed']}.png"
+            drv.save_screenshot(str(shot))
+            results[pg["feed"]] = {"guide": st["guide"], "predictions": st["n"], "screenshot": str(shot),
+                                   "result_after_s": pg["t_result"] - pg["t_load"]}
+            drv.execute_script("document.getElementById('stop').click()")
+        time.sleep(1.0)
+        return results
+    finally:
+        for drv in browsers:
+            try:
+                drv.quit()
+            except Exception:  # noqa: BLE001 - a browser that is already gone
+                pass
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def sessions_open(url: str) -> int:
     with NO_PROXY.open(url + "health", timeout=2) as r:
         return int(json.load(r)["sessions"])
@@ -320,6 +379,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, required=True, help="JSON file of the results (screenshots beside it)")
     p.add_argument("--wait-closed", type=float, default=15.0,
                    help="then wait up to this long for the server to close every session")
+    p.add_argument("--guided", action="store_true",
+                   help="run a guided session on each page (one tab each) until its result, instead of streaming")
     args = p.parse_args(argv)
     feeds = []
     for spec in args.feed:
@@ -327,7 +388,10 @@ def main(argv: list[str] | None = None) -> int:
         feeds.append({"name": name, "video": video, "audio": audio})
     url = args.url if args.url.endswith("/") else args.url + "/"
     t0 = time.monotonic()
-    results = run_feeds(url, feeds, args.seconds, args.tabs, out_dir=args.out.parent, timeout=args.timeout)
+    if args.guided:
+        results = run_guided(url, feeds, args.out.parent, timeout=args.timeout)
+    else:
+        results = run_feeds(url, feeds, args.seconds, args.tabs, out_dir=args.out.parent, timeout=args.timeout)
     deadline = time.monotonic() + args.wait_closed
     left = sessions_open(url)
     while left and time.monotonic() < deadline:
@@ -336,9 +400,10 @@ def main(argv: list[str] | None = None) -> int:
     out = {"pages": results, "sessions_open_after_close": left,
            "wall_s": time.monotonic() - t0}
     args.out.write_text(json.dumps(out))
-    print(json.dumps({k: {"first_prediction_s": round(v["first_prediction_s"], 2), "n": len(v["fused"]),
-                          "last_fused": v["fused"][-1] if v["fused"] else None}
-                      for k, v in results.items()}))
+    if not args.guided:
+        print(json.dumps({k: {"first_prediction_s": round(v["first_prediction_s"], 2), "n": len(v["fused"]),
+                              "last_fused": v["fused"][-1] if v["fused"] else None}
+                          for k, v in results.items()}))
     return 0
 
 

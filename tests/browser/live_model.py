@@ -88,3 +88,49 @@ def voice_cohort(out: Path, people: int = 24, recordings: int = 2, seconds: floa
         w.writeheader()
         w.writerows(rows)
     return out / "manifest.csv"
+
+
+def _face_variant(src: Path, dst: Path, k: int) -> None:
+    """A video-only copy of ``src`` that differs in its bytes (curation refuses duplicate recordings): mirrored
+    or not, a little brighter or darker, and starting a few frames later (the skipped frames go to the end)."""
+    import av
+
+    with av.open(str(src)) as c:
+        frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    start = 3 * (k % 5)
+    frames = frames[start:] + frames[:start]
+    gain = 0.85 + 0.3 * (k % 7) / 6
+    with av.open(str(dst), "w") as out:
+        stream = out.add_stream("mpeg4", rate=25)
+        stream.width, stream.height, stream.pix_fmt = frames[0].shape[1], frames[0].shape[0], "yuv420p"
+        for img in frames:
+            img = np.clip(img.astype(np.float32) * gain, 0, 255).astype(np.uint8)
+            if k % 2:
+                img = np.ascontiguousarray(img[:, ::-1])
+            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+
+
+def guided_cohort(out: Path, face_clip: Path, people: int = 16, recordings: int = 2, seconds: float = 5.0,
+                  seed: int = 5) -> Path:
+    """``voice_cohort`` plus a "smile" task for everyone: a video-only row per person (``task`` column), which
+    gives a model of two separately recorded tasks (train --unit person). Every smile recording is a variant
+    of the same real GRID face clip (``_face_variant``), so the face model learns nothing about the labels:
+    the guided browser test checks the mechanics (two tasks, face landmarks found and drawn, one session
+    result), not what the face says."""
+    import pandas as pd
+
+    manifest = voice_cohort(out, people=people, recordings=recordings, seconds=seconds, seed=seed)
+    rows = pd.read_csv(manifest, keep_default_na=False)
+    rows["task"], rows["video_path"] = "voice", ""
+    smiles = []
+    (out / "face").mkdir(exist_ok=True)
+    for k, (person, label) in enumerate(rows.groupby("person_id").label.first().items()):
+        name = f"face/{person}_smile.mp4"
+        _face_variant(face_clip, out / name, k)
+        smiles.append({"audio_path": "", "video_path": name, "person_id": person, "label": label, "session": 0,
+                       "task": "smile"})
+    pd.concat([rows, pd.DataFrame(smiles)], ignore_index=True).to_csv(manifest, index=False)
+    return manifest

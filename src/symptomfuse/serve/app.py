@@ -122,22 +122,30 @@ async def _shutdown(app: web.Application) -> None:
 
 
 def detector_engine_factory(model_dir: Path, backend: str = "torch", update_every: float = 0.5,
-                            threads: int | None = None):
+                            threads: int | None = None, landmarks: bool = True):
     """Load the exported detector once (shared: it is stateless); each session gets its own StreamEngine.
-    ``threads`` bounds onnxruntime's threads per inference (torch's are process-wide)."""
+    ``threads`` bounds onnxruntime's threads per inference (torch's are process-wide). ``landmarks``: run
+    MediaPipe on each frame for the modalities that need hand or face landmarks (the page then sends
+    frames large enough for it)."""
     from symptomfuse.stream.detector import Detector
-    from symptomfuse.stream.engine import StreamEngine
+    from symptomfuse.stream.engine import StreamEngine, landmarks_needed
+    from symptomfuse.tasks import plan
 
     detector = Detector.load(model_dir, backend=backend, threads=threads if backend == "onnx" else None)
+    kinds = landmarks_needed(detector) if landmarks else set()
 
     def factory() -> StreamEngine:
-        return StreamEngine(detector, update_every=update_every)
+        return StreamEngine(detector, update_every=update_every,
+                            hand_detector="mediapipe" if "hands" in kinds else None,
+                            face_detector="mediapipe" if "face" in kinds else None)
 
     frames = detector.contract.frame_config()
+    steps = plan({m: detector.contract.modality(m) for m in detector.modalities})
     factory.info = {"modalities": list(detector.modalities), "classes": list(detector.classes),
                     "positive_class": detector.positive_class, "live": detector.spec.live_info(),
                     "frame_size": [frames.width, frames.height] if frames else [64, 48],
-                    "fps": detector.contract.timing.fps}
+                    "fps": detector.contract.timing.fps, "landmarks": sorted(kinds),
+                    "tasks": [s.to_json() for s in steps]}
     return factory
 
 

@@ -20,7 +20,11 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
+import numpy as np
+
+from symptomfuse.errors import UsageError
 from symptomfuse.stream.engine import NOTICE
+from symptomfuse.stream.guided import GuidedSession
 from symptomfuse.serve.media import MediaClock, audio_to_mono_float
 from symptomfuse.serve.guard import token_ok
 
@@ -28,6 +32,19 @@ log = logging.getLogger("symptomfuse.serve")
 
 FPS_SPAN_S = 2.0  # video frame rate received, over the last 2 s
 VIDEO_SLACK_S = 0.06  # a video frame this close before a window's end completes it (1.5 frames at 25 fps)
+OVERLAY_EVERY_S = 0.1  # landmarks for the page's overlay: at most 10 a second of media
+FACE_POINTS_EVERY = 6  # the overlay shows every 6th of FaceMesh's 478 points
+
+
+def overlay_points(item) -> list | None:
+    """A ring's newest landmarks as [[x, y], ...] rounded to 3 decimals, or None when none were found."""
+    if item is None:
+        return None
+    points = item[1]
+    if points is None or not np.isfinite(points[:, :2]).all():
+        return None
+    step = FACE_POINTS_EVERY if len(points) > 21 else 1
+    return np.round(points[::step, :2].astype(float), 3).tolist()
 
 
 class EventLog:
@@ -81,6 +98,9 @@ class Session:
         self._arrivals: deque = deque()           # arrival times of the last FPS_SPAN_S of video frames
         self._first_rtp: int | None = None
         self._disconnect_timer: asyncio.TimerHandle | None = None
+        self.guided: GuidedSession | None = None  # a guided session, once the page asks for one
+        self._media_t = 0.0  # media time of the newest sound or picture pushed to the engine
+        self._overlay_t = -1.0  # media time of the last landmarks sent for the overlay
         self.event_log.write(self.id, "start")
 
         @pc.on("datachannel")
@@ -141,6 +161,9 @@ class Session:
             return
         if msg.get("type") == "stop":
             asyncio.ensure_future(self.close("stopped by the page", flush=True))
+        elif msg.get("type") == "guided" and msg.get("action") == "start":
+            self._pending.append(("guided",))  # started on the engine thread, in order with the media
+            self._wake.set()
 
     def _send(self, msg: dict) -> None:
         ch = self.channel
@@ -178,15 +201,21 @@ class Session:
         if not self.closed:
             await self.close(f"{kind} track ended")
 
-    def _process(self, batch: list) -> list[tuple[dict, int | None]]:
+    def _process(self, batch: list, final: bool = False) -> tuple[list[tuple[dict, int | None]], list[dict]]:
         """Engine thread: push a batch of frames; return the due events, each with the RTP timestamp of the
         video frame that completed its window (the page maps it back to the frame's capture time), or None
-        when the window closed without its last video frame (video late or stalled)."""
-        out = []
+        when the window closed without its last video frame (video late or stalled); and the other messages
+        for the page (the guided session's, the landmark overlay)."""
+        out, messages = [], []
         for item in batch:
+            if item[0] == "guided":
+                messages += self._start_guided()
+                continue
             if item[0] == "audio":
                 _, frame, rate, t, _ = item
-                events = self.engine.push_audio(audio_to_mono_float(frame), rate, t)
+                samples = audio_to_mono_float(frame)
+                events = self.engine.push_audio(samples, rate, t)
+                self._media_t = max(self._media_t, t + len(samples) / rate)
             else:
                 _, frame, t, rtp = item
                 self.lag_s = self.clock.now() - t
@@ -195,8 +224,35 @@ class Session:
                     continue
                 self._last_rtp, self._last_video_t = rtp, t
                 events = self.engine.push_video(frame, t)
+                self._media_t = max(self._media_t, t)
             out.extend((ev, self._completing_rtp(ev)) for ev in events)
-        return out
+        if final:
+            out.extend((ev, self._completing_rtp(ev)) for ev in self.engine.flush())
+        if self.guided is not None and self.guided.result is None:
+            messages += self.guided.advance(self._media_t, final=final)
+            if self.guided.result is not None:
+                self.engine.listeners.remove(self.guided.on_window)
+                self.event_log.write(self.id, "guided_result", result=self.guided.result.to_json())
+        if self.engine.landmark_detectors and self._media_t - self._overlay_t >= OVERLAY_EVERY_S:
+            self._overlay_t = self._media_t
+            rings = {"hands": self.engine.streams.landmarks, "face": self.engine.streams.face}
+            messages.append({"type": "landmarks", "t": round(self._media_t, 3),
+                             **{kind: overlay_points(rings[kind].last) for kind in self.engine.landmark_detectors}})
+        return out, messages
+
+    def _start_guided(self) -> list[dict]:
+        """Engine thread: the page asked for a guided session; it begins half a second of media from now."""
+        if self.guided is not None and self.guided.result is None:
+            return []  # one at a time
+        engine = self.engine
+        try:
+            self.guided = GuidedSession(engine.detector, self._media_t + 0.5, update_every=engine.update_every,
+                                        settle_s=engine.max_wait_s, abstain_band=engine.abstain_band)
+        except UsageError as exc:
+            return [{"type": "guide_error", "message": str(exc)}]
+        engine.listeners.append(self.guided.on_window)
+        self.event_log.write(self.id, "guided_start", steps=[s.task.name for s in self.guided.steps])
+        return [self.guided.plan_message()]
 
     def _completing_rtp(self, event: dict) -> int | None:
         if self._last_video_t is None or self._last_video_t < event.get("t", 0.0) - VIDEO_SLACK_S:
@@ -212,7 +268,7 @@ class Session:
                 continue
             batch, self._pending = list(self._pending), deque()
             try:
-                results = await loop.run_in_executor(self._executor, self._process, batch)
+                results, messages = await loop.run_in_executor(self._executor, self._process, batch)
             except Exception as exc:  # noqa: BLE001 - report engine errors to the page, end the session
                 log.exception("session %s: engine error", self.id)
                 self._send({"type": "error", "message": f"engine error: {exc}"})
@@ -220,6 +276,8 @@ class Session:
                 return
             for event, rtp in results:
                 self._emit(event, rtp)
+            for msg in messages:
+                self._send(msg)
 
     def _emit(self, event: dict, rtp: int | None) -> None:
         self.counts["events"] += 1
@@ -243,11 +301,11 @@ class Session:
             try:
                 rest = list(self._pending)
                 self._pending.clear()
-                results = await loop.run_in_executor(self._executor, self._process, rest)
-                for ev in await loop.run_in_executor(self._executor, self.engine.flush):
-                    results.append((ev, self._completing_rtp(ev)))
+                results, messages = await loop.run_in_executor(self._executor, self._process, rest, True)
                 for event, rtp in results:
                     self._emit(event, rtp)
+                for msg in messages:  # a guided session stopped early gives its result from what it has
+                    self._send(msg)
             except Exception:  # noqa: BLE001
                 log.exception("session %s: flush failed", self.id)
         self._send({"type": "end", "reason": reason})

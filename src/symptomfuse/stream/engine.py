@@ -129,6 +129,11 @@ def uncertainty(probs: np.ndarray) -> float:
     return float(-(p * np.log(p)).sum() / math.log(len(p)))
 
 
+def landmarks_needed(detector: Detector) -> set[str]:
+    """The landmarks ("hands", "face") the detector's modalities read live (``Modality.live_landmarks``)."""
+    return {k for m in detector.modalities if (k := detector.contract.modality(m).live_landmarks)}
+
+
 def shown_p(probs: np.ndarray) -> float:
     """The one number an event shows for class probabilities ``probs``: the positive (second) class's
     probability with two classes, else the top class's."""
