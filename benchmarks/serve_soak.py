@@ -89,7 +89,10 @@ def main() -> int:
     server = subprocess.Popen([sys.executable, "-m", "symptomfuse.cli", "serve", "--model", str(args.model),
                                "--port", str(args.port), "--ice-addresses", "127.0.0.1",
                                "--max-sessions", str(args.sessions + 2), "--log-level", "warning",
-                               "--max-sessions-per-client", str(args.sessions + 2)],
+                               "--max-sessions-per-client", str(args.sessions + 2),
+                               # as measured before the server ran MediaPipe for a hand model: the figures
+                               # stay comparable (hand detection is measured in stream_bench)
+                               "--landmarks", "none"],
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         for line in server.stdout:

@@ -135,3 +135,30 @@ def test_a_model_without_tasks_is_refused_with_a_message(guided):
     _, _, det = guided
     with pytest.raises(UsageError, match="no guided tasks"):
         GuidedSession(det, 0.0, steps=[])
+
+
+def test_stream_command_guides_and_gives_the_result_of_what_the_recording_had(guided, tmp_path, capsys):
+    """`symptomfuse stream FILE --guided`: the model's three tasks (voice, tap right, tap left: 3 s to get
+    ready, then 6, 10 and 10 s) laid over a 14 s recording, which ends 2 s into the right-hand tapping,
+    before any window of it is complete: the result comes from what it had (the voice) and says that the
+    tapping tasks had no window."""
+    from symptomfuse.cli import main
+
+    root, ws, det = guided
+    rec = ws.windows.recording_id.iloc[0]
+    out = tmp_path / "events.jsonl"
+    assert main(["stream", str(root / "cohort" / "recordings" / f"{rec}.mp4"), "--model", str(root / "export"),
+                 "--guided", "--jsonl", str(out)]) == 0
+    import json
+
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    guide = [(m["step"], m["phase"]) for m in lines if m.get("type") == "guide"]
+    assert guide[:3] == [(0, "prepare"), (0, "record"), (1, "prepare")] and (1, "record") in guide
+    result = [m["result"] for m in lines if m.get("type") == "guided_result"]
+    assert len(result) == 1 and lines[-1]["type"] == "guided_result"
+    steps = {s["name"]: s for s in result[0]["steps"]}
+    assert steps["voice"]["windows"] == 7 and steps["voice"]["usable"] == {"audio": 7}  # [3, 9): 7 windows
+    assert steps["tap_right"]["windows"] == 0 and steps["tap_left"]["windows"] == 0
+    assert result[0]["fused"]["modalities"] == ["audio"] and result[0]["fused"]["p"] is not None
+    shown = capsys.readouterr().out
+    assert "task 1/3: Voice" in shown and "session result:" in shown and "contribution" in shown

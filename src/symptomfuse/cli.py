@@ -797,6 +797,10 @@ hand landmarks in every frame with MediaPipe Hands (offline, the model is in the
 frames when it cannot keep up ("landmarks_behind"); without landmarks the keypoints modality is
 reported missing and the fusion uses what is present.
 
+--guided walks the person through the tasks of the model's modalities (voice: sustain "aaah"; smile;
+tap the right, then the left hand), prompting each with a countdown on the media clock, and ends with
+one result for the whole session (see `symptomfuse serve` for the same in the browser).
+
 Output: a live view (a bar per modality and for the fused result) and/or JSON lines (--jsonl), one
 event per update: {{t, modalities: {{audio: {{p, quality, ood, unlike_training}}, video: ..., keypoints: ...}},
 fused: {{p, label, uncertainty, abstain, unlike_training}}, latency_ms, notice}}. A modality whose input lies
@@ -822,6 +826,11 @@ far from its training data (ood > 1: "unlike the training data") makes the fused
                    help="abstain when the top probability is within this of chance")
     p.add_argument("--jsonl", default=None, help="write events as JSON lines to this file (- for stdout)")
     p.add_argument("--no-view", action="store_true", help="no live view")
+    p.add_argument("--guided", action="store_true",
+                   help="walk the person through the model's tasks (e.g. say 'aaah' 6 s, tap each hand 10 s), "
+                        "each with 3 s to get ready, then give one result for the session: each task's windows "
+                        "pooled by the fused model, a 90%% interval, each task's contribution (--jsonl gets the "
+                        "prompts and the result too); a live stream stops after the result")
     p.set_defaults(func=_run_stream)
 
 
@@ -832,7 +841,8 @@ def _run_stream(args) -> int:
     from symptomfuse.stream.detector import Detector, limit_threads
     from symptomfuse.stream.engine import StreamEngine, landmarks_needed
     from symptomfuse.stream.sources import DeviceError, live, replay_file
-    from symptomfuse.stream.view import LiveView, write_jsonl
+    from symptomfuse.stream.guided import GuidedSession
+    from symptomfuse.stream.view import LiveView, render_guide, write_jsonl
 
     live_source = args.camera is not None or args.mic is not None
     if (args.file is None) == (not live_source):
@@ -848,23 +858,43 @@ def _run_stream(args) -> int:
     engine = StreamEngine(detector, update_every=args.update_every, smooth=args.smooth, abstain_band=args.abstain_band,
                           hand_detector="mediapipe" if detect and "hands" in wants else None,
                           face_detector="mediapipe" if detect and "face" in wants else None)
+    guided = None
+    if args.guided:
+        guided = GuidedSession(detector, 0.0, update_every=args.update_every, settle_s=engine.max_wait_s,
+                               abstain_band=args.abstain_band)
+        engine.listeners.append(guided.on_window)
     jsonl = None if args.jsonl is None else (sys.stdout if args.jsonl == "-" else open(args.jsonl, "w"))
     view = None if args.no_view or args.jsonl == "-" else LiveView(detector.positive_class)
     if view is not None:
         print(NOTICE)
     events, code = [], 0
+
+    def guide(messages: list[dict]) -> None:
+        for msg in messages:
+            if jsonl is not None:
+                write_jsonl(jsonl, msg)
+            if view is not None:
+                view.note(render_guide(msg))
     try:
         if args.file is not None:
             landmarks = None if args.landmarks in ("none", "mediapipe") else args.landmarks
             source = replay_file(engine, args.file, realtime=args.realtime, landmarks=landmarks)
         else:
             source = live(engine, camera=args.camera, mic=args.mic, seconds=args.seconds)
+        if guided is not None:
+            guide(guided.advance(0.0))
         for event in source:
             events.append(event)
             if jsonl is not None:
                 write_jsonl(jsonl, event)
             if view is not None:
                 view.show(event)
+            if guided is not None:
+                guide(guided.advance(event["t"]))
+                if guided.result is not None and args.file is None:
+                    break  # a live guided session ends with its result
+        if guided is not None and guided.result is None:  # the recording ended first: the result of what it had
+            guide(guided.advance(events[-1]["t"] if events else 0.0, final=True))
     except (DeviceError, MediaError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         code = 2

@@ -49,6 +49,35 @@ def render(event: dict, positive: str | None) -> list[str]:
     return lines
 
 
+def render_guide(msg: dict) -> list[str]:
+    """A guided session's message (``stream.guided``) as lines for the terminal: a task's prompt, or the
+    session's result."""
+    if msg["type"] == "guide":
+        task = msg["task"]
+        if task is None:
+            return [f"-- {'all tasks done' if msg['phase'] == 'done' else 'finishing: the last windows...'}"]
+        if msg["phase"] == "prepare":
+            return [f"-- task {msg['step'] + 1}/{msg['steps']}: {task['title']} ({task['seconds']:g} s) in "
+                    f"{msg['remaining_s']:.0f} s. {task['instruction']}"]
+        return [f"-- task {msg['step'] + 1}/{msg['steps']}: {task['title']}: NOW, for {msg['remaining_s']:.0f} s"]
+    if msg["type"] == "guided_result":
+        r = msg["result"]
+        f = r["fused"]
+        head = "session result: " + ("abstains: " + f["why"] if f["abstain"] else f"{f['label']}")
+        if f["p"] is not None:
+            head += f"  (p {f['p']:.2f}, 90% interval {f['interval'][0]:.2f}-{f['interval'][1]:.2f}, " \
+                    f"uncertainty {f['uncertainty']:.2f}, from {'+'.join(f['modalities'])})"
+        lines = [head]
+        for step in r["steps"]:
+            usable = ", ".join(f"{m} {n}/{step['windows']}" for m, n in step["usable"].items())
+            own = ", ".join(f"{m} {p:.2f}" for m, p in step["p"].items()) or "--"
+            c = step["contribution"]
+            lines.append(f"  {step['title']:<22} usable windows: {usable:<28} own models: {own:<22} "
+                         f"contribution: {'--' if c is None else f'{c:+.2f}'}")
+        return lines + [f"*** {r['notice'].upper()} ***"]
+    return []
+
+
 class LiveView:
     """Redraws the view in place on a terminal; writes one line per event elsewhere."""
 
@@ -70,6 +99,13 @@ class LiveView:
                              for m, e in event["modalities"].items())
             self.out.write(f"t={event['t']:.2f}s  {mods}  fused {_value(f['p']).strip()}"
                            f"{' abstain' if f['abstain'] else ''}  [{NOTICE}]\n")
+        self.out.flush()
+
+
+    def note(self, lines: list[str]) -> None:
+        """Lines that stay (a guided session's prompts and result); the view is drawn again below them."""
+        self.out.write("".join(f"{line}\n" for line in lines))
+        self._drawn = 0
         self.out.flush()
 
 
