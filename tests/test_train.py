@@ -207,3 +207,20 @@ def test_a_modality_no_recording_has_is_left_out_or_refused(cohort, tmp_path, ca
     assert sorted(json.loads((tmp_path / "r" / "run.json").read_text())["models"]) == ["audio_only", "video_only"]
     assert main([*base, "--out", str(tmp_path / "r2"), "--modalities", "keypoints"]) == 2
     assert "no curated recording" in capsys.readouterr().err
+
+
+def test_a_modality_too_few_people_have_is_refused_before_a_fold_fails(cohort, tmp_path, capsys):
+    """Landmarks for one person only: with 2 folds, one fold has no training window of keypoints. train
+    says so, and what to do, instead of failing inside that fold (it used to: "num_samples=0")."""
+    m = pd.read_csv(cohort / "manifest.csv", keep_default_na=False)
+    m["path"] = [str(cohort / p) for p in m.path]
+    m["keypoints"] = [str(cohort / k) if person == m.person_id.iloc[0] else "" for k, person in zip(m.keypoints, m.person_id)]
+    m.to_csv(tmp_path / "m.csv", index=False)
+    assert main(["curate", str(tmp_path / "m.csv"), "--out", str(tmp_path / "c"), "--labels", "healthy,parkinsons",
+                 "--modalities", "audio,keypoints", "--workers", "2"]) == 0
+    capsys.readouterr()
+    tiny = json.dumps({m: e for m, e in json.loads(TINY).items() if m != "video"})
+    assert main(["train", str(tmp_path / "c"), "--out", str(tmp_path / "r"), "--folds", "2", "--epochs", "1",
+                 "--fusions", "", "--late", "", "--baselines", "", "--encoder-args", tiny]) == 2
+    err = capsys.readouterr().err
+    assert "keypoints: fold" in err and "(1 people have it)" in err and "fewer --folds" in err

@@ -505,6 +505,15 @@ def _run_train(args) -> int:
     else:
         groups = ws.windows.recording_id.to_numpy() if args.split == "record" else None
         folds, _ = person_folds(ws.people, ws.y, args.folds, args.seed, args.held_out, groups=groups)
+    for m in mods:  # a model needs windows of its modality to train and to stop early on, in every fold
+        has = ws.has(m)
+        for f in folds:
+            for part, idx in (("training", f.train), ("validation", f.val)):
+                if (len(idx) or part == "training") and not has[idx].any():
+                    people = len(np.unique(ws.people[has]))
+                    raise UsageError(f"{m}: fold {f.index} has no {part} window of it ({people} people have it): "
+                                     f"use fewer --folds, curate more recordings with it, or leave it out "
+                                     f"(--modalities / --fusion-modalities)")
     tables = {m: (list(contract.modalities[m].columns), _table_values(ws, m), ws.y)
               for m in mods if contract.modality(m).source == "table"}
     if tables and not args.allow_separating_columns:
