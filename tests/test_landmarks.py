@@ -24,6 +24,22 @@ def test_one_euro_calms_still_jitter_and_follows_a_movement():
     assert np.isnan(f[40:45]).all() and np.isfinite(f[45:]).all()
 
 
+def test_a_still_face_has_blendshape_ranges_near_zero():
+    """The first GRID frame held for 3 s: the same coefficients every frame (tracking smooths them a
+    little), so every range is near 0, while the talking clip's jaw moves."""
+    import av
+
+    from symptomfuse.modalities.blendshapes import NAMES, blendshape_stats
+
+    with av.open(str(GRID_CLIP)) as c:
+        frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    still = dict(zip(NAMES, blendshape_stats(track([frames[0]] * 75, "blendshapes"))))
+    talking = dict(zip(NAMES, blendshape_stats(track(frames, "blendshapes"))))
+    assert still["face_present"] == 1.0
+    assert max(v for n, v in still.items() if n.endswith("_range")) < 0.05  # measured: 0.03 at most
+    assert talking["jawOpen_range"] > 5 * max(still["jawOpen_range"], 0.01)
+
+
 def test_unknown_landmarks_are_refused():
     with pytest.raises(UsageError, match="available"):
         make("feet")
@@ -75,33 +91,38 @@ def test_curation_finds_hand_landmarks_with_the_live_engines_extractor(cohort, t
                  "--labels", "healthy,parkinsons", "--hand-landmarks", "camera"]) == 2
 
 
-def test_face_measures_are_curated_from_a_real_face(tmp_path):
-    """curate --modalities face_measures runs FaceMesh on each frame of a real talking face (GRID) and
-    stores each window's measures: the feature function of that window's landmarks, found in every frame,
-    within human ranges."""
+@pytest.mark.parametrize("modality,kind", [("face_measures", "face"), ("face_blendshapes", "blendshapes")])
+def test_face_tracks_are_curated_from_a_real_face_and_read_the_same_live(tmp_path, modality, kind):
+    """curate --modalities face_measures (FaceMesh) or face_blendshapes (the Tasks FaceLandmarker) runs its
+    model on each frame of a real talking face (GRID) and stores each window's vector: the feature
+    function of that window's track, a face in every frame, values within human ranges. Live, the
+    engine's detector of that kind gives the same vector, bit for bit."""
     import av
     import pandas as pd
 
     from symptomfuse.cli import main
     from symptomfuse.contract import FeatureContract
     from symptomfuse.data.cache import FeatureCache
-    from symptomfuse.modalities.face import NAMES
 
     pd.DataFrame([{"path": str(GRID_CLIP), "person_id": "S1", "label": "healthy"}]).to_csv(tmp_path / "m.csv", index=False)
     assert main(["curate", str(tmp_path / "m.csv"), "--out", str(tmp_path / "c"), "--labels", "healthy,parkinsons",
-                 "--modalities", "face_measures", "--workers", "1"]) == 0
+                 "--modalities", modality, "--workers", "1"]) == 0
     rec = pd.read_csv(tmp_path / "c" / "recordings.csv").iloc[0]
-    got = np.asarray(FeatureCache(tmp_path / "c" / "cache").load(rec.cache_key)["face_measures"])
-    assert got.shape == (1, len(NAMES))  # a 3-s clip: one window
+    got = np.asarray(FeatureCache(tmp_path / "c" / "cache").load(rec.cache_key)[modality])
+    mod = FeatureContract.load(tmp_path / "c").modality(modality)
+    assert got.shape == (1, len(mod.NAMES))  # a 3-s clip: one window
     with av.open(str(GRID_CLIP)) as c:
         stream = c.streams.video[0]
         size = (stream.codec_context.width, stream.codec_context.height)
         frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
-    mod = FeatureContract.load(tmp_path / "c").modality("face_measures")
-    np.testing.assert_array_equal(got[0], mod.window_features(track(frames, "face")[:75], size[0] / size[1]))
-    v = dict(zip(NAMES, got[0]))
+    np.testing.assert_array_equal(got[0], mod.window_features(track(frames, kind)[:75], size[0] / size[1]))
+    v = dict(zip(mod.NAMES, got[0]))
     assert v["face_present"] == 1.0
-    assert 0.15 < v["eye_opening"] < 0.4 and 0.3 < v["smile_width_mean"] < 0.8 and 0 <= v["blink_rate"] < 60
+    if modality == "face_measures":
+        assert 0.15 < v["eye_opening"] < 0.4 and 0.3 < v["smile_width_mean"] < 0.8 and 0 <= v["blink_rate"] < 60
+    else:  # a person talking: the jaw opens and closes; nobody puffs their cheeks
+        assert v["jawOpen_range"] > 0.1 and v["cheekPuff_mean"] < 0.05
+        assert np.all((got[0][1:] >= 0) & (got[0][1:] <= 1))
 
     # Live: the engine's face detector runs FaceMesh on each pushed frame into the face ring, and the
     # window's vector is the one curation stored.
@@ -112,14 +133,16 @@ def test_face_measures_are_curated_from_a_real_face(tmp_path):
     streams = Streams(25.0, 0.0, 10.0, QualityConfig())
     streams.aspect = size[0] / size[1]
     assert mod.live_window(streams, None, 0.0, True) == ("no_landmarks", None)
-    found = LandmarkDetector("face", streams.face, budget_s=10.0, keep_s=10.0)
+    found = LandmarkDetector(kind, streams.by_kind[kind], budget_s=10.0, keep_s=10.0)
     with av.open(str(GRID_CLIP)) as c:
         for k, frame in enumerate(c.decode(video=0)):
             found.push(frame, k / 25)
-    streams.face.close()
+    streams.by_kind[kind].close()
     quality, live = mod.live_window(streams, None, 0.0, True)
     assert quality == "ok" and len(found.seconds) == len(frames)
     np.testing.assert_array_equal(live[0], got[0])
+    if modality != "face_measures":
+        return
     starved = LandmarkDetector("face", SlotRing(25.0, 0.0, 250), budget_s=1e-6, keep_s=10.0)
     with av.open(str(GRID_CLIP)) as c:
         for k, frame in enumerate(c.decode(video=0)):

@@ -699,8 +699,8 @@ offers (default: this machine's, or 127.0.0.1 when it has no other).""",
     p.add_argument("--connect-timeout", type=_number(float, 1, 600), default=10.0,
                    help="seconds an answered offer has to connect before its session is closed")
     p.add_argument("--landmarks", choices=["auto", "none"], default="auto",
-                   help="auto: for a model with hand or face modalities, run MediaPipe Hands / FaceMesh on each "
-                        "frame (the page then sends up to 480-px-high video; Hands costs 12-19 ms a frame); "
+                   help="auto: for a model with hand or face modalities, run MediaPipe Hands / FaceMesh / the "
+                        "Tasks FaceLandmarker on each frame (the page then sends up to 480-px-high video; Hands costs 12-19 ms a frame); "
                         "none: never (those modalities report no_landmarks)")
     p.set_defaults(func=_run_serve)
 
@@ -825,8 +825,8 @@ far from its training data (ood > 1: "unlike the training data") makes the fused
     p.add_argument("--seconds", type=_number(float, 0, 10**7, low_open=True), default=None, help="stop a live stream after this long")
     p.add_argument("--landmarks", default="auto",
                    help="hand landmarks: auto (for a file, NAME.keypoints.npy beside it), none, a .npy path, or "
-                        "mediapipe (MediaPipe Hands, and FaceMesh for a model with face_measures, on every frame: "
-                        "a camera's default)")
+                        "mediapipe (MediaPipe Hands, and FaceMesh or the Tasks FaceLandmarker for a model with "
+                        "face_measures or face_blendshapes, on every frame: a camera's default)")
     p.add_argument("--backend", choices=["torch", "onnx"], default="torch", help="inference backend")
     p.add_argument("--threads", type=_number(int, 1, 256), default=1, help="inference threads")
     p.add_argument("--update-every", type=_number(float, 0, 60, low_open=True), default=0.5, help="seconds of media between updates")
@@ -848,7 +848,7 @@ def _run_stream(args) -> int:
 
     from symptomfuse.data.media import MediaError
     from symptomfuse.stream.detector import Detector, limit_threads
-    from symptomfuse.stream.engine import StreamEngine, landmarks_needed
+    from symptomfuse.stream.engine import StreamEngine, landmarks_needed, mediapipe_detectors
     from symptomfuse.stream.sources import DeviceError, live, replay_file
     from symptomfuse.stream.guided import GuidedSession
     from symptomfuse.stream.view import LiveView, render_guide, write_jsonl
@@ -865,8 +865,7 @@ def _run_stream(args) -> int:
     wants = landmarks_needed(detector)
     detect = args.landmarks == "mediapipe" or (args.landmarks == "auto" and args.camera is not None)
     engine = StreamEngine(detector, update_every=args.update_every, smooth=args.smooth, abstain_band=args.abstain_band,
-                          hand_detector="mediapipe" if detect and "hands" in wants else None,
-                          face_detector="mediapipe" if detect and "face" in wants else None)
+                          **mediapipe_detectors(wants if detect else ()))
     guided = None
     if args.guided:
         guided = GuidedSession(detector, 0.0, update_every=args.update_every, settle_s=engine.max_wait_s,

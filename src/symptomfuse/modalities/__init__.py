@@ -20,6 +20,7 @@ from symptomfuse.modalities import voice as _voice  # noqa: E402,F401
 from symptomfuse.modalities import ge2e as _ge2e  # noqa: E402,F401
 from symptomfuse.modalities import hand_measures as _hand_measures  # noqa: E402,F401
 from symptomfuse.modalities import face as _face  # noqa: E402,F401
+from symptomfuse.modalities import blendshapes as _blendshapes  # noqa: E402,F401
 from symptomfuse.modalities.table import Table  # noqa: E402
 from symptomfuse.errors import UsageError
 

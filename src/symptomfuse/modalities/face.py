@@ -28,19 +28,17 @@ from symptomfuse.modalities.base import Measures, Modality, SourceMedia, registe
 from symptomfuse.tasks import SMILE
 
 NAMES = ("face_present", *MEASURES)
-FACE_HOOK = "mediapipe_face"
 
 
-@register
-class FaceMeasures(Measures, Modality):
-    name = "face_measures"
-    NAMES = NAMES
+class FaceTrack(Measures, Modality):
+    """Base of the modalities measured on a per-frame face track (not registered itself): curation runs
+    the track's extractor (``features.landmarks``, kind ``live_landmarks``) on every decoded frame at its
+    full size, one tracker per recording; the live engine runs the same extractor into its ring of that
+    kind. A subclass gives ``NAMES`` (the first: "face_present") and ``window_features``."""
+
     source = "video"
     needs = ("video",)
-    help = "facial-expression measures (blinks, smile, expressivity) from MediaPipe FaceMesh on each frame"
     curated_by_default = False
-    live_label = "face"
-    live_landmarks = "face"
     tasks = (SMILE,)
     live_qualities = ("ok", "no_face", "no_landmarks", "landmarks_behind", "no_data")
 
@@ -48,29 +46,24 @@ class FaceMeasures(Measures, Modality):
         import importlib.util
 
         if importlib.util.find_spec("mediapipe") is None:  # said now, not in every curation worker
-            raise UsageError("face_measures needs MediaPipe: pip install --no-deps mediapipe==0.10.21 attrs "
+            raise UsageError(f"{self.name} needs MediaPipe: pip install --no-deps mediapipe==0.10.21 attrs "
                              "(make install does)")
 
+    @property
+    def hook_key(self) -> str:
+        return f"mediapipe_{self.live_landmarks}"
+
     def source_frame_hook(self):
-        from symptomfuse.features.landmarks import POINTS, make
+        from symptomfuse.features.landmarks import frame_hook
 
-        extract = make("face")  # one tracker per recording, fed its frames in order
+        return self.hook_key, frame_hook(self.live_landmarks)  # one tracker per recording, frames in order
 
-        def face(frame) -> np.ndarray:
-            pts = extract(frame.to_ndarray(format="rgb24"))
-            return np.full((POINTS["face"], 3), np.nan, np.float32) if pts is None else pts
-
-        return FACE_HOOK, face
-
-    def window_features(self, face: np.ndarray, aspect: float) -> np.ndarray:
-        """One window's vector from its landmarks (frames, 478, 3)."""
-        present = np.all(np.isfinite(face[..., :2].reshape(len(face), -1)), axis=1)
-        values = {"face_present": float(present.mean()) if len(face) else 0.0,
-                  **face_measures(face, self.timing.fps, aspect)}
-        return np.array([values[n] for n in NAMES], np.float32)
+    def window_features(self, track: np.ndarray, aspect: float) -> np.ndarray:
+        """One window's vector from its frames' track."""
+        raise NotImplementedError
 
     def extract(self, media: SourceMedia, starts: np.ndarray) -> dict[str, np.ndarray]:
-        src = media.per_source_frame[FACE_HOOK]  # on disk: read each window's rows
+        src = media.per_source_frame[self.hook_key]  # on disk: read each window's rows
         m, fps = self.timing.window_frames(), self.timing.fps
         aspect = media.source_size[0] / media.source_size[1]
         index = media.source_frame_index
@@ -81,16 +74,32 @@ class FaceMeasures(Measures, Modality):
             if len(pick) < m:  # a padded short recording: hold the last frame
                 pick = np.concatenate([pick, np.repeat(pick[-1:], m - len(pick))])
             rows.append(self.window_features(src[np.minimum(pick, len(src) - 1)], aspect))
-        return {self.name: np.stack(rows) if rows else np.zeros((0, len(NAMES)), np.float32)}
+        return {self.name: np.stack(rows) if rows else np.zeros((0, len(self.NAMES)), np.float32)}
 
     def live_window(self, streams, state, start, wanted):
-        if streams.face.last is None:
-            return "no_landmarks", None  # no face detector on this stream (or its frames are too small)
-        face = streams.face.window(start, self.timing.window_frames())
-        if face is None:
+        ring = streams.by_kind[self.live_landmarks]
+        if ring.last is None:
+            return "no_landmarks", None  # no detector of this kind on this stream
+        track = ring.window(start, self.timing.window_frames())
+        if track is None:
             return "no_data", None
-        face = np.stack(face)
-        x = self.window_features(face, streams.aspect or 4 / 3)
+        x = self.window_features(np.stack(track), streams.aspect or 4 / 3)
         if x[0] < 0.5:  # a face in fewer than half the window's frames
             return "no_face", None
         return "ok", (x[None] if wanted else None)
+
+
+@register
+class FaceMeasures(FaceTrack):
+    name = "face_measures"
+    NAMES = NAMES
+    help = "facial-expression measures (blinks, smile, expressivity) from MediaPipe FaceMesh on each frame"
+    live_label = "face"
+    live_landmarks = "face"
+
+    def window_features(self, face: np.ndarray, aspect: float) -> np.ndarray:
+        """One window's vector from its landmarks (frames, 478, 3)."""
+        present = np.all(np.isfinite(face[..., :2].reshape(len(face), -1)), axis=1)
+        values = {"face_present": float(present.mean()) if len(face) else 0.0,
+                  **face_measures(face, self.timing.fps, aspect)}
+        return np.array([values[n] for n in NAMES], np.float32)

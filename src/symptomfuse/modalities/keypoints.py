@@ -81,15 +81,9 @@ class Keypoints(Modality):
     def source_frame_hook(self):
         if self.settings.source != "mediapipe":
             return None
-        from symptomfuse.features.landmarks import POINTS, make
+        from symptomfuse.features.landmarks import frame_hook
 
-        extract = make("hands")  # one tracker per recording, fed its frames in order
-
-        def hands(frame) -> np.ndarray:
-            pts = extract(frame.to_ndarray(format="rgb24"))
-            return np.full((POINTS["hands"], 3), np.nan, np.float32) if pts is None else pts
-
-        return HANDS_HOOK, hands
+        return HANDS_HOOK, frame_hook("hands")  # one tracker per recording, fed its frames in order
 
     def input_shape(self) -> tuple[int, ...]:
         return (self.timing.window_frames(), FEATURES_PER_FRAME)

@@ -128,16 +128,14 @@ def detector_engine_factory(model_dir: Path, backend: str = "torch", update_ever
     MediaPipe on each frame for the modalities that need hand or face landmarks (the page then sends
     frames large enough for it)."""
     from symptomfuse.stream.detector import Detector
-    from symptomfuse.stream.engine import StreamEngine, landmarks_needed
+    from symptomfuse.stream.engine import StreamEngine, landmarks_needed, mediapipe_detectors
     from symptomfuse.tasks import plan
 
     detector = Detector.load(model_dir, backend=backend, threads=threads if backend == "onnx" else None)
     kinds = landmarks_needed(detector) if landmarks else set()
 
     def factory() -> StreamEngine:
-        return StreamEngine(detector, update_every=update_every,
-                            hand_detector="mediapipe" if "hands" in kinds else None,
-                            face_detector="mediapipe" if "face" in kinds else None)
+        return StreamEngine(detector, update_every=update_every, **mediapipe_detectors(kinds))
 
     frames = detector.contract.frame_config()
     steps = plan({m: detector.contract.modality(m) for m in detector.modalities})

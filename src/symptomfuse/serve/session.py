@@ -34,6 +34,7 @@ FPS_SPAN_S = 2.0  # video frame rate received, over the last 2 s
 VIDEO_SLACK_S = 0.06  # a video frame this close before a window's end completes it (1.5 frames at 25 fps)
 OVERLAY_EVERY_S = 0.1  # landmarks for the page's overlay: at most 10 a second of media
 FACE_POINTS_EVERY = 6  # the overlay shows every 6th of FaceMesh's 478 points
+OVERLAID = ("hands", "face")  # landmarks that are points in the picture (blendshapes are not)
 
 
 def overlay_points(item) -> list | None:
@@ -235,9 +236,10 @@ class Session:
                 self.event_log.write(self.id, "guided_result", result=self.guided.result.to_json())
         if self.engine.landmark_detectors and self._media_t - self._overlay_t >= OVERLAY_EVERY_S:
             self._overlay_t = self._media_t
-            rings = {"hands": self.engine.streams.landmarks, "face": self.engine.streams.face}
+            rings = self.engine.streams.by_kind
             messages.append({"type": "landmarks", "t": round(self._media_t, 3),
-                             **{kind: overlay_points(rings[kind].last) for kind in self.engine.landmark_detectors}})
+                             **{kind: overlay_points(rings[kind].last) for kind in self.engine.landmark_detectors
+                                if kind in OVERLAID}})
         return out, messages
 
     def _start_guided(self) -> list[dict]:

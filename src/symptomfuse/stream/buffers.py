@@ -207,27 +207,28 @@ class SlotRing:
 class Streams:
     """The engine's rings, one per input stream, on one media clock: ``audio`` (16 kHz samples),
     ``frames`` (frames at the contract's rate, brought to the video modality's size when there is one),
-    ``landmarks`` (hand landmarks at the same rate) and ``face`` (face landmarks at the same rate).
-    Modalities read their windows from these (``Modality.live_window``); ``aspect`` is the picture's
-    width / height, for landmarks."""
+    and per kind of landmarks (``features.landmarks``), at the same rate: ``landmarks`` (hands), ``face``
+    and ``blendshapes``, also by kind in ``by_kind``. Modalities read their windows from these
+    (``Modality.live_window``); ``aspect`` is the picture's width / height, for landmarks."""
 
     def __init__(self, fps: float, origin: float, keep_s: float, quality, frame_config=None):
         self.audio = AudioRing(keep_s)
         self.frames = SlotRing(fps, origin, math.ceil(keep_s * fps))
         self.landmarks = SlotRing(fps, origin, math.ceil(keep_s * fps))
         self.face = SlotRing(fps, origin, math.ceil(keep_s * fps))
+        self.blendshapes = SlotRing(fps, origin, math.ceil(keep_s * fps))
+        self.by_kind = {"hands": self.landmarks, "face": self.face, "blendshapes": self.blendshapes}
         self.quality, self.frame_config = quality, frame_config
         self.aspect: float | None = None
 
     def rings(self) -> list:
-        return [self.audio, self.frames, self.landmarks, self.face]
+        return [self.audio, self.frames, *self.by_kind.values()]
 
     def clocks(self) -> list[float]:
         return [r.clock for r in self.rings() if r.clock > -math.inf]
 
     def first_times(self) -> list[float]:
-        return [s for s in (self.audio.start_t, self.frames.first_t, self.landmarks.first_t, self.face.first_t)
-                if s is not None]
+        return [s for s in (self.audio.start_t, *(r.first_t for r in self.rings()[1:])) if s is not None]
 
     def close(self) -> None:
         for r in self.rings():

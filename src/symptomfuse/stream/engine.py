@@ -89,16 +89,16 @@ def _landmark_row(landmarks: np.ndarray | None) -> np.ndarray:
 
 
 class LandmarkDetector:
-    """A landmark detector (``features.landmarks``: "hands" or "face") that the engine runs on each pushed
-    frame, on its own thread, into ``ring``. A frame that comes while the detector is over its budget
+    """A landmark detector (``features.landmarks``: "hands", "face" or "blendshapes") that the engine runs on
+    each pushed frame, on its own thread, into ``ring``. A frame that comes while the detector is over its budget
     (``budget_s`` of detection per frame, on average) is skipped and remembered, so that a window that
     lost more than half its frames can say "landmarks_behind"."""
 
     def __init__(self, kind: str, ring, budget_s: float, keep_s: float):
-        from symptomfuse.features.landmarks import POINTS, make
+        from symptomfuse.features.landmarks import frame_hook, missing
 
         self.kind, self.ring, self.budget_s, self.keep_s = kind, ring, budget_s, keep_s
-        self.extract, self.points = make(kind), POINTS[kind]
+        self.extract, self.missing = frame_hook(kind), missing(kind)
         self.debt = 0.0  # detection seconds spent beyond the budget, paid back by skipping frames
         self.skipped: deque = deque()  # media times of frames whose landmarks were skipped
         self.seconds: deque = deque(maxlen=10_000)  # per detected frame: detection wall seconds
@@ -107,16 +107,16 @@ class LandmarkDetector:
         if self.debt > 0:
             self.debt = max(0.0, self.debt - self.budget_s)
             self.skipped.append(t)
-            lm = None
+            lm = self.missing
         else:
             t0 = time.perf_counter()
-            lm = self.extract(frame.to_ndarray(format="rgb24"))
+            lm = self.extract(frame)
             spent = time.perf_counter() - t0
             self.seconds.append(spent)
             self.debt = max(0.0, spent - self.budget_s)
         while self.skipped and self.skipped[0] < t - self.keep_s:
             self.skipped.popleft()
-        self.ring.push(np.full((self.points, 3), np.nan, np.float32) if lm is None else lm, t)
+        self.ring.push(lm, t)
 
     def behind(self, start: float, window_s: float, window_frames: int) -> bool:
         """Whether the window from ``start`` lost more than half its frames to the budget."""
@@ -129,9 +129,18 @@ def uncertainty(probs: np.ndarray) -> float:
     return float(-(p * np.log(p)).sum() / math.log(len(p)))
 
 
+DETECTOR_ARGS = {"hands": "hand_detector", "face": "face_detector", "blendshapes": "blendshape_detector"}
+
+
 def landmarks_needed(detector: Detector) -> set[str]:
-    """The landmarks ("hands", "face") the detector's modalities read live (``Modality.live_landmarks``)."""
+    """The landmarks ("hands", "face", "blendshapes") the detector's modalities read live
+    (``Modality.live_landmarks``)."""
     return {k for m in detector.modalities if (k := detector.contract.modality(m).live_landmarks)}
+
+
+def mediapipe_detectors(kinds) -> dict[str, str]:
+    """``StreamEngine`` keyword arguments that run MediaPipe for each kind of landmarks in ``kinds``."""
+    return {DETECTOR_ARGS[k]: "mediapipe" for k in kinds}
 
 
 def shown_p(probs: np.ndarray) -> float:
@@ -144,7 +153,8 @@ class StreamEngine:
     def __init__(self, detector: Detector, update_every: float = 0.5, smooth: int = 3, abstain_band: float = 0.1,
                  origin: float = 0.0, max_wait_s: float = 0.5, quality: QualityConfig = QualityConfig(),
                  aspect: float | None = None, clock=time.perf_counter, hand_detector: str | None = None,
-                 landmark_budget_s: float | None = None, face_detector: str | None = None):
+                 landmark_budget_s: float | None = None, face_detector: str | None = None,
+                 blendshape_detector: str | None = None):
         """``smooth``: updates averaged in the fused result (1: none). ``aspect``: width / height of the
         picture the landmarks were found in (default: taken from the pushed frames, else 4:3).
         ``clock``: the wall clock for latencies. ``hand_detector="mediapipe"`` / ``face_detector=
@@ -152,7 +162,7 @@ class StreamEngine:
         (``LandmarkDetector``), for a source without landmarks of its own (a camera); a frame that comes
         while a detector is over its budget (``landmark_budget_s`` per frame, on average; default: half a
         frame interval each) is skipped, and a window that lost more than half its frames so is reported
-        "landmarks_behind"."""
+        "landmarks_behind". ``blendshape_detector="mediapipe"``: the same for face blendshapes."""
         if update_every <= 0:
             raise UsageError(f"update_every must be positive seconds, got {update_every}")
         if smooth < 1:
@@ -177,11 +187,11 @@ class StreamEngine:
         self.listeners: list = []
         budget = landmark_budget_s if landmark_budget_s is not None else 0.5 / self.contract.timing.fps
         self.landmark_detectors: dict[str, LandmarkDetector] = {}
-        for kind, name, ring in (("hands", hand_detector, self.streams.landmarks), ("face", face_detector, self.streams.face)):
+        for kind, name in (("hands", hand_detector), ("face", face_detector), ("blendshapes", blendshape_detector)):
             if name is not None:
                 if name != "mediapipe":
-                    raise UsageError(f"{'hand' if kind == 'hands' else kind}_detector must be 'mediapipe' or None, got {name!r}")
-                self.landmark_detectors[kind] = LandmarkDetector(kind, ring, budget, keep_s)
+                    raise UsageError(f"{DETECTOR_ARGS[kind]} must be 'mediapipe' or None, got {name!r}")
+                self.landmark_detectors[kind] = LandmarkDetector(kind, self.streams.by_kind[kind], budget, keep_s)
 
     @property
     def landmark_seconds(self) -> deque:
