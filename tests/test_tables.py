@@ -206,10 +206,11 @@ def test_feature_column_selection():
 
     df = pd.DataFrame({"id": ["a"], "age": [60], "Rating": [2], "Rating1": [1], "f1": [0.1], "smile_x": [1.0],
                        "note": ["x"]})
-    assert select_columns(df, "numeric", ["id"]) == ["age", "Rating", "Rating1", "f1", "smile_x"]
-    assert select_columns(df, "numeric-except:age,Rating*", ["id"]) == ["f1", "smile_x"]
-    assert select_columns(df, "prefix:smile_", []) == ["smile_x"]
-    assert select_columns(df, "cols:f1,age", []) == ["f1", "age"]
+    assert select_columns(df, "numeric", ["id"])[0] == ["age", "Rating", "Rating1", "f1", "smile_x"]
+    assert select_columns(df, "numeric-except:age,Rating*", ["id"])[0] == ["f1", "smile_x"]
+    assert select_columns(df, "prefix:smile_", [])[0] == ["smile_x"]
+    assert select_columns(df, "cols:f1,age", []) == (["f1", "age"], ["f1", "age"])
+    assert select_columns(df, "cols:first=f1,age", []) == (["first", "age"], ["f1", "age"])  # named apart
     for bad, says in (("cols:nope", "no column"), ("prefix:zz", "select no column"), ("cols:note", "not numeric"),
                       ("every", "use numeric")):
         with pytest.raises(UsageError, match=says):

@@ -228,7 +228,7 @@ def curate(
         candidates += got
         bad += rejected
         n_rows += len(got) + len(rejected)
-        mods[source.name] = registry.get(source.name).Settings(tuple(feature_cols), source.path.name)
+        mods[source.name] = registry.get(source.name).Settings(tuple(feature_cols), source.path.name, source.live)
         kinds[source.name] = "table"
     candidates, rejected = conflicts(candidates, contract.label_scope)
     bad += rejected

@@ -265,16 +265,21 @@ class TableSource:
 
     name: str
     path: Path
-    features: str = "numeric"  # numeric | prefix:P | cols:A,B
+    features: str = "numeric"  # numeric | prefix:P | cols:A,B | cols:NAME=COLUMN,...
+    live: str = ""  # a windowed modality whose measures the features are (``modalities.table``)
 
     @classmethod
     def parse(cls, text: str) -> "TableSource":
         name, sep, rest = text.partition("=")
         if not sep or not name.strip() or not rest.strip():
-            raise UsageError(f"--table {text!r}: expected NAME=FILE or NAME=FILE::FEATURES "
-                             "(FEATURES: numeric, prefix:P or cols:A,B)")
-        path, _, features = rest.partition("::")
-        return cls(name.strip(), Path(path.strip()).expanduser(), features.strip() or "numeric")
+            raise UsageError(f"--table {text!r}: expected NAME=FILE, NAME=FILE::FEATURES or "
+                             "NAME=FILE::FEATURES::live:MODALITY (FEATURES: numeric, prefix:P or cols:A,B)")
+        path, _, more = rest.partition("::")
+        features, _, live = more.partition("::")
+        if live and not live.startswith("live:"):
+            raise UsageError(f"--table {text!r}: after FEATURES only live:MODALITY may follow, got {live!r}")
+        return cls(name.strip(), Path(path.strip()).expanduser(), features.strip() or "numeric",
+                   live[len("live:"):].strip())
 
 
 def read_table(path: Path, columns: Columns) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -308,8 +313,8 @@ def table_candidates(source: TableSource, columns: Columns, labels: list[str] | 
 
     text, values = read_table(source.path, columns)
     used = [columns.person, columns.label, columns.session, columns.task]
-    feature_cols = select_columns(values, source.features, used)
-    x = values[feature_cols].to_numpy(np.float64, copy=True)
+    feature_cols, read_from = select_columns(values, source.features, used)
+    x = values[read_from].to_numpy(np.float64, copy=True)
     x[~np.isfinite(x)] = np.nan
     digest = file_digest(source.path)
     candidates, bad, seen = [], [], {}
