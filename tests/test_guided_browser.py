@@ -27,27 +27,22 @@ import sys
 import time
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent / "browser"))
 
 from symptomfuse import NOTICE  # noqa: E402
 from symptomfuse.cli import main as cli  # noqa: E402
-from headless import NetNamespace, run_bounded, stop_process, to_y4m_wav  # noqa: E402
-from test_serve_browser import GRID_CLIP, _prerequisites  # noqa: E402
+from headless import NetNamespace, require_browser, run_bounded, stop_process  # noqa: E402
+from test_serve_browser import GRID_CLIP  # noqa: E402
 
 PORT = 8767
 
 
 @pytest.fixture(scope="module")
 def guided_setup(tmp_path_factory):
-    why = _prerequisites()
-    if why:
-        if os.environ.get("SYMPTOMFUSE_REQUIRE_BROWSER") == "1":
-            pytest.fail(f"browser test cannot run: {why}")
-        pytest.skip(why)
-    from live_model import guided_cohort
+    require_browser()
+    from live_model import browser_feeds, guided_cohort
 
     root = tmp_path_factory.mktemp("guided-live")
     t0 = time.perf_counter()
@@ -59,12 +54,7 @@ def guided_setup(tmp_path_factory):
                 "--folds", "2", "--epochs", "10", "--fusion-epochs", "10", "--patience", "3", "--baselines", ""]) == 0
     assert cli(["export", str(root / "run"), "--out", str(root / "model"), "--fold", "0", "--no-onnx"]) == 0
     train_s = time.perf_counter() - t0
-    assert cli(["synth", "--out", str(root / "synth"), "--people", "2", "--seed", "131", "--recordings", "1",
-                "--voice-only", "0", "--movement-only", "0", "--both", "1", "--workers", "1"]) == 0
-    rows = pd.read_csv(root / "synth" / "manifest.csv")
-    cond = rows[rows.phenotype.isin(["voice", "both"])].iloc[0]
-    feeds = {"grid": to_y4m_wav(GRID_CLIP, root / "media", "grid"),
-             "cond": to_y4m_wav(root / "synth" / cond.path, root / "media", "cond")}
+    feeds = browser_feeds(root, GRID_CLIP)
     return {"root": root, "model": root / "model", "feeds": feeds, "train_s": train_s}
 
 

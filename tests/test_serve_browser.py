@@ -27,14 +27,13 @@ import sys
 import time
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent / "browser"))
 
 from symptomfuse import NOTICE  # noqa: E402
 from symptomfuse.cli import main as cli  # noqa: E402
-from headless import NetNamespace, chromium_paths, run_bounded, stop_process, to_y4m_wav  # noqa: E402
+from headless import NetNamespace, require_browser, run_bounded, stop_process  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 GRID_CLIP = ROOT / "data" / "grid" / "sbwe5n.mpg"
@@ -43,24 +42,10 @@ FIRST_PREDICTION_S = 10.0
 STREAM_S = 8.0          # seconds of predictions collected per page after the first one
 
 
-def _prerequisites() -> str | None:
-    why = NetNamespace.available()
-    if why is None:
-        try:
-            chromium_paths()
-        except FileNotFoundError as exc:
-            why = str(exc)
-    return why
-
-
 @pytest.fixture(scope="module")
 def live_setup(tmp_path_factory):
-    why = _prerequisites()
-    if why:
-        if os.environ.get("SYMPTOMFUSE_REQUIRE_BROWSER") == "1":
-            pytest.fail(f"browser test cannot run: {why}")
-        pytest.skip(why)
-    from live_model import voice_cohort
+    require_browser()
+    from live_model import browser_feeds, voice_cohort
 
     root = tmp_path_factory.mktemp("live")
     t0 = time.perf_counter()
@@ -73,14 +58,7 @@ def live_setup(tmp_path_factory):
     assert cli(["export", str(root / "run"), "--out", str(root / "model"), "--fold", "0", "--no-onnx"]) == 0
     train_s = time.perf_counter() - t0
 
-    # a person with voice signs (phenotype "both"), never seen in training (another generator seed)
-    assert cli(["synth", "--out", str(root / "synth"), "--people", "2", "--seed", "131", "--recordings", "1",
-                "--voice-only", "0", "--movement-only", "0", "--both", "1", "--workers", "1"]) == 0
-    rows = pd.read_csv(root / "synth" / "manifest.csv")
-    cond = rows[rows.phenotype.isin(["voice", "both"])].iloc[0]
-    media = root / "media"
-    feeds = {"grid": to_y4m_wav(GRID_CLIP, media, "grid"),
-             "cond": to_y4m_wav(root / "synth" / cond.path, media, "cond")}
+    feeds = browser_feeds(root, GRID_CLIP)
     return {"root": root, "model": root / "model", "feeds": feeds, "train_s": train_s}
 
 

