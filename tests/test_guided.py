@@ -162,3 +162,24 @@ def test_stream_command_guides_and_gives_the_result_of_what_the_recording_had(gu
     assert result[0]["fused"]["modalities"] == ["audio"] and result[0]["fused"]["p"] is not None
     shown = capsys.readouterr().out
     assert "task 1/3: Voice" in shown and "session result:" in shown and "contribution" in shown
+
+
+@pytest.mark.parametrize("odd,flagged", [(1, False), (3, True)])
+def test_a_modality_is_unlike_the_training_data_when_most_of_its_windows_are(guided, odd, flagged):
+    """One odd window among four does not make a session's voice unlike the training data; three do, and
+    the result then abstains and says why."""
+    from symptomfuse.stream.detector import Prediction
+
+    _, _, det = guided
+    session = GuidedSession(det, 0.0, update_every=1.0, prepare_s=1.0, steps=STEPS[:1], settle_s=0.5)
+    rng = np.random.default_rng(0)
+    for k, start in enumerate([1.0, 1.5, 2.0, 2.5]):  # the voice step records [1, 6)
+        pred = Prediction(modalities={"audio": np.array([[0.4, 0.6]])}, fused_modalities=["audio"],
+                          unlike={"audio": np.array([2.0 if k < odd else 0.5])},
+                          embeddings={"audio": rng.normal(size=(1, det.primary.dims["audio"])).astype(np.float32)})
+        session.on_window(start, {"audio": "ok"}, pred)
+    result = session.finish().to_json()
+    step = result["steps"][0]
+    assert step["unlike_windows"] == {"audio": odd} and step["usable"] == {"audio": 4}
+    assert (step["unlike_training"] == ["audio"]) == flagged
+    assert (result["fused"]["why"] == "unlike the training data: audio") == flagged

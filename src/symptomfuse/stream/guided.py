@@ -11,8 +11,8 @@ The result (``SessionResult``), once the media clock has passed the last step (a
 * fused: the primary model on each modality's embedding averaged over its usable windows (as ``train
   --unit person`` pools a person's windows; a modality with none is masked), with a 90% interval from
   resampling each modality's windows (bootstrap), the uncertainty (normalised entropy), and whether it
-  abstains: no task gave a usable window, the result is within ``abstain_band`` of chance, or an input
-  was unlike the training data;
+  abstains: no task gave a usable window, the result is within ``abstain_band`` of chance, or most of a
+  fused modality's usable windows were unlike the training data;
 * per step: its windows, how many were usable per modality and why the others were not, each own
   model's mean probability, and the step's contribution: the fused probability minus the fused
   probability without that step's windows.
@@ -68,7 +68,13 @@ class _Collected:
     quality: dict = field(default_factory=dict)  # modality -> Counter of gate answers
     embeddings: dict = field(default_factory=dict)  # fused modality -> list of (D,) embeddings
     probs: dict = field(default_factory=dict)  # modality -> list of (K,) own-model probabilities
-    unlike: set = field(default_factory=set)  # modalities with an input unlike the training data
+    unlike: Counter = field(default_factory=Counter)  # modality -> usable windows unlike the training data
+
+
+    def strange(self) -> list[str]:
+        """The modalities whose usable windows were mostly unlike the training data (one odd window among
+        many does not make a session's input unlike it)."""
+        return sorted(m for m, n in self.unlike.items() if n > 0.5 * self.quality[m]["ok"])
 
 
 @dataclass
@@ -160,7 +166,7 @@ class GuidedSession:
                 if m in pred.modalities:
                     got.probs.setdefault(m, []).append(np.asarray(pred.modalities[m][0], np.float64))
                 if m in pred.unlike and float(pred.unlike[m][0]) > 1.0:
-                    got.unlike.add(m)
+                    got.unlike[m] += 1
             return
 
     # ---- the result --------------------------------------------------------------------------------------
@@ -189,7 +195,7 @@ class GuidedSession:
         classes = self.detector.classes
         windows = self._windows()
         probs = self._fused(windows) if windows else None
-        unlike = sorted({m for got in self.collected for m in got.unlike if m in windows})
+        unlike = sorted({m for got in self.collected for m in got.strange() if m in windows})
         fused = {"p": None, "label": None, "probs": None, "interval": None, "uncertainty": None, "abstain": True,
                  "why": "no task gave a usable window", "modalities": sorted(windows)}
         if probs is not None:
@@ -211,5 +217,6 @@ class GuidedSession:
                           "usable": {m: int(got.quality.get(m, Counter())["ok"]) for m in step.modalities},
                           "quality": {m: dict(got.quality.get(m, {})) for m in step.modalities},
                           "p": {m: shown_p(np.mean(got.probs[m], axis=0)) for m in step.modalities if m in got.probs},
-                          "contribution": contribution, "unlike_training": sorted(got.unlike)})
+                          "contribution": contribution, "unlike_windows": dict(got.unlike),
+                          "unlike_training": got.strange()})
         return SessionResult(fused, steps, self.detector.model_id)

@@ -184,7 +184,7 @@ function onResult(result) {
     const usable = Object.entries(s.usable).map(([m, n]) => `${m} ${n}/${s.windows}`).join(", ");
     const own = Object.entries(s.p).map(([m, p]) => `${m} ${pct(p)}`).join(", ") || "-";
     const why = !s.windows ? " (no window: the session ended first)" : Object.values(s.usable).every(n => n === 0)
-      ? " (" + Object.values(s.quality).flatMap(q => Object.keys(q)).map(q => QUALITY_TEXT[q] || q).join(", ") + ")" : "";
+      ? " (" + [...new Set(Object.values(s.quality).flatMap(q => Object.keys(q)).map(q => QUALITY_TEXT[q] || q))].join(", ") + ")" : "";
     const contrib = s.contribution == null ? (Object.values(s.usable).some(n => n > 0) ? "all of it" : "left out")
       : (s.contribution >= 0 ? "+" : "") + s.contribution.toFixed(2);
     for (const text of [s.title, usable + why, own, contrib]) tr.appendChild(Object.assign(document.createElement("td"), { textContent: text }));
