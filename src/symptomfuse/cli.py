@@ -654,9 +654,14 @@ def _add_serve(sub) -> None:
 Serve a page that asks for the camera and the microphone (echo cancellation, noise suppression and
 automatic gain off), streams them to this server over WebRTC (aiortc), runs the exported detector on
 them with the streaming engine, and shows per-modality and fused probabilities as a moving chart, with
-quality indicators (no voice, no hand in view) and short guidance for the tasks (sustain "aaah" for 5 s;
-rest the hands in view; tap index finger and thumb). Predictions go back to the page over an
+quality indicators (no voice, no hand or face in view). Predictions go back to the page over an
 RTCDataChannel; the page can save them as JSON lines, and --event-log keeps them on the server.
+
+"Guided session" on the page walks the person through the tasks of the model's modalities (sustain
+"aaah"; smile; tap with each hand), each with a countdown and live feedback, and ends with one result
+for the session: each task's windows pooled by the fused model, a 90% interval, and each task's
+contribution. For a model with hand or face modalities, MediaPipe runs here on every frame
+(--landmarks auto) and the page draws the landmarks it finds over the preview.
 
 Every browser tab is its own session with its own engine on its own thread; a session ends when the
 page presses Stop or leaves. No STUN or TURN server is used: sound and picture go only between the
