@@ -117,14 +117,14 @@ class GuidedSession:
     # ---- timeline ----------------------------------------------------------------------------------------
 
     def state(self, t: float) -> GuideState:
+        if self.result is not None:  # done, also when the stream ended before the last step
+            return GuideState(len(self.steps), "done", 0.0, t)
         for i, span in enumerate(self.spans):
             if t < span.record_from:
                 return GuideState(i, "prepare", span.record_from - t, t)
             if t < span.record_to:
                 return GuideState(i, "record", span.record_to - t, t)
-        if self.result is None:
-            return GuideState(len(self.steps), "finishing", max(0.0, self.end_t + self.settle_s - t), t)
-        return GuideState(len(self.steps), "done", 0.0, t)
+        return GuideState(len(self.steps), "finishing", max(0.0, self.end_t + self.settle_s - t), t)
 
     def advance(self, t: float, final: bool = False) -> list[dict]:
         """Messages for the page after media up to ``t`` (``final``: the stream ended): the guide's state
