@@ -70,7 +70,7 @@ real: $(VENV)/.installed
 
 # SYMPTOMFUSE_REQUIRE_BROWSER=1: the headless-Chromium test fails, rather than skips, when it cannot run.
 test: $(VENV)/.installed system-deps
-	SYMPTOMFUSE_REQUIRE_BROWSER=1 $(PY) -m pytest -q
+	SYMPTOMFUSE_REQUIRE_BROWSER=1 $(PY) -m pytest -q --durations=15
 
 # Every performance benchmark, each figure against its floor measured in the same run (about 20 minutes):
 # benchmarks/results/all.json and all.md, the README's performance table.
