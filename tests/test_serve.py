@@ -109,3 +109,18 @@ def test_front_hands_offers_to_workers():
             for w in workers:
                 await w.close()
     asyncio.run(run())
+
+
+def test_overlay_points_are_the_newest_landmarks_found():
+    """What the page draws over the preview: a hand's 21 points, every 6th of a face's 478, none when the
+    detector found nothing (a NaN row) or has not run."""
+    import numpy as np
+
+    from symptomfuse.serve.session import OVERLAID, overlay_points
+
+    hand = np.random.default_rng(0).random((21, 3)).astype(np.float32)
+    got = overlay_points((1.0, hand), OVERLAID["hands"])
+    assert len(got) == 21 and got[4] == [round(float(hand[4, 0]), 3), round(float(hand[4, 1]), 3)]
+    assert len(overlay_points((1.0, np.zeros((478, 3), np.float32)), OVERLAID["face"])) == 80
+    assert overlay_points((1.0, np.full((21, 3), np.nan, np.float32)), 1) is None
+    assert overlay_points(None, 1) is None

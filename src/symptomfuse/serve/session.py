@@ -33,19 +33,16 @@ log = logging.getLogger("symptomfuse.serve")
 FPS_SPAN_S = 2.0  # video frame rate received, over the last 2 s
 VIDEO_SLACK_S = 0.06  # a video frame this close before a window's end completes it (1.5 frames at 25 fps)
 OVERLAY_EVERY_S = 0.1  # landmarks for the page's overlay: at most 10 a second of media
-FACE_POINTS_EVERY = 6  # the overlay shows every 6th of FaceMesh's 478 points
-OVERLAID = ("hands", "face")  # landmarks that are points in the picture (blendshapes are not)
+# landmarks that are points in the picture (blendshapes are not), and every how many the overlay shows
+OVERLAID = {"hands": 1, "face": 6}  # all 21 of a hand; every 6th of FaceMesh's 478
 
 
-def overlay_points(item) -> list | None:
-    """A ring's newest landmarks as [[x, y], ...] rounded to 3 decimals, or None when none were found."""
-    if item is None:
+def overlay_points(item, every: int) -> list | None:
+    """A ring's newest landmarks (every ``every``-th) as [[x, y], ...] rounded to 3 decimals, or None when
+    none were found."""
+    if item is None or not np.isfinite(item[1][:, :2]).all():
         return None
-    points = item[1]
-    if points is None or not np.isfinite(points[:, :2]).all():
-        return None
-    step = FACE_POINTS_EVERY if len(points) > 21 else 1
-    return np.round(points[::step, :2].astype(float), 3).tolist()
+    return np.round(item[1][::every, :2].astype(float), 3).tolist()
 
 
 class EventLog:
@@ -238,8 +235,8 @@ class Session:
             self._overlay_t = self._media_t
             rings = self.engine.streams.by_kind
             messages.append({"type": "landmarks", "t": round(self._media_t, 3),
-                             **{kind: overlay_points(rings[kind].last) for kind in self.engine.landmark_detectors
-                                if kind in OVERLAID}})
+                             **{kind: overlay_points(rings[kind].last, OVERLAID[kind])
+                                for kind in self.engine.landmark_detectors if kind in OVERLAID}})
         return out, messages
 
     def _start_guided(self) -> list[dict]:
