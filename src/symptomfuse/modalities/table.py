@@ -20,6 +20,7 @@ is the user's claim to check (``benchmarks/real/hand_measures.py`` compares thei
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -61,7 +62,7 @@ class Table(Modality):
 
     # ---- live, when the features are a windowed modality's measures ----------------------------------------
 
-    @property
+    @cached_property
     def live_source(self) -> Modality | None:
         """The windowed modality whose measures the features are, bound to default settings, or None."""
         if not self.settings.live:
