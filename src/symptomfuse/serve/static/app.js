@@ -182,7 +182,8 @@ function onResult(result) {
   $("result-rows").replaceChildren(...result.steps.map(s => {
     const tr = document.createElement("tr");
     const usable = Object.entries(s.usable).map(([m, n]) => `${m} ${n}/${s.windows}`).join(", ");
-    const own = Object.entries(s.p).map(([m, p]) => `${m} ${pct(p)}`).join(", ") || "-";
+    const own = Object.entries(s.p).map(([m, p]) => `${m} ${pct(p)}` +
+      (s.unlike_training.includes(m) ? " (unlike the training data)" : "")).join(", ") || "-";
     const why = !s.windows ? " (no window: the session ended first)" : Object.values(s.usable).every(n => n === 0)
       ? " (" + [...new Set(Object.values(s.quality).flatMap(q => Object.keys(q)).map(q => QUALITY_TEXT[q] || q))].join(", ") + ")" : "";
     const contrib = s.contribution == null ? (Object.values(s.usable).some(n => n > 0) ? "all of it" : "left out")
