@@ -242,3 +242,23 @@ def test_windows_failing_the_quality_gates_are_counted_and_can_be_dropped(tmp_pa
     full = load_curated(tmp_path / "kept", ["audio"])
     assert np.array_equal(ws.inputs["audio"], full.inputs["audio"][w.index[(w.recording_id == wd.recording_id[0])
                                                                           & w.window.isin(wd.window)]])
+
+
+def test_a_curated_folder_whose_cache_entries_are_gone_says_to_curate_again(tmp_path):
+    """A cache entry missing or in an older layout (e.g. a curated folder from an older version) is a
+    message that says what to do, not a KeyError; curating again with the same --out repairs it."""
+    from symptomfuse.data.dataset import load_curated
+    from symptomfuse.errors import UsageError
+
+    make_av(tmp_path / "a.mp4", 4.0)
+    pd.DataFrame({"path": ["a.mp4"], "person_id": ["A"], "label": ["healthy"]}).to_csv(tmp_path / "m.csv", index=False)
+    contract = default_contract(modalities=["audio"])
+    curate(tmp_path / "m.csv", tmp_path / "c", contract=contract, labels=LABELS, workers=1, progress=False)
+    before = np.asarray(load_curated(tmp_path / "c").inputs["audio"])
+    entry = next(p for p in (tmp_path / "c" / "cache").glob("??/*") if p.is_dir())
+    shutil.rmtree(entry)
+    np.savez(entry.with_suffix(".npz"), audio=before)  # the layout of an older version
+    with pytest.raises(UsageError, match="run `symptomfuse curate` again"):
+        load_curated(tmp_path / "c")
+    curate(tmp_path / "m.csv", tmp_path / "c", contract=contract, labels=LABELS, workers=1, progress=False)
+    assert np.array_equal(np.asarray(load_curated(tmp_path / "c").inputs["audio"]), before)

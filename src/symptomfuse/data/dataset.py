@@ -121,6 +121,10 @@ def load_curated(folder: Path, modalities: tuple[str, ...] | list[str] | None = 
         if not given:
             continue
         arrays = cache.load(rec.cache_key)
+        if not arrays:
+            raise UsageError(f"{folder}: the cached features of recording {rec.recording_id!r} are missing "
+                             f"or in an older format (the cache in {cache_dir}); run `symptomfuse curate` again "
+                             "with the same manifest and --out: it recomputes what is missing")
         wins = by_recording[rec.recording_id].assign(task=rec.task)
         starts = wins["start_s"].to_numpy(float)
         index = wins["window"].to_numpy(np.int64)  # curate --drop-gated may have left some out
