@@ -357,3 +357,27 @@ def test_the_engine_finds_hands_itself_and_says_when_it_falls_behind(data, expor
     assert events and all(e["modalities"]["keypoints"]["quality"] == "landmarks_behind" for e in events[1:])
     with pytest.raises(Exception, match="mediapipe"):
         StreamEngine(det, hand_detector="openpose")
+
+
+def test_the_early_stopping_voice_gate_answers_as_the_full_count_does():
+    """``enough_voice`` stops looking once the answer is settled; on windows with every share of voiced
+    frames (noise and a pitched tone spliced frame by frame) and at several thresholds it must give
+    ``voiced_fraction >= min_voiced`` exactly."""
+    from symptomfuse.stream.quality import QualityConfig, enough_voice, voiced_fraction
+
+    rng = np.random.default_rng(3)
+    frame = int(0.04 * SAMPLE_RATE)
+    tone = (0.3 * np.sin(2 * np.pi * 150 * np.arange(3 * SAMPLE_RATE) / SAMPLE_RATE)).astype(np.float32)
+    answers = set()
+    for trial in range(60):
+        x = (0.05 * rng.standard_normal(3 * SAMPLE_RATE + int(rng.integers(0, frame)))).astype(np.float32)
+        voiced = rng.random(len(x) // frame) < trial / 60
+        for k in np.flatnonzero(voiced):
+            x[k * frame:(k + 1) * frame] = tone[k * frame:(k + 1) * frame]
+        for share in (0.0, 0.2, 0.5, 0.9, 1.0):
+            cfg = QualityConfig(min_voiced=share)
+            full = voiced_fraction(x, cfg) >= share
+            assert enough_voice(x, cfg) == full
+            answers.add(full)
+    assert answers == {True, False}
+    assert enough_voice(np.zeros(100, np.float32)) is False  # shorter than a frame

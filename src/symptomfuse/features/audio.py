@@ -70,10 +70,14 @@ def log_mel(samples: np.ndarray, cfg: LogMelConfig = LogMelConfig()) -> np.ndarr
     n_frames = cfg.frames(len(x))
     if n_frames == 0:
         raise ValueError(f"window of {len(x)} samples is shorter than one frame ({cfg.win_length})")
+    # each frame is n_fft samples around its win_length samples; the window is 0 outside them, so the
+    # samples before the start and after the end that the first and last frames reach count as 0
     pad = (cfg.n_fft - cfg.win_length) // 2
-    starts = np.arange(n_frames) * cfg.hop_length - pad
-    idx = starts[:, None] + np.arange(cfg.n_fft)[None]
-    frames = x[np.clip(idx, 0, len(x) - 1)] * _window(cfg.win_length, cfg.n_fft)
+    span = (n_frames - 1) * cfg.hop_length + cfg.n_fft
+    padded = np.zeros(span, np.float32)
+    padded[pad:pad + min(len(x), span - pad)] = x[:span - pad]
+    strided = np.lib.stride_tricks.as_strided(padded, (n_frames, cfg.n_fft), (cfg.hop_length * 4, 4), writeable=False)
+    frames = strided * _window(cfg.win_length, cfg.n_fft)
     power = np.abs(scipy.fft.rfft(frames, axis=1)) ** 2  # float32 in, float32 out
     mel = power @ mel_filterbank(cfg).T
     return np.maximum(10.0 * np.log10(np.maximum(mel, 1e-20)), cfg.floor_db).T.astype(np.float32)

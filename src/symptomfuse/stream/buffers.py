@@ -101,11 +101,15 @@ class AudioRing:
         """Absolute index of the sample at media time ``t`` (the nearest)."""
         return int(round((t - self.start_t) * SAMPLE_RATE))
 
+    def holds(self, first: int, n: int) -> bool:
+        """Whether samples ``first`` to ``first + n`` (absolute indices) are all held."""
+        return self.start_t is not None and first >= self.end - self.used and first + n <= self.end
+
     def read(self, first: int, n: int) -> np.ndarray | None:
         """Samples ``first`` to ``first + n`` (absolute indices), or None if not all are held."""
-        oldest = self.end - self.used
-        if self.start_t is None or first < oldest or first + n > self.end:
+        if not self.holds(first, n):
             return None
+        oldest = self.end - self.used
         return self.data[first - oldest:first - oldest + n].copy()
 
 
@@ -129,7 +133,7 @@ class LogMelRing:
     def window(self, audio: AudioRing, first: int, n_samples: int) -> np.ndarray | None:
         """The (n_mels, frames) log-mel of samples ``first`` to ``first + n_samples``, or None if not held."""
         hop, n = self.cfg.hop_length, self.cfg.frames(n_samples)
-        if audio.read(first, n_samples) is None:
+        if not audio.holds(first, n_samples):
             return None
         if self.phase != first % hop:
             self.phase, self.done = first % hop, 0

@@ -39,15 +39,18 @@ class QualityConfig:
                 raise ValueError(f"QualityConfig.{name} must be a share between 0 and 1, got {getattr(self, name)}")
 
 
-def voiced_fraction(samples: np.ndarray, cfg: QualityConfig = QualityConfig(), frame_s: float = 0.04,
-                    f0_range: tuple[float, float] = (60.0, 400.0)) -> float:
-    """Share of 40 ms frames of 16 kHz ``samples`` with a clear pitch period. Every other frame of the
-    back-to-back frames is looked at: a share needs no more, and it halves the cost."""
+def _pitch_frames(samples: np.ndarray, frame_s: float = 0.04) -> np.ndarray:
+    """Every other 40 ms frame of the back-to-back frames of 16 kHz ``samples``: a share needs no more,
+    and it halves the cost."""
     x = np.asarray(samples, np.float32)
     n = int(frame_s * SAMPLE_RATE)
-    if len(x) < n:
-        return 0.0
-    frames = x[:len(x) // n * n].reshape(-1, n)[::2]
+    return x[:len(x) // n * n].reshape(-1, n)[::2]
+
+
+def _voiced(frames: np.ndarray, cfg: QualityConfig, f0_range: tuple[float, float] = (60.0, 400.0)) -> np.ndarray:
+    """Per frame: a clear pitch period between ``f0_range`` (the normalised autocorrelation's peak over
+    those lags above ``cfg.voicing``) in a frame louder than ``cfg.silence_db``. Each row on its own."""
+    n = frames.shape[1]
     frames = frames - frames.mean(axis=1, keepdims=True)
     lo, hi = int(SAMPLE_RATE / f0_range[1]), int(SAMPLE_RATE / f0_range[0])
     size = 1 << (n + hi).bit_length()  # long enough that lags up to `hi` do not wrap around
@@ -56,14 +59,36 @@ def voiced_fraction(samples: np.ndarray, cfg: QualityConfig = QualityConfig(), f
     peak = (acf[:, lo:hi + 1] * (n / (n - lags))[None]).max(axis=1)  # unbiased: longer lags overlap less
     energy = acf[:, 0]
     loud = 10 * np.log10(energy / n + 1e-12) > cfg.silence_db
-    voiced = loud & (peak > cfg.voicing * np.maximum(energy, 1e-12))
-    return float(voiced.mean())
+    return loud & (peak > cfg.voicing * np.maximum(energy, 1e-12))
+
+
+def voiced_fraction(samples: np.ndarray, cfg: QualityConfig = QualityConfig()) -> float:
+    """Share of the 40 ms frames of 16 kHz ``samples`` (every other one) with a clear pitch period."""
+    frames = _pitch_frames(samples)
+    return float(_voiced(frames, cfg).mean()) if len(frames) else 0.0
+
+
+def enough_voice(samples: np.ndarray, cfg: QualityConfig = QualityConfig(), batch: int = 12) -> bool:
+    """``voiced_fraction(samples, cfg) >= cfg.min_voiced``, the same answer, looking at ``batch`` frames at a
+    time and stopping as soon as the rest cannot change it (a sustained vowel: after the first batch; the
+    live engine asks this of every window)."""
+    frames = _pitch_frames(samples)
+    total, count = len(frames), 0
+    if total == 0:
+        return 0.0 >= cfg.min_voiced
+    for s in range(0, total, batch):
+        count += int(_voiced(frames[s:s + batch], cfg).sum())
+        if count / total >= cfg.min_voiced:
+            return True
+        if (count + total - min(s + batch, total)) / total < cfg.min_voiced:
+            return False
+    return count / total >= cfg.min_voiced
 
 
 def audio_quality(samples: np.ndarray, cfg: QualityConfig = QualityConfig()) -> str:
     if rms_db(samples) < cfg.silence_db:
         return "silence"
-    if voiced_fraction(samples, cfg) < cfg.min_voiced:
+    if not enough_voice(samples, cfg):
         return "no_voice"
     return "ok"
 
