@@ -145,6 +145,21 @@ def test_train_and_evaluate_cli(curated, tmp_path, capsys):
         again = calibrated(predict_logits(model, ws, test), t)
     saved = pred.set_index("sample_index").loc[test].filter(like="p_").to_numpy()
     np.testing.assert_allclose(again, saved, atol=1e-5)
+    # the fused models took their encoders' embeddings from the single model-folds' files: the same numbers
+    # as running those encoders, which is also what a missing or ill-fitting file falls back to
+    from safetensors.torch import save_file
+
+    from symptomfuse.train.crossval import EMBEDDINGS, FoldEmbeddings
+
+    folders = {m: run / "models" / f"{m}_only" / "fold0" for m in ("audio", "keypoints")}
+    cached = FoldEmbeddings.load(model, ws, folders)
+    computed = FoldEmbeddings.compute(model, ws)
+    for m in folders:
+        assert (folders[m] / EMBEDDINGS).exists()
+        torch.testing.assert_close(cached.emb[m], computed.emb[m], rtol=0, atol=1e-5)
+    save_file({"embeddings": torch.zeros(3, 8), "present": torch.ones(3, dtype=torch.bool)},
+              str(folders["audio"] / EMBEDDINGS))  # another data set's
+    torch.testing.assert_close(FoldEmbeddings.load(model, ws, folders).emb["audio"], computed.emb["audio"])
 
 
 def test_frozen_encoders_train_only_the_fusion_and_head(curated):

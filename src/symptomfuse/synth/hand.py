@@ -220,6 +220,7 @@ class HandRenderer:
                 r = width / 2
                 for p in chain[1:]:
                     draw.ellipse([p[0] - r, p[1] - r, p[0] + r, p[1] + r], fill=colour)
-        frame = np.asarray(img.reduce(ss), dtype=np.float32)
-        frame = frame * self.lighting + self.noise_bank[self.rng.integers(len(self.noise_bank))]
-        return np.clip(frame, 0, 255).astype(np.uint8)
+        frame = np.asarray(img.reduce(ss), dtype=np.float32)  # a new array: the arithmetic below is in place
+        np.multiply(frame, self.lighting, out=frame)
+        frame += self.noise_bank[self.rng.integers(len(self.noise_bank))]
+        return np.clip(frame, 0, 255, out=frame).astype(np.uint8)

@@ -22,7 +22,9 @@ A run folder holds:
                            temperatures and training curves, the prediction sets
   samples.csv              the samples, with their fold and which modalities each has
   predictions/FILE.csv     out-of-fold calibrated probabilities per sample (``PredictionSet.file``)
-  models/NAME/foldK/       model.safetensors + config.json for each trained network and fold
+  models/NAME/foldK/       model.safetensors + config.json for each trained network and fold; a single-
+                           modality one also its embedding density (ood.safetensors) and its embeddings of
+                           every window (embeddings.safetensors, which the fold's fused models start from)
 """
 
 from __future__ import annotations
@@ -37,10 +39,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from symptomfuse.artifacts import ModelSpec, PredictionSet, RunInfo
-from symptomfuse.atomic import atomic_write_text
+from symptomfuse.atomic import atomic_path, atomic_write_text
 from symptomfuse.data.dataset import WindowSet
 from symptomfuse.evaluate.calibration import calibrated, fit_temperature
 from symptomfuse.fusion.late import LATE
@@ -49,7 +52,7 @@ from symptomfuse.models.multimodal import load as load_model
 from symptomfuse.models.ood import EmbeddingDensity
 from symptomfuse.train import baselines, runfolder
 from symptomfuse.train.distributed import replica_difference
-from symptomfuse.train.fit import TrainConfig, embed_windows, fit, fit_prepared, predict_logits
+from symptomfuse.train.fit import TrainConfig, embed_windows, fit, fit_prepared, keep_freed_memory, predict_logits
 from symptomfuse.train.splits import Fold
 from symptomfuse.parallel import run_graph
 from symptomfuse.errors import UsageError
@@ -125,7 +128,12 @@ def pooled_embeddings(model: MultimodalClassifier, ws: WindowSet, samples: Sampl
                        units: np.ndarray) -> tuple[dict, dict]:
     """Per sample in ``units``: each modality's encoder embeddings averaged over the sample's windows of
     that modality (from ``windows``), and which samples have it."""
-    emb, present = embed_windows(model, ws, windows)
+    return pool_embeddings(*embed_windows(model, ws, windows), samples, windows, units)
+
+
+def pool_embeddings(emb: dict, present: dict, samples: Samples, windows: np.ndarray, units: np.ndarray
+                    ) -> tuple[dict, dict]:
+    """``pooled_embeddings`` from the embeddings ``emb`` and masks ``present`` of ``windows`` (rows in order)."""
     out, mask = {}, {}
     for m, e in emb.items():
         pooled = samples.pool(np.where(present[m].numpy()[:, None], e.numpy().astype(np.float64), np.nan), windows)
@@ -133,6 +141,55 @@ def pooled_embeddings(model: MultimodalClassifier, ws: WindowSet, samples: Sampl
         mask[m] = torch.from_numpy(np.isfinite(pooled).all(axis=1))
         out[m] = torch.from_numpy(np.nan_to_num(pooled).astype(np.float32))
     return out, mask
+
+
+@dataclass
+class FoldEmbeddings:
+    """A fold's frozen encoder embeddings of every window of the data set, per modality, with zeros where a
+    window lacks the modality (``present`` says which have it). A single-modality model-fold writes its
+    own (``EMBEDDINGS`` beside its weights) once it is trained; the fold's fused models read them rather
+    than running the same encoders again, each for itself and for every modality left out."""
+
+    emb: dict[str, torch.Tensor]  # modality -> (N windows, dim)
+    present: dict[str, torch.Tensor]  # modality -> (N windows,) bool
+
+    def rows(self, windows: np.ndarray) -> tuple[dict, dict]:
+        windows = torch.from_numpy(np.asarray(windows, np.int64))
+        return {m: e[windows] for m, e in self.emb.items()}, {m: p[windows] for m, p in self.present.items()}
+
+    @classmethod
+    def compute(cls, model: MultimodalClassifier, ws: WindowSet) -> "FoldEmbeddings":
+        emb, present = embed_windows(model, ws, np.arange(len(ws.y)))
+        return cls({m: torch.where(present[m][:, None], e, 0.0) for m, e in emb.items()}, present)
+
+    def save(self, folder: Path, modality: str) -> None:
+        with atomic_path(folder / EMBEDDINGS) as tmp:
+            save_file({"embeddings": self.emb[modality].contiguous(),
+                       "present": self.present[modality].contiguous()}, str(tmp))
+
+    @classmethod
+    def load(cls, model: MultimodalClassifier, ws: WindowSet, folders: dict[str, Path]) -> "FoldEmbeddings":
+        """Each modality's embeddings from ``folders[m]`` (its single model-fold); computed with ``model``'s
+        encoders where a file is missing or does not fit this data set and encoder (e.g. a run resumed from
+        an older version)."""
+        emb, present, missing = {}, {}, []
+        for m in model.modalities:
+            path = folders.get(m, Path("/nonexistent")) / EMBEDDINGS
+            arrays = load_file(str(path)) if path.exists() else None
+            fits = (arrays is not None and tuple(arrays["embeddings"].shape) == (len(ws.y), model.encoders[m].out_dim)
+                    and bool((arrays["present"].numpy() == ws.has(m)).all()))
+            if fits:
+                emb[m], present[m] = arrays["embeddings"], arrays["present"]
+            else:
+                missing.append(m)
+        if missing:
+            computed = cls.compute(model, ws)
+            for m in missing:
+                emb[m], present[m] = computed.emb[m], computed.present[m]
+        return cls(emb, present)
+
+
+EMBEDDINGS = "embeddings.safetensors"
 
 
 def unit_logits(model: MultimodalClassifier, emb: dict, mask: dict, drop: tuple = ()) -> np.ndarray:
@@ -239,6 +296,7 @@ def cross_validate(ws: WindowSet, specs: list[ModelSpec], folds: list[Fold], cfg
     info: dict[str, dict] = {s.name: {"spec": s, "folds": []} for s in specs}
     val_probs: dict[tuple[str, int], np.ndarray] = {}  # per sample, NaN outside the fold's validation samples
     cal_probs: dict[tuple[str, int], np.ndarray] = {}  # the same on calibration samples (or validation)
+    keep_freed_memory()
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -330,13 +388,16 @@ def _train_network(ws: WindowSet, samples: Samples, job: _Job) -> tuple[dict, di
     record: dict = {"fold": fold.index}
     tests = {}
     vp, cp = np.full((n, k), np.nan), np.full((n, k), np.nan)
-    if fused and unit != "recording":
+    frozen_emb = None
+    if frozen:  # the encoders' embeddings, once per window: from the single model-folds they came from
         model.encoders.eval().requires_grad_(False)
+        frozen_emb = FoldEmbeddings.load(model, ws, sources)
+    if fused and unit != "recording":
         train_units = samples.of(fold.train)
-        tr = pooled_embeddings(model, ws, samples, fold.train, train_units)
-        va = pooled_embeddings(model, ws, samples, fold.val, val_units)
-        te = pooled_embeddings(model, ws, samples, fold.test, test_units)
-        ca = pooled_embeddings(model, ws, samples, fold.calib, cal_units) if has_calib else va
+        tr = pool_embeddings(*frozen_emb.rows(fold.train), samples, fold.train, train_units)
+        va = pool_embeddings(*frozen_emb.rows(fold.val), samples, fold.val, val_units)
+        te = pool_embeddings(*frozen_emb.rows(fold.test), samples, fold.test, test_units)
+        ca = pool_embeddings(*frozen_emb.rows(fold.calib), samples, fold.calib, cal_units) if has_calib else va
         y = samples.table.y.to_numpy()
         model, history = fit_prepared(model, (*tr, y[train_units]), (*va, y[val_units]), ws.classes, fold_cfg)
         val_logits, cal_logits = unit_logits(model, *va), unit_logits(model, *ca)
@@ -348,15 +409,25 @@ def _train_network(ws: WindowSet, samples: Samples, job: _Job) -> tuple[dict, di
     else:
         train_w = fold.train[ws_has_any(ws, spec.modalities, fold.train)]
         val_w = fold.val[ws_has_any(ws, spec.modalities, fold.val)]
-        model, history = fit(model, ws, train_w, val_w, fold_cfg)
-        val_logits = predict_logits(model, ws, val_w)
+        if frozen_emb is not None:
+            model, history = fit_prepared(model, (*frozen_emb.rows(train_w), ws.y[train_w]),
+                                          (*frozen_emb.rows(val_w), ws.y[val_w]), ws.classes, fold_cfg)
+
+            def logits(index, drop=()):
+                return unit_logits(model, *frozen_emb.rows(index), drop)
+        else:
+            model, history = fit(model, ws, train_w, val_w, fold_cfg)
+
+            def logits(index, drop=()):
+                return predict_logits(model, ws, index, drop=drop)
+        val_logits = logits(val_w)
         cal_w = fold.calib[ws_has_any(ws, spec.modalities, fold.calib)] if has_calib else val_w
-        cal_logits = predict_logits(model, ws, cal_w) if has_calib else val_logits
+        cal_logits = logits(cal_w) if has_calib else val_logits
         t = fit_temperature(cal_logits, ws.y[cal_w])
         vp = samples.pool(calibrated(val_logits, t), val_w)
         cp = samples.pool(calibrated(cal_logits, t), cal_w)
         for drop in _drops(spec):
-            p = calibrated(predict_logits(model, ws, fold.test, drop=drop), t)
+            p = calibrated(logits(fold.test, drop), t)
             tests[drop] = samples.pool(p, fold.test)[test_units]
     spread = replica_difference(model)  # data-parallel: do the processes hold the same weights?
     if spread is not None:
@@ -364,8 +435,11 @@ def _train_network(ws: WindowSet, samples: Samples, job: _Job) -> tuple[dict, di
     folder = job.out / "models" / spec.name / f"fold{fold.index}"
     save(model, folder, {"classes": ws.classes, "fold": fold.index, "modalities": spec.modalities,
                          "run_id": job.run_id})
-    if spec.kind == "single":  # how far an input may lie from the training data (live warnings)
-        record["ood"] = _fit_density(model, ws, spec.modalities[0], train_w, val_w, fold.test, folder)
+    if spec.kind == "single":  # how far an input may lie from the training data (live warnings), and the
+        # embeddings the fold's fused models start from
+        embedded = FoldEmbeddings.compute(model, ws)
+        embedded.save(folder, spec.modalities[0])
+        record["ood"] = _fit_density(embedded, spec.modalities[0], train_w, val_w, fold.test, folder)
     record.update(temperature=t, history=history)
     return record, {"vp": vp, "cp": cp, "rows": test_units,
                     **{f"test{i}": tests[drop] for i, drop in enumerate(_drops(spec))}}
@@ -468,6 +542,7 @@ def _worker_setup(source: tuple[str, tuple[str, ...]], threads: int, registratio
         elif kind != "modality" and name not in available(kind):
             register(kind, name)(cls)
     torch.set_num_threads(threads)
+    keep_freed_memory()
     _WORKER["ws"] = load_curated(Path(source[0]), list(source[1]))
 
 
@@ -478,14 +553,14 @@ def _train_job(job: _Job) -> None:
     record, arrays = _train_network(ws, Samples.make(ws, job.unit), job)
     _save(job.out, job.run_id, job.spec, job.fold, record, arrays, t0)
 
-def _fit_density(model: MultimodalClassifier, ws: WindowSet, m: str, train: np.ndarray, val: np.ndarray,
-                 test: np.ndarray, folder: Path) -> dict:
+def _fit_density(embedded: FoldEmbeddings, m: str, train: np.ndarray, val: np.ndarray, test: np.ndarray,
+                 folder: Path) -> dict:
     """Fit the embedding density of a single-modality model on its training windows, threshold on its
     validation windows, save it beside the weights (``ood.safetensors``); return its threshold and the
     share of the fold's test windows it flags (about 1% for people like the validation people)."""
     def embeddings(index):
-        index = index[ws.has(m)[index]]
-        return embed_windows(model, ws, index)[0][m].numpy() if len(index) else np.zeros((0, 1))
+        index = index[embedded.present[m].numpy()[index]]
+        return embedded.emb[m][index].numpy() if len(index) else np.zeros((0, 1))
 
     density = EmbeddingDensity.fit(embeddings(train), embeddings(val))
     density.save(folder / "ood.safetensors")
