@@ -203,6 +203,18 @@ def test_hand_written_metrics_agree_with_scikit_learn():
         else:
             assert np.isclose(ours["sensitivity"], skm.recall_score(y, pred, average="macro"))
             assert np.isclose(ours["f1"], skm.f1_score(y, pred, average="macro"))
+        # ECE by its definition, bin by bin with masks; the AUC's ranks are scipy's, ties included
+        conf, correct = proba.max(1), proba.argmax(1) == y
+        bins = np.minimum((conf * 10).astype(int), 9)
+        ece = sum(abs(conf[bins == b].mean() - correct[bins == b].mean()) * np.mean(bins == b)
+                  for b in range(10) if np.any(bins == b))
+        assert ours["ece"] == ece  # to the bit: the bootstrap's intervals do not move
+    from scipy.stats import rankdata
+
+    from symptomfuse.evaluate.metrics import _average_ranks
+
+    tied = np.round(rng.random(500), 1)
+    assert np.array_equal(_average_ranks(tied), rankdata(tied))
 
 
 def test_a_modality_no_recording_has_is_left_out_or_refused(cohort, tmp_path, capsys):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy.stats import rankdata
 
 LEVELS = ("window", "recording", "person")
 METRICS = ("roc_auc", "balanced_accuracy", "sensitivity", "specificity", "f1", "brier", "ece", "accuracy")
@@ -30,33 +29,63 @@ def aggregate(windows: pd.DataFrame, proba: np.ndarray, level: str) -> tuple[pd.
     return units, g[cols].mean().to_numpy()
 
 
+def _average_ranks(s: np.ndarray) -> np.ndarray:
+    """Ranks from 1, ties sharing their mean rank (``scipy.stats.rankdata``'s "average", the same numbers,
+    without its per-call overhead: the bootstrap calls this tens of thousands of times)."""
+    order = np.argsort(s, kind="mergesort")
+    sorted_s = s[order]
+    first = np.r_[True, sorted_s[1:] != sorted_s[:-1]]
+    group = np.cumsum(first) - 1  # tie group of each sorted position
+    bounds = np.r_[np.flatnonzero(first), len(s)]
+    ranks = np.empty(len(s))
+    ranks[order] = 0.5 * (bounds[group + 1] + bounds[group] + 1)
+    return ranks
+
+
 def auc_binary(y: np.ndarray, s: np.ndarray) -> float:
     pos = y == 1
     n1, n0 = pos.sum(), (~pos).sum()
     if n1 == 0 or n0 == 0:
         return np.nan
-    r = rankdata(s)
+    r = _average_ranks(np.asarray(s))
     return float((r[pos].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+
+
+def _ece(conf: np.ndarray, correct: np.ndarray) -> float:
+    """Expected calibration error over 10 equal-width bins of ``conf``: per bin, |mean confidence - accuracy|
+    weighted by the bin's share. Each bin's values are summed in their own order, as ``conf[bin].mean()``
+    does, so the figure does not depend on how the bins are gathered."""
+    n = len(conf)
+    bins = np.minimum((conf * 10).astype(int), 9)
+    by_bin = conf[np.argsort(bins, kind="stable")]
+    counts = np.bincount(bins, minlength=10)
+    ends = np.cumsum(counts)
+    hits = np.bincount(bins[correct], minlength=10)
+    total = 0
+    for b in np.flatnonzero(counts):
+        c = counts[b]
+        total += abs(by_bin[ends[b] - c:ends[b]].sum() / c - hits[b] / c) * (c / n)
+    return float(total)
 
 
 def compute(y: np.ndarray, proba: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
     """All metrics for true classes ``y`` and probabilities ``proba`` (n, classes)."""
     y = np.asarray(y)
-    k = proba.shape[1]
+    n, k = proba.shape
     if k == 2:
         pred = (proba[:, 1] >= threshold).astype(int)
     else:
         pred = proba.argmax(axis=1)
-    recall = np.array([np.mean(pred[y == c] == c) if np.any(y == c) else np.nan for c in range(k)])
-    spec = np.array([np.mean(pred[y != c] != c) if np.any(y != c) else np.nan for c in range(k)])
-    prec = np.array([np.mean(y[pred == c] == c) if np.any(pred == c) else 0.0 for c in range(k)])
+    true_n = np.bincount(y, minlength=k)  # per class: true members, predicted members, and both
+    pred_n = np.bincount(pred, minlength=k)
+    hits = np.bincount(y[pred == y], minlength=k)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        recall = np.where(true_n > 0, hits / true_n, np.nan)
+        spec = np.where(true_n < n, (n - true_n - pred_n + hits) / (n - true_n), np.nan)
+        prec = np.where(pred_n > 0, hits / pred_n, 0.0)
     f1 = np.where(prec + recall > 0, 2 * prec * recall / np.maximum(prec + recall, 1e-12), 0.0)
     onehot = np.eye(k)[y]
-    conf = proba.max(axis=1)
-    correct = proba.argmax(axis=1) == y
-    bins = np.minimum((conf * 10).astype(int), 9)
-    ece = sum(abs(conf[bins == b].mean() - correct[bins == b].mean()) * np.mean(bins == b)
-              for b in range(10) if np.any(bins == b))
+    ece = _ece(proba.max(axis=1), proba.argmax(axis=1) == y)
     if k == 2:
         auc, sens, specificity, f1_ = auc_binary(y, proba[:, 1]), recall[1], recall[0], f1[1]
     else:
