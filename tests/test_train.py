@@ -160,6 +160,8 @@ def test_train_and_evaluate_cli(curated, tmp_path, capsys):
     save_file({"embeddings": torch.zeros(3, 8), "present": torch.ones(3, dtype=torch.bool)},
               str(folders["audio"] / EMBEDDINGS))  # another data set's
     torch.testing.assert_close(FoldEmbeddings.load(model, ws, folders).emb["audio"], computed.emb["audio"])
+    (folders["audio"] / EMBEDDINGS).write_bytes(b"not safetensors" * 8)  # damaged
+    torch.testing.assert_close(FoldEmbeddings.load(model, ws, folders).emb["audio"], computed.emb["audio"])
 
 
 def test_frozen_encoders_train_only_the_fusion_and_head(curated):

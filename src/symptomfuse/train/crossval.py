@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
@@ -174,11 +175,10 @@ class FoldEmbeddings:
         an older version)."""
         emb, present, missing = {}, {}, []
         for m in model.modalities:
-            path = folders.get(m, Path("/nonexistent")) / EMBEDDINGS
-            arrays = load_file(str(path)) if path.exists() else None
-            fits = (arrays is not None and tuple(arrays["embeddings"].shape) == (len(ws.y), model.encoders[m].out_dim)
-                    and bool((arrays["present"].numpy() == ws.has(m)).all()))
-            if fits:
+            arrays = _read_embeddings(folders[m] / EMBEDDINGS) if m in folders else None
+            if (arrays is not None and tuple(arrays["embeddings"].shape) == (len(ws.y), model.encoders[m].out_dim)
+                    and tuple(arrays["present"].shape) == (len(ws.y),)
+                    and bool((arrays["present"].numpy() == ws.has(m)).all())):
                 emb[m], present[m] = arrays["embeddings"], arrays["present"]
             else:
                 missing.append(m)
@@ -190,6 +190,15 @@ class FoldEmbeddings:
 
 
 EMBEDDINGS = "embeddings.safetensors"
+
+
+def _read_embeddings(path: Path) -> dict[str, torch.Tensor] | None:
+    """An embeddings file's two arrays, or None when it is missing or unreadable (then they are computed)."""
+    try:
+        arrays = load_file(str(path))
+    except (OSError, ValueError, SafetensorError):  # missing, truncated or not safetensors
+        return None
+    return arrays if {"embeddings", "present"} <= set(arrays) else None
 
 
 def unit_logits(model: MultimodalClassifier, emb: dict, mask: dict, drop: tuple = ()) -> np.ndarray:
