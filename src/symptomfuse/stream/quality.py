@@ -62,16 +62,10 @@ def _voiced(frames: np.ndarray, cfg: QualityConfig, f0_range: tuple[float, float
     return loud & (peak > cfg.voicing * np.maximum(energy, 1e-12))
 
 
-def voiced_fraction(samples: np.ndarray, cfg: QualityConfig = QualityConfig()) -> float:
-    """Share of the 40 ms frames of 16 kHz ``samples`` (every other one) with a clear pitch period."""
-    frames = _pitch_frames(samples)
-    return float(_voiced(frames, cfg).mean()) if len(frames) else 0.0
-
-
 def enough_voice(samples: np.ndarray, cfg: QualityConfig = QualityConfig(), batch: int = 12) -> bool:
-    """``voiced_fraction(samples, cfg) >= cfg.min_voiced``, the same answer, looking at ``batch`` frames at a
-    time and stopping as soon as the rest cannot change it (a sustained vowel: after the first batch; the
-    live engine asks this of every window)."""
+    """Whether the share of voiced frames (``_voiced`` over ``_pitch_frames``; 0 without a frame) reaches
+    ``cfg.min_voiced``, looking at ``batch`` frames at a time and stopping as soon as the rest cannot
+    change it (a sustained vowel: after the first batch; the live engine asks this of every window)."""
     frames = _pitch_frames(samples)
     total, count = len(frames), 0
     if total == 0:
