@@ -151,3 +151,28 @@ def test_the_augmentation_s_loudness_peak_is_torch_quantile_to_the_bit():
             x = torch.round(x)  # ties
         for q in (0.99, 0.9, 0.5):
             assert torch.equal(_upper_quantile(x, q), torch.quantile(x, q, dim=1))
+
+
+def test_the_fast_max_pool_gives_nn_max_pool_s_values_and_gradients_to_the_bit():
+    """The encoders' 2x2 max-pooling runs through the channels-last kernel: the same outputs and the same
+    gradients (which input of a window gets it: the first maximum) as nn.MaxPool2d(2), ties, odd sizes and
+    one channel included; exported, it is nn.MaxPool2d itself."""
+    from symptomfuse.models.encoders import MaxPool2x2
+
+    g = torch.Generator().manual_seed(0)
+    for shape in [(4, 8, 16, 30), (3, 1, 7, 9), (2, 5, 6, 75), (6, 3, 2, 2)]:
+        for ties in (False, True):
+            x = torch.randn(shape, generator=g)
+            if ties:
+                x = torch.round(x).relu()  # many equal values in a window
+            a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+            ya, yb = MaxPool2x2()(a), torch.nn.MaxPool2d(2)(b)
+            assert torch.equal(ya, yb)
+            grad = torch.randn(ya.shape, generator=g)
+            ya.backward(grad)
+            yb.backward(grad)
+            assert torch.equal(a.grad, b.grad)
+    with torch.no_grad():  # inference too
+        assert torch.equal(MaxPool2x2()(x), torch.nn.functional.max_pool2d(x, 2))
+    traced = torch.jit.trace(MaxPool2x2(), torch.randn(1, 2, 4, 4))
+    assert "max_pool2d" in str(traced.graph) and "PythonOp" not in str(traced.graph)

