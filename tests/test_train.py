@@ -253,3 +253,40 @@ def test_a_modality_too_few_people_have_is_refused_before_a_fold_fails(cohort, t
                  "--fusions", "", "--late", "", "--baselines", "", "--encoder-args", tiny]) == 2
     err = capsys.readouterr().err
     assert "keypoints: fold" in err and "(1 people have it)" in err and "fewer --folds" in err
+
+
+def test_prepared_inputs_from_a_store_give_the_same_numbers(curated):
+    """A training worker keeps every window's prepared inputs in a PreparedStore for its later model-folds,
+    and a fold's training, predictions and embeddings read them there: the same numbers to the bit as
+    preparing them as needed, windows that lack a modality included. A store too small for a model's
+    inputs is not used, and the numbers stay the same."""
+    from dataclasses import replace
+
+    from symptomfuse.train.crossval import FoldEmbeddings
+    from symptomfuse.train.fit import PreparedStore
+
+    ws = load_curated(curated, ["audio", "video"])
+    rows = {**ws.rows, "video": ws.rows["video"].copy()}
+    rows["video"][::3] = -1  # a third of the windows lack video
+    ws = replace(ws, rows=rows)
+    f = person_folds(ws.people, ws.y, k=2, seed=0)[0][0]
+    enc = json.loads(TINY)
+    spec = {"audio": {"name": "logmel_cnn", **enc["audio"]}, "video": {"name": "frames_cnn", **enc["video"]}}
+    small = PreparedStore(ws, budget_mb=0.01)
+    results = []
+    for store in (None, PreparedStore(ws, budget_mb=512), small):
+        model = MultimodalClassifier(spec, {"name": "gated", "dim": 8}, 2, init_seed=0)
+        model, hist = fit(model, ws, f.train, f.val, TrainConfig(max_epochs=2, seed=1, batch_size=16), store)
+        with torch.no_grad():
+            results.append((hist, predict_logits(model, ws, f.test, store=store),
+                            predict_logits(model, ws, f.test, drop=("audio",), store=store),
+                            FoldEmbeddings.compute(model, ws, store).emb))
+    assert small.inputs(model) is None
+    reference = results[0]
+    assert np.isnan(reference[2]).any() and np.isfinite(reference[1]).all()
+    for hist, logits, without_audio, emb in results[1:]:
+        assert hist == reference[0]
+        np.testing.assert_array_equal(logits, reference[1])
+        np.testing.assert_array_equal(without_audio, reference[2])
+        for m in spec:
+            assert torch.equal(emb[m], reference[3][m])

@@ -53,7 +53,8 @@ from symptomfuse.models.multimodal import load as load_model
 from symptomfuse.models.ood import EmbeddingDensity
 from symptomfuse.train import baselines, runfolder
 from symptomfuse.train.distributed import replica_difference
-from symptomfuse.train.fit import TrainConfig, embed_windows, fit, fit_prepared, keep_freed_memory, predict_logits
+from symptomfuse.train.fit import (PreparedStore, TrainConfig, embed_windows, fit, fit_prepared, keep_freed_memory,
+                                   predict_logits)
 from symptomfuse.train.splits import Fold
 from symptomfuse.parallel import run_graph
 from symptomfuse.errors import UsageError
@@ -159,8 +160,9 @@ class FoldEmbeddings:
         return {m: e[windows] for m, e in self.emb.items()}, {m: p[windows] for m, p in self.present.items()}
 
     @classmethod
-    def compute(cls, model: MultimodalClassifier, ws: WindowSet) -> "FoldEmbeddings":
-        emb, present = embed_windows(model, ws, np.arange(len(ws.y)))
+    def compute(cls, model: MultimodalClassifier, ws: WindowSet, store: PreparedStore | None = None
+                ) -> "FoldEmbeddings":
+        emb, present = embed_windows(model, ws, np.arange(len(ws.y)), store=store)
         return cls({m: torch.where(present[m][:, None], e, 0.0) for m, e in emb.items()}, present)
 
     def save(self, folder: Path, modality: str) -> None:
@@ -306,6 +308,7 @@ def cross_validate(ws: WindowSet, specs: list[ModelSpec], folds: list[Fold], cfg
     val_probs: dict[tuple[str, int], np.ndarray] = {}  # per sample, NaN outside the fold's validation samples
     cal_probs: dict[tuple[str, int], np.ndarray] = {}  # the same on calibration samples (or validation)
     keep_freed_memory()
+    store = PreparedStore(ws, cfg.prepared_mb)  # prepared inputs, for the networks trained in this process
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -319,7 +322,7 @@ def cross_validate(ws: WindowSet, specs: list[ModelSpec], folds: list[Fold], cfg
                 else:
                     t0 = time.perf_counter()
                     if spec.kind in ("single", "fused"):
-                        record, arrays = _train_network(ws, samples, jobs[(spec.name, fold.index)])
+                        record, arrays = _train_network(ws, samples, jobs[(spec.name, fold.index)], store)
                     elif spec.kind == "late":
                         record, arrays = _fit_late(samples, spec, fold, val_probs, cal_probs, preds)
                     else:
@@ -372,10 +375,12 @@ def _drops(spec: ModelSpec) -> list[tuple[str, ...]]:
     return [()] + ([(m,) for m in spec.modalities] if len(spec.modalities) > 1 else [])
 
 
-def _train_network(ws: WindowSet, samples: Samples, job: _Job) -> tuple[dict, dict[str, np.ndarray]]:
+def _train_network(ws: WindowSet, samples: Samples, job: _Job, store: PreparedStore | None = None
+                   ) -> tuple[dict, dict[str, np.ndarray]]:
     """Train one network on one fold, save it, and predict: its progress record and arrays (validation and
     calibration probabilities per sample, the test samples and their probabilities with each of
-    ``_drops``). Fused models start from this fold's single-modality models, read from the run folder."""
+    ``_drops``). Fused models start from this fold's single-modality models, read from the run folder.
+    ``store`` keeps prepared inputs for the model-folds this process trains."""
     spec, fold, cfg, unit = job.spec, job.fold, job.cfg, job.unit
     n, k = len(samples), len(ws.classes)
     val_units, test_units = samples.of(fold.val), samples.of(fold.test)
@@ -425,10 +430,10 @@ def _train_network(ws: WindowSet, samples: Samples, job: _Job) -> tuple[dict, di
             def logits(index, drop=()):
                 return unit_logits(model, *frozen_emb.rows(index), drop)
         else:
-            model, history = fit(model, ws, train_w, val_w, fold_cfg)
+            model, history = fit(model, ws, train_w, val_w, fold_cfg, store)
 
             def logits(index, drop=()):
-                return predict_logits(model, ws, index, drop=drop)
+                return predict_logits(model, ws, index, drop=drop, store=store)
         val_logits = logits(val_w)
         cal_w = fold.calib[ws_has_any(ws, spec.modalities, fold.calib)] if has_calib else val_w
         cal_logits = logits(cal_w) if has_calib else val_logits
@@ -446,7 +451,7 @@ def _train_network(ws: WindowSet, samples: Samples, job: _Job) -> tuple[dict, di
                          "run_id": job.run_id})
     if spec.kind == "single":  # how far an input may lie from the training data (live warnings), and the
         # embeddings the fold's fused models start from
-        embedded = FoldEmbeddings.compute(model, ws)
+        embedded = FoldEmbeddings.compute(model, ws, store)
         embedded.save(folder, spec.modalities[0])
         record["ood"] = _fit_density(embedded, spec.modalities[0], train_w, val_w, fold.test, folder)
     record.update(temperature=t, history=history)
@@ -559,7 +564,9 @@ def _train_job(job: _Job) -> None:
     """A worker's model-fold: trained, saved and its progress written into the run folder."""
     t0 = time.perf_counter()
     ws = _WORKER["ws"]
-    record, arrays = _train_network(ws, Samples.make(ws, job.unit), job)
+    if "store" not in _WORKER:  # prepared inputs, kept for the model-folds this worker trains after this one
+        _WORKER["store"] = PreparedStore(ws, job.cfg.prepared_mb)
+    record, arrays = _train_network(ws, Samples.make(ws, job.unit), job, _WORKER["store"])
     _save(job.out, job.run_id, job.spec, job.fold, record, arrays, t0)
 
 def _fit_density(embedded: FoldEmbeddings, m: str, train: np.ndarray, val: np.ndarray, test: np.ndarray,

@@ -4,6 +4,7 @@ stopping on the validation people, and the best epoch's weights kept in memory (
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import warnings
 from dataclasses import dataclass
@@ -49,6 +50,24 @@ class TrainConfig:
 
 
 @torch.no_grad()
+def _prepare_modality(enc: nn.Module, ws: WindowSet, m: str, index: np.ndarray, chunk: int = 64
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Windows ``index`` of modality ``m`` through ``enc.prepare``, a chunk at a time, and which of them
+    have ``m`` (those without it are prepared from zeros, which their mask marks absent)."""
+    has = ws.has(m)[index]
+    shape = ws.contract.modality(m).input_shape()
+    parts = []
+    for s in range(0, max(len(index), 1), chunk):
+        j, h = index[s:s + chunk], has[s:s + chunk]
+        if h.all():
+            raw = ws.take(m, j)
+        else:
+            raw = np.zeros((len(j), *shape), ws.inputs[m].dtype)
+            raw[h] = ws.take(m, j[h])
+        parts.append(enc.prepare(torch.from_numpy(np.asarray(raw))))
+    return torch.cat(parts), torch.from_numpy(has)
+
+
 def prepare(model: MultimodalClassifier, ws: WindowSet, index: np.ndarray, chunk: int = 64
             ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """Each modality's windows ``index`` through its encoder's ``prepare``, once (no parameters, no
@@ -57,19 +76,50 @@ def prepare(model: MultimodalClassifier, ws: WindowSet, index: np.ndarray, chunk
     index = np.asarray(index, dtype=np.int64)
     inputs, present = {}, {}
     for m, enc in model.encoders.items():
-        has = ws.has(m)[index]
-        shape = ws.contract.modality(m).input_shape()
-        parts = []
-        for s in range(0, max(len(index), 1), chunk):
-            j, h = index[s:s + chunk], has[s:s + chunk]
-            if h.all():
-                raw = ws.take(m, j)
-            else:
-                raw = np.zeros((len(j), *shape), ws.inputs[m].dtype)
-                raw[h] = ws.take(m, j[h])
-            parts.append(enc.prepare(torch.from_numpy(np.asarray(raw))))
-        inputs[m], present[m] = torch.cat(parts), torch.from_numpy(has)
+        inputs[m], present[m] = _prepare_modality(enc, ws, m, index, chunk)
     return inputs, present
+
+
+class PreparedStore:
+    """Every window's prepared inputs, per modality and encoder, made once and kept for what follows in
+    this process: a model-fold's training, validation, predictions and embeddings all read them, and so
+    do the later folds of the same modality (a training worker takes several). Before, a video fold
+    prepared its windows four times over (training, validation and test predictions, embeddings of every
+    window), a third of its time. ``prepare`` works on each window alone (no parameters, no randomness,
+    nothing across a batch), so the numbers are the same to the bit.
+
+    Holds at most ``budget_mb``, the oldest entries going first; a model whose windows would not fit is
+    prepared as needed instead, as without a store."""
+
+    def __init__(self, ws: WindowSet, budget_mb: float):
+        self.ws, self.budget = ws, budget_mb * 2**20
+        self._held: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]] = {}
+
+    @staticmethod
+    def _key(m: str, enc: nn.Module) -> tuple[str, str]:
+        return m, json.dumps(enc.config(), sort_keys=True)
+
+    @staticmethod
+    def _size(entry: tuple[torch.Tensor, torch.Tensor]) -> int:
+        return sum(t.element_size() * t.numel() for t in entry)
+
+    def inputs(self, model: MultimodalClassifier) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]] | None:
+        """Every window's prepared inputs and presence for each of ``model``'s encoders, or None when they
+        would not fit in the budget."""
+        keys = {m: self._key(m, enc) for m, enc in model.encoders.items()}
+        missing = {m: k for m, k in keys.items() if k not in self._held}
+        all_windows = np.arange(len(self.ws.y))
+        need = sum(prepared_bytes(model, self.ws, all_windows, [m]) for m in missing)
+        held = sum(self._size(e) for k, e in self._held.items() if k in keys.values())
+        if need + held > self.budget:
+            return None
+        for k in [k for k in self._held if k not in keys.values()]:  # oldest first
+            if need + sum(self._size(e) for e in self._held.values()) <= self.budget:
+                break
+            del self._held[k]
+        for m, k in missing.items():
+            self._held[k] = _prepare_modality(model.encoders[m], self.ws, m, all_windows)
+        return {m: self._held[k][0] for m, k in keys.items()}, {m: self._held[k][1] for m, k in keys.items()}
 
 
 @torch.no_grad()
@@ -81,27 +131,33 @@ def embed(model: MultimodalClassifier, prepared: dict[str, torch.Tensor], chunk:
 
 
 @torch.no_grad()
-def embed_windows(model: MultimodalClassifier, ws: WindowSet, index: np.ndarray, chunk: int = 256
-                  ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+def embed_windows(model: MultimodalClassifier, ws: WindowSet, index: np.ndarray, chunk: int = 256,
+                  store: PreparedStore | None = None) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """``embed(model, prepare(model, ws, index))`` and which windows have each modality, prepared a chunk
-    at a time (the same chunks as ``embed``'s: the same numbers), so that only embeddings are held."""
+    at a time (the same chunks as ``embed``'s: the same numbers), so that only embeddings are held; or
+    with ``store``, read from it."""
     index = np.asarray(index, dtype=np.int64)
+    held = store.inputs(model) if store is not None else None
     done, present = [], []
     for s in range(0, max(len(index), 1), chunk):
-        x, p = prepare(model, ws, index[s:s + chunk])
+        j = index[s:s + chunk]
+        x, p = ({m: v[j] for m, v in held[0].items()}, {m: v[j] for m, v in held[1].items()}) if held else \
+            prepare(model, ws, j)
         done.append(embed(model, x, chunk))
         present.append(p)
     return ({m: torch.cat([d[m] for d in done]) for m in model.encoders},
             {m: torch.cat([p[m] for p in present]) for m in model.encoders})
 
 
-def prepared_bytes(model: MultimodalClassifier, ws: WindowSet, index: np.ndarray) -> int:
-    """Bytes that ``prepare(model, ws, index)`` would hold (one window per modality prepared to see)."""
+def prepared_bytes(model: MultimodalClassifier, ws: WindowSet, index: np.ndarray,
+                   modalities: list[str] | None = None) -> int:
+    """Bytes that ``prepare(model, ws, index)`` would hold (one window per modality prepared to see), for
+    ``modalities`` (default: all of the model's)."""
     total = 0
-    for m, enc in model.encoders.items():
+    for m in modalities or list(model.encoders):
         with_m = np.flatnonzero(ws.has(m))
         if len(with_m):
-            one = enc.prepare(torch.from_numpy(ws.take(m, with_m[:1])))
+            one = model.encoders[m].prepare(torch.from_numpy(ws.take(m, with_m[:1])))
             total += one.element_size() * one.numel() * len(index)
     return total
 
@@ -110,15 +166,20 @@ class _Prepared(Dataset):
     """Prepared inputs (or embeddings), which of them are present, and labels, fetched a whole batch at
     a time (one gather per modality)."""
 
-    def __init__(self, inputs: dict[str, torch.Tensor], present: dict[str, torch.Tensor], y: np.ndarray):
+    def __init__(self, inputs: dict[str, torch.Tensor], present: dict[str, torch.Tensor], y: np.ndarray,
+                 rows: np.ndarray | None = None):
+        """``rows``: the rows of ``inputs`` and ``present`` that are this data set (all of them by default;
+        a store's every window for a fold's training windows), with ``y`` one label per row used."""
         self.inputs, self.present, self.y = inputs, present, torch.as_tensor(y)
+        self.rows = None if rows is None else torch.as_tensor(np.asarray(rows, np.int64))
 
     def __len__(self):
         return len(self.y)
 
     def __getitems__(self, idx: list[int]):
         i = torch.as_tensor(idx)
-        return {m: v[i] for m, v in self.inputs.items()}, {m: v[i] for m, v in self.present.items()}, self.y[i]
+        r = i if self.rows is None else self.rows[i]
+        return {m: v[r] for m, v in self.inputs.items()}, {m: v[r] for m, v in self.present.items()}, self.y[i]
 
 
 class _Streamed(Dataset):
@@ -255,13 +316,21 @@ def class_weights(y: np.ndarray, n_classes: int) -> torch.Tensor:
 
 
 def fit(model: MultimodalClassifier, ws: WindowSet, train: np.ndarray, val: np.ndarray,
-        cfg: TrainConfig) -> tuple[MultimodalClassifier, list[dict]]:
-    """Train ``model`` on windows ``train``, early-stop on ``val``; return it with its best weights."""
+        cfg: TrainConfig, store: PreparedStore | None = None) -> tuple[MultimodalClassifier, list[dict]]:
+    """Train ``model`` on windows ``train``, early-stop on ``val``; return it with its best weights. With
+    ``store``, prepared inputs come from it when it can hold them."""
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     augment = {m: ws.contract.modality(m).augmentations.get(enc.input_kind) for m, enc in model.encoders.items()}
+    held = store.inputs(model) if store is not None and not cfg.freeze_encoders else None
     if cfg.freeze_encoders:  # the encoders' embeddings, once; only the fusion and head learn
         model.encoders.eval().requires_grad_(False)
         (x_train, p_train), (x_val, p_val) = embed_windows(model, ws, train), embed_windows(model, ws, val)
+    elif held is not None:  # every window's prepared inputs, held by the store: the fold reads its rows
+        x_all, p_all = held
+        for m, enc in model.encoders.items():  # scalers from the training windows only
+            enc.fit_normalizer(x_all[m][train][p_all[m][train]])
+        return fit_prepared(model, _Prepared(x_all, p_all, ws.y[train], rows=train),
+                            _Prepared(x_all, p_all, ws.y[val], rows=val), ws.classes, cfg, augment)
     else:
         budget = cfg.prepared_mb * 2**20
         need = prepared_bytes(model, ws, np.concatenate([train, val]))
@@ -349,18 +418,26 @@ def _precision(accelerator: str) -> str:
 
 @torch.no_grad()
 def predict_logits(model: MultimodalClassifier, ws: WindowSet, index: np.ndarray,
-                   drop: tuple[str, ...] = (), batch_size: int = 256) -> np.ndarray:
+                   drop: tuple[str, ...] = (), batch_size: int = 256, store: PreparedStore | None = None
+                   ) -> np.ndarray:
     """Logits (len(index), n_classes); modalities in ``drop`` are left out, as if absent. A window with
     none of the model's modalities (left) gets NaN. The model runs in the mode it is in (eval after
-    training or loading; MC dropout turns its dropout on)."""
+    training or loading; MC dropout turns its dropout on). With ``store``, the prepared inputs are read
+    from it when it can hold them (the same numbers)."""
     index = np.asarray(index, dtype=np.int64)
     keep = [m for m in model.modalities if m not in drop]
+    held = store.inputs(model) if store is not None else None
     out = np.full((len(index), len(ws.classes)), np.nan, np.float32)
     has = np.stack([ws.has(m)[index] for m in keep], axis=1) if keep else np.zeros((len(index), 0), bool)
     for s in range(0, len(index), batch_size):
         j, h = index[s:s + batch_size], has[s:s + batch_size]
         rows = h.any(axis=1)
         if not rows.any():
+            continue
+        if held is not None:  # prepared (from zeros where a modality is absent, as below)
+            x = {m: held[0][m][j[rows]] for m in keep}
+            mask = None if h[rows].all() else {m: torch.from_numpy(h[rows, i].copy()) for i, m in enumerate(keep)}
+            out[s:s + batch_size][rows] = model(x, mask, prepared=True).numpy()
             continue
         if h[rows].all():
             x = {m: torch.from_numpy(np.asarray(ws.take(m, j[rows]))) for m in keep}
