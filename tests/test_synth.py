@@ -165,3 +165,31 @@ def test_voice_signs_raise_jitter_in_the_decoded_audio(cohort):
 def test_config_is_validated(bad, tmp_path):
     with pytest.raises(ValueError):
         synthesize(SynthConfig(**bad), tmp_path, progress=False)
+
+
+def test_the_renderer_downsamples_only_where_it_drew():
+    """Frames are downsampled only inside the box the hand was drawn in; for that to give the whole
+    picture's numbers, nothing may be drawn outside it. Checked on hands of every size, near every edge
+    of the picture and in every pose of a cohort's recordings."""
+    from symptomfuse.synth.cohort import _session_params
+    from symptomfuse.synth.hand import HandRenderer
+
+    cfg = SynthConfig(people=12, seed=5, duration_s=4.0)
+    checked = 0
+    for i, person in enumerate(sample_people(cfg)):
+        rng = np.random.default_rng([cfg.seed, 2, i, 1])
+        _, scene, rest_until = _session_params(person, cfg, rng)
+        scene = SceneParams(**{**scene.__dict__, "wrist_x": [0.02, 0.5, 0.98][i % 3],
+                               "wrist_y": [0.55, 0.9, 1.05][i % 3]})
+        renderer = HandRenderer(scene, rng)
+        background = np.asarray(renderer.background)
+        landmarks = to_image_coords(hand_trajectory(person.hand, cfg.duration_s, cfg.fps, rest_until, rng), scene)
+        for kp in landmarks[::7]:
+            img, (x0, y0, x1, y1) = renderer.draw(kp)
+            changed = np.argwhere((np.asarray(img) != background).any(axis=2))
+            assert len(changed), "the hand is in the picture"
+            assert x0 % 2 == y0 % 2 == x1 % 2 == y1 % 2 == 0
+            assert (changed[:, 1] >= x0).all() and (changed[:, 1] < x1).all()
+            assert (changed[:, 0] >= y0).all() and (changed[:, 0] < y1).all()
+            checked += 1
+    assert checked > 100
