@@ -240,7 +240,8 @@ def _baseline_inputs(ws: WindowSet, spec: ModelSpec, samples: Samples, windows: 
 
 @dataclass
 class _Job:
-    """One network model-fold to train, as sent to a worker process (everything it needs but the data)."""
+    """One network or baseline model-fold to fit, as sent to a worker process (everything it needs but the
+    data)."""
 
     spec: ModelSpec
     fold: Fold
@@ -282,8 +283,10 @@ def cross_validate(ws: WindowSet, specs: list[ModelSpec], folds: list[Fold], cfg
         fold_of[samples.of(f.test)] = f.index
     order = ([s for s in specs if s.kind == "single"] + [s for s in specs if s.kind == "fused"]
              + [s for s in specs if s.kind == "late"] + [s for s in specs if s.kind == "baseline"])
+    # in worker processes: networks, then the baselines (which need no network; they fill the workers' last
+    # minutes rather than run alone here after them)
     jobs = {(s.name, f.index): _Job(s, f, cfg, out, run_id, unit, fusion_epochs, finetune_fusion)
-            for f in folds for s in order if s.kind in ("single", "fused")}
+            for kinds in (("single", "fused"), ("baseline",)) for f in folds for s in order if s.kind in kinds}
     if resume:
         jobs = {key: job for key, job in jobs.items() if not runfolder.finished(out, run_id, *key)}
     bar = tqdm(total=len(folds) * len(specs), desc="cross-validation", unit="model-fold", disable=not cfg.progress)
@@ -293,7 +296,8 @@ def cross_validate(ws: WindowSet, specs: list[ModelSpec], folds: list[Fold], cfg
         bar.update()
 
     registrations = _registrations(ws, specs)
-    parallel = workers > 1 and len(jobs) > 1 and ws.source is not None and registrations is not None
+    parallel = (workers > 1 and sum(j.spec.kind != "baseline" for j in jobs.values()) > 1 and ws.source is not None
+                and registrations is not None)
     if workers > 1 and registrations is None and cfg.progress:
         print("training in this process: a modality, encoder or fusion of this run is defined inside a function, "
               "which worker processes cannot import", file=sys.stderr)
@@ -564,6 +568,10 @@ def _train_job(job: _Job) -> None:
     """A worker's model-fold: trained, saved and its progress written into the run folder."""
     t0 = time.perf_counter()
     ws = _WORKER["ws"]
+    if job.spec.kind == "baseline":
+        record, arrays = _fit_baseline(ws, Samples.make(ws, job.unit), job.spec, job.fold, job.cfg.seed)
+        _save(job.out, job.run_id, job.spec, job.fold, record, arrays, t0)
+        return
     if "store" not in _WORKER:  # prepared inputs, kept for the model-folds this worker trains after this one
         _WORKER["store"] = PreparedStore(ws, job.cfg.prepared_mb)
     record, arrays = _train_network(ws, Samples.make(ws, job.unit), job, _WORKER["store"])
