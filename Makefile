@@ -72,7 +72,7 @@ real: $(VENV)/.installed
 test: $(VENV)/.installed system-deps
 	SYMPTOMFUSE_REQUIRE_BROWSER=1 $(PY) -m pytest -q --durations=15
 
-# Every performance benchmark, each figure against its floor measured in the same run (about 20 minutes):
+# Every performance benchmark, each figure against its floor measured in the same run (11-17 minutes):
 # benchmarks/results/all.json and all.md, the README's performance table.
 bench: $(VENV)/.installed system-deps
 	$(PY) benchmarks/run_all.py
