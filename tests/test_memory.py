@@ -124,6 +124,13 @@ def test_a_fold_too_big_to_prepare_streams_its_batches(cohort, tmp_path, monkeyp
     a, _ = fit(copy.deepcopy(model), ws, f.train, f.val, replace(cfg, prepared_mb=budget))
     assert streamed == [len(f.train), len(f.val)]
     np.testing.assert_array_equal(predict_logits(a, ws, f.test), predict_logits(b, ws, f.test))
+    # a training process's store of every window's inputs, with the same budget, holds none of them: the
+    # fold streams as before, with the same numbers
+    streamed.clear()
+    store = fit_mod.PreparedStore(ws, budget)
+    c, _ = fit(copy.deepcopy(model), ws, f.train, f.val, replace(cfg, prepared_mb=budget), store)
+    assert streamed == [len(f.train), len(f.val)] and store.inputs(model) is None
+    np.testing.assert_array_equal(predict_logits(c, ws, f.test, store=store), predict_logits(b, ws, f.test))
 
 
 def test_a_killed_curations_scratch_is_swept(tmp_path):

@@ -371,9 +371,11 @@ Every name and number is checked before any data is loaded. {NOTICE}""",
     p.add_argument("--modality-dropout", type=_number(float, 0, 1, high_open=True), default=0.3)
     p.add_argument("--no-augment", action="store_true", help="turn augmentation off")
     p.add_argument("--prepared-mb", type=_number(float, 1, 1e7), default=2048.0, metavar="MB",
-                   help="a fold's prepared inputs are kept in memory up to this size; beyond it (long recordings) "
-                        "each batch is prepared from the cache on disk when drawn, and the encoders' scalers are "
-                        "fitted on a sample of the training windows that fits")
+                   help="prepared inputs are kept in memory up to this size: every window's, per training "
+                        "process, for all the model-folds it trains; if those do not fit, a fold's training and "
+                        "validation windows'; beyond that (long recordings) each batch is prepared from the cache "
+                        "on disk when drawn, and the encoders' scalers are fitted on a sample of the training "
+                        "windows that fits")
     p.add_argument("--loss", choices=["cross-entropy", "ordinal"], default="cross-entropy",
                    help="ordinal: for classes that are numbered ratings (e.g. --labels 0,1,2,3,4), cross-entropy "
                         "plus the squared earth mover's distance between predicted and true rating distributions, "

@@ -43,8 +43,9 @@ class TrainConfig:
     devices: int = 1  # processes (CPU) or GPUs per node that train one model data-parallel (with strategy "ddp")
     num_nodes: int = 1
     strategy: str = "auto"  # "ddp": Lightning's DistributedDataParallel over devices x num_nodes processes
-    # Prepared inputs of a fold's training and validation windows are kept in memory up to this size (MB);
-    # beyond it each batch is prepared from the cache when drawn, and the encoders' scalers are fitted on
+    # Prepared inputs are kept in memory up to this size (MB): every window's, per process, for the model-folds
+    # it trains (``PreparedStore``); where those would not fit, a fold's training and validation windows';
+    # beyond that each batch is prepared from the cache when drawn, and the encoders' scalers are fitted on
     # an evenly spaced sample of the training windows that fits (memory bounded, slower per epoch).
     prepared_mb: float = 2048.0
 
@@ -88,8 +89,9 @@ class PreparedStore:
     window), a third of its time. ``prepare`` works on each window alone (no parameters, no randomness,
     nothing across a batch), so the numbers are the same to the bit.
 
-    Holds at most ``budget_mb``, the oldest entries going first; a model whose windows would not fit is
-    prepared as needed instead, as without a store."""
+    Holds at most ``budget_mb``, the oldest entries going first. For a model whose windows would not fit,
+    it lets go of everything it holds, and the model-fold prepares what it needs itself, as without a
+    store (its training and validation windows, or each batch as it is drawn)."""
 
     def __init__(self, ws: WindowSet, budget_mb: float):
         self.ws, self.budget = ws, budget_mb * 2**20
@@ -111,7 +113,8 @@ class PreparedStore:
         all_windows = np.arange(len(self.ws.y))
         need = sum(prepared_bytes(model, self.ws, all_windows, [m]) for m in missing)
         held = sum(self._size(e) for k, e in self._held.items() if k in keys.values())
-        if need + held > self.budget:
+        if need + held > self.budget:  # the fold prepares its own windows instead, within the budget, so
+            self._held.clear()  # nothing held here may add to it
             return None
         for k in [k for k in self._held if k not in keys.values()]:  # oldest first
             if need + sum(self._size(e) for e in self._held.values()) <= self.budget:
