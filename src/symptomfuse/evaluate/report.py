@@ -241,12 +241,14 @@ def mc_dropout(run: Path, info: RunInfo, samples: pd.DataFrame, passes: int = 20
     from symptomfuse.evaluate.calibration import calibrated
     from symptomfuse.models.multimodal import load as load_model
     from symptomfuse.train.crossval import Samples, pooled_embeddings, unit_logits, ws_has_any
-    from symptomfuse.train.fit import predict_logits
+    from symptomfuse.train.fit import PreparedStore, TrainConfig, predict_logits
 
     nets = {n: e["spec"] for n, e in info.models.items() if e["spec"].kind in ("single", "fused")}
     if not nets or len(info.classes) != 2:
         return {}
     ws, fold = _test_inputs(run, info, samples, sorted({m for s in nets.values() for m in s.modalities}))
+    # the windows prepared once for every pass, fold and model (preparing has no dropout, no randomness)
+    store = PreparedStore(ws, info.train.get("prepared_mb", TrainConfig.prepared_mb))
     units = Samples.make(ws, info.unit)
     person_of_unit = units.table.person_id.to_numpy()
     out = {}
@@ -266,10 +268,10 @@ def mc_dropout(run: Path, info: RunInfo, samples: pd.DataFrame, passes: int = 20
             draws = []
             for _ in range(passes):
                 if spec.fusion is not None and info.unit != "recording":
-                    logits = unit_logits(model, *pooled_embeddings(model, ws, units, idx, u))
+                    logits = unit_logits(model, *pooled_embeddings(model, ws, units, idx, u, store))
                     draws.append(calibrated(logits, record["temperature"])[:, 1])
                 else:
-                    p = calibrated(predict_logits(model, ws, idx), record["temperature"])
+                    p = calibrated(predict_logits(model, ws, idx, store=store), record["temperature"])
                     draws.append(units.pool(p, idx)[u][:, 1])
             draws = np.stack(draws)
             rows.append(pd.DataFrame({"person_id": person_of_unit[u], "y": units.table.y.to_numpy()[u],

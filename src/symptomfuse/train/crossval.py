@@ -127,10 +127,10 @@ class Samples:
 
 
 def pooled_embeddings(model: MultimodalClassifier, ws: WindowSet, samples: Samples, windows: np.ndarray,
-                       units: np.ndarray) -> tuple[dict, dict]:
+                       units: np.ndarray, store: PreparedStore | None = None) -> tuple[dict, dict]:
     """Per sample in ``units``: each modality's encoder embeddings averaged over the sample's windows of
-    that modality (from ``windows``), and which samples have it."""
-    return pool_embeddings(*embed_windows(model, ws, windows), samples, windows, units)
+    that modality (from ``windows``), and which samples have it. ``store``: prepared inputs to read."""
+    return pool_embeddings(*embed_windows(model, ws, windows, store=store), samples, windows, units)
 
 
 def pool_embeddings(emb: dict, present: dict, samples: Samples, windows: np.ndarray, units: np.ndarray
