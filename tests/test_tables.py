@@ -157,6 +157,8 @@ def test_a_fixed_split_scores_test_people_once_and_cannot_leak(tables, capsys):
         conf = {c["nominal"]: c for c in m["models"][name]["conformal"]}
         assert set(conf) == {0.9, 0.95} and conf[0.9]["calib_people"] == 12 and conf[0.9]["test_people"] == 12
         assert 0 <= conf[0.9]["coverage"] <= 1 and 1 <= conf[0.95]["mean_set_size"] <= 2
+        lo, hi = conf[0.9]["expected_range"]
+        assert 0 <= lo < 0.9 < hi <= 1 and 0 <= conf[0.9]["dev_coverage"] <= 1  # dev: a check beside test
         curve = m["models"][name]["accuracy_coverage"]
         assert curve[0]["coverage"] == 1.0 and curve[0]["kept"] == 12
     samples = pd.read_csv(run / "samples.csv", keep_default_na=False)
@@ -198,6 +200,25 @@ def test_conformal_sets_cover_at_the_nominal_rate():
         assert abs(sets[np.arange(2000), y[2000:]].mean() - (1 - alpha)) < 0.025
     curve = accuracy_coverage(y, proba)
     assert curve[0]["accuracy"] < curve[-1]["accuracy"]  # withholding the least certain helps
+
+
+def test_the_expected_conformal_range_holds_the_coverage_of_small_calibration_sets():
+    from symptomfuse.evaluate.metrics import conformal_coverage_range, conformal_sets
+
+    rng = np.random.default_rng(1)
+    n_cal, n_test, alpha = 98, 247, 0.1
+    lo, hi = conformal_coverage_range(n_cal, n_test, alpha)
+    assert lo < 1 - alpha < hi and hi - lo > 0.08  # 98 calibration people: several points either side
+    wide, narrow = conformal_coverage_range(20, 247, alpha), conformal_coverage_range(2000, 247, alpha)
+    assert wide[1] - wide[0] > hi - lo > narrow[1] - narrow[0]
+    inside = []
+    for _ in range(400):  # fresh calibration and test people each time, all exchangeable
+        y = rng.integers(0, 2, n_cal + n_test)
+        p1 = np.clip(0.5 + (y - 0.5) * rng.uniform(0, 0.8, len(y)) + rng.normal(0, 0.15, len(y)), 0.01, 0.99)
+        proba = np.stack([1 - p1, p1], 1)
+        sets = conformal_sets(y[:n_cal], proba[:n_cal], proba[n_cal:], alpha)
+        inside.append(lo <= sets[np.arange(n_test), y[n_cal:]].mean() <= hi)
+    assert 0.91 <= np.mean(inside) <= 0.99
 
 
 def test_feature_column_selection():

@@ -103,15 +103,15 @@ def main() -> int:
         print(f"{name:<18}{dev:>8}  {r['test_auc']:.3f} [{r['test_auc_ci'][0]:.3f}-{r['test_auc_ci'][1]:.3f}]  "
               f"{r['accuracy']:>6.3f}{r['sensitivity']:>6.3f}{r['specificity']:>6.3f}{r['ece']:>6.3f}{r['people']:>7}  "
               f"{r['both_auc']:.3f} [{r['both_auc_ci'][0]:.3f}-{r['both_auc_ci'][1]:.3f}]{'':>6}{r['both_people']:>7}")
-    print("\nconformal prediction sets calibrated on calib people, coverage on test people (nominal 90% / 95%), "
-          "and accuracy withholding the least certain 2% / 10% / 20%:")
+    print("\nconformal prediction sets calibrated on calib people: coverage on test people at nominal 90% / 95% "
+          "[where any exchangeable method's falls 95% of the time with these numbers of calib and test people] "
+          "(the same sets on dev people), and accuracy withholding the least certain 2% / 10% / 20%:")
     for name, r in sorted(rows.items(), key=lambda kv: -kv[1]["test_auc"]):
         if r["conformal"]:
-            c = {x["nominal"]: x for x in r["conformal"]}
             acc = {x["coverage"]: x["accuracy"] for x in r["accuracy_coverage"]}
-            print(f"  {name:<18} coverage {c[0.9]['coverage']:.3f} (set size {c[0.9]['mean_set_size']:.2f}) / "
-                  f"{c[0.95]['coverage']:.3f} (set size {c[0.95]['mean_set_size']:.2f});  accuracy {acc[1.0]:.3f} -> "
-                  f"{acc[0.98]:.3f} / {acc[0.9]:.3f} / {acc[0.8]:.3f}")
+            cov = " / ".join(f"{c['coverage']:.3f} [{c['expected_range'][0]:.2f}-{c['expected_range'][1]:.2f}] (dev "
+                             f"{c.get('dev_coverage', float('nan')):.3f})" for c in r["conformal"])
+            print(f"  {name:<18} {cov};  accuracy {acc[1.0]:.3f} -> {acc[0.98]:.3f} / {acc[0.9]:.3f} / {acc[0.8]:.3f}")
     print(f"\nfor whom it fails (test people by sex and age band; demographics known for some; AUC [95% CI], people):"
           f"\n  age alone as a score: {result['age_alone']}")
     for name in ("smile_only", "speech_only", max((n for n in rows if n.startswith("fused_")),

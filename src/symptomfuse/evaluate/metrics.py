@@ -147,6 +147,19 @@ def conformal_sets(cal_y: np.ndarray, cal_proba: np.ndarray, proba: np.ndarray, 
     return (1.0 - proba) <= q
 
 
+def conformal_coverage_range(n_calib: int, n_test: int, alpha: float, level: float = 0.95) -> tuple[float, float]:
+    """Where the test coverage of ``conformal_sets`` falls, ``level`` of the time, with ``n_calib``
+    calibration and ``n_test`` test samples that are all exchangeable. The coverage a given calibration set
+    gives is Beta(k, n_calib + 1 - k) with k = ceil((n_calib + 1)(1 - alpha)) (Vovk 2012; Angelopoulos and
+    Bates 2021, section 3.2), and the test people then draw from it: a beta-binomial. With few calibration
+    people this range is wide, whatever the model."""
+    from scipy.stats import betabinom
+
+    k = min(int(np.ceil((n_calib + 1) * (1 - alpha))), n_calib)
+    lo, hi = betabinom.ppf([(1 - level) / 2, (1 + level) / 2], n_test, k, n_calib + 1 - k)
+    return float(lo / n_test), float(hi / n_test)
+
+
 def accuracy_coverage(y: np.ndarray, proba: np.ndarray, coverages=(1.0, 0.98, 0.95, 0.9, 0.8, 0.7, 0.6, 0.5)) -> list[dict]:
     """Accuracy on the most certain share of samples (top-class probability), withholding the least
     certain (as UFNet reports), for each coverage."""

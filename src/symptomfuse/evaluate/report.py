@@ -19,8 +19,8 @@ from symptomfuse.artifacts import RunInfo  # noqa: E402
 from symptomfuse.data.manifest import read_id_csv  # noqa: E402
 from symptomfuse.errors import UsageError  # noqa: E402
 from symptomfuse.evaluate.metrics import (LEVELS, abstention, accuracy_coverage, aggregate, auc_binary, compute,  # noqa: E402
-                                          conformal_sets, ordinal_metrics, ordinal_prediction, ordinal_values,
-                                          with_intervals)
+                                          conformal_coverage_range, conformal_sets, ordinal_metrics,
+                                          ordinal_prediction, ordinal_values, with_intervals)
 from tqdm import tqdm  # noqa: E402
 
 
@@ -360,12 +360,18 @@ def evaluate_run(run: Path, n_boot: int = 500, band: float = 0.1, seed: int = 0,
             cu, cpl = got
             tu, tpl = aggregate(w[tok].reset_index(drop=True), tp[tok], top)
             ty = tu["y"].to_numpy()
+            dev = part_units("dev", name)  # the same sets on dev people: a check that does not touch test
             entry["conformal"] = []
             for alpha in (0.1, 0.05):
                 sets = conformal_sets(cu["y"].to_numpy(), cpl, tpl, alpha)
                 entry["conformal"].append({"nominal": 1 - alpha, "coverage": float(sets[np.arange(len(ty)), ty].mean()),
                                            "mean_set_size": float(sets.sum(axis=1).mean()),
-                                           "calib_people": int(len(cu)), "test_people": int(len(tu))})
+                                           "calib_people": int(len(cu)), "test_people": int(len(tu)),
+                                           "expected_range": conformal_coverage_range(len(cu), len(tu), alpha)})
+                if dev is not None:
+                    dy = dev[0]["y"].to_numpy()
+                    entry["conformal"][-1]["dev_coverage"] = float(
+                        conformal_sets(cu["y"].to_numpy(), cpl, dev[1], alpha)[np.arange(len(dy)), dy].mean())
     if importance:
         metrics["feature_importance"] = feature_importance(run, info, samples, seed=seed)
     if mc_passes:
@@ -458,11 +464,17 @@ def _detail_sections(metrics: dict) -> list[str]:
                  "nearest class; MAE per person averages a person's errors first. Confusion matrices of predicted "
                  "ratings are in metrics.json (<code>confusion</code>).</p>", _html_table(ordinal)]
     conformal = [{"model": n, "nominal": c["nominal"], "coverage on test": c["coverage"],
-                  "mean set size": c["mean_set_size"], "calib people": c["calib_people"],
-                  "test people": c["test_people"]} for n, e in models.items() for c in e.get("conformal") or []]
+                  "expected 95% range": "{:.3f}-{:.3f}".format(*c["expected_range"]),
+                  "coverage on dev": c.get("dev_coverage", ""), "mean set size": c["mean_set_size"],
+                  "calib people": c["calib_people"], "test people": c["test_people"]}
+                 for n, e in models.items() for c in e.get("conformal") or []]
     if conformal:
         body += ["<h2>Conformal prediction sets</h2><p>Split-conformal sets calibrated on the calib people; "
-                 "coverage is the share of test people whose set holds their true class.</p>", _html_table(conformal)]
+                 "coverage is the share of test people whose set holds their true class. The expected range is "
+                 "where that share falls 95% of the time for exchangeable people, from the numbers of calib and "
+                 "test people alone: a perfect method lands anywhere in it. The same sets on the dev people "
+                 "show whether an over- or under-coverage comes from the calibration set itself.</p>",
+                 _html_table(conformal)]
     if metrics.get("mc_dropout"):
         body += ["<h2>MC dropout</h2><p>Spread (standard deviation over passes with dropout on) of p per person, "
                  "and accuracy when the people with the largest spread are withheld.</p>", _html_table(
