@@ -156,12 +156,12 @@ def test_train_and_evaluate_cli(curated, tmp_path, capsys):
     computed = FoldEmbeddings.compute(model, ws)
     for m in folders:
         assert (folders[m] / EMBEDDINGS).exists()
-        torch.testing.assert_close(cached.emb[m], computed.emb[m], rtol=0, atol=1e-5)
+        torch.testing.assert_close(cached.values[m], computed.values[m], rtol=0, atol=1e-5)
     save_file({"embeddings": torch.zeros(3, 8), "present": torch.ones(3, dtype=torch.bool)},
               str(folders["audio"] / EMBEDDINGS))  # another data set's
-    torch.testing.assert_close(FoldEmbeddings.load(model, ws, folders).emb["audio"], computed.emb["audio"])
+    torch.testing.assert_close(FoldEmbeddings.load(model, ws, folders).values["audio"], computed.values["audio"])
     (folders["audio"] / EMBEDDINGS).write_bytes(b"not safetensors" * 8)  # damaged
-    torch.testing.assert_close(FoldEmbeddings.load(model, ws, folders).emb["audio"], computed.emb["audio"])
+    torch.testing.assert_close(FoldEmbeddings.load(model, ws, folders).values["audio"], computed.values["audio"])
 
 
 def test_frozen_encoders_train_only_the_fusion_and_head(curated):
@@ -280,7 +280,7 @@ def test_prepared_inputs_from_a_store_give_the_same_numbers(curated):
         with torch.no_grad():
             results.append((hist, predict_logits(model, ws, f.test, store=store),
                             predict_logits(model, ws, f.test, drop=("audio",), store=store),
-                            FoldEmbeddings.compute(model, ws, store).emb))
+                            FoldEmbeddings.compute(model, ws, store).values))
     assert small.inputs(model) is None
     reference = results[0]
     assert np.isnan(reference[2]).any() and np.isfinite(reference[1]).all()

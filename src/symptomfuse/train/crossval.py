@@ -53,8 +53,8 @@ from symptomfuse.models.multimodal import load as load_model
 from symptomfuse.models.ood import EmbeddingDensity
 from symptomfuse.train import baselines, runfolder
 from symptomfuse.train.distributed import replica_difference
-from symptomfuse.train.fit import (PreparedStore, TrainConfig, embed_windows, fit, fit_prepared, keep_freed_memory,
-                                   predict_logits)
+from symptomfuse.train.fit import (PreparedStore, TrainConfig, WindowTensors, embed_windows, fit, fit_prepared,
+                                   keep_freed_memory, predict_logits)
 from symptomfuse.train.splits import Fold
 from symptomfuse.parallel import run_graph
 from symptomfuse.errors import UsageError
@@ -145,19 +145,12 @@ def pool_embeddings(emb: dict, present: dict, samples: Samples, windows: np.ndar
     return out, mask
 
 
-@dataclass
-class FoldEmbeddings:
-    """A fold's frozen encoder embeddings of every window of the data set, per modality, with zeros where a
-    window lacks the modality (``present`` says which have it). A single-modality model-fold writes its
-    own (``EMBEDDINGS`` beside its weights) once it is trained; the fold's fused models read them rather
-    than running the same encoders again, each for itself and for every modality left out."""
-
-    emb: dict[str, torch.Tensor]  # modality -> (N windows, dim)
-    present: dict[str, torch.Tensor]  # modality -> (N windows,) bool
-
-    def rows(self, windows: np.ndarray) -> tuple[dict, dict]:
-        windows = torch.from_numpy(np.asarray(windows, np.int64))
-        return {m: e[windows] for m, e in self.emb.items()}, {m: p[windows] for m, p in self.present.items()}
+class FoldEmbeddings(WindowTensors):
+    """A fold's frozen encoder embeddings of every window of the data set, per modality (``values``:
+    (N windows, dim)), with zeros where a window lacks the modality (``present`` says which have it). A
+    single-modality model-fold writes its own (``EMBEDDINGS`` beside its weights) once it is trained; the
+    fold's fused models read them rather than running the same encoders again, each for itself and for
+    every modality left out."""
 
     @classmethod
     def compute(cls, model: MultimodalClassifier, ws: WindowSet, store: PreparedStore | None = None
@@ -167,7 +160,7 @@ class FoldEmbeddings:
 
     def save(self, folder: Path, modality: str) -> None:
         with atomic_path(folder / EMBEDDINGS) as tmp:
-            save_file({"embeddings": self.emb[modality].contiguous(),
+            save_file({"embeddings": self.values[modality].contiguous(),
                        "present": self.present[modality].contiguous()}, str(tmp))
 
     @classmethod
@@ -187,7 +180,7 @@ class FoldEmbeddings:
         if missing:
             computed = cls.compute(model, ws)
             for m in missing:
-                emb[m], present[m] = computed.emb[m], computed.present[m]
+                emb[m], present[m] = computed.values[m], computed.present[m]
         return cls(emb, present)
 
 
@@ -584,7 +577,7 @@ def _fit_density(embedded: FoldEmbeddings, m: str, train: np.ndarray, val: np.nd
     share of the fold's test windows it flags (about 1% for people like the validation people)."""
     def embeddings(index):
         index = index[embedded.present[m].numpy()[index]]
-        return embedded.emb[m][index].numpy() if len(index) else np.zeros((0, 1))
+        return embedded.values[m][index].numpy() if len(index) else np.zeros((0, 1))
 
     density = EmbeddingDensity.fit(embeddings(train), embeddings(val))
     density.save(folder / "ood.safetensors")

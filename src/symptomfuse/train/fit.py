@@ -81,6 +81,22 @@ def prepare(model: MultimodalClassifier, ws: WindowSet, index: np.ndarray, chunk
     return inputs, present
 
 
+@dataclass
+class WindowTensors:
+    """Per-modality tensors of every window of a data set (prepared inputs, or a fold's embeddings) and
+    which windows have each modality; a window without one holds a stand-in."""
+
+    values: dict[str, torch.Tensor]  # modality -> (N windows, ...)
+    present: dict[str, torch.Tensor]  # modality -> (N windows,) bool
+
+    def rows(self, windows: np.ndarray, modalities: list[str] | None = None
+             ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """The values and presence of ``windows``, for ``modalities`` (default: all)."""
+        windows = torch.from_numpy(np.asarray(windows, np.int64))
+        names = list(self.values) if modalities is None else modalities
+        return {m: self.values[m][windows] for m in names}, {m: self.present[m][windows] for m in names}
+
+
 class PreparedStore:
     """Every window's prepared inputs, per modality and encoder, made once and kept for what follows in
     this process: a model-fold's training, validation, predictions and embeddings all read them, and so
@@ -105,7 +121,7 @@ class PreparedStore:
     def _size(entry: tuple[torch.Tensor, torch.Tensor]) -> int:
         return sum(t.element_size() * t.numel() for t in entry)
 
-    def inputs(self, model: MultimodalClassifier) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]] | None:
+    def inputs(self, model: MultimodalClassifier) -> WindowTensors | None:
         """Every window's prepared inputs and presence for each of ``model``'s encoders, or None when they
         would not fit in the budget."""
         keys = {m: self._key(m, enc) for m, enc in model.encoders.items()}
@@ -122,7 +138,8 @@ class PreparedStore:
             del self._held[k]
         for m, k in missing.items():
             self._held[k] = _prepare_modality(model.encoders[m], self.ws, m, all_windows)
-        return {m: self._held[k][0] for m, k in keys.items()}, {m: self._held[k][1] for m, k in keys.items()}
+        return WindowTensors({m: self._held[k][0] for m, k in keys.items()},
+                             {m: self._held[k][1] for m, k in keys.items()})
 
 
 @torch.no_grad()
@@ -144,8 +161,7 @@ def embed_windows(model: MultimodalClassifier, ws: WindowSet, index: np.ndarray,
     done, present = [], []
     for s in range(0, max(len(index), 1), chunk):
         j = index[s:s + chunk]
-        x, p = ({m: v[j] for m, v in held[0].items()}, {m: v[j] for m, v in held[1].items()}) if held else \
-            prepare(model, ws, j)
+        x, p = held.rows(j) if held is not None else prepare(model, ws, j)
         done.append(embed(model, x, chunk))
         present.append(p)
     return ({m: torch.cat([d[m] for d in done]) for m in model.encoders},
@@ -329,11 +345,12 @@ def fit(model: MultimodalClassifier, ws: WindowSet, train: np.ndarray, val: np.n
         model.encoders.eval().requires_grad_(False)
         (x_train, p_train), (x_val, p_val) = embed_windows(model, ws, train), embed_windows(model, ws, val)
     elif held is not None:  # every window's prepared inputs, held by the store: the fold reads its rows
-        x_all, p_all = held
-        for m, enc in model.encoders.items():  # scalers from the training windows only
-            enc.fit_normalizer(x_all[m][train][p_all[m][train]])
-        return fit_prepared(model, _Prepared(x_all, p_all, ws.y[train], rows=train),
-                            _Prepared(x_all, p_all, ws.y[val], rows=val), ws.classes, cfg, augment)
+        for m, enc in model.encoders.items():  # scalers from the training windows only, a modality at a time
+            x_train, p_train = held.rows(train, [m])
+            enc.fit_normalizer(x_train[m][p_train[m]])
+        del x_train, p_train
+        return fit_prepared(model, _Prepared(held.values, held.present, ws.y[train], rows=train),
+                            _Prepared(held.values, held.present, ws.y[val], rows=val), ws.classes, cfg, augment)
     else:
         budget = cfg.prepared_mb * 2**20
         need = prepared_bytes(model, ws, np.concatenate([train, val]))
@@ -437,19 +454,18 @@ def predict_logits(model: MultimodalClassifier, ws: WindowSet, index: np.ndarray
         rows = h.any(axis=1)
         if not rows.any():
             continue
+        j, h = j[rows], h[rows]
+        mask = None if h.all() else {m: torch.from_numpy(h[:, i].copy()) for i, m in enumerate(keep)}
         if held is not None:  # prepared (from zeros where a modality is absent, as below)
-            x = {m: held[0][m][j[rows]] for m in keep}
-            mask = None if h[rows].all() else {m: torch.from_numpy(h[rows, i].copy()) for i, m in enumerate(keep)}
-            out[s:s + batch_size][rows] = model(x, mask, prepared=True).numpy()
+            out[s:s + batch_size][rows] = model(held.rows(j, keep)[0], mask, prepared=True).numpy()
             continue
-        if h[rows].all():
-            x = {m: torch.from_numpy(np.asarray(ws.take(m, j[rows]))) for m in keep}
-            out[s:s + batch_size][rows] = model(x).numpy()
-            continue
-        x, mask = {}, {}
-        for i, m in enumerate(keep):
-            raw = np.zeros((int(rows.sum()), *ws.contract.modality(m).input_shape()), ws.inputs[m].dtype)
-            raw[h[rows, i]] = ws.take(m, j[rows][h[rows, i]])
-            x[m], mask[m] = torch.from_numpy(raw), torch.from_numpy(h[rows, i].copy())
+        x = {}
+        for i, m in enumerate(keep):  # raw inputs, zeros where a modality is absent
+            if mask is None:
+                x[m] = torch.from_numpy(np.asarray(ws.take(m, j)))
+            else:
+                raw = np.zeros((len(j), *ws.contract.modality(m).input_shape()), ws.inputs[m].dtype)
+                raw[h[:, i]] = ws.take(m, j[h[:, i]])
+                x[m] = torch.from_numpy(raw)
         out[s:s + batch_size][rows] = model(x, mask).numpy()
     return out
