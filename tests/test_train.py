@@ -43,6 +43,23 @@ def test_folds_are_grouped_by_person_and_stratified():
         person_folds(people[:16], y[:16], k=5)
 
 
+def test_leaving_one_person_out_tests_each_person_alone_on_models_trained_on_the_others():
+    from symptomfuse.cli import _folds
+
+    people = np.repeat([f"p{i}" for i in range(12)], 3)
+    y = np.repeat([0, 1, 2] * 4, 3)  # ratings: four people each
+    folds, held = person_folds(people, y, k="loo", seed=0, held_out=["p11"])
+    assert len(folds) == 11 and set(people[held]) == {"p11"}
+    assert sorted(people[f.test][0] for f in folds) == sorted(f"p{i}" for i in range(11))
+    for f in folds:
+        assert len(set(people[f.test])) == 1 and len(f.test) == 3  # one person, all of their windows
+        assert set(people[f.train]) | set(people[f.val]) == set(people) - set(people[f.test]) - {"p11"}
+        assert not set(people[f.train]) & set(people[f.val]) and len(f.val)  # validation people to stop on
+    with pytest.raises(ValueError, match="at least 2 people in every class"):
+        person_folds(people[:12], y[:12], k="loo")  # p0-p3: classes 1 and 2 have one person each
+    assert _folds("loo") == "loo" and _folds("7") == 7
+
+
 def test_leak_check_refuses_a_person_in_two_splits():
     check_no_leak({"train": np.array(["a", "b"]), "test": np.array(["c"])})
     with pytest.raises(LeakError, match="both 'train' and 'test'"):

@@ -78,6 +78,10 @@ def goals(ufnet: dict, tapping: dict) -> list[dict]:
         name, r = min(lopo.items(), key=lambda kv: kv[1]["mae"])
         rows.append((f"finger-tapping severity MAE per video, leave one person out, best ({name})", "<= 0.58",
                      r["mae"], r["mae"] <= 0.58))
+        for name, r in lopo.items():
+            if name.startswith("tapping_only"):
+                rows.append((f"finger-tapping severity MAE per video, leave one person out, {name}", "<= 0.58",
+                             r["mae"], r["mae"] <= 0.58))
     return [{"goal": g, "target": t, "value": round(float(v), 3), "met": bool(ok)} for g, t, v, ok in rows]
 
 
@@ -200,7 +204,7 @@ def markdown(real: dict, images: list[str]) -> str:
     lopo = t.get("severity_leave_one_person_out")
     if lopo:
         lines += ["", f"Leave one person out, as the paper ({lopo['folds']} folds; baselines without temperature "
-                      "scaling):", "", "| model | MAE | exact | within one | MAE per person |", "| --- | --- | --- | --- | --- |"]
+                      "scaling, the network with it, on validation people inside each fold):", "", "| model | MAE | exact | within one | MAE per person |", "| --- | --- | --- | --- | --- |"]
         for n, r in sorted(lopo["models"].items(), key=lambda kv: kv[1]["mae"]):
             lines.append(f"| {n} | {r['mae']:.3f} | {r['exact']:.3f} | {r['within_one']:.3f} | {r['mae_per_person']:.3f} |")
     lines += ["", f"Published MAE: {t['published_severity_mae']}", ""]

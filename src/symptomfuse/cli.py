@@ -36,6 +36,13 @@ def _csv_list(text: str) -> list[str]:
     return [v.strip() for v in text.split(",") if v.strip()]
 
 
+def _folds(text: str):
+    """--folds: a number of folds, or "loo" (one per person)."""
+    from symptomfuse.train.splits import LEAVE_ONE_OUT
+
+    return LEAVE_ONE_OUT if text.strip().lower() == LEAVE_ONE_OUT else _number(int, 2, 100)(text)
+
+
 def _number(kind, low=None, high=None, low_open=False, high_open=False):
     """An argparse type: a finite int or float within [low, high] (open ends where asked)."""
     def parse(text: str):
@@ -346,7 +353,10 @@ Every name and number is checked before any data is loaded. {NOTICE}""",
                    help='JSON keyword arguments per modality, e.g. \'{"audio": {"channels": [8, 16, 32]}}\'')
     p.add_argument("--unit", choices=["recording", "session", "person"], default="recording",
                    help="what a prediction is about (see above)")
-    p.add_argument("--folds", type=_number(int, 2, 100), default=5, help="cross-validation folds")
+    p.add_argument("--folds", type=_folds, default=5,
+                   help="cross-validation folds (2-100), or loo: leave one person out, a fold per person (each "
+                        "person's windows predicted by models trained on everyone else, as many small clinical "
+                        "studies report; one training per person and model)")
     p.add_argument("--split", choices=["person", "record"], default="person",
                    help="group folds by person, or by record (recordings of one person on both sides: a leak, "
                         "refused unless --allow-leaky-split)")
@@ -488,7 +498,8 @@ def _run_train(args) -> int:
     from symptomfuse.data.dataset import load_curated
     from symptomfuse.train.crossval import cross_validate, default_specs
     from symptomfuse.train.fit import TrainConfig
-    from symptomfuse.train.splits import check_label_columns, fixed_split, person_folds, read_split_file
+    from symptomfuse.train.splits import (LEAVE_ONE_OUT, check_label_columns, fixed_split, person_folds,
+                                          read_split_file)
 
     import shutil
     import tempfile
@@ -526,7 +537,8 @@ def _run_train(args) -> int:
                       modality_dropout=args.modality_dropout, augment=not args.no_augment, loss=args.loss,
                       seed=args.seed, progress=rank == 0, accelerator=args.device, devices=args.devices,
                       num_nodes=args.num_nodes, strategy=args.strategy, prepared_mb=args.prepared_mb)
-    protocol = {"folds": len(folds), "people": int(len(np.unique(ws.people))), "seed": args.seed,
+    protocol = {"folds": len(folds), "leave_one_out": args.folds == LEAVE_ONE_OUT and assignment is None,
+                "people": int(len(np.unique(ws.people))), "seed": args.seed,
                 "held_out": args.held_out, "windows": int(len(ws.y)), "curated": str(args.curated),
                 "finetune_fusion": args.finetune_fusion,
                 "split": "fixed" if assignment is not None else args.split,

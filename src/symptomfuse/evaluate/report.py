@@ -572,12 +572,14 @@ def write_report(run: Path, info: dict, windows: pd.DataFrame, preds: dict[str, 
     if trained:
         fig, ax = plt.subplots(figsize=(7, 4.5))
         for i, n in enumerate(trained):
-            for f in info.models[n]["folds"]:
+            folds = info.models[n]["folds"]
+            for f in folds:  # many folds (leaving one person out): fainter lines, so that the bulk shows
                 h = pd.DataFrame(f["history"])
-                ax.plot(h.epoch, h.val_loss, color=f"C{i}", alpha=0.6, lw=1,
-                        label=n if f["fold"] == 0 else None)
+                ax.plot(h.epoch, h.val_loss, color=f"C{i}", alpha=min(0.6, max(0.08, 6 / len(folds))),
+                        lw=1 if len(folds) <= 20 else 0.6, label=n if f["fold"] == 0 else None)
         ax.set(xlabel="epoch", ylabel="validation loss", title="Training curves (one line per fold)")
-        ax.legend(fontsize=7)
+        for handle in ax.legend(fontsize=7).legend_handles:
+            handle.set_alpha(1)
         images.append(("Training curves", _save(fig, out / "training_curves.png")))
 
     fig, ax = plt.subplots(figsize=(8, 0.45 * len(names) + 1.5))
@@ -619,11 +621,14 @@ def write_report(run: Path, info: dict, windows: pd.DataFrame, preds: dict[str, 
                     + ", ".join(f"{m} {v:.0%}" for m, v in metrics["coverage"].items())
                     + ". Each model is scored on the samples it covers; 'AUC, complete' on the samples with every "
                     "modality; ablations on those too.</p>")
+    group = "record (LEAKY)" if proto.get("leaky_split") else "person"
+    scheme = (f"Leave one {group} out ({proto['folds']} folds)" if proto.get("leave_one_out") else
+              f"{proto['folds']}-fold cross-validation grouped by {group}")
     body = [f"<h1>symptomfuse evaluation</h1><p class=notice><b>{html.escape(NOTICE)}</b></p>", warning, coverage,
             (f"<p>A fixed split by person ({', '.join(f'{k} {v}' for k, v in (proto.get('split_people') or {}).items())} "
              f"people): dev people for every choice, calib people for the temperatures, test people scored once; "
              if proto.get("split") == "fixed" else
-             f"<p>{proto['folds']}-fold cross-validation grouped by {'record (LEAKY)' if proto.get('leaky_split') else 'person'}, ")
+             f"<p>{scheme}, ")
             + f"{proto['people']} people, "
             f"seed {proto['seed']}. Every prediction is out-of-fold; probabilities are temperature-scaled on "
             f"{'calib' if proto.get('split') == 'fixed' else 'validation'} people; windows are averaged per "

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from sklearn.model_selection import StratifiedGroupKFold
+from sklearn.model_selection import LeaveOneGroupOut, StratifiedGroupKFold
 from symptomfuse.errors import UsageError
 
 
@@ -34,9 +34,14 @@ class Fold:
     calib: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # calibration people (temperature), when a split names them
 
 
-def person_folds(people: np.ndarray, y: np.ndarray, k: int = 5, seed: int = 0,
+LEAVE_ONE_OUT = "loo"
+
+
+def person_folds(people: np.ndarray, y: np.ndarray, k: int | str = 5, seed: int = 0,
                  held_out: list[str] | None = None, groups: np.ndarray | None = None) -> tuple[list[Fold], np.ndarray]:
-    """Folds over windows, grouped by person and stratified by label.
+    """Folds over windows, grouped by person and stratified by label; ``k`` folds, or ``LEAVE_ONE_OUT``:
+    one fold per person (the protocol of many small clinical studies), each person's windows tested by
+    models trained on everyone else.
 
     Labels may be one per person (a diagnosis) or differ between a person's windows (e.g. spoken
     digits); either way every person is in exactly one test fold. Inside each fold's training people a
@@ -52,11 +57,17 @@ def person_folds(people: np.ndarray, y: np.ndarray, k: int = 5, seed: int = 0,
         raise UsageError(f"none of the held-out people {held_out[:5]} is in the data")
     pool = np.flatnonzero(~held)
     per_class = [len(set(groups[pool][y[pool] == c])) for c in np.unique(y[pool])]
-    if k < 2 or min(per_class, default=0) < k:
+    if k == LEAVE_ONE_OUT:  # each training side still holds every class
+        if min(per_class, default=0) < 2:
+            raise UsageError(f"leaving one person out needs at least 2 people in every class; the smallest class "
+                             f"has {min(per_class, default=0)}")
+        outer = LeaveOneGroupOut()
+    elif isinstance(k, str) or k < 2 or min(per_class, default=0) < k:
         raise UsageError(f"{k}-fold cross-validation needs at least {k} people in every class; the smallest "
                          f"class has {min(per_class, default=0)}. Use --folds {max(2, min(per_class, default=2))} "
-                         "or more data.")
-    outer = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+                         f"or more data, or --folds {LEAVE_ONE_OUT} (one person a fold).")
+    else:
+        outer = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
     folds = []
     for i, (tr, te) in enumerate(outer.split(pool, y[pool], groups=groups[pool])):
         tr_idx = pool[tr]
