@@ -304,3 +304,30 @@ def test_ratings_train_with_the_ordinal_loss_and_report_ordinal_metrics(tmp_path
     capsys.readouterr()
     assert main(["train", str(tmp_path / "n"), "--out", str(tmp_path / "r2"), "--loss", "ordinal"]) == 2
     assert "numbers" in capsys.readouterr().err
+
+
+def test_leave_one_person_out_from_the_command_line(tmp_path, capsys):
+    """``train --folds loo``: a fold per person, each person's videos predicted by models trained on the
+    others; the run and the report say which protocol it was."""
+    rng = np.random.default_rng(2)
+    rows = [{"video": f"P{i:02d}-v{k}", "rating": i % 3, "amp": i % 3 + rng.normal(0, 0.3)}
+            for i in range(9) for k in range(2)]
+    pd.DataFrame(rows).to_csv(tmp_path / "t.csv", index=False)
+    assert main(["curate", "--table", f"tap={tmp_path / 't.csv'}::cols:amp", "--out", str(tmp_path / "c"),
+                 "--person-col", "video", "--person-pattern", r"(P\d+)", "--label-col", "rating",
+                 "--labels", "0,1,2", "--label-scope", "recording"]) == 0
+    run = tmp_path / "run"
+    assert main(["train", str(tmp_path / "c"), "--out", str(run), "--folds", "loo", "--epochs", "3",
+                 "--baselines", "lr", "--workers", "1"]) == 0
+    assert main(["evaluate", str(run), "--bootstrap", "20"]) == 0
+    protocol = json.loads((run / "metrics.json").read_text())["protocol"]
+    assert protocol["leave_one_out"] and protocol["folds"] == protocol["people"] == 9
+    samples = pd.read_csv(run / "samples.csv", keep_default_na=False)
+    assert samples.groupby("fold").person_id.nunique().eq(1).all() and samples.fold.nunique() == 9
+    for name in ("tap_only", "lr_tap"):  # every video predicted, out of its person's fold
+        assert pd.read_csv(run / "predictions" / f"{name}.csv")[["p_0", "p_1", "p_2"]].notna().all().all()
+    assert "Leave one person out (9 folds)" in (run / "report.html").read_text()
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main(["train", str(tmp_path / "c"), "--out", str(tmp_path / "r2"), "--folds", "leave"])
+    assert "or loo: one per person" in capsys.readouterr().err

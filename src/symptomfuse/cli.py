@@ -40,7 +40,13 @@ def _folds(text: str):
     """--folds: a number of folds, or "loo" (one per person)."""
     from symptomfuse.train.splits import LEAVE_ONE_OUT
 
-    return LEAVE_ONE_OUT if text.strip().lower() == LEAVE_ONE_OUT else _number(int, 2, 100)(text)
+    if text.strip().lower() == LEAVE_ONE_OUT:
+        return LEAVE_ONE_OUT
+    try:
+        return _number(int, 2, 100)(text)
+    except argparse.ArgumentTypeError as exc:
+        raise argparse.ArgumentTypeError(f"{exc} (a number of folds from 2 to 100, or {LEAVE_ONE_OUT}: one per "
+                                         "person)") from None
 
 
 def _number(kind, low=None, high=None, low_open=False, high_open=False):
