@@ -75,11 +75,11 @@ def goals(ufnet: dict, tapping: dict) -> list[dict]:
         rows.append((f"finger-tapping severity MAE per video, {name}", "<= 0.58", r["mae"], r["mae"] <= 0.58))
     lopo = tapping.get("severity_leave_one_person_out", {}).get("models", {})
     if lopo:  # the paper's own protocol (finger_tapping.py --lopo)
-        name, r = min(lopo.items(), key=lambda kv: kv[1]["mae"])
-        rows.append((f"finger-tapping severity MAE per video, leave one person out, best ({name})", "<= 0.58",
+        best_lopo, r = min(lopo.items(), key=lambda kv: kv[1]["mae"])
+        rows.append((f"finger-tapping severity MAE per video, leave one person out, best ({best_lopo})", "<= 0.58",
                      r["mae"], r["mae"] <= 0.58))
         for name, r in lopo.items():
-            if name.startswith("tapping_only"):
+            if name.startswith("tapping_only") and name != best_lopo:
                 rows.append((f"finger-tapping severity MAE per video, leave one person out, {name}", "<= 0.58",
                              r["mae"], r["mae"] <= 0.58))
     return [{"goal": g, "target": t, "value": round(float(v), 3), "met": bool(ok)} for g, t, v, ok in rows]

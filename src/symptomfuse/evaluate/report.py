@@ -361,17 +361,20 @@ def evaluate_run(run: Path, n_boot: int = 500, band: float = 0.1, seed: int = 0,
             tu, tpl = aggregate(w[tok].reset_index(drop=True), tp[tok], top)
             ty = tu["y"].to_numpy()
             dev = part_units("dev", name)  # the same sets on dev people: a check that does not touch test
+
+            def covered(proba: np.ndarray, y: np.ndarray, alpha: float) -> tuple[np.ndarray, float]:
+                sets = conformal_sets(cu["y"].to_numpy(), cpl, proba, alpha)
+                return sets, float(sets[np.arange(len(y)), y].mean())
+
             entry["conformal"] = []
             for alpha in (0.1, 0.05):
-                sets = conformal_sets(cu["y"].to_numpy(), cpl, tpl, alpha)
-                entry["conformal"].append({"nominal": 1 - alpha, "coverage": float(sets[np.arange(len(ty)), ty].mean()),
+                sets, coverage = covered(tpl, ty, alpha)
+                entry["conformal"].append({"nominal": 1 - alpha, "coverage": coverage,
                                            "mean_set_size": float(sets.sum(axis=1).mean()),
                                            "calib_people": int(len(cu)), "test_people": int(len(tu)),
                                            "expected_range": conformal_coverage_range(len(cu), len(tu), alpha)})
                 if dev is not None:
-                    dy = dev[0]["y"].to_numpy()
-                    entry["conformal"][-1]["dev_coverage"] = float(
-                        conformal_sets(cu["y"].to_numpy(), cpl, dev[1], alpha)[np.arange(len(dy)), dy].mean())
+                    entry["conformal"][-1]["dev_coverage"] = covered(dev[1], dev[0]["y"].to_numpy(), alpha)[1]
     if importance:
         metrics["feature_importance"] = feature_importance(run, info, samples, seed=seed)
     if mc_passes:
