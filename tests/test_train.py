@@ -119,6 +119,30 @@ def test_training_is_deterministic_and_reloads(curated, tmp_path):
     assert len(hist) == 3
 
 
+def test_skipping_the_nan_fill_of_new_tensors_changes_no_number(curated, monkeypatch):
+    """Training no longer fills each new tensor with NaN (deterministic mode's guard); the CNN's predictions
+    are the same to the bit as with the filling, and deterministic algorithms stay on."""
+    import symptomfuse.train.fit as fit_module
+
+    ws = load_curated(curated, ["audio"])
+    f = person_folds(ws.people, ws.y, k=2, seed=0)[0][0]
+
+    def trained():
+        model = MultimodalClassifier({"audio": {"name": "logmel_cnn", "channels": [4, 8], "dim": 8}}, None, 2,
+                                     init_seed=1)
+        model, _ = fit(model, ws, f.train, f.val, TrainConfig(max_epochs=2, seed=5))
+        return predict_logits(model, ws, f.test)
+
+    fast = trained()
+    assert torch.are_deterministic_algorithms_enabled()
+    assert not torch.utils.deterministic.fill_uninitialized_memory
+    monkeypatch.setattr(fit_module, "skip_filling_new_tensors", lambda: None)
+    monkeypatch.setattr(torch.utils.deterministic, "fill_uninitialized_memory", True)
+    filled = trained()
+    assert torch.utils.deterministic.fill_uninitialized_memory
+    np.testing.assert_array_equal(fast, filled)
+
+
 def test_train_and_evaluate_cli(curated, tmp_path, capsys):
     run = tmp_path / "run"
     code = main(["train", str(curated), "--out", str(run), "--folds", "2", "--epochs", "2",
