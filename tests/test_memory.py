@@ -16,7 +16,8 @@ from symptomfuse.data.dataset import load_curated
 from symptomfuse.data.ondisk import DiskArray, NpyWriter, RowWriter, read_npy, write_npy
 from symptomfuse.models.multimodal import MultimodalClassifier
 from symptomfuse.train import fit as fit_mod
-from symptomfuse.train.fit import TrainConfig, _Prepared, _Streamed, fit, predict_logits, prepare, prepared_bytes
+from symptomfuse.train.fit import (TrainConfig, WindowTensors, _Prepared, _Streamed, fit, predict_logits, prepare,
+                                   prepared_bytes)
 from symptomfuse.train.splits import person_folds
 
 LABELS = ["healthy", "parkinsons"]
@@ -103,7 +104,7 @@ def test_a_fold_too_big_to_prepare_streams_its_batches(cohort, tmp_path, monkeyp
     idx = [3, 0, 5]
     x, p = prepare(model, ws, f.train)
     got = _Streamed(model, ws, f.train).__getitems__(idx)
-    want = _Prepared(x, p, ws.y[f.train]).__getitems__(idx)
+    want = _Prepared(WindowTensors(x, p), ws.y[f.train]).__getitems__(idx)
     for g, w in zip(got[:2], want[:2]):
         assert all(torch.equal(g[m], w[m]) for m in w)
     assert torch.equal(got[2], want[2])

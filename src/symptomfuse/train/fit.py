@@ -92,7 +92,7 @@ class WindowTensors:
     def rows(self, windows: np.ndarray, modalities: list[str] | None = None
              ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """The values and presence of ``windows``, for ``modalities`` (default: all)."""
-        windows = torch.from_numpy(np.asarray(windows, np.int64))
+        windows = torch.as_tensor(windows, dtype=torch.int64)
         names = list(self.values) if modalities is None else modalities
         return {m: self.values[m][windows] for m in names}, {m: self.present[m][windows] for m in names}
 
@@ -182,14 +182,13 @@ def prepared_bytes(model: MultimodalClassifier, ws: WindowSet, index: np.ndarray
 
 
 class _Prepared(Dataset):
-    """Prepared inputs (or embeddings), which of them are present, and labels, fetched a whole batch at
-    a time (one gather per modality)."""
+    """Prepared inputs (or embeddings) with which of them are present, and labels, fetched a whole batch
+    at a time (one gather per modality)."""
 
-    def __init__(self, inputs: dict[str, torch.Tensor], present: dict[str, torch.Tensor], y: np.ndarray,
-                 rows: np.ndarray | None = None):
-        """``rows``: the rows of ``inputs`` and ``present`` that are this data set (all of them by default;
-        a store's every window for a fold's training windows), with ``y`` one label per row used."""
-        self.inputs, self.present, self.y = inputs, present, torch.as_tensor(y)
+    def __init__(self, tensors: WindowTensors, y: np.ndarray, rows: np.ndarray | None = None):
+        """``rows``: the rows of ``tensors`` that are this data set (all of them by default; a store's every
+        window for a fold's training windows), with ``y`` one label per row used."""
+        self.tensors, self.y = tensors, torch.as_tensor(y)
         self.rows = None if rows is None else torch.as_tensor(np.asarray(rows, np.int64))
 
     def __len__(self):
@@ -197,8 +196,7 @@ class _Prepared(Dataset):
 
     def __getitems__(self, idx: list[int]):
         i = torch.as_tensor(idx)
-        r = i if self.rows is None else self.rows[i]
-        return {m: v[r] for m, v in self.inputs.items()}, {m: v[r] for m, v in self.present.items()}, self.y[i]
+        return (*self.tensors.rows(i if self.rows is None else self.rows[i]), self.y[i])
 
 
 class _Streamed(Dataset):
@@ -349,8 +347,8 @@ def fit(model: MultimodalClassifier, ws: WindowSet, train: np.ndarray, val: np.n
             x_train, p_train = held.rows(train, [m])
             enc.fit_normalizer(x_train[m][p_train[m]])
         del x_train, p_train
-        return fit_prepared(model, _Prepared(held.values, held.present, ws.y[train], rows=train),
-                            _Prepared(held.values, held.present, ws.y[val], rows=val), ws.classes, cfg, augment)
+        return fit_prepared(model, _Prepared(held, ws.y[train], rows=train), _Prepared(held, ws.y[val], rows=val),
+                            ws.classes, cfg, augment)
     else:
         budget = cfg.prepared_mb * 2**20
         need = prepared_bytes(model, ws, np.concatenate([train, val]))
@@ -378,8 +376,8 @@ def fit_prepared(model: MultimodalClassifier, train: tuple | Dataset, val: tuple
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     if cfg.freeze_encoders:
         model.encoders.eval().requires_grad_(False)
-    train = _Prepared(*train) if isinstance(train, tuple) else train
-    val = _Prepared(*val) if isinstance(val, tuple) else val
+    train = _Prepared(WindowTensors(*train[:2]), train[2]) if isinstance(train, tuple) else train
+    val = _Prepared(WindowTensors(*val[:2]), val[2]) if isinstance(val, tuple) else val
     lit = LitClassifier(model, class_weights(train.y.numpy(), len(classes)), cfg, augment,
                         ordinal_values(classes) if cfg.loss == "ordinal" else None)
     g = torch.Generator().manual_seed(cfg.seed)
