@@ -12,6 +12,10 @@ APT_PACKAGES := ffmpeg chromium chromium-driver iproute2
 # half a gigabyte more (450 MB of wheels besides torch's) for an install that runs again only when the pins change.
 PIP_INSTALL := $(PY) -m pip install --quiet --no-cache-dir
 $(VENV)/.installed: pyproject.toml constraints.txt
+	@avail=$$(df -Pk . | awk 'NR==2 {print $$4}'); \
+	if [ -n "$$avail" ] && [ "$$avail" -lt 3500000 ]; then \
+	  echo "warning: $$((avail / 1024)) MB free here; the environment needs about 3 GB (2.6 GB installed, more while pip unpacks)" >&2; \
+	fi
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP_INSTALL) --upgrade pip
 	$(PIP_INSTALL) -c constraints.txt -e '.[dev]'
