@@ -252,6 +252,10 @@ def test_hand_written_metrics_agree_with_scikit_learn():
         ece = sum(abs(conf[bins == b].mean() - correct[bins == b].mean()) * np.mean(bins == b)
                   for b in range(10) if np.any(bins == b))
         assert ours["ece"] == ece  # to the bit: the bootstrap's intervals do not move
+        assert ours["balanced_accuracy"] == np.mean([np.mean(pred[y == c] == c) for c in range(k)])  # to the bit
+    # a class no sample has: balanced accuracy is the mean recall of the classes present
+    y3, p3 = rng.integers(0, 2, 100), rng.dirichlet(np.ones(3), 100)
+    assert compute(y3, p3)["balanced_accuracy"] == np.mean([np.mean(p3.argmax(1)[y3 == c] == c) for c in (0, 1)])
     from scipy.stats import rankdata
 
     from symptomfuse.evaluate.metrics import _average_ranks

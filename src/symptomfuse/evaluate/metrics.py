@@ -34,9 +34,9 @@ def _average_ranks(s: np.ndarray) -> np.ndarray:
     without its per-call overhead: the bootstrap calls this tens of thousands of times)."""
     order = np.argsort(s, kind="mergesort")
     sorted_s = s[order]
-    first = np.r_[True, sorted_s[1:] != sorted_s[:-1]]
+    first = np.concatenate(([True], sorted_s[1:] != sorted_s[:-1]))
     group = np.cumsum(first) - 1  # tie group of each sorted position
-    bounds = np.r_[np.flatnonzero(first), len(s)]
+    bounds = np.concatenate((np.flatnonzero(first), [len(s)]))
     ranks = np.empty(len(s))
     ranks[order] = 0.5 * (bounds[group + 1] + bounds[group] + 1)
     return ranks
@@ -54,17 +54,18 @@ def auc_binary(y: np.ndarray, s: np.ndarray) -> float:
 def _ece(conf: np.ndarray, correct: np.ndarray) -> float:
     """Expected calibration error over 10 equal-width bins of ``conf``: per bin, |mean confidence - accuracy|
     weighted by the bin's share. Each bin's values are summed in their own order, as ``conf[bin].mean()``
-    does, so the figure does not depend on how the bins are gathered."""
+    does, so the figure does not depend on how the bins are gathered. (The counts are Python integers:
+    the same quotients as NumPy's, without a NumPy scalar per operation.)"""
     n = len(conf)
     bins = np.minimum((conf * 10).astype(int), 9)
     by_bin = conf[np.argsort(bins, kind="stable")]
-    counts = np.bincount(bins, minlength=10)
-    ends = np.cumsum(counts)
-    hits = np.bincount(bins[correct], minlength=10)
-    total = 0
-    for b in np.flatnonzero(counts):
-        c = counts[b]
-        total += abs(by_bin[ends[b] - c:ends[b]].sum() / c - hits[b] / c) * (c / n)
+    counts = np.bincount(bins, minlength=10).tolist()
+    hits = np.bincount(bins[correct], minlength=10).tolist()
+    total, start = 0, 0
+    for c, h in zip(counts, hits):
+        if c:
+            total += abs(by_bin[start:start + c].sum() / c - h / c) * (c / n)
+            start += c
     return float(total)
 
 
@@ -79,10 +80,10 @@ def compute(y: np.ndarray, proba: np.ndarray, threshold: float = 0.5) -> dict[st
     true_n = np.bincount(y, minlength=k)  # per class: true members, predicted members, and both
     pred_n = np.bincount(pred, minlength=k)
     hits = np.bincount(y[pred == y], minlength=k)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        recall = np.where(true_n > 0, hits / true_n, np.nan)
-        spec = np.where(true_n < n, (n - true_n - pred_n + hits) / (n - true_n), np.nan)
-        prec = np.where(pred_n > 0, hits / pred_n, 0.0)
+    # each ratio where its denominator is not 0 (the denominators kept >= 1 only to avoid dividing by 0)
+    recall = np.where(true_n > 0, hits / np.maximum(true_n, 1), np.nan)
+    prec = np.where(pred_n > 0, hits / np.maximum(pred_n, 1), 0.0)
+    balanced = recall.sum() / k if not np.isnan(recall).any() else np.nanmean(recall)  # nanmean, without NaN
     f1 = np.where(prec + recall > 0, 2 * prec * recall / np.maximum(prec + recall, 1e-12), 0.0)
     onehot = np.eye(k)[y]
     ece = _ece(proba.max(axis=1), proba.argmax(axis=1) == y)
@@ -90,8 +91,9 @@ def compute(y: np.ndarray, proba: np.ndarray, threshold: float = 0.5) -> dict[st
         auc, sens, specificity, f1_ = auc_binary(y, proba[:, 1]), recall[1], recall[0], f1[1]
     else:
         auc = np.nanmean([auc_binary((y == c).astype(int), proba[:, c]) for c in range(k)])
+        spec = np.where(true_n < n, (n - true_n - pred_n + hits) / np.maximum(n - true_n, 1), np.nan)  # one-vs-rest
         sens, specificity, f1_ = np.nanmean(recall), np.nanmean(spec), float(np.mean(f1))
-    return {"roc_auc": float(auc), "balanced_accuracy": float(np.nanmean(recall)), "sensitivity": float(sens),
+    return {"roc_auc": float(auc), "balanced_accuracy": float(balanced), "sensitivity": float(sens),
             "specificity": float(specificity), "f1": float(f1_),
             "brier": float(np.mean(np.sum((proba - onehot) ** 2, axis=1))), "ece": float(ece),
             "accuracy": float(np.mean(pred == y))}
@@ -108,7 +110,7 @@ def with_intervals(units: pd.DataFrame, proba: np.ndarray, n_boot: int = 500, se
     draws = {m: [] for m in METRICS}
     for _ in range(n_boot):
         idx = np.concatenate([members[i] for i in rng.integers(0, len(uniq), len(uniq))])
-        if len(np.unique(y[idx])) < 2:
+        if (y[idx] == y[idx[0]]).all():  # one class only
             continue
         for m, v in compute(y[idx], proba[idx]).items():
             draws[m].append(v)
