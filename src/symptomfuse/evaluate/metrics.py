@@ -92,7 +92,7 @@ def compute(y: np.ndarray, proba: np.ndarray, threshold: float = 0.5) -> dict[st
     else:
         auc = np.nanmean([auc_binary((y == c).astype(int), proba[:, c]) for c in range(k)])
         spec = np.where(true_n < n, (n - true_n - pred_n + hits) / np.maximum(n - true_n, 1), np.nan)  # one-vs-rest
-        sens, specificity, f1_ = np.nanmean(recall), np.nanmean(spec), float(np.mean(f1))
+        sens, specificity, f1_ = balanced, np.nanmean(spec), float(np.mean(f1))  # macro recall: balanced accuracy
     return {"roc_auc": float(auc), "balanced_accuracy": float(balanced), "sensitivity": float(sens),
             "specificity": float(specificity), "f1": float(f1_),
             "brier": float(np.mean(np.sum((proba - onehot) ** 2, axis=1))), "ece": float(ece),
