@@ -110,9 +110,10 @@ def with_intervals(units: pd.DataFrame, proba: np.ndarray, n_boot: int = 500, se
     draws = {m: [] for m in METRICS}
     for _ in range(n_boot):
         idx = np.concatenate([members[i] for i in rng.integers(0, len(uniq), len(uniq))])
-        if (y[idx] == y[idx[0]]).all():  # one class only
+        yi = y[idx]
+        if (yi == yi[0]).all():  # one class only
             continue
-        for m, v in compute(y[idx], proba[idx]).items():
+        for m, v in compute(yi, proba[idx]).items():
             draws[m].append(v)
     for m in METRICS:
         vals = np.asarray(draws[m], float)
