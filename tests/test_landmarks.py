@@ -148,3 +148,37 @@ def test_face_tracks_are_curated_from_a_real_face_and_read_the_same_live(tmp_pat
         for k, frame in enumerate(c.decode(video=0)):
             starved.push(frame, k / 25)
     assert len(starved.seconds) < 5 and starved.behind(0.0, 3.0, 75)  # over budget: frames skipped, and said
+
+
+def test_a_busy_detector_holds_the_last_face_and_does_not_report_it_gone():
+    """Live on a busy machine: each FaceMesh call takes 1.5 budgets (a fake clock), so every other frame is
+    skipped, and FaceMesh itself loses the face in one detection of five. A skipped frame holds the last
+    detection's landmarks: the window keeps a face in 4 frames of 5 and is "ok", neither "no_face" (as when
+    a skipped frame counted as a frame without a face: 2 of 5) nor "landmarks_behind" (half, not more, was
+    skipped)."""
+    import itertools
+
+    import av
+
+    from symptomfuse.features.landmarks import missing
+    from symptomfuse.modalities.face import FaceMeasures
+    from symptomfuse.stream.buffers import Streams
+    from symptomfuse.stream.engine import LandmarkDetector
+    from symptomfuse.stream.quality import QualityConfig
+
+    budget = 0.02
+    ticks = itertools.count(step=1.5 * budget)  # a detection reads the clock before and after: 1.5 budgets
+    streams = Streams(25.0, 0.0, 10.0, QualityConfig())
+    found = LandmarkDetector("face", streams.face, budget_s=budget, keep_s=10.0, clock=lambda: next(ticks))
+    facemesh, calls = found.extract, itertools.count()
+    found.extract = lambda frame: missing("face") if next(calls) % 5 == 4 else facemesh(frame)
+    with av.open(str(GRID_CLIP)) as c:
+        for k, frame in enumerate(c.decode(video=0)):
+            found.push(frame, k / 25)
+            streams.aspect = frame.width / frame.height
+    streams.face.close()
+    assert len(found.seconds) == 38 and len(found.skipped) == 37  # 75 frames: every other one detected
+    assert not found.behind(0.0, 3.0, 75)
+    quality, x = FaceMeasures().live_window(streams, None, 0.0, True)  # the default 3-s window at 25 fps
+    assert quality == "ok", x
+    assert x[0, 0] == np.float32(61 / 75)  # face_present: 31 of 38 detections found it, each held over the skipped frame after it

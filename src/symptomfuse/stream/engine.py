@@ -93,14 +93,18 @@ def _landmark_row(landmarks: np.ndarray | None) -> np.ndarray:
 class LandmarkDetector:
     """A landmark detector (``features.landmarks``: "hands", "face" or "blendshapes") that the engine runs on
     each pushed frame, on its own thread, into ``ring``. A frame that comes while the detector is over its budget
-    (``budget_s`` of detection per frame, on average) is skipped and remembered, so that a window that
-    lost more than half its frames can say "landmarks_behind"."""
+    (``budget_s`` of detection per frame, on average, in ``clock`` seconds) is skipped and remembered, so that
+    a window that lost more than half its frames can say "landmarks_behind". A skipped frame holds the last
+    detected frame's landmarks (as the rings hold the last frame over a gap in the video): the detector not
+    looking is no evidence that the face or hand left, and a window that lost a third of its frames to a
+    busy machine must not read "no face"."""
 
-    def __init__(self, kind: str, ring, budget_s: float, keep_s: float):
+    def __init__(self, kind: str, ring, budget_s: float, keep_s: float, clock=time.perf_counter):
         from symptomfuse.features.landmarks import frame_hook, missing
 
-        self.kind, self.ring, self.budget_s, self.keep_s = kind, ring, budget_s, keep_s
-        self.extract, self.missing = frame_hook(kind), missing(kind)
+        self.kind, self.ring, self.budget_s, self.keep_s, self.clock = kind, ring, budget_s, keep_s, clock
+        self.extract = frame_hook(kind)
+        self.held = missing(kind)  # the last detected frame's output, given to the frames skipped after it
         self.debt = 0.0  # detection seconds spent beyond the budget, paid back by skipping frames
         self.skipped: deque = deque()  # media times of frames whose landmarks were skipped
         self.seconds: deque = deque(maxlen=10_000)  # per detected frame: detection wall seconds
@@ -109,16 +113,15 @@ class LandmarkDetector:
         if self.debt > 0:
             self.debt = max(0.0, self.debt - self.budget_s)
             self.skipped.append(t)
-            lm = self.missing
         else:
-            t0 = time.perf_counter()
-            lm = self.extract(frame)
-            spent = time.perf_counter() - t0
+            t0 = self.clock()
+            self.held = self.extract(frame)
+            spent = self.clock() - t0
             self.seconds.append(spent)
             self.debt = max(0.0, spent - self.budget_s)
         while self.skipped and self.skipped[0] < t - self.keep_s:
             self.skipped.popleft()
-        self.ring.push(lm, t)
+        self.ring.push(self.held, t)
 
     def behind(self, start: float, window_s: float, window_frames: int) -> bool:
         """Whether the window from ``start`` lost more than half its frames to the budget."""
