@@ -237,10 +237,14 @@ from aiortc.contrib.media import MediaPlayer
 async def main(url, recording):
     pc = RTCPeerConnection()
     pc.createDataChannel("events")
-    player = MediaPlayer(recording)
-    for track in (player.audio, player.video):
-        if track is not None:
-            pc.addTrack(track)
+    if sys.argv[3] == "silent":  # offers audio and video, then never sends a sound or a picture
+        pc.addTransceiver("audio", direction="sendonly")
+        pc.addTransceiver("video", direction="sendonly")
+    else:
+        player = MediaPlayer(recording)
+        for track in (player.audio, player.video):
+            if track is not None:
+                pc.addTrack(track)
     await pc.setLocalDescription(await pc.createOffer())
     async with ClientSession() as http:
         async with http.post(url + "offer", json={"sdp": pc.localDescription.sdp, "type": "offer"}) as r:
@@ -252,9 +256,11 @@ asyncio.run(main(sys.argv[1], sys.argv[2]))
 '''
 
 
-def test_peers_that_vanish_are_logged_in_one_line_each_and_leave_nothing(cohort, caplog):
+def test_peers_that_vanish_or_send_nothing_are_closed_and_logged_in_one_line_each(cohort, caplog):
     """A browser killed mid-session (SIGKILL: no goodbye) leaves aiortc's send tasks failing; the server
-    logs that in one line, never a traceback, and ends the session."""
+    logs that in one line, never a traceback, and ends the session once no media has come for the media
+    timeout (aiortc alone gives up only after about 30 s of failed consent checks). A peer that connects
+    and stays, answering consent checks, but sends no sound or picture is closed the same way."""
     import logging
     import signal
     import subprocess
@@ -264,28 +270,39 @@ def test_peers_that_vanish_are_logged_in_one_line_each_and_leave_nothing(cohort,
     caplog.set_level(logging.INFO)
 
     async def run():
-        app = create_app(_StubEngine, guard=Guard(connect_timeout_s=5.0))
+        app = create_app(_StubEngine, guard=Guard(connect_timeout_s=5.0, media_timeout_s=2.0))
         server = TestServer(app, host="127.0.0.1")
         await server.start_server()
         url = str(server.make_url("/"))
+        silent = None
         try:
             for _ in range(2):
                 client = await asyncio.create_subprocess_exec(sys.executable, "-c", _VANISHING_CLIENT, url, recording,
-                                                              stdout=subprocess.PIPE)
+                                                              "media", stdout=subprocess.PIPE)
                 assert (await asyncio.wait_for(client.stdout.readline(), 60)).strip() == b"connected"
                 await asyncio.sleep(2.0)  # media flowing, a prediction on its way
                 client.send_signal(signal.SIGKILL)
                 await client.wait()
+            silent = await asyncio.create_subprocess_exec(sys.executable, "-c", _VANISHING_CLIENT, url, recording,
+                                                          "silent", stdout=subprocess.PIPE)
+            assert (await asyncio.wait_for(silent.stdout.readline(), 60)).strip() == b"connected"
+            t0 = asyncio.get_running_loop().time()
             for _ in range(600):
                 if not app[_sessions_key()]:
                     break
                 await asyncio.sleep(0.1)
-            assert not app[_sessions_key()], "a vanished peer's session was never closed"
+            assert not app[_sessions_key()], "a vanished or silent peer's session was never closed"
+            assert asyncio.get_running_loop().time() - t0 < 20  # the media timeout, not aiortc's 30-s consent
+            assert silent.returncode is None  # the silent peer is still there: closed by the server
             await asyncio.sleep(1.0)
         finally:
+            if silent is not None and silent.returncode is None:
+                silent.kill()
+                await silent.wait()
             await server.close()
 
     asyncio.run(run())
     assert not [r for r in caplog.records if r.exc_info or "Traceback" in r.getMessage()]
     assert all("\n" not in r.getMessage() for r in caplog.records)
-    assert sum("ended" in r.getMessage() for r in caplog.records if r.name == "symptomfuse.serve") == 2
+    ended = [r.getMessage() for r in caplog.records if r.name == "symptomfuse.serve" and "ended" in r.getMessage()]
+    assert len(ended) == 3 and sum("no media for 2 s" in m for m in ended) == 3, ended

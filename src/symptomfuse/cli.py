@@ -723,6 +723,9 @@ offers (default: this machine's, or 127.0.0.1 when it has no other).""",
                    help="sessions one client address may hold at once")
     p.add_argument("--connect-timeout", type=_number(float, 1, 600), default=10.0,
                    help="seconds an answered offer has to connect before its session is closed")
+    p.add_argument("--media-timeout", type=_number(float, 1, 600), default=10.0,
+                   help="seconds a connected session may send no sound or picture before it is closed (a peer "
+                        "that vanished, or one that connects and sends nothing)")
     p.add_argument("--landmarks", choices=["auto", "none"], default="auto",
                    help="auto: for a model with hand or face modalities, run MediaPipe Hands / FaceMesh / the "
                         "Tasks FaceLandmarker on each frame (the page then sends up to 480-px-high video; Hands costs 12-19 ms a frame); "
@@ -757,7 +760,7 @@ def _run_serve(args) -> int:
     if args.token is not None and (len(args.token) < 16 or not args.token.isascii() or not args.token.isprintable()):
         raise UsageError("--token must be at least 16 printable ASCII characters (e.g. from `openssl rand -hex 16`)")
     args.guard = Guard(token=args.token, allow_origins=tuple(args.allow_origin), connect_timeout_s=args.connect_timeout,
-                       per_client=args.max_sessions_per_client)
+                       media_timeout_s=args.media_timeout, per_client=args.max_sessions_per_client)
     check_exposure(args.host, args.guard, args.cert)
     if args.workers > 1:
         return _run_serve_workers(args, model)
@@ -960,7 +963,8 @@ def _run_serve_workers(args, model: Path) -> int:
         worker_args += ["--event-log", str(args.event_log.resolve())]
     if args.token:
         worker_args += ["--token", args.token]
-    worker_args += ["--connect-timeout", str(args.connect_timeout), "--landmarks", args.landmarks,
+    worker_args += ["--connect-timeout", str(args.connect_timeout), "--media-timeout", str(args.media_timeout),
+                    "--landmarks", args.landmarks,
                     "--max-sessions-per-client", str(args.max_sessions_per_client)]
     workers = start_workers(args.workers, args.port + 1, worker_args, args.log_level)
     try:

@@ -92,7 +92,7 @@ async def _offer(request: web.Request) -> web.Response:
     try:
         session = Session(pc, cfg["factory"], cfg["log"], cfg["max_lag"],
                           on_closed=lambda s: app[SESSIONS].pop(s.id, None), token=app[GUARD].token,
-                          auth_timeout_s=app[GUARD].connect_timeout_s)
+                          auth_timeout_s=app[GUARD].connect_timeout_s, media_timeout_s=app[GUARD].media_timeout_s)
     except Exception:
         await pc.close()
         raise

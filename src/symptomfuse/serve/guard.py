@@ -13,7 +13,11 @@ answered would hold a session until it timed out, and enough of them would lock 
   but loopback, and checked on the page (``/?token=``) and on the offer;
 - a client that already holds ``per_client`` sessions (429).
 
-The app closes any session that is not connected within ``connect_timeout_s`` of its answer.
+The app closes any session that is not connected within ``connect_timeout_s`` of its answer, and any
+connected session that has sent no sound or picture for ``media_timeout_s``: a peer that connects and
+sends nothing would otherwise hold its session for as long as it answers ICE's consent checks, and one
+that vanished without a goodbye (a killed browser, a phone out of range) for the 30 s aiortc takes to
+give up on it.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ class Guard:
     allow_origins: tuple = ()
     per_client: int = 4
     connect_timeout_s: float = 10.0
+    media_timeout_s: float = 10.0
 
 
 GUARD = web.AppKey("guard", Guard)  # the app's Guard (the single server's and the workers' front's)

@@ -69,7 +69,7 @@ class Session:
 
     def __init__(self, pc, engine_factory: Callable[[], Any], event_log: EventLog | None = None,
                  max_lag_s: float = 1.0, on_closed: Callable[["Session"], None] | None = None,
-                 token: str | None = None, auth_timeout_s: float = 5.0) -> None:
+                 token: str | None = None, auth_timeout_s: float = 5.0, media_timeout_s: float = 10.0) -> None:
         self.id = uuid.uuid4().hex[:12]
         self.remote: str | None = None  # the client's address (per-client session limit)
         self.pc = pc
@@ -89,7 +89,10 @@ class Session:
         self._pending: deque = deque()
         self._wake = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"engine-{self.id}")
-        self._tasks: list[asyncio.Task] = [asyncio.ensure_future(self._worker())]
+        self._media_timeout_s = media_timeout_s
+        self._last_media = time.monotonic()  # when the newest sound or picture arrived (or the connection came)
+        self._tasks: list[asyncio.Task] = [asyncio.ensure_future(self._worker()),
+                                           asyncio.ensure_future(self._watch_media())]
         self._unsent: deque = deque(maxlen=64)
         self._last_rtp: int | None = None       # RTP timestamps: newest video frame pushed, first received
         self._last_video_t: float | None = None
@@ -184,6 +187,7 @@ class Session:
             except MediaStreamError:
                 break
             t = self.clock.time(kind, frame.pts, frame.time_base)
+            self._last_media = time.monotonic()
             self.counts[kind] += 1
             if kind == "audio":
                 self._pending.append(("audio", frame, frame.sample_rate, t, None))   # converted on the engine thread
@@ -198,6 +202,17 @@ class Session:
             self._wake.set()
         if not self.closed:
             await self.close(f"{kind} track ended")
+
+    async def _watch_media(self) -> None:
+        """Close a connected session whose peer has sent no sound or picture for ``media_timeout_s``.
+        Before the connection comes, the app's connect timeout applies; a page always sends while
+        connected (a muted track still sends silence or black frames)."""
+        while not self.closed:
+            await asyncio.sleep(min(1.0, self._media_timeout_s / 4))
+            if self.pc.connectionState != "connected":
+                self._last_media = time.monotonic()
+            elif time.monotonic() - self._last_media > self._media_timeout_s:
+                await self.close(f"no media for {self._media_timeout_s:g} s")
 
     def _process(self, batch: list, final: bool = False) -> tuple[list[tuple[dict, int | None]], list[dict]]:
         """Engine thread: push a batch of frames; return the due events, each with the RTP timestamp of the
