@@ -1,4 +1,4 @@
-"""Jobs over processes: dependencies respected, errors raised, cycles refused."""
+"""Jobs over processes: dependencies respected, the longest kinds first, errors raised, cycles refused."""
 
 from pathlib import Path
 
@@ -17,6 +17,16 @@ def _write_after(job: tuple[str, str, tuple[str, ...]]) -> str:
         raise RuntimeError("this job fails")
     (Path(folder) / name).write_text(name)
     return name.upper()
+
+
+def _log_start(job: tuple[str, str, float]) -> None:
+    """Append ``name`` to ``log`` as the job starts, then take ``seconds``."""
+    import time
+
+    log, name, seconds = job
+    with open(log, "a") as f:
+        f.write(name + "\n")
+    time.sleep(seconds)
 
 
 def _graph(folder: Path, names: dict[str, tuple[str, ...]]):
@@ -46,3 +56,16 @@ def test_a_failing_job_raises_and_bad_graphs_are_refused(tmp_path):
     jobs, needs = _graph(tmp_path, {"x": ("nowhere",)})
     with pytest.raises(ValueError, match="not given"):
         run_graph(_write_after, jobs, needs, workers=2)
+
+
+def test_a_freed_worker_takes_the_kind_that_has_taken_longest(tmp_path):
+    """One worker, jobs given short and long by turns: the first of each kind runs in the order given;
+    after that the long ones (0.3 s) go before the short ones (none), whatever the order given."""
+    log = tmp_path / "order.txt"
+    given = {"s0": 0.0, "l0": 0.3, "s1": 0.0, "s2": 0.0, "l1": 0.3, "l2": 0.3}
+    jobs = {name: (str(log), name, seconds) for name, seconds in given.items()}
+    run_graph(_log_start, jobs, {}, workers=1, kind=lambda name: name[0])
+    assert log.read_text().split() == ["s0", "l0", "l1", "l2", "s1", "s2"]
+    log.unlink()
+    run_graph(_log_start, jobs, {}, workers=1)  # no kinds: the order given
+    assert log.read_text().split() == list(given)

@@ -11,10 +11,12 @@ on.
 from __future__ import annotations
 
 import ctypes
+import math
 import multiprocessing
 import os
 import signal
 import sys
+import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from typing import Callable, Hashable, Sequence, TypeVar
 
@@ -109,29 +111,51 @@ def _pool(workers: int, setup: Callable | None = None, setup_args: tuple = ()) -
                                initargs=(os.getpid(), setup, setup_args))
 
 
+def _timed(fn: Callable[[J], R], job: J) -> tuple[R, float]:
+    """In a worker: ``fn(job)`` and the seconds it took (not counting the worker's start)."""
+    t0 = time.perf_counter()
+    result = fn(job)
+    return result, time.perf_counter() - t0
+
+
 def run_graph(fn: Callable[[J], R], jobs: dict[K, J], needs: dict[K, list[K]], workers: int,
               setup: Callable | None = None, setup_args: tuple = (),
-              on_done: Callable[[K], None] | None = None) -> dict[K, R]:
+              on_done: Callable[[K], None] | None = None, kind: Callable[[K], Hashable] | None = None) -> dict[K, R]:
     """``fn(job)`` for every job, over ``workers`` spawned processes; a job starts once every job it
-    ``needs`` has finished, otherwise in the order given. ``setup(*setup_args)`` runs once in each worker
-    before its first job (loading data, setting threads); ``on_done(key)`` runs here as each job finishes.
-    The first job to fail cancels those not started and raises its error."""
+    ``needs`` has finished. ``setup(*setup_args)`` runs once in each worker before its first job (loading
+    data, setting threads); ``on_done(key)`` runs here as each job finishes. The first job to fail cancels
+    those not started and raises its error.
+
+    Each worker holds one job at a time. When one frees, it takes the ready job whose ``kind(key)`` has
+    taken longest so far (a kind not yet seen first; ties in the order given; without ``kind``, the order
+    given): long jobs start early and short ones fill the end, so that no worker is left alone with a long
+    job that started last (longest-processing-time-first)."""
     unknown = {d for ds in needs.values() for d in ds} - set(jobs)
     if unknown:
         raise ValueError(f"jobs depend on jobs that are not given: {sorted(map(str, unknown))}")
+    position = {key: i for i, key in enumerate(jobs)}
+    took: dict[Hashable, list[float]] = {}  # seconds each finished job of a kind took
+
+    def longest_first(key: K) -> tuple[float, int]:
+        seconds = took.get(kind(key)) if kind is not None else None
+        return (-(sum(seconds) / len(seconds)) if seconds else -math.inf, position[key])
+
     results: dict[K, R] = {}
     waiting, running = dict(jobs), {}
     with _pool(workers, setup, setup_args) as pool:
         try:
             while waiting or running:
-                for key in [k for k in waiting if all(d in results for d in needs.get(k, ()))]:
-                    running[pool.submit(fn, waiting.pop(key))] = key
+                ready = sorted((k for k in waiting if all(d in results for d in needs.get(k, ()))), key=longest_first)
+                for key in ready[:workers - len(running)]:
+                    running[pool.submit(_timed, fn, waiting.pop(key))] = key
                 if not running:
                     raise ValueError(f"jobs wait on each other in a cycle: {sorted(map(str, waiting))}")
                 finished, _ = wait(running, return_when=FIRST_COMPLETED)
                 for future in finished:
                     key = running.pop(future)
-                    results[key] = future.result()
+                    results[key], seconds = future.result()
+                    if kind is not None:
+                        took.setdefault(kind(key), []).append(seconds)
                     if on_done is not None:
                         on_done(key)
         except BaseException:

@@ -299,7 +299,7 @@ def cross_validate(ws: WindowSet, specs: list[ModelSpec], folds: list[Fold], cfg
                  for key, job in jobs.items()}
         run_graph(_train_job, jobs, needs, workers, setup=_worker_setup,
                   setup_args=(ws.source, threads, registrations),
-                  on_done=lambda key: advance(*key))
+                  on_done=lambda key: advance(*key), kind=lambda key: key[0])  # the longest models first
     preds: dict[tuple, np.ndarray] = {}  # (model, dropped modalities) -> test probabilities per sample
     info: dict[str, dict] = {s.name: {"spec": s, "folds": []} for s in specs}
     val_probs: dict[tuple[str, int], np.ndarray] = {}  # per sample, NaN outside the fold's validation samples
