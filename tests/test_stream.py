@@ -74,6 +74,10 @@ def test_export_folder_is_self_contained(exported):
         for part in entry["parts"].values():
             assert (folder / part["safetensors"]).stat().st_size > 0 and (folder / part["onnx"]).stat().st_size > 0
     assert not list(folder.rglob("*.pt")) and not list(folder.rglob("*.pkl"))
+    # every file is one export.json names and hashes: no ONNX external-data file (torch's exporter writes
+    # the weights beside the .onnx unless told not to)
+    named = {"export.json"} | {f for entry in spec["models"].values() for f in entry["sha256"]}
+    assert {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()} == named
 
 
 def test_split_parts_match_the_whole_model(data, exported):

@@ -1,4 +1,4 @@
-"""An export folder is untrusted input: 18 ways to break or poison one, each refused with one clear line
+"""An export folder is untrusted input: 20 ways to break or poison one, each refused with one clear line
 naming the problem (a UsageError, never a traceback), and nothing outside the folder is opened."""
 
 import json
@@ -66,6 +66,18 @@ def _replace(rel, data: bytes, rehash=False):
     return mutate
 
 
+def _onnx_with_outside_weights(folder):
+    """The encoder's ONNX rewritten to keep its weights in a file beside it that export.json does not name
+    (an ONNX file may point anywhere for them), hashes rewritten."""
+    import onnx
+
+    rel = "audio_only/encoder.audio.onnx"
+    model = onnx.load(str(folder / rel))
+    onnx.save_model(model, str(folder / rel), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="weights.data")
+    _rehash_file(folder, rel)
+
+
 def _edit_config(fn):
     def mutate(folder):
         path = folder / "fused_gated" / "config.json"
@@ -98,6 +110,7 @@ MUTATIONS = {
         _replace("audio_only/encoder.audio.safetensors", pickle.dumps({"x": 1}), rehash=True), "safetensors"),
     "garbage ONNX, hashes rewritten": (_replace("audio_only/encoder.audio.onnx", b"\x00garbage" * 100, rehash=True),
                                        "ONNX"),
+    "ONNX weights in a file export.json does not name, hashes rewritten": (_onnx_with_outside_weights, "ONNX"),
     "no hash recorded": (_edit_spec(lambda s: s["models"]["audio_only"].update(sha256={})), "no SHA-256"),
     "a dimension asking for petabytes": (_edit_config(lambda m: m["encoders"]["audio"].update(dim=10**9)), "out of bounds"),
     "a window of a billion seconds": (_edit_spec(lambda s: s["contract"]["timing"].update(window_s=1e9)), "600"),

@@ -65,7 +65,9 @@ class _OnnxRunner:
             opts.intra_op_num_threads = threads
             opts.inter_op_num_threads = 1
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")  # idle threads burn no CPU
-        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        # from the bytes, not the path: onnxruntime then reads nothing else (an ONNX file can name external
+        # data files, which export.json does not hash), and what runs is what was read
+        self.session = ort.InferenceSession(path.read_bytes(), opts, providers=["CPUExecutionProvider"])
         self.inputs = [i.name for i in self.session.get_inputs()]
 
     def __call__(self, feeds: dict[str, np.ndarray]) -> np.ndarray:

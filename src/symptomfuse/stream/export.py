@@ -16,7 +16,8 @@ An export folder holds everything the live engine needs, and nothing is read fro
   MODEL/ood.safetensors         a single-modality model's embedding density (``models.ood``): how far an
                                 input lies from the training data
 
-Encoders go to ONNX through ``torch.export`` (``dynamo=True``). Heads go through the TorchScript tracer
+Each ONNX file holds its weights (no external data file beside it, which export.json would not hash and
+a copy could lose). Encoders go to ONNX through ``torch.export`` (``dynamo=True``). Heads go through the TorchScript tracer
 (``dynamo=False``): the fusion modules check that every sample has a present modality with a
 data-dependent ``if``, which ``torch.export`` cannot trace; the tracer evaluates it once on the example
 (all present), and the engine never feeds a sample with nothing present.
@@ -166,7 +167,8 @@ def _export_onnx(part_name: str, part, model: MultimodalClassifier, features: Fe
         try:
             torch.onnx.export(part.module, args, str(tmp), input_names=part.inputs, output_names=[part.output],
                               dynamic_axes={n: {0: "batch"} for n in [*part.inputs, part.output]},
-                              opset_version=OPSET, dynamo=part_name.startswith("encoder."), verbose=False)
+                              opset_version=OPSET, dynamo=part_name.startswith("encoder."), verbose=False,
+                              external_data=False)  # the weights inside the .onnx, which export.json hashes
         finally:
             quiet.setLevel(level)
         _rewrite_small_matmuls(tmp)
