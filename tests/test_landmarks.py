@@ -181,4 +181,5 @@ def test_a_busy_detector_holds_the_last_face_and_does_not_report_it_gone():
     assert not found.behind(0.0, 3.0, 75)
     quality, x = FaceMeasures().live_window(streams, None, 0.0, True)  # the default 3-s window at 25 fps
     assert quality == "ok", x
-    assert x[0, 0] == np.float32(61 / 75)  # face_present: 31 of 38 detections found it, each held over the skipped frame after it
+    # face_present: 31 of 38 detections found the face, each held over the skipped frame after it
+    assert x[0, 0] == np.float32(61 / 75)

@@ -17,10 +17,10 @@ An export folder holds everything the live engine needs, and nothing is read fro
                                 input lies from the training data
 
 Each ONNX file holds its weights (no external data file beside it, which export.json would not hash and
-a copy could lose). Encoders go to ONNX through ``torch.export`` (``dynamo=True``). Heads go through the TorchScript tracer
-(``dynamo=False``): the fusion modules check that every sample has a present modality with a
-data-dependent ``if``, which ``torch.export`` cannot trace; the tracer evaluates it once on the example
-(all present), and the engine never feeds a sample with nothing present.
+a copy could lose). Encoders go to ONNX through ``torch.export`` (``dynamo=True``). Heads go through the
+TorchScript tracer (``dynamo=False``): the fusion modules check that every sample has a present modality
+with a data-dependent ``if``, which ``torch.export`` cannot trace; the tracer evaluates it once on the
+example (all present), and the engine never feeds a sample with nothing present.
 """
 
 from __future__ import annotations
