@@ -30,7 +30,7 @@ from symptomfuse.models.multimodal import MultimodalClassifier
 from symptomfuse.models.ood import EmbeddingDensity
 from symptomfuse.stream.export import EXPORT_FILE, ExportSpec
 from symptomfuse.stream.parts import split
-from symptomfuse.stream.untrusted import check_config, checked_file
+from symptomfuse.stream.untrusted import check_config, checked_bytes, checked_file
 from symptomfuse.errors import UsageError
 
 BACKENDS = ("torch", "onnx")
@@ -57,7 +57,7 @@ class _TorchRunner:
 
 
 class _OnnxRunner:
-    def __init__(self, path: Path, threads: int | None):
+    def __init__(self, model: bytes, threads: int | None):
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
@@ -65,9 +65,9 @@ class _OnnxRunner:
             opts.intra_op_num_threads = threads
             opts.inter_op_num_threads = 1
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")  # idle threads burn no CPU
-        # from the bytes, not the path: onnxruntime then reads nothing else (an ONNX file can name external
-        # data files, which export.json does not hash), and what runs is what was read
-        self.session = ort.InferenceSession(path.read_bytes(), opts, providers=["CPUExecutionProvider"])
+        # from the bytes that were hashed, not a path: onnxruntime then reads nothing else (an ONNX file can
+        # name external data files, which export.json does not hash), and what runs is what was checked
+        self.session = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
         self.inputs = [i.name for i in self.session.get_inputs()]
 
     def __call__(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
@@ -130,9 +130,9 @@ class ExportedModel:
                                  "or use backend='torch'")
             self.parts = {}
             for n, p in entry["parts"].items():
-                path = file(p["onnx"], f"part {n}")
+                onnx_bytes = checked_bytes(folder, p["onnx"], hashes, f"{name}: part {n}")
                 try:
-                    self.parts[n] = _OnnxRunner(path, threads)
+                    self.parts[n] = _OnnxRunner(onnx_bytes, threads)
                 except Exception as exc:  # noqa: BLE001
                     raise UsageError(f"{folder}: {p['onnx']} is not a usable ONNX model: "
                                      f"{str(exc).splitlines()[0][:200]}") from None

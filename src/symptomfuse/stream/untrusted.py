@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import math
 from pathlib import Path
+from typing import Callable
 
 from symptomfuse.errors import UsageError
 
@@ -52,16 +53,28 @@ def confined(folder: Path, rel, what: str) -> Path:
     return full
 
 
-def checked_file(folder: Path, rel, hashes: dict, what: str) -> Path:
-    """A confined file whose SHA-256 is the one recorded for it."""
-    path = confined(folder, rel, what)
+def _check_hash(folder: Path, rel: str, hashes: dict, digest: Callable[[], str]) -> None:
+    """That ``digest()`` is the SHA-256 recorded for ``rel``."""
     expected = hashes.get(rel) if isinstance(hashes, dict) else None
     if not isinstance(expected, str):
         raise UsageError(f"{folder}: export.json records no SHA-256 for {rel}: export the model again")
-    if sha256(path) != expected:
+    if digest() != expected:
         raise UsageError(f"{folder}: {rel} is not the file that was exported (SHA-256 differs): corrupted or "
                          "replaced; export the model again")
+
+
+def checked_file(folder: Path, rel, hashes: dict, what: str) -> Path:
+    """A confined file whose SHA-256 is the one recorded for it."""
+    path = confined(folder, rel, what)
+    _check_hash(folder, rel, hashes, lambda: sha256(path))
     return path
+
+
+def checked_bytes(folder: Path, rel, hashes: dict, what: str) -> bytes:
+    """The bytes of a confined file, read once and hashed as read: what is used is what was checked."""
+    data = confined(folder, rel, what).read_bytes()
+    _check_hash(folder, rel, hashes, lambda: hashlib.sha256(data).hexdigest())
+    return data
 
 
 def check_config(value, where: str, depth: int = 0) -> None:
