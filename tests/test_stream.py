@@ -106,6 +106,24 @@ def test_torch_and_onnxruntime_agree(data, exported):
         np.testing.assert_allclose(a.fused, b.fused, atol=1e-4)
 
 
+def test_no_onnx_matmul_with_a_few_weights_is_left(exported):
+    """The video encoder's RGB -> luma product (a MatMul with 3 weights, which onnxruntime runs several
+    times slower than the rest of the encoder) is rewritten in every exported file, whether the exporter
+    stored the weights as an initializer or as a Constant node (the TorchScript tracer does)."""
+    import onnx
+
+    folder, _ = exported
+    rewritten = 0
+    for path in folder.rglob("*.onnx"):
+        graph = onnx.load(str(path)).graph
+        small = {i.name for i in graph.initializer if len(i.dims) == 1 and i.dims[0] <= 8}
+        small |= {n.output[0] for n in graph.node if n.op_type == "Constant"
+                  and any(a.name == "value" and len(a.t.dims) == 1 and a.t.dims[0] <= 8 for a in n.attribute)}
+        assert not [n.name for n in graph.node if n.op_type == "MatMul" and n.input[1] in small], path
+        rewritten += sum(n.op_type == "ReduceSum" and n.name.endswith("_sum") for n in graph.node)
+    assert rewritten >= 1  # the video encoder's, at least
+
+
 @pytest.mark.parametrize("backend", ["torch", "onnx"])
 def test_streamed_file_equals_offline_windows(data, exported, backend):
     root, ws = data

@@ -181,7 +181,9 @@ class FramesCNN(Encoder):
         """(B, T, H, W, 3) uint8 frames -> (B, T, 2, H', W') pooled signed motion and motion magnitude."""
         b, t = x.shape[:2]
         luma = (x.float() @ torch.tensor([0.299, 0.587, 0.114])) / 255.0  # (B, T, H, W)
-        motion = torch.diff(luma, dim=1, prepend=luma[:, :1])
+        # luma[t] - luma[t - 1], and 0 for the first frame: torch.diff with the first frame prepended, written
+        # out so that the TorchScript tracer can export it to ONNX (it has no aten::diff)
+        motion = luma - torch.cat([luma[:, :1], luma[:, :-1]], dim=1)
         h = self.pool(torch.stack([motion, motion.abs()], dim=2).flatten(0, 1))
         return h.reshape(b, t, *h.shape[1:])
 

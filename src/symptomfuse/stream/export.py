@@ -17,10 +17,13 @@ An export folder holds everything the live engine needs, and nothing is read fro
                                 input lies from the training data
 
 Each ONNX file holds its weights (no external data file beside it, which export.json would not hash and
-a copy could lose). Encoders go to ONNX through ``torch.export`` (``dynamo=True``). Heads go through the
-TorchScript tracer (``dynamo=False``): the fusion modules check that every sample has a present modality
-with a data-dependent ``if``, which ``torch.export`` cannot trace; the tracer evaluates it once on the
-example (all present), and the engine never feeds a sample with nothing present.
+a copy could lose). Every part goes to ONNX through the TorchScript tracer (``dynamo=False``):
+- the fusion modules check that every sample has a present modality with a data-dependent ``if``, which
+  ``torch.export`` cannot trace; the tracer evaluates it once on the example (all present), and the engine
+  never feeds a sample with nothing present;
+- the encoders export in about 0.1 s each with the tracer, against about 2 s each through ``torch.export``
+  (``dynamo=True``), with the same operators and the same speed in onnxruntime. The parity tests hold both
+  backends to the model's own output. (torch marks the tracer as deprecated; torch is pinned.)
 """
 
 from __future__ import annotations
@@ -124,6 +127,8 @@ class ExportSpec:
             if not isinstance(entry["parts"], dict) or not isinstance(entry["sha256"], dict):
                 raise UsageError(f"{where}: parts and sha256 must be objects")
         return cls(contract, data["primary"], singles, models, bool(data["onnx"]), data.get("source", {}))
+
+
 OPSET = 18
 
 
@@ -135,7 +140,13 @@ def _rewrite_small_matmuls(path: Path) -> None:
 
     model = onnx.load(str(path))
     graph = model.graph
-    vectors = {i.name for i in graph.initializer if len(i.dims) == 1 and i.dims[0] <= 8}
+    def small_vector(t) -> bool:
+        return len(t.dims) == 1 and t.dims[0] <= 8
+
+    # the vector is an initializer, or (from the TorchScript tracer) a Constant node's output
+    vectors = {i.name for i in graph.initializer if small_vector(i)}
+    vectors |= {n.output[0] for n in graph.node if n.op_type == "Constant"
+                and any(a.name == "value" and small_vector(a.t) for a in n.attribute)}
     nodes, changed = [], False
     for node in graph.node:
         if node.op_type == "MatMul" and node.input[1] in vectors:
@@ -155,8 +166,7 @@ def _rewrite_small_matmuls(path: Path) -> None:
 
 
 def _export_onnx(part_name: str, part, model: MultimodalClassifier, features: FeatureContract, path: Path) -> None:
-    """Encoders go through ``torch.export`` (the current exporter); heads through the TorchScript tracer,
-    because the fusion modules' data-dependent check cannot be traced by ``torch.export``."""
+    """One part through the TorchScript tracer (see the module's docstring for why not ``torch.export``)."""
     example = example_inputs(model, features)
     args = tuple(torch.from_numpy(example[name]) for name in part.inputs)
     quiet = logging.getLogger("torch.onnx")
@@ -167,7 +177,7 @@ def _export_onnx(part_name: str, part, model: MultimodalClassifier, features: Fe
         try:
             torch.onnx.export(part.module, args, str(tmp), input_names=part.inputs, output_names=[part.output],
                               dynamic_axes={n: {0: "batch"} for n in [*part.inputs, part.output]},
-                              opset_version=OPSET, dynamo=part_name.startswith("encoder."), verbose=False,
+                              opset_version=OPSET, dynamo=False, verbose=False,
                               external_data=False)  # the weights inside the .onnx, which export.json hashes
         finally:
             quiet.setLevel(level)
