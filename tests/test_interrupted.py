@@ -1,11 +1,15 @@
 """Interrupted runs: curate's workers die with it; a killed training run resumes; the same run over worker
-processes."""
+processes; an interrupted atomic write leaves nothing behind."""
 
 import os
 import signal
 import subprocess
 import sys
 import time
+
+import pytest
+
+from symptomfuse.atomic import atomic_path
 
 
 def test_killing_curate_leaves_no_worker_behind(cohort, tmp_path):
@@ -113,3 +117,20 @@ def test_a_killed_run_resumes_to_the_uninterrupted_one_and_runs_never_mix(cohort
         RunInfo.load(tmp_path / "cut")
     assert main(["evaluate", str(tmp_path / "cut")]) == 2
     assert main(["export", str(tmp_path / "cut"), "--out", str(tmp_path / "m"), "--no-onnx"]) == 2
+
+
+def test_an_atomic_write_lands_whole_with_the_permissions_open_gives(tmp_path):
+    """A writer that makes the temporary file anew with its own mode (safetensors writes 0600) still gives
+    a file with the mode open() would; a failed write leaves neither the file nor its temporary."""
+    umask = os.umask(0o022)
+    try:
+        with atomic_path(tmp_path / "w.bin") as tmp:
+            tmp.unlink()
+            os.close(os.open(tmp, os.O_CREAT | os.O_WRONLY, 0o600))
+        assert oct((tmp_path / "w.bin").stat().st_mode & 0o777) == oct(0o644)
+        with pytest.raises(RuntimeError), atomic_path(tmp_path / "x.bin") as tmp:
+            tmp.write_bytes(b"half")
+            raise RuntimeError("interrupted")
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["w.bin"]
+    finally:
+        os.umask(umask)
