@@ -28,14 +28,12 @@ STEPS = [["-e", f"{ROOT}[dev]"], ["--no-deps", "resemblyzer", "mediapipe", "face
 PIP = [sys.executable, "-m", "pip", "install", "--quiet", "--no-cache-dir"]
 
 
-def pip_settings() -> dict[str, str]:
-    """pip's effective settings, from `pip config list`: ``{"find-links": "...", ...}``. A PIP_* variable
-    wins over an ``[install]`` section, which wins over ``[global]``, as in pip."""
-    out = subprocess.run([sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True,
-                         check=False).stdout
+def pip_settings(listing: str) -> dict[str, str]:
+    """pip's effective settings from the output of `pip config list`: ``{"find-links": "...", ...}``. A
+    PIP_* variable wins over an ``[install]`` section, which wins over ``[global]``, as in pip."""
     rank = {"global": 0, "install": 1, ":env:": 2}
     found: dict[str, tuple[int, str]] = {}
-    for line in out.splitlines():
+    for line in listing.splitlines():
         key, sep, value = line.partition("=")
         section, _, name = key.rpartition(".")
         if not sep or section not in rank:
@@ -76,7 +74,9 @@ def install_with_uv() -> bool:
         print("install: uv could not be installed; installing with pip", file=sys.stderr)
         return False
     uv = Path(sys.executable).with_name("uv")
-    args, env = uv_options(pip_settings())
+    listing = subprocess.run([sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True,
+                             check=False).stdout
+    args, env = uv_options(pip_settings(listing))
     env.setdefault("UV_CACHE_DIR", str(Path(sys.prefix) / ".uv-cache"))
     env.setdefault("UV_COMPILE_BYTECODE", "1")
     for step in STEPS:

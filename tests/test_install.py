@@ -1,0 +1,47 @@
+"""tools/install.py hands pip's package sources to uv: the same indexes, find-links folders, constraints and
+certificates, with pip's order of precedence."""
+
+import importlib.util
+from pathlib import Path
+
+spec = importlib.util.spec_from_file_location("install", Path(__file__).parents[1] / "tools" / "install.py")
+install = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(install)
+
+LISTING = """global.cert='/etc/ssl/certs/ca-certificates.crt'
+global.extra-index-url='file:///opt/pypi/simple file:///opt/pypi-more/simple'
+global.find-links='/opt/old'
+global.index-url='https://mirror.example/simple'
+install.find-links='/opt/install'
+:env:.find-links='/opt/wheels'
+global.constraint='/etc/xdg/pip/constraints.txt'
+global.trusted-host='mirror.example'
+not a setting
+global.timeout=not-a-literal
+"""
+
+
+def test_pip_settings_take_pips_precedence():
+    settings = install.pip_settings(LISTING)
+    assert settings["find-links"] == "/opt/wheels"  # a PIP_* variable over [install] over [global]
+    assert settings["index-url"] == "https://mirror.example/simple"
+    assert "timeout" not in settings
+    assert install.pip_settings("global.find-links='/a'\ninstall.find-links='/b'")["find-links"] == "/b"
+
+
+def test_uv_gets_every_source_pip_has():
+    args, env = install.uv_options(install.pip_settings(LISTING))
+    pairs = list(zip(args[::2], args[1::2]))
+    assert ("--index-url", "https://mirror.example/simple") in pairs
+    assert [v for k, v in pairs if k == "--extra-index-url"] == ["file:///opt/pypi/simple",
+                                                                 "file:///opt/pypi-more/simple"]
+    assert [v for k, v in pairs if k == "--find-links"] == ["/opt/wheels"]
+    assert ("--constraint", "/etc/xdg/pip/constraints.txt") in pairs
+    assert ("--allow-insecure-host", "mirror.example") in pairs
+    assert ("--index-strategy", "unsafe-best-match") in pairs  # pip's choice: the best version anywhere
+    assert env["SSL_CERT_FILE"] == "/etc/ssl/certs/ca-certificates.crt"
+
+
+def test_no_pip_configuration_leaves_uv_on_its_defaults():
+    args, env = install.uv_options(install.pip_settings(""))
+    assert args == ["--index-strategy", "unsafe-best-match"]
