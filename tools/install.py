@@ -70,7 +70,8 @@ def uv_options(settings: dict[str, str]) -> tuple[list[str], dict[str, str]]:
 
 def install_with_uv() -> bool:
     """Install with uv; False (after saying why) when uv is not to be had or fails."""
-    if subprocess.run(PIP + ["-c", str(CONSTRAINTS), "uv"], check=False).returncode != 0:
+    # -qq: a package index on this machine that lacks uv is warned about, and that is no news
+    if subprocess.run(PIP + ["--quiet", "-c", str(CONSTRAINTS), "uv"], check=False).returncode != 0:
         print("install: uv could not be installed; installing with pip", file=sys.stderr)
         return False
     uv = Path(sys.executable).with_name("uv")
