@@ -8,8 +8,8 @@ APT_PACKAGES := ffmpeg chromium chromium-driver iproute2
 .PHONY: demo fsdd tasks uci real test install system-deps bench clean
 
 # The virtual environment, with the package and its pinned dependencies. Rebuilt when the pins change.
-# tools/install.py installs with uv (seconds; with pip's package sources on this machine), or with pip
-# (about a minute) where uv is not to be had. No download cache is kept outside .venv.
+# tools/install.py installs with uv (about 40 s on 2 cores; with pip's package sources on this machine), or
+# with pip (1-3 minutes) where uv is not to be had. No download cache is kept outside .venv.
 $(VENV)/.installed: pyproject.toml constraints.txt tools/install.py
 	@avail=$$(df -Pk . | awk 'NR==2 {print $$4}'); \
 	if [ -n "$$avail" ] && [ "$$avail" -lt 3500000 ]; then \
