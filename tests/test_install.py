@@ -45,3 +45,9 @@ def test_uv_gets_every_source_pip_has():
 def test_no_pip_configuration_leaves_uv_on_its_defaults():
     args, env = install.uv_options(install.pip_settings(""))
     assert args == ["--index-strategy", "unsafe-best-match"]
+
+
+def test_an_offline_mirror_stays_offline():
+    args, _ = install.uv_options(install.pip_settings(":env:.no-index='1'\nglobal.find-links='/mirror'"))
+    assert "--no-index" in args and args[args.index("--find-links") + 1] == "/mirror"
+    assert "--no-index" not in install.uv_options(install.pip_settings("global.no-index='false'"))[0]

@@ -53,6 +53,8 @@ def uv_options(settings: dict[str, str]) -> tuple[list[str], dict[str, str]]:
     """uv's options and environment for pip's settings."""
     args: list[str] = []
     env = dict(os.environ)
+    if settings.get("no-index", "").lower() in ("1", "true", "yes", "on"):  # an offline mirror: find-links only
+        args.append("--no-index")
     if "index-url" in settings:
         args += ["--index-url", settings["index-url"]]
     for url in settings.get("extra-index-url", "").split():
