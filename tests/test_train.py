@@ -149,10 +149,23 @@ def test_train_and_evaluate_cli(curated, tmp_path, capsys):
                  "--fusion-epochs", "1", "--fusions", "gated,attention", "--encoder-args", TINY,
                  "--batch-size", "16", "--baselines", "lr", "--fusion-modalities", "audio,keypoints"])
     assert code == 0
+    # export before evaluate (as `make demo` runs them, side by side) ranks the fused models by the figure
+    # evaluate reports: the same choice and the same numbers as metrics.json gives afterwards
+    assert main(["export", str(run), "--out", str(tmp_path / "model"), "--no-onnx"]) == 0
+    assert not (run / "metrics.json").exists()
+    source = json.loads((tmp_path / "model" / "export.json").read_text())["source"]
     assert main(["evaluate", str(run), "--bootstrap", "50"]) == 0
     out = capsys.readouterr().out
     assert "fused_gated" in out and "late_stacking" in out
     metrics = json.loads((run / "metrics.json").read_text())
+    top = metrics["top_level"]
+    assert source["roc_auc_level"] == top and set(source["cross_validated_roc_auc"]) == {
+        "fused_gated", "fused_attention", "audio_only", "video_only", "keypoints_only"}
+    for name, auc in source["cross_validated_roc_auc"].items():
+        assert auc == metrics["models"][name][top]["roc_auc"], name
+    fused = ("fused_gated", "fused_attention")
+    assert json.loads((tmp_path / "model" / "export.json").read_text())["primary"] == max(
+        fused, key=lambda n: metrics["models"][n][top]["roc_auc"])
     assert metrics["protocol"]["folds"] == 2 and metrics["protocol"]["people"] == 8
     for name in ("audio_only", "video_only", "keypoints_only", "fused_gated", "fused_attention",
                  "late_mean", "late_weighted", "late_stacking"):

@@ -783,7 +783,8 @@ def _add_export(sub) -> None:
         help="export a run's models for live use: safetensors + JSON and ONNX",
         description=f"""\
 Export one fold of a trained run for live detection (`symptomfuse stream`, `symptomfuse serve`): the
-chosen model (default: the intermediate fusion with the best cross-validated ROC AUC in metrics.json)
+chosen model (default: the intermediate fusion with the best cross-validated ROC AUC, the figure
+`symptomfuse evaluate` reports, computed from the run's predictions: export need not wait for evaluate)
 and every single-modality model of the same fold, which give each modality's own prediction. Each model
 is split into one encoder per modality and a head (fusion + classifier), each written as safetensors +
 JSON and as ONNX. export.json holds what the live engine needs and nothing else is read later: classes,
@@ -795,7 +796,7 @@ then a fair test of people the models never saw. {NOTICE}""",
                "  symptomfuse export demo_out/run --out model_dir --model fused_attention --fold 2")
     p.add_argument("run", type=Path, help="a folder written by `symptomfuse train`")
     p.add_argument("--out", type=Path, required=True, help="export folder")
-    p.add_argument("--model", default=None, help="the primary (fused) model; None: the best fused model in metrics.json")
+    p.add_argument("--model", default=None, help="the primary (fused) model; None: the fused model with the best cross-validated ROC AUC")
     p.add_argument("--fold", type=_number(int, 0, 1000), default=None, help="which fold's models; None: fold 0, or --person's fold")
     p.add_argument("--person", default=None, help="take the fold in which this person was a test person")
     p.add_argument("--no-onnx", action="store_true", help="write safetensors + JSON only")

@@ -16,33 +16,15 @@ import pandas as pd  # noqa: E402
 from symptomfuse import NOTICE  # noqa: E402
 from symptomfuse.atomic import atomic_path, atomic_write_text  # noqa: E402
 from symptomfuse.artifacts import RunInfo  # noqa: E402
-from symptomfuse.data.manifest import read_id_csv  # noqa: E402
 from symptomfuse.errors import UsageError  # noqa: E402
-from symptomfuse.evaluate.metrics import (LEVELS, abstention, accuracy_coverage, aggregate, auc_binary, compute,  # noqa: E402
+from symptomfuse.evaluate.metrics import (abstention, accuracy_coverage, aggregate, auc_binary, compute,  # noqa: E402
                                           conformal_coverage_range, conformal_sets, ordinal_metrics,
                                           ordinal_prediction, ordinal_values, with_intervals)
+from symptomfuse.evaluate.predictions import load_predictions, score_levels  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 
 METRICS_SCHEMA = "symptomfuse-metrics/2"
-LEVELS_BY_UNIT = {"recording": LEVELS, "session": ("session", "person"), "person": ("person",)}
-
-
-def load_predictions(run: Path) -> tuple[RunInfo, pd.DataFrame, dict[tuple, np.ndarray]]:
-    """The run's ``RunInfo``, its samples, and each prediction set's (n samples, k) probabilities (NaN
-    where the model gave none), keyed by (model, dropped modalities)."""
-    info = RunInfo.load(run)
-    samples = read_id_csv(run / "samples.csv")
-    preds = {}
-    for ps in info.predictions:
-        path = run / "predictions" / ps.file
-        if not path.exists():
-            raise FileNotFoundError(f"{path} is missing: the run folder is incomplete, train again")
-        df = pd.read_csv(path)
-        p = np.full((len(samples), len(info.classes)), np.nan)
-        p[df.sample_index.to_numpy()] = df[[f"p_{c}" for c in info.classes]].to_numpy()
-        preds[(ps.model, tuple(ps.dropped))] = p
-    return info, samples, preds
 
 
 def _score(units_df: pd.DataFrame, p: np.ndarray, levels: tuple, n_boot: int, band: float, seed: int,
@@ -298,11 +280,7 @@ def evaluate_run(run: Path, n_boot: int = 500, band: float = 0.1, seed: int = 0,
     info, samples, preds = load_predictions(run)
     tested = samples["fold"].to_numpy() >= 0
     w = samples[tested].reset_index(drop=True)
-    levels = LEVELS_BY_UNIT[info.unit]
-    # With one label per person (a diagnosis) the person is the unit that matters; when labels differ
-    # between a person's recordings (e.g. spoken digits) the recording is the top level.
-    if not bool((w.groupby("person_id")["y"].nunique() == 1).all()):
-        levels = tuple(lv for lv in levels if lv != "person")
+    levels = score_levels(info, w)
     top = levels[-1]
     ordinal = ordinal_values(info.classes)
     has_cols = [c for c in w.columns if c.startswith("has_")]

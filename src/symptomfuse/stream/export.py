@@ -46,6 +46,7 @@ from symptomfuse.atomic import atomic_path, atomic_write_text
 from symptomfuse.artifacts import RunInfo
 from symptomfuse.contract import FeatureContract
 from symptomfuse.data.manifest import read_id_csv
+from symptomfuse.evaluate.predictions import cross_validated_auc
 from symptomfuse.models.multimodal import MultimodalClassifier
 from symptomfuse.models.multimodal import load as load_model
 from symptomfuse.models.ood import EmbeddingDensity
@@ -235,22 +236,13 @@ def export_models(models: dict[str, tuple[MultimodalClassifier, float]], primary
     return spec
 
 
-def _best_model(run: Path, info: RunInfo) -> str:
-    """The intermediate fusion with the best top-level ROC AUC in metrics.json (else the first fused
-    model, else the first trained model)."""
+def _best_model(info: RunInfo, auc: dict[str, float]) -> str:
+    """The intermediate fusion with the best cross-validated ROC AUC (else the first fused model, else the
+    first trained model)."""
     trained = [n for n, m in info.models.items() if m["spec"].trained]
     fused = [n for n in trained if info.spec(n).kind == "fused"]
     candidates = fused or trained
-    metrics_path = run / "metrics.json"
-    if metrics_path.exists():
-        metrics = json.loads(metrics_path.read_text())
-        top = metrics.get("top_level", "person")
-
-        def auc(name):
-            value = metrics["models"].get(name, {}).get(top, {}).get("roc_auc")
-            return -np.inf if value is None or not np.isfinite(value) else value
-        return max(candidates, key=auc)
-    return candidates[0]
+    return max(candidates, key=lambda n: auc[n] if np.isfinite(auc.get(n, np.nan)) else -np.inf)
 
 
 def export_run(run: Path, out: Path, model: str | None = None, fold: int | None = None, person: str | None = None,
@@ -278,7 +270,8 @@ def export_run(run: Path, out: Path, model: str | None = None, fold: int | None 
         raise UsageError(f"--fold must be between 0 and {n_folds - 1}, got {fold}")
 
     trained = [n for n, m in info.models.items() if m["spec"].trained]
-    model = model or _best_model(run, info)
+    top, auc = cross_validated_auc(run, trained)  # from the predictions: evaluate need not have run
+    model = model or _best_model(info, auc)
     if model not in trained:
         other = sorted(set(info.models) - set(trained))
         raise UsageError(f"cannot export {model!r}: choose a trained network ({', '.join(trained)})"
@@ -294,11 +287,7 @@ def export_run(run: Path, out: Path, model: str | None = None, fold: int | None 
     test_people = sorted(samples.loc[samples.fold == fold, "person_id"].unique().tolist())
     source = {"run": str(run.resolve()), "run_id": info.run_id, "fold": fold, "person": person,
               "test_people": test_people, "held_out": info.protocol.get("held_out", [])}
-    metrics_path = run / "metrics.json"
-    if metrics_path.exists():
-        metrics = json.loads(metrics_path.read_text())
-        top = metrics.get("top_level", "person")
-        source["cross_validated_roc_auc"] = {n: metrics["models"][n][top]["roc_auc"] for n in names
-                                             if n in metrics["models"]}
-        source["roc_auc_level"] = top
+    # every trained model's figure, the chosen one's among them
+    source["cross_validated_roc_auc"] = {n: auc[n] if np.isfinite(auc[n]) else None for n in trained}
+    source["roc_auc_level"] = top
     return export_models(models, model, info.contract, out, source, onnx, progress, densities)
