@@ -348,3 +348,14 @@ def test_prepared_inputs_from_a_store_give_the_same_numbers(curated):
         np.testing.assert_array_equal(without_audio, reference[2])
         for m in spec:
             assert torch.equal(emb[m], reference[3][m])
+
+
+def test_planning_a_run_does_not_import_lightning():
+    """`train`'s main process plans the model-folds and collects their results; Lightning (about 3 s a
+    process) is imported only where a model is fitted, in the workers."""
+    import subprocess
+    import sys
+
+    code = "import sys, symptomfuse.train.crossval, symptomfuse.train.fit; print('lightning' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
