@@ -193,23 +193,36 @@ class HandRenderer:
         # one factor per pixel, repeated for its three channels: multiplying without broadcasting is
         # several times faster, with the same products
         self.lighting = np.repeat((scene.gain * (1.0 - 0.5 * r ** 2))[..., None].astype(np.float32), 3, axis=2)
+        # Outside the hand's box every frame is the background, lit, with one of the noise patterns and
+        # clipped: the same few pictures, finished once here (the same arithmetic as in ``_finish``).
+        lit = self.background_small * self.lighting
+        self.finished = [self._finish(lit + noise) for noise in self.noise_bank]
         skin = np.array(scene.skin_rgb, float)
         self.skin = tuple(int(v) for v in skin)
         self.outline = tuple(int(v) for v in skin * 0.7)
 
+    @staticmethod
+    def _finish(frame: np.ndarray) -> np.ndarray:
+        """A lit, noisy float32 picture clipped to 0-255 as uint8 (in place: np.clip in two faster passes)."""
+        np.maximum(frame, 0, out=frame)
+        return np.minimum(frame, 255, out=frame).astype(np.uint8)
+
     def render(self, landmarks: np.ndarray) -> np.ndarray:
-        """One RGB frame (height, width, 3) uint8 for normalised landmarks (21, 3)."""
+        """One RGB frame (height, width, 3) uint8 for normalised landmarks (21, 3): the downsampled
+        picture, times the lighting, plus one of the noise patterns, clipped."""
         ss = self._SS
         img, (x0, y0, x1, y1) = self.draw(landmarks)
-        # Downsample only the part drawn on; elsewhere the frame is the downsampled background, block for
-        # block (whole ss x ss blocks: the same numbers as downsampling the whole picture).
-        frame = self.background_small.copy()  # the arithmetic below is in place
+        k = self.rng.integers(len(self.noise_bank))
+        # Only the box drawn on is computed; elsewhere the frame is the finished background, pixel for
+        # pixel the same numbers (downsampling works on whole ss x ss blocks, the rest pixel by pixel).
+        frame = self.finished[k].copy()
         if x1 > x0 and y1 > y0:
-            frame[y0 // ss:y1 // ss, x0 // ss:x1 // ss] = np.asarray(img.reduce(ss, box=(x0, y0, x1, y1)))
-        np.multiply(frame, self.lighting, out=frame)
-        frame += self.noise_bank[self.rng.integers(len(self.noise_bank))]
-        np.maximum(frame, 0, out=frame)  # np.clip(frame, 0, 255), in two faster passes
-        return np.minimum(frame, 255, out=frame).astype(np.uint8)
+            box = (slice(y0 // ss, y1 // ss), slice(x0 // ss, x1 // ss))
+            part = np.asarray(img.reduce(ss, box=(x0, y0, x1, y1)), dtype=np.float32)
+            np.multiply(part, self.lighting[box], out=part)
+            part += self.noise_bank[k][box]
+            frame[box] = self._finish(part)
+        return frame
 
     def draw(self, landmarks: np.ndarray) -> tuple[Image.Image, tuple[int, int, int, int]]:
         """The hand drawn over the background at ``_SS`` times the frame's size, and a box (x0, y0, x1, y1)
