@@ -15,7 +15,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt tools/install.py
 	if [ -n "$$avail" ] && [ "$$avail" -lt 3500000 ]; then \
 	  echo "warning: $$((avail / 1024)) MB free here; the environment needs about 3 GB (2.6 GB installed, more while it unpacks)" >&2; \
 	fi
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	test -x $(PY) || $(PYTHON) -m venv --without-pip $(VENV)
 	$(PY) tools/install.py
 	touch $@
 

