@@ -359,3 +359,17 @@ def test_planning_a_run_does_not_import_lightning():
     code = "import sys, symptomfuse.train.crossval, symptomfuse.train.fit; print('lightning' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_baseline_features_kept_per_process_are_those_of_any_subset(curated):
+    """The baselines' features are computed once for every window and each fold takes its rows: the same
+    numbers, to the bit, as summarising just that fold's windows, for every modality."""
+    from symptomfuse.train.crossval import BaselineFeatures
+
+    ws = load_curated(curated, ["audio", "video", "keypoints"])
+    features = BaselineFeatures(ws)
+    rng = np.random.default_rng(0)
+    for subset in (np.arange(len(ws.y))[::3], rng.permutation(len(ws.y))[:7]):
+        for m in ("audio", "video", "keypoints"):
+            direct = ws.contract.modality(m).baseline_features(ws.take(m, subset))
+            np.testing.assert_array_equal(features.rows(m, subset), direct)

@@ -210,21 +210,33 @@ def unit_logits(model: MultimodalClassifier, emb: dict, mask: dict, drop: tuple 
     return out
 
 
-def _baseline_inputs(ws: WindowSet, spec: ModelSpec, samples: Samples, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+class BaselineFeatures:
+    """Each modality's baseline features (``Modality.baseline_features``) of every window that has it,
+    computed on first use and kept for this process's later model-folds: every fold's baselines take
+    their rows, rather than summarising the same windows again (the video summary took about 3 s a fold on
+    the demo). A window's features do not depend on which windows it is computed with."""
+
+    def __init__(self, ws: WindowSet):
+        self.ws = ws
+        self._features: dict[str, np.ndarray] = {}  # modality -> (all windows, features), NaN where missing
+
+    def rows(self, m: str, windows: np.ndarray) -> np.ndarray:
+        if m not in self._features:
+            mod, has = self.ws.contract.modality(m), np.flatnonzero(self.ws.has(m))
+            chunks = [mod.baseline_features(self.ws.take(m, has[s:s + 256])) for s in range(0, len(has), 256)]
+            width = chunks[0].shape[1] if chunks else 1
+            f = np.full((len(self.ws.y), width), np.nan)
+            if chunks:
+                f[has] = np.concatenate(chunks)
+            self._features[m] = f
+        return self._features[m][windows]
+
+
+def _baseline_inputs(features: BaselineFeatures, spec: ModelSpec, samples: Samples, windows: np.ndarray
+                     ) -> tuple[np.ndarray, np.ndarray]:
     """Baseline features of ``windows`` (unit recording) or of their samples (pooled): (rows, features) and
     the row ids (window or sample indices)."""
-    blocks = []
-    for m in spec.modalities:
-        mod = ws.contract.modality(m)
-        has = ws.has(m)[windows]
-        probe = mod.baseline_features(ws.take(m, windows[has][:1])) if has.any() else None
-        width = probe.shape[1] if probe is not None else 1
-        f = np.full((len(windows), width), np.nan)
-        if has.any():
-            f[has] = np.concatenate([mod.baseline_features(ws.take(m, windows[has][s:s + 256]))
-                                     for s in range(0, int(has.sum()), 256)])
-        blocks.append(f)
-    x = np.concatenate(blocks, axis=1)
+    x = np.concatenate([features.rows(m, windows) for m in spec.modalities], axis=1)
     if samples.unit == "recording":
         return x, windows
     units = samples.of(windows)
@@ -306,6 +318,7 @@ def cross_validate(ws: WindowSet, specs: list[ModelSpec], folds: list[Fold], cfg
     cal_probs: dict[tuple[str, int], np.ndarray] = {}  # the same on calibration samples (or validation)
     keep_freed_memory()
     store = PreparedStore(ws, cfg.prepared_mb)  # prepared inputs, for the networks trained in this process
+    features = BaselineFeatures(ws)  # and the baselines' features
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -323,7 +336,7 @@ def cross_validate(ws: WindowSet, specs: list[ModelSpec], folds: list[Fold], cfg
                     elif spec.kind == "late":
                         record, arrays = _fit_late(samples, spec, fold, val_probs, cal_probs, preds)
                     else:
-                        record, arrays = _fit_baseline(ws, samples, spec, fold, cfg.seed)
+                        record, arrays = _fit_baseline(features, samples, spec, fold, cfg.seed)
                     record = _save(out, run_id, spec, fold, record, arrays, t0)
                     advance(spec.name, fold.index)
                 for i, drop in enumerate(_drops(spec)):
@@ -479,18 +492,19 @@ def _fit_late(samples: Samples, spec: ModelSpec, fold: Fold, val_probs: dict, ca
                     "test0": calibrated(np.log(np.clip(fuser.predict_proba(test), 1e-6, 1)), t)}
 
 
-def _fit_baseline(ws: WindowSet, samples: Samples, spec: ModelSpec, fold: Fold, seed: int
+def _fit_baseline(features: BaselineFeatures, samples: Samples, spec: ModelSpec, fold: Fold, seed: int
                   ) -> tuple[dict, dict[str, np.ndarray]]:
     """A scikit-learn baseline on one fold, temperature-scaled on its calibration samples; progress record
     and arrays as ``_train_network``'s."""
+    ws = features.ws
     n, k = len(samples), len(ws.classes)
     val_units, test_units = samples.of(fold.val), samples.of(fold.test)
     has_calib = len(fold.calib) > 0
     cal_units = samples.of(fold.calib) if has_calib else val_units
-    x_tr, r_tr = _baseline_inputs(ws, spec, samples, fold.train)
-    x_va, r_va = _baseline_inputs(ws, spec, samples, fold.val)
-    x_te, r_te = _baseline_inputs(ws, spec, samples, fold.test)
-    x_ca, r_ca = _baseline_inputs(ws, spec, samples, fold.calib) if has_calib else (x_va, r_va)
+    x_tr, r_tr = _baseline_inputs(features, spec, samples, fold.train)
+    x_va, r_va = _baseline_inputs(features, spec, samples, fold.val)
+    x_te, r_te = _baseline_inputs(features, spec, samples, fold.test)
+    x_ca, r_ca = _baseline_inputs(features, spec, samples, fold.calib) if has_calib else (x_va, r_va)
     labels = ws.y if samples.unit == "recording" else samples.table.y.to_numpy()
     keep = ~np.isnan(x_tr).all(axis=1)
     pv, pt, pc = baselines.fit_predict(spec.baseline, x_tr[keep], labels[r_tr][keep], [x_va, x_te, x_ca], k, seed)
@@ -562,7 +576,10 @@ def _train_job(job: _Job) -> None:
     t0 = time.perf_counter()
     ws = _WORKER["ws"]
     if job.spec.kind == "baseline":
-        record, arrays = _fit_baseline(ws, Samples.make(ws, job.unit), job.spec, job.fold, job.cfg.seed)
+        if "baseline_features" not in _WORKER:  # kept for the baselines this worker fits after this one
+            _WORKER["baseline_features"] = BaselineFeatures(ws)
+        record, arrays = _fit_baseline(_WORKER["baseline_features"], Samples.make(ws, job.unit), job.spec, job.fold,
+                                       job.cfg.seed)
         _save(job.out, job.run_id, job.spec, job.fold, record, arrays, t0)
         return
     if "store" not in _WORKER:  # prepared inputs, kept for the model-folds this worker trains after this one
