@@ -167,23 +167,28 @@ def test_config_is_validated(bad, tmp_path):
         synthesize(SynthConfig(**bad), tmp_path, progress=False)
 
 
-def test_the_renderer_downsamples_only_where_it_drew():
-    """Frames are downsampled only inside the box the hand was drawn in; for that to give the whole
-    picture's numbers, nothing may be drawn outside it. Checked on hands of every size, near every edge
-    of the picture and in every pose of a cohort's recordings."""
+def _renderers_near_every_edge(cfg: SynthConfig):
+    """A renderer and a recording's landmarks for each of the cohort's people, the wrist moved near the
+    left edge, the middle or the right edge, and low, lower or below the picture, in turn."""
     from symptomfuse.synth.cohort import _session_params
     from symptomfuse.synth.hand import HandRenderer
 
-    cfg = SynthConfig(people=12, seed=5, duration_s=4.0)
-    checked = 0
     for i, person in enumerate(sample_people(cfg)):
         rng = np.random.default_rng([cfg.seed, 2, i, 1])
         _, scene, rest_until = _session_params(person, cfg, rng)
         scene = SceneParams(**{**scene.__dict__, "wrist_x": [0.02, 0.5, 0.98][i % 3],
                                "wrist_y": [0.55, 0.9, 1.05][i % 3]})
         renderer = HandRenderer(scene, rng)
+        yield renderer, to_image_coords(hand_trajectory(person.hand, cfg.duration_s, cfg.fps, rest_until, rng), scene)
+
+
+def test_the_renderer_downsamples_only_where_it_drew():
+    """Frames are downsampled only inside the box the hand was drawn in; for that to give the whole
+    picture's numbers, nothing may be drawn outside it. Checked on hands of every size, near every edge
+    of the picture and in every pose of a cohort's recordings."""
+    checked = 0
+    for renderer, landmarks in _renderers_near_every_edge(SynthConfig(people=12, seed=5, duration_s=4.0)):
         background = np.asarray(renderer.background)
-        landmarks = to_image_coords(hand_trajectory(person.hand, cfg.duration_s, cfg.fps, rest_until, rng), scene)
         for kp in landmarks[::7]:
             img, (x0, y0, x1, y1) = renderer.draw(kp)
             changed = np.argwhere((np.asarray(img) != background).any(axis=2))
@@ -201,18 +206,8 @@ def test_rendering_only_the_hand_box_gives_the_whole_pictures_numbers():
     clipping over the whole downsampled picture. Hands near every edge, and in every pose."""
     import copy
 
-    from symptomfuse.synth.cohort import _session_params
-    from symptomfuse.synth.hand import HandRenderer
-
-    cfg = SynthConfig(people=6, seed=3, duration_s=4.0)
     checked = 0
-    for i, person in enumerate(sample_people(cfg)):
-        rng = np.random.default_rng([cfg.seed, 2, i, 1])
-        _, scene, rest_until = _session_params(person, cfg, rng)
-        scene = SceneParams(**{**scene.__dict__, "wrist_x": [0.02, 0.5, 0.98][i % 3],
-                               "wrist_y": [0.55, 0.9, 1.05][i % 3]})
-        renderer = HandRenderer(scene, rng)
-        landmarks = to_image_coords(hand_trajectory(person.hand, cfg.duration_s, cfg.fps, rest_until, rng), scene)
+    for renderer, landmarks in _renderers_near_every_edge(SynthConfig(people=6, seed=3, duration_s=4.0)):
         for kp in landmarks[::5]:
             k = copy.deepcopy(renderer.rng).integers(len(renderer.noise_bank))  # the pattern render will draw
             whole = np.asarray(renderer.draw(kp)[0].reduce(2), dtype=np.float32)
