@@ -12,18 +12,12 @@ import pytest
 from symptomfuse.atomic import atomic_path
 
 
-def test_killing_curate_leaves_no_worker_behind(cohort, tmp_path):
-    proc = subprocess.Popen([sys.executable, "-m", "symptomfuse.cli", "curate", str(cohort / "manifest.csv"),
-                             "--out", str(tmp_path / "cur"), "--labels", "healthy,parkinsons", "--workers", "2"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 60
-    children = []
-    while time.time() < deadline and not children:
-        out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(proc.pid)], capture_output=True, text=True).stdout
-        children = [int(p) for p in out.split()]
-        time.sleep(0.2)
-    assert children, "curate started no worker"
-    time.sleep(1.0)
+def _children(pid: int) -> list[int]:
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def _kill_and_check_no_worker_is_left(proc: subprocess.Popen, children: list[int]) -> None:
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=10)
     deadline = time.time() + 20
@@ -33,6 +27,42 @@ def test_killing_curate_leaves_no_worker_behind(cohort, tmp_path):
         alive = [p for p in alive if os.path.exists(f"/proc/{p}") and
                  open(f"/proc/{p}/stat").read().split()[2] != "Z"]
     assert not alive, f"workers {alive} outlived their killed parent"
+
+
+def test_killing_curate_leaves_no_worker_behind(cohort, tmp_path):
+    proc = subprocess.Popen([sys.executable, "-m", "symptomfuse.cli", "curate", str(cohort / "manifest.csv"),
+                             "--out", str(tmp_path / "cur"), "--labels", "healthy,parkinsons", "--workers", "2"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    children = []
+    while time.time() < deadline and not children:
+        children = _children(proc.pid)
+        time.sleep(0.2)
+    assert children, "curate started no worker"
+    time.sleep(1.0)
+    _kill_and_check_no_worker_is_left(proc, children)
+
+
+def test_killing_train_while_its_workers_fit_leaves_no_worker_behind(cohort, tmp_path):
+    """Lightning catches SIGTERM during a fit (and the pool's worker loop then catches its SystemExit and
+    waits for the next job forever): the workers ask for SIGKILL when their parent dies."""
+    from symptomfuse.data.curate import curate
+
+    curate(cohort / "manifest.csv", tmp_path / "cur", labels=["healthy", "parkinsons"], workers=1, progress=False)
+    proc = subprocess.Popen([sys.executable, "-m", "symptomfuse.cli", "train", str(tmp_path / "cur"), "--out",
+                             str(tmp_path / "run"), "--folds", "2", "--epochs", "200", "--patience", "200",
+                             "--modalities", "audio,keypoints", "--fusion-modalities", "", "--late", "",
+                             "--baselines", "", "--workers", "2"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list((tmp_path / "run").glob("progress/*/fold*.json")):
+        assert proc.poll() is None, "train ended before it was killed"
+        time.sleep(0.2)
+    assert list((tmp_path / "run").glob("progress/*/fold*.json")), "no model-fold finished in time"
+    children = _children(proc.pid)
+    assert children, "train started no worker"
+    time.sleep(1.0)  # both workers are fitting their next model-folds now
+    _kill_and_check_no_worker_is_left(proc, children)
 
 
 def _train(cur, out, *extra):

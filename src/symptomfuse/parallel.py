@@ -3,9 +3,12 @@ that wait for others (training: a fused model-fold after its fold's single-modal
 
 Workers are started fresh (``spawn``), never forked from a process that may already run threads (torch,
 BLAS, a benchmark that trained first): a fork of a threaded process can deadlock in the child. Workers
-die with their parent: on Linux each asks the kernel for SIGTERM when the process that started it ends
-(``prctl(PR_SET_PDEATHSIG)``), so killing curate, even with SIGKILL, leaves no orphaned worker writing
-on.
+die with their parent: on Linux each asks the kernel for SIGKILL when the process that started it ends
+(``prctl(PR_SET_PDEATHSIG)``), so killing curate or train, even with SIGKILL, leaves no orphaned worker
+writing on. SIGKILL, not SIGTERM: Lightning catches SIGTERM during a fit and raises SystemExit, which the
+pool's worker loop catches and reports to the dead parent, then waits for its next job forever (an
+orphan of about 1 GB). Neither signal runs Python's cleanup, so nothing is lost by SIGKILL: every
+artifact is written atomically.
 """
 
 from __future__ import annotations
@@ -31,10 +34,10 @@ PR_SET_PDEATHSIG = 1
 
 
 def _die_with_parent(parent: int) -> None:
-    """Worker initializer: SIGTERM when the parent ends (Linux); exit now if it already has."""
+    """Worker initializer: SIGKILL when the parent ends (Linux); exit now if it already has."""
     if sys.platform.startswith("linux"):
         try:
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         except OSError:
             pass
     if os.getppid() != parent:
