@@ -46,11 +46,11 @@ def score_levels(info: RunInfo, tested: pd.DataFrame) -> tuple[str, ...]:
     return levels
 
 
-def cross_validated_auc(run: Path, names: list[str]) -> tuple[str, dict[str, float]]:
-    """The top level and each named model's ROC AUC there over every tested sample it predicts: the
-    figure metrics.json holds as ``models[name][top_level]["roc_auc"]``, without the intervals. A model
-    with no predictions, or with an undefined AUC, gets NaN."""
-    info, samples, preds = load_predictions(run)
+def cross_validated_auc(info: RunInfo, samples: pd.DataFrame, preds: dict[tuple, np.ndarray], names: list[str]
+                        ) -> tuple[str, dict[str, float]]:
+    """The top level and each named model's ROC AUC there over every tested sample it predicts (from
+    ``load_predictions``): the figure metrics.json holds as ``models[name][top_level]["roc_auc"]``, without
+    the intervals. A model with no predictions, or with an undefined AUC, gets NaN."""
     if not preds:  # a run folder without predictions (its training did not finish): nothing to rank by
         return LEVELS_BY_UNIT[info.unit][-1], {name: float("nan") for name in names}
     tested = samples["fold"].to_numpy() >= 0

@@ -45,8 +45,7 @@ from symptomfuse import NOTICE
 from symptomfuse.atomic import atomic_path, atomic_write_text
 from symptomfuse.artifacts import RunInfo
 from symptomfuse.contract import FeatureContract
-from symptomfuse.data.manifest import read_id_csv
-from symptomfuse.evaluate.predictions import cross_validated_auc
+from symptomfuse.evaluate.predictions import cross_validated_auc, load_predictions
 from symptomfuse.models.multimodal import MultimodalClassifier
 from symptomfuse.models.multimodal import load as load_model
 from symptomfuse.models.ood import EmbeddingDensity
@@ -254,10 +253,9 @@ def export_run(run: Path, out: Path, model: str | None = None, fold: int | None 
     is a fair, held-out test; ``fold`` picks a fold directly (default 0).
     """
     run = Path(run)
-    info = RunInfo.load(run)
+    info, samples, preds = load_predictions(run)
     if fold is not None and person is not None:
         raise UsageError("give --fold or --person, not both")
-    samples = read_id_csv(run / "samples.csv")
     n_folds = int(info.protocol["folds"])
     if person is not None:
         folds = samples.loc[samples.person_id == person, "fold"].unique()
@@ -270,7 +268,7 @@ def export_run(run: Path, out: Path, model: str | None = None, fold: int | None 
         raise UsageError(f"--fold must be between 0 and {n_folds - 1}, got {fold}")
 
     trained = [n for n, m in info.models.items() if m["spec"].trained]
-    top, auc = cross_validated_auc(run, trained)  # from the predictions: evaluate need not have run
+    top, auc = cross_validated_auc(info, samples, preds, trained)  # from the predictions, not metrics.json
     model = model or _best_model(info, auc)
     if model not in trained:
         other = sorted(set(info.models) - set(trained))
