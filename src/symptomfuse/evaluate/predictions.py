@@ -58,9 +58,8 @@ def cross_validated_auc(info: RunInfo, samples: pd.DataFrame, preds: dict[tuple,
     top = score_levels(info, w)[-1]
     scores = {}
     for name in names:
-        p = preds.get((name, ()))
-        p = None if p is None else p[tested]
-        ok = np.zeros(len(w), bool) if p is None else np.isfinite(p).all(axis=1)
+        p = preds[(name, ())][tested] if (name, ()) in preds else np.full((len(w), 1), np.nan)
+        ok = np.isfinite(p).all(axis=1)
         if not ok.any():
             scores[name] = float("nan")
             continue

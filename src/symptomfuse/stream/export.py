@@ -235,10 +235,9 @@ def export_models(models: dict[str, tuple[MultimodalClassifier, float]], primary
     return spec
 
 
-def _best_model(info: RunInfo, auc: dict[str, float]) -> str:
+def _best_model(info: RunInfo, trained: list[str], auc: dict[str, float]) -> str:
     """The intermediate fusion with the best cross-validated ROC AUC (else the first fused model, else the
     first trained model)."""
-    trained = [n for n, m in info.models.items() if m["spec"].trained]
     fused = [n for n in trained if info.spec(n).kind == "fused"]
     candidates = fused or trained
     return max(candidates, key=lambda n: auc[n] if np.isfinite(auc.get(n, np.nan)) else -np.inf)
@@ -269,7 +268,7 @@ def export_run(run: Path, out: Path, model: str | None = None, fold: int | None 
 
     trained = [n for n, m in info.models.items() if m["spec"].trained]
     top, auc = cross_validated_auc(info, samples, preds, trained)  # from the predictions, not metrics.json
-    model = model or _best_model(info, auc)
+    model = model or _best_model(info, trained, auc)
     if model not in trained:
         other = sorted(set(info.models) - set(trained))
         raise UsageError(f"cannot export {model!r}: choose a trained network ({', '.join(trained)})"
