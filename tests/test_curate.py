@@ -2,12 +2,14 @@
 
 import shutil
 
+import av
 import numpy as np
 import pandas as pd
 import pytest
 
 from symptomfuse.cli import main
 from symptomfuse.data import curate as curate_mod
+from symptomfuse.data import media as media_mod
 from symptomfuse.data.cache import FeatureCache
 from symptomfuse.data.curate import curate, default_contract
 from symptomfuse.data.media import MediaError, decode
@@ -140,6 +142,64 @@ def test_resampling_to_another_frame_rate(tmp_path):
     assert dec.frames.shape[1:] == (24, 32, 3)
     assert abs(len(dec.frames) / 15 - 4.0) <= 2 / 15
     assert abs(len(dec.audio) / SAMPLE_RATE - 4.0) < 0.1
+
+
+def test_frames_no_output_instant_shows_are_not_scaled(tmp_path, monkeypatch):
+    """Decoded frames that the shared rate drops are skipped, with the same frames and index as scaling
+    every one: from faster and slower sources, with the audio in the same file or another, and with
+    frames that come out of time order (then nothing is skipped)."""
+    cfg = FrameConfig(width=32, height=24, fps=25)
+
+    (tmp_path / "fast").mkdir()
+    (tmp_path / "full").mkdir()
+
+    def both(audio, video):  # (each into its own scratch folder: the frames are read from there)
+        fast = decode(audio, video, tmp_path / "fast", cfg)
+        full = decode(audio, video, tmp_path / "full", cfg, skip_unshown=False)
+        np.testing.assert_array_equal(fast.frames[:], full.frames[:])
+        np.testing.assert_array_equal(fast.source_frame_index, full.source_frame_index)
+        assert full.frames_skipped == 0
+        # never more than the frames no instant shows (the first and last are always scaled)
+        assert fast.frames_skipped <= fast.source_frames - len(np.unique(fast.source_frame_index))
+        return fast.frames_skipped
+
+    for fps, skips in ((30, True), (60, True), (25, False), (20, False)):
+        path = make_av(tmp_path / f"av{fps}.mp4", 2.0, fps=fps, seed=fps)
+        assert (both(path, path) > 0) == skips, fps
+    video = make_av(tmp_path / "v.mp4", 2.0, audio=False, fps=30)
+    assert both(make_av(tmp_path / "a.m4a", 2.0, video=False), video) > 0
+    assert both(None, video) > 0
+    # sound that starts later than the picture: the output instants start with the sound
+    rate, late = 16000, tmp_path / "late.m4a"
+    with av.open(str(late), "w", format="ipod") as out:
+        stream = out.add_stream("aac", rate=rate, layout="mono")
+        for i in range(0, 2 * rate, 1024):
+            frame = av.AudioFrame.from_ndarray(np.full((1, 1024), 0.1, np.float32), format="flt", layout="mono")
+            frame.sample_rate, frame.pts = rate, int(0.13 * rate) + i
+            for packet in [*stream.encode(frame), *(stream.encode() if i + 1024 >= 2 * rate else [])]:
+                out.mux(packet)
+    assert decode(late, None, tmp_path).audio is not None
+    assert both(late, video) > 0
+    # a hook (a tracker, say) sees every frame, and then nothing is skipped
+    seen = []
+    hooked = decode(None, video, tmp_path / "fast", cfg, hooks={"n": lambda frame: seen.append(frame.time) or [1]})
+    assert hooked.frames_skipped == 0 and len(seen) == hooked.source_frames == 60
+
+    real = media_mod.iter_decoded
+
+    def two_frames_swapped(*args, **kwargs):  # the 20th and 21st video frames come in the wrong order
+        events, n = [], 0
+        for e in real(*args, **kwargs):
+            n += e[0] == "video"
+            events.append(e)
+            if n == 21 and e[0] == "video":
+                last, before = events.pop(), events.pop()
+                events += [last, before]
+        yield from events
+
+    monkeypatch.setattr(media_mod, "iter_decoded", two_frames_swapped)
+    path = tmp_path / "av30.mp4"
+    assert both(path, path) == 0  # skipping began, stopped at the swap, and the file was decoded again
 
 
 def test_pad_short_keeps_a_short_recording(tmp_path):

@@ -51,6 +51,7 @@ class Decoded:
     source_size: tuple[int, int] | None  # (width, height) of the source video
     source_frames: int  # video frames decoded from the source
     per_source_frame: dict  # hook name -> (source frames, ...) what each hook gave per decoded frame (on disk)
+    frames_skipped: int = 0  # decoded frames not scaled, since no output instant shows them
 
 
 def _looks_like_media(path: Path) -> bool:
@@ -136,15 +137,18 @@ def iter_decoded(container, streams, fallback_fps: float, audio_batch: int = 1):
     both see the same samples and frames. A frame without a timestamp gets ``index / fallback_fps``.
 
     ``audio_batch``: resample this many decoded audio frames at once (the same samples, with a fraction of
-    the per-call cost; curation batches, live replay does not, so that audio arrives as it is decoded)."""
+    the per-call cost; curation batches, live replay does not, so that audio arrives as it is decoded).
+    Until the first samples have come out, each frame is resampled as it comes, so that the audio's start
+    time is known early."""
     want_audio = any(s.type == "audio" for s in streams)
     resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE) if want_audio else None
-    audio_t, n_frames, pending = None, 0, []
+    audio_t, n_frames, pending, audio_out = None, 0, [], False
 
     def resampled(frame):
-        nonlocal audio_t
+        nonlocal audio_t, audio_out
         for f in resampler.resample(frame):
             samples = f.to_ndarray()[0]
+            audio_out = True
             yield "audio", audio_t, samples
             audio_t += len(samples) / SAMPLE_RATE
 
@@ -159,7 +163,7 @@ def iter_decoded(container, streams, fallback_fps: float, audio_batch: int = 1):
                         yield from resampled(_joined(pending))
                         pending = []
                     pending.append(frame)
-                    if len(pending) >= audio_batch:
+                    if len(pending) >= audio_batch or not audio_out:
                         yield from resampled(_joined(pending))
                         pending = []
                 else:
@@ -174,18 +178,59 @@ def iter_decoded(container, streams, fallback_fps: float, audio_batch: int = 1):
         raise MediaError("corrupt", f"decoding failed part-way (damaged or truncated): {exc}") from exc
 
 
+def _first_slot_from(t: float, start: float, fps: float) -> float:
+    """The earliest output instant at or after ``t`` as ``_resample_frames`` compares it with a frame's
+    time (``start + k / fps + 1e-6``, k >= 0, the same float operations)."""
+    k = max(0, int(np.floor((t - start) * fps)) - 2)
+    while start + k / fps + 1e-6 < t:
+        k += 1
+    return start + k / fps + 1e-6
+
+
 def _decode_file(path: Path, want_audio: bool, want_video: bool, frame_cfg: FrameConfig, scratch: Path,
-                 hooks: dict | None = None):
+                 hooks: dict | None = None, audio_start: float | None = None, skip_unshown: bool = True):
     """Decode the wanted streams of one file into scratch files (16 kHz samples; frames at ``frame_cfg``'s
     size, in decode order) as they come, so that memory does not grow with the file's length. Returns a
     dict with the writers, the first audio sample's time, the frame times, and what each of ``hooks``
-    (name -> fn(av.VideoFrame)) gave for each video frame."""
+    (name -> fn(av.VideoFrame)) gave for each video frame.
+
+    ``skip_unshown``: a decoded frame that no output instant will show (a 30 fps source brought to 25 fps
+    drops one frame in six) is not scaled; its row is left black, and ``decode``'s index never points at
+    it. Whether an instant shows a frame is known when the next frame's time comes: the output instants
+    start at the later of the two streams' first times (``audio_start``, when the audio is another file),
+    and a frame is shown from its time until the next one's. Frames that come out of time order end the
+    skipping, and the file is decoded again without it. Nothing is skipped where there are hooks: they see
+    every frame, and their trackers keep state, which a second decoding would carry on."""
     container, streams, info = open_media(path, want_audio, want_video)
     hooks = hooks or {}
+    skip_unshown = skip_unshown and not hooks
     out = {"audio": RowWriter(scratch / f"{path.name}.audio") if want_audio else None, "audio_t0": None,
            "frames": RowWriter(scratch / f"{path.name}.frames") if want_video else None, "frame_t": [],
            "declared": info.declared, "fps": info.fps, "size": info.size,
            "per_frame": {name: RowWriter(scratch / f"{path.name}.{name}") for name in hooks}}
+    held = None  # the last video frame: scaled (or skipped) when the next one's time is known
+    blank = np.zeros((1, frame_cfg.height, frame_cfg.width, 3), np.uint8)
+    in_order, skipped = True, 0
+
+    def first_instant() -> float | None:
+        """Where the output instants start (``decode``'s rule), or None while the audio's start is unknown."""
+        a_start = audio_start if audio_start is not None else out["audio_t0"] if want_audio else None
+        if want_audio and a_start is None:
+            return None
+        return out["frame_t"][0] if a_start is None else max(out["frame_t"][0], a_start)
+
+    def write_held(next_t: float | None) -> None:
+        nonlocal skipped
+        t, frame = held
+        start = first_instant() if skip_unshown and in_order and next_t is not None else None
+        # never the first frame; a frame is shown until the next one's time (the later of two at one time)
+        if (start is not None and out["frames"].rows > 0 and next_t >= t
+                and _first_slot_from(t, start, frame_cfg.fps) >= next_t):
+            out["frames"].append(blank)
+            skipped += 1
+        else:
+            out["frames"].append(frame_features(frame, frame_cfg)[None])
+
     try:
         with container:
             for kind, t, payload in iter_decoded(container, streams, info.fps or frame_cfg.fps, audio_batch=64):
@@ -194,14 +239,23 @@ def _decode_file(path: Path, want_audio: bool, want_video: bool, frame_cfg: Fram
                         out["audio_t0"] = t
                     out["audio"].append(payload)
                 else:
+                    if out["frame_t"] and t < out["frame_t"][-1]:
+                        in_order = False  # no more skipping; and those skipped were judged on a wrong order
                     out["frame_t"].append(t)
-                    out["frames"].append(frame_features(payload, frame_cfg)[None])
+                    if held is not None:
+                        write_held(t)
+                    held = (t, payload)
                     for name, hook in hooks.items():
                         out["per_frame"][name].append(np.asarray(hook(payload))[None])
+            if held is not None:
+                write_held(None)
     finally:
         for writer in [out["audio"], out["frames"], *out["per_frame"].values()]:
             if writer is not None:
                 writer.close()
+    if not in_order and skipped:  # decode again, scaling every frame (its writers are closed above)
+        return _decode_file(path, want_audio, want_video, frame_cfg, scratch, hooks, audio_start, skip_unshown=False)
+    out["skipped"] = skipped
     if want_audio and not out["audio"].rows:
         raise MediaError("no_audio", f"the audio stream of {path.name} holds no decodable samples")
     if want_video and not out["frames"].rows:
@@ -224,23 +278,26 @@ def _resample_frames(times: np.ndarray, start: float, end: float, fps: float) ->
 
 
 def decode(audio_path: Path | None, video_path: Path | None, scratch: Path,
-           frame_cfg: FrameConfig = FrameConfig(), hooks: dict | None = None) -> Decoded:
+           frame_cfg: FrameConfig = FrameConfig(), hooks: dict | None = None, skip_unshown: bool = True) -> Decoded:
     """Decode a recording: one A/V file (same path twice) or separate audio and video files, into files
     under ``scratch`` (which must outlive the returned arrays).
 
     Audio and video are aligned on their timestamps and trimmed to the span both cover. ``hooks`` (name ->
     fn(av.VideoFrame)) run on every decoded video frame at its full size (``Decoded.per_source_frame``).
+    ``skip_unshown``: do not scale the decoded frames that no output instant shows (the same frames).
     """
     scratch = Path(scratch)
     same = audio_path is not None and audio_path == video_path
     parts = {}
     if same:
-        parts["audio"] = parts["video"] = _decode_file(audio_path, True, True, frame_cfg, scratch, hooks)
+        parts["audio"] = parts["video"] = _decode_file(audio_path, True, True, frame_cfg, scratch, hooks,
+                                                       skip_unshown=skip_unshown)
     else:
         if audio_path is not None:
             parts["audio"] = _decode_file(audio_path, True, False, frame_cfg, scratch)
         if video_path is not None:
-            parts["video"] = _decode_file(video_path, False, True, frame_cfg, scratch, hooks)
+            a_start = (parts["audio"]["audio_t0"] or 0.0) if "audio" in parts else None
+            parts["video"] = _decode_file(video_path, False, True, frame_cfg, scratch, hooks, a_start, skip_unshown)
 
     spans = []
     if "audio" in parts:
@@ -281,7 +338,8 @@ def decode(audio_path: Path | None, video_path: Path | None, scratch: Path,
     per_source_frame = {name: got.array() for name, got in v.get("per_frame", {}).items() if got.rows}
     return Decoded(audio=audio, frames=frames, source_frame_index=index, duration_s=float(min(durations)),
                    source_fps=v.get("fps"), source_size=v.get("size"),
-                   source_frames=v["frames"].rows if v else 0, per_source_frame=per_source_frame)
+                   source_frames=v["frames"].rows if v else 0, per_source_frame=per_source_frame,
+                   frames_skipped=v.get("skipped", 0))
 
 
 def probe_duration(path: Path) -> float:
