@@ -143,7 +143,7 @@ class RowWriter:
             self.row_shape, self.dtype = rows.shape[1:], rows.dtype
         elif rows.shape[1:] != self.row_shape or rows.dtype != self.dtype:
             raise ValueError(f"{self.path.name}: rows of {rows.shape[1:]} {rows.dtype} after {self.row_shape} {self.dtype}")
-        self._fh.write(rows.tobytes())
+        self._fh.write(rows.data)  # the array's own bytes, not a copy
         self.rows += len(rows)
 
     def close(self) -> None:
@@ -194,7 +194,7 @@ class NpyWriter:
             raise ValueError(f"{self.path.name}: rows of shape {rows.shape[1:]}, expected {self.row_shape}")
         if self.written + len(rows) > self.expected:
             raise ValueError(f"{self.path.name}: more than the {self.expected} rows announced")
-        self._fh.write(np.ascontiguousarray(rows, self.dtype).tobytes())
+        self._fh.write(np.ascontiguousarray(rows, self.dtype).data)  # no copy when already C-ordered
         self.written += len(rows)
 
     def close(self) -> None:
