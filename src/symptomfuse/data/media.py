@@ -178,13 +178,16 @@ def iter_decoded(container, streams, fallback_fps: float, audio_batch: int = 1):
         raise MediaError("corrupt", f"decoding failed part-way (damaged or truncated): {exc}") from exc
 
 
-def _first_slot_from(t: float, start: float, fps: float) -> float:
+def _first_slot_from(t: float, start: float, fps: float) -> float | None:
     """The earliest output instant at or after ``t`` as ``_resample_frames`` compares it with a frame's
-    time (``start + k / fps + 1e-6``, k >= 0, the same float operations)."""
-    k = max(0, int(np.floor((t - start) * fps)) - 2)
-    while start + k / fps + 1e-6 < t:
-        k += 1
-    return start + k / fps + 1e-6
+    time (``start + k / fps + 1e-6``, k >= 0, the same float operations); None (undecided) where the
+    times are so large that floats round several instants to one value: a file's timestamps are
+    untrusted, and a few tries bound the work."""
+    first = max(0, int(np.floor((t - start) * fps)) - 2)
+    for k in range(first, first + 5):
+        if start + k / fps + 1e-6 >= t:
+            return start + k / fps + 1e-6
+    return None
 
 
 def _decode_file(path: Path, want_audio: bool, want_video: bool, frame_cfg: FrameConfig, scratch: Path,
@@ -224,8 +227,8 @@ def _decode_file(path: Path, want_audio: bool, want_video: bool, frame_cfg: Fram
         t, frame = held
         start = first_instant() if skip_unshown and in_order and next_t is not None else None
         # never the first frame; a frame is shown until the next one's time (the later of two at one time)
-        if (start is not None and out["frames"].rows > 0 and next_t >= t
-                and _first_slot_from(t, start, frame_cfg.fps) >= next_t):
+        slot = _first_slot_from(t, start, frame_cfg.fps) if start is not None and out["frames"].rows > 0 else None
+        if slot is not None and next_t >= t and slot >= next_t:
             out["frames"].append(blank)
             skipped += 1
         else:
