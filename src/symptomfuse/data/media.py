@@ -178,15 +178,21 @@ def iter_decoded(container, streams, fallback_fps: float, audio_batch: int = 1):
         raise MediaError("corrupt", f"decoding failed part-way (damaged or truncated): {exc}") from exc
 
 
+# Seconds by which an output instant may precede a frame's time and still show it (float rounding):
+# ``_resample_frames`` places frames by it, and ``_first_slot_from`` must judge them the same way.
+_SLOT_TOLERANCE_S = 1e-6
+
+
 def _first_slot_from(t: float, start: float, fps: float) -> float | None:
     """The earliest output instant at or after ``t`` as ``_resample_frames`` compares it with a frame's
-    time (``start + k / fps + 1e-6``, k >= 0, the same float operations); None (undecided) where the
-    times are so large that floats round several instants to one value: a file's timestamps are
-    untrusted, and a few tries bound the work."""
+    time (``start + k / fps + _SLOT_TOLERANCE_S``, k >= 0, the same float operations); None (undecided)
+    where the times are so large that floats round several instants to one value: a file's timestamps
+    are untrusted, and a few tries bound the work."""
     first = max(0, int(np.floor((t - start) * fps)) - 2)
     for k in range(first, first + 5):
-        if start + k / fps + 1e-6 >= t:
-            return start + k / fps + 1e-6
+        instant = start + k / fps + _SLOT_TOLERANCE_S
+        if instant >= t:
+            return instant
     return None
 
 
@@ -277,7 +283,7 @@ def _resample_frames(times: np.ndarray, start: float, end: float, fps: float) ->
     at that instant (a frame is shown from its timestamp until the next one's)."""
     n_out = int(np.floor((end - start) * fps + 1e-6))
     slots = start + np.arange(n_out) / fps
-    return np.clip(np.searchsorted(times, slots + 1e-6, side="right") - 1, 0, len(times) - 1)
+    return np.clip(np.searchsorted(times, slots + _SLOT_TOLERANCE_S, side="right") - 1, 0, len(times) - 1)
 
 
 def decode(audio_path: Path | None, video_path: Path | None, scratch: Path,
