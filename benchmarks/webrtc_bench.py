@@ -62,6 +62,7 @@ def run_once(model: Path, n: int, feed: tuple[Path, Path], seconds: float, port:
             ns.prefix + [sys.executable, "-m", "symptomfuse.cli", "serve", "--model", str(model), "--port", str(port),
                          "--backend", backend, "--ice-addresses", "127.0.0.1", "--event-log", str(events_log),
                          "--max-sessions", str(n + 2), "--log-level", "warning", "--workers", str(workers),
+                         "--max-sessions-per-client", str(n + 2),  # every tab comes from one address here
                          "--landmarks", "none"],  # as measured before serve ran MediaPipe (see stream_bench)
             stdout=server_log_file, stderr=subprocess.STDOUT)
         started = time.monotonic()

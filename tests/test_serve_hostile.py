@@ -13,7 +13,7 @@ import threading
 
 import numpy as np
 import pytest
-from aiohttp import ClientSession
+from aiohttp import ClientSession, TCPConnector
 from aiohttp.test_utils import TestServer
 
 from symptomfuse.errors import UsageError
@@ -188,6 +188,97 @@ def test_an_answered_offer_that_never_connects_is_closed_and_clients_are_limited
                     assert r.status == 200
         finally:
             await server.close()
+    asyncio.run(run())
+
+
+async def _offers_at_once(url: str, sdp: str, n: int, source: str = "127.0.0.1", headers: dict | None = None
+                          ) -> list[int]:
+    """The statuses of ``n`` offers sent at the same time from the loopback address ``source``: every
+    request's headers first, then, a moment later, every body (so that all are in hand before any body has
+    been read)."""
+    host, port = url.split("//")[1].split("/")[0].rsplit(":", 1)
+    body = json.dumps({"sdp": sdp, "type": "offer"}).encode()
+    head = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
+    request = (f"POST /offer HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n{head}"
+               f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
+
+    async def one(go: asyncio.Event) -> int:
+        reader, writer = await asyncio.open_connection(host, int(port), local_addr=(source, 0))
+        writer.write(request)
+        await writer.drain()
+        await go.wait()
+        writer.write(body)
+        await writer.drain()
+        status = int((await reader.readline()).split()[1])
+        await reader.read()
+        writer.close()
+        return status
+
+    go = asyncio.Event()
+    tasks = [asyncio.ensure_future(one(go)) for _ in range(n)]
+    await asyncio.sleep(0.5)
+    go.set()
+    return sorted(await asyncio.gather(*tasks))
+
+
+def test_offers_sent_at_once_do_not_slip_past_the_per_client_limit():
+    sdp = _valid_sdp()
+
+    async def run():
+        app = create_app(lambda: _StubEngine(), guard=Guard(per_client=3, connect_timeout_s=30.0))
+        server = TestServer(app, host="127.0.0.1")
+        await server.start_server()
+        try:
+            assert await _offers_at_once(str(server.make_url("/")), sdp, 6) == [200] * 3 + [429] * 3
+            assert len(app[_sessions_key()]) == 3
+        finally:
+            await server.close()
+    asyncio.run(run())
+
+
+def test_behind_the_front_of_serve_workers_each_browser_is_limited_on_its_own():
+    """`serve --workers`: every offer reaches a worker from the front's address. Each browser still gets
+    its own per_client sessions over all the workers together, offers sent at once included; a worker
+    believes a named browser only from its front (the key), not from anyone who reaches its port."""
+    from symptomfuse.serve.guard import CLIENT_HEADER, FRONT_KEY_HEADER
+    from symptomfuse.serve.workers import create_front_app
+
+    sdp = _valid_sdp()
+    key = "front-key-0123456789abcdef"
+
+    async def run():
+        guard = Guard(per_client=3, connect_timeout_s=30.0, front_key=key)
+        apps = [create_app(lambda: _StubEngine(), guard=guard) for _ in range(2)]
+        servers = [TestServer(a, host="127.0.0.1") for a in apps]
+        for s in servers:
+            await s.start_server()
+        front = TestServer(create_front_app([(str(s.make_url("/")), None) for s in servers], guard), host="127.0.0.1")
+        await front.start_server()
+        url = str(front.make_url("/"))
+        try:
+            # one session on each worker (the front picks the one with fewer), then three offers at once: the
+            # front counts the two, lets one through and refuses two (each worker alone would take two more)
+            assert await _offers_at_once(url, sdp, 1) == [200] and await _offers_at_once(url, sdp, 1) == [200]
+            assert [len(a[_sessions_key()]) for a in apps] == [1, 1]
+            assert await _offers_at_once(url, sdp, 3) == [200, 429, 429]
+            assert await _offers_at_once(url, sdp, 4, "127.0.0.2") == [200] * 3 + [429]  # another browser
+            remotes = sorted(s.remote for a in apps for s in a[_sessions_key()].values())
+            assert remotes == ["127.0.0.1"] * 3 + ["127.0.0.2"] * 3
+            async with ClientSession(connector=TCPConnector(local_addr=("127.0.0.2", 0))) as http:
+                async with http.get(url + "health") as r:
+                    health = await r.json()
+            assert health["sessions"] == 6 and health["client_sessions"] == 3 and health["workers_up"] == 2
+            # straight to a worker, naming another browser: without the key the name counts for nothing
+            worker = str(servers[0].make_url("/"))
+            for source, spoof in (("127.0.0.3", {CLIENT_HEADER: "10.9.9.9", FRONT_KEY_HEADER: "not-the-key"}),
+                                  ("127.0.0.4", {CLIENT_HEADER: "10.9.9.9"})):
+                assert await _offers_at_once(worker, sdp, 4, source, spoof) == [200] * 3 + [429]
+            remotes = [s.remote for s in apps[0][_sessions_key()].values()]
+            assert remotes.count("127.0.0.3") == remotes.count("127.0.0.4") == 3 and "10.9.9.9" not in remotes
+        finally:
+            await front.close()
+            for s in servers:
+                await s.close()
     asyncio.run(run())
 
 

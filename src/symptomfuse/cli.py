@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -754,13 +755,13 @@ def _run_serve(args) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     logging.getLogger("aioice").setLevel(logging.WARNING)
-    from symptomfuse.serve.guard import check_exposure
-    from symptomfuse.serve.guard import Guard
+    from symptomfuse.serve.guard import FRONT_KEY_ENV, Guard, check_exposure
 
     if args.token is not None and (len(args.token) < 16 or not args.token.isascii() or not args.token.isprintable()):
         raise UsageError("--token must be at least 16 printable ASCII characters (e.g. from `openssl rand -hex 16`)")
     args.guard = Guard(token=args.token, allow_origins=tuple(args.allow_origin), connect_timeout_s=args.connect_timeout,
-                       media_timeout_s=args.media_timeout, per_client=args.max_sessions_per_client)
+                       media_timeout_s=args.media_timeout, per_client=args.max_sessions_per_client,
+                       front_key=os.environ.get(FRONT_KEY_ENV) if args.workers == 1 else None)
     check_exposure(args.host, args.guard, args.cert)
     if args.workers > 1:
         return _run_serve_workers(args, model)
@@ -951,7 +952,8 @@ def _run_stream(args) -> int:
 
 
 def _run_serve_workers(args, model: Path) -> int:
-    import math
+    import dataclasses
+    import secrets
 
     from symptomfuse.serve.app import run_app
     from symptomfuse.serve.workers import create_front_app, start_workers, stop_workers, wait_ready
@@ -967,7 +969,9 @@ def _run_serve_workers(args, model: Path) -> int:
     worker_args += ["--connect-timeout", str(args.connect_timeout), "--media-timeout", str(args.media_timeout),
                     "--landmarks", args.landmarks,
                     "--max-sessions-per-client", str(args.max_sessions_per_client)]
-    workers = start_workers(args.workers, args.port + 1, worker_args, args.log_level)
+    # the workers believe the browser this front names to them only with this key (serve.guard.client_of)
+    args.guard = dataclasses.replace(args.guard, front_key=secrets.token_hex(16))
+    workers = start_workers(args.workers, args.port + 1, worker_args, args.log_level, front_key=args.guard.front_key)
     try:
         wait_ready(workers)
         print(NOTICE)

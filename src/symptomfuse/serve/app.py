@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 from aiohttp import web
 
-from symptomfuse.serve.guard import GUARD, Guard, check_exposure, check_page, read_offer
+from symptomfuse.serve.guard import GUARD, Guard, check_exposure, check_page, client_of, read_offer
 from symptomfuse.serve.session import NOTICE, EventLog, Session
 
 log = logging.getLogger("symptomfuse.serve")
@@ -71,9 +71,16 @@ async def _index(request: web.Request) -> web.StreamResponse:
     return web.FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-store"})
 
 
+def _held(app: web.Application, client: str | None) -> int:
+    return sum(s.remote == client for s in app[SESSIONS].values())
+
+
 async def _health(request: web.Request) -> web.Response:
+    """Sessions open, those of the asking client (``client_sessions``: a front process asks for the browser
+    it relays), and what the page shows."""
     app = request.app
-    return web.json_response({"sessions": len(app[SESSIONS]), **app[CONFIG]["info"]})
+    return web.json_response({"sessions": len(app[SESSIONS]),
+                              "client_sessions": _held(app, client_of(request, app[GUARD])), **app[CONFIG]["info"]})
 
 
 async def _offer(request: web.Request) -> web.Response:
@@ -81,8 +88,10 @@ async def _offer(request: web.Request) -> web.Response:
 
     app = request.app
     cfg = app[CONFIG]
-    held = sum(s.remote == request.remote for s in app[SESSIONS].values())
-    params = await read_offer(request, app[GUARD], held)  # 4xx before any session exists
+    client = client_of(request, app[GUARD])
+    # 4xx before any session exists; the client's sessions are counted once the body is in, and no await
+    # comes between that count and this session's registration below
+    params = await read_offer(request, app[GUARD], lambda: _held(app, client))
     sdp, kind = params["sdp"], params["type"]
     if len(app[SESSIONS]) >= cfg["max"]:
         raise web.HTTPServiceUnavailable(text=f"{cfg['max']} sessions are open (--max-sessions); try again later")
@@ -96,7 +105,7 @@ async def _offer(request: web.Request) -> web.Response:
     except Exception:
         await pc.close()
         raise
-    session.remote = request.remote
+    session.remote = client
     app[SESSIONS][session.id] = session
     try:
         await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type=kind))

@@ -11,7 +11,10 @@ answered would hold a session until it timed out, and enough of them would lock 
 - a foreign ``Origin`` (403): only the page's own origin, or those given with ``--allow-origin``;
 - a missing or wrong token when the server has one (403): ``--token``, required when binding anything
   but loopback, and checked on the page (``/?token=``) and on the offer;
-- a client that already holds ``per_client`` sessions (429).
+- a client that already holds ``per_client`` sessions (429). Behind the front process of ``serve
+  --workers N`` every offer reaches a worker from the front's loopback address, so the front counts a
+  browser's sessions on all its workers and names the browser to the worker it relays to; a worker believes
+  that name only from a request that carries the key the front gave it (``client_of``).
 
 The app closes any session that is not connected within ``connect_timeout_s`` of its answer, and any
 connected session that has sent no sound or picture for ``media_timeout_s``: a peer that connects and
@@ -26,6 +29,7 @@ import hmac
 import ipaddress
 import json
 from dataclasses import dataclass
+from typing import Callable
 
 from aiohttp import web
 
@@ -42,9 +46,35 @@ class Guard:
     per_client: int = 4
     connect_timeout_s: float = 10.0
     media_timeout_s: float = 10.0
+    # The secret shared by the front process of ``serve --workers`` and its workers (the front hands it to
+    # them in the environment, FRONT_KEY_ENV, never on a command line that others can list); None: no front.
+    front_key: str | None = None
 
 
 GUARD = web.AppKey("guard", Guard)  # the app's Guard (the single server's and the workers' front's)
+
+
+FRONT_KEY_ENV = "SYMPTOMFUSE_FRONT_KEY"
+FRONT_KEY_HEADER = "X-Symptomfuse-Front-Key"
+CLIENT_HEADER = "X-Symptomfuse-Client"  # the browser's address, as the front process saw it
+
+
+def client_of(request: web.Request, guard: Guard) -> str | None:
+    """The client a request stands for (what the per-client limit counts): its own address; or, for a
+    request from this worker's front process (it carries ``guard.front_key``), the browser's address that
+    the front names. A name without the key is ignored: anyone on the machine can reach a worker's port."""
+    named, key = request.headers.get(CLIENT_HEADER), request.headers.get(FRONT_KEY_HEADER)
+    if named is not None and key is not None and guard.front_key is not None and \
+            hmac.compare_digest(key.encode(), guard.front_key.encode()):
+        return named
+    return request.remote
+
+
+def check_held(held: int, guard: Guard) -> None:
+    """429 when a client already holds as many sessions as it may."""
+    if held >= guard.per_client:
+        raise web.HTTPTooManyRequests(text=f"this client already holds {held} sessions (at most {guard.per_client}; "
+                                           "see --max-sessions-per-client)")
 
 
 def is_loopback(host: str) -> bool:
@@ -97,8 +127,10 @@ def check_sdp(sdp: str) -> None:
         raise web.HTTPBadRequest(text="the offer has no audio or video m-line: nothing to analyse")
 
 
-async def read_offer(request: web.Request, guard: Guard, held_by_client: int = 0) -> dict:
-    """The checked offer ``{"sdp", "type"}``, or an HTTP 4xx exception; see the module docstring."""
+async def read_offer(request: web.Request, guard: Guard, held_by_client: Callable[[], int] = lambda: 0) -> dict:
+    """The checked offer ``{"sdp", "type"}``, or an HTTP 4xx exception; see the module docstring.
+    ``held_by_client()``: the sessions the client holds, counted after the body has been read, so that
+    offers sent at once are counted with the sessions that the ones before them opened."""
     check_origin(request, guard)
     if request.content_type != "application/json":
         raise web.HTTPUnsupportedMediaType(text="send the offer as application/json")
@@ -112,6 +144,5 @@ async def read_offer(request: web.Request, guard: Guard, held_by_client: int = 0
     if not token_ok(params.get("token"), guard.token):
         raise web.HTTPForbidden(text="a missing or wrong token: open the address the server printed")
     check_sdp(params["sdp"])
-    if held_by_client >= guard.per_client:
-        raise web.HTTPTooManyRequests(text=f"this client already holds {held_by_client} sessions")
+    check_held(held_by_client(), guard)
     return {"sdp": params["sdp"], "type": "offer"}
