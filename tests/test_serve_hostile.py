@@ -11,7 +11,6 @@ import json
 import random
 import threading
 
-import numpy as np
 import pytest
 from aiohttp import ClientSession, TCPConnector
 from aiohttp.test_utils import TestServer

@@ -302,7 +302,7 @@ def _run_curate(args) -> int:
                     root=args.root, cache_dir=args.cache, workers=args.workers, tables=tables,
                     person_pattern=args.person_pattern, drop_gated=args.drop_gated, ray=args.ray)
     print(format_summary(result.summary))
-    print(f"\nmodalities: " + ", ".join(f"{m} ({v['people']} people, {v['recordings']} recordings)"
+    print("\nmodalities: " + ", ".join(f"{m} ({v['people']} people, {v['recordings']} recordings)"
                                       for m, v in result.summary["modalities"].items()))
     c = result.contract
     print(f"classes: {', '.join(c.classes)}" + (f"; positive class: {c.positive}" if c.positive else ""))
