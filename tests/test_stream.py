@@ -256,6 +256,124 @@ def test_missing_devices_give_clear_errors(exported, capsys):
     assert main(["stream", "--model", str(exported[0])]) == 2  # neither a file nor a device
 
 
+class _Devices:
+    """A camera and a microphone that play a recording on a fake clock, for ``sources.live``: the camera
+    gives its frames (as OpenCV does: BGR) each at its time, the clock moving to it as a real read waits
+    for the next picture; the microphone's blocks (50 ms, as ``open_microphone`` asks for) become
+    available once their last sample has been recorded. After the recording, the camera keeps showing its
+    last picture and the microphone hears silence, as devices go on. Both record being released."""
+
+    def __init__(self, path, fps: float = 25.0, block_s: float = 0.05):
+        from symptomfuse.data.media import iter_decoded, open_media
+
+        container, streams, _ = open_media(path, True, True)
+        audio, self.frames = [], []
+        with container:
+            for kind, _, payload in iter_decoded(container, streams, fps):
+                if kind == "audio":
+                    audio.append(payload)
+                else:
+                    self.frames.append(payload.to_ndarray(format="rgb24")[..., ::-1].copy())
+        self.audio = np.concatenate(audio)
+        n = int(block_s * SAMPLE_RATE)
+        self.block_n, self.block_s, self.fps, self.now, self.next_frame, self.next_block = n, block_s, fps, 0.0, 0, 0
+        self.released = []
+
+    # the clock (``time.monotonic`` in sources)
+    def monotonic(self) -> float:
+        return self.now
+
+    # the camera (``cv2.VideoCapture``)
+    def read(self):
+        self.now = max(self.now, self.next_frame / self.fps)
+        self.next_frame += 1
+        return True, self.frames[min(self.next_frame, len(self.frames)) - 1]
+
+    def release(self):
+        self.released.append("camera")
+
+    # the microphone's queue
+    def empty(self) -> bool:
+        return (self.next_block + 1) * self.block_s > self.now
+
+    def get_nowait(self):
+        import queue
+
+        if self.empty():
+            raise queue.Empty
+        k, n = self.next_block, self.block_n
+        self.next_block += 1
+        samples = self.audio[k * n:(k + 1) * n]
+        return k * self.block_s, np.pad(samples, (0, n - len(samples)))
+
+    def get(self, timeout: float):
+        self.now = max(self.now, (self.next_block + 1) * self.block_s)  # waits for the block's last sample
+        return self.get_nowait()
+
+    # the microphone's stream
+    def stop(self):
+        self.released.append("mic stopped")
+
+    def close(self):
+        self.released.append("mic closed")
+
+
+def test_live_camera_and_microphone_give_the_offline_voice_predictions(data, exported, monkeypatch):
+    """``live`` (webcam + microphone) on simulated devices playing a recording: updates at the media pace,
+    the voice's predictions those of the offline windows (the same samples), the picture analysed, and
+    both devices released, also when the consumer stops early."""
+    from symptomfuse.stream import sources
+
+    root, ws = data
+    rec = ws.windows.recording_id.iloc[0]
+    sel = (ws.windows.recording_id == rec).to_numpy()
+    det = Detector.load(exported[0])
+    offline = det.predict({m: v[sel] for m, v in ws.inputs.items()})
+
+    def run(camera, mic, seconds, stop_after=None):
+        devices = _Devices(root / "cohort" / "recordings" / f"{rec}.mp4")
+        monkeypatch.setattr(sources, "time", devices)
+        monkeypatch.setattr(sources, "open_camera", lambda index: devices)
+        monkeypatch.setattr(sources, "open_microphone", lambda device: (devices, devices, devices.monotonic()))
+        events = []
+        devices.engine = StreamEngine(det, update_every=0.5, smooth=1, clock=devices.monotonic)
+        stream = sources.live(devices.engine, camera, mic, seconds)
+        for event in stream:
+            events.append(event)
+            if stop_after is not None and len(events) == stop_after:
+                stream.close()
+                break
+        return events, devices
+
+    events, devices = run(0, "default", 6.0)
+    assert [e["t"] for e in events] == [3.0, 3.5, 4.0, 4.5, 5.0, 5.5, 6.0]
+    assert devices.released == ["camera", "mic stopped", "mic closed"]
+    # the pictures of the last window as the engine holds them, beside curation's: the camera's BGR was
+    # turned to RGB (with the channels the wrong way round they differ by about 16 levels on average)
+    last = np.flatnonzero(sel)[-1:]
+    assert ws.windows.start_s.to_numpy()[last][0] == 3.0
+    live_frames = np.stack(devices.engine.streams.frames.window(3.0, 75)).astype(float)
+    curated = np.asarray(ws.inputs["video"][last][0], float)
+    assert np.abs(live_frames - curated).mean() < 2.5  # 1.3: through RGB and back to YUV
+    by_start = {e["window"][0]: e for e in events}
+    for i, start in enumerate(ws.windows.start_s[sel]):
+        e = by_start[start]
+        assert e["modalities"]["audio"]["quality"] == "ok"
+        assert abs(e["modalities"]["audio"]["p"] - offline.modalities["audio"][i, 1]) < 1e-5
+        assert e["modalities"]["video"]["quality"] == "ok"
+        assert abs(e["modalities"]["video"]["p"] - offline.modalities["video"][i, 1]) < 0.01
+        assert e["modalities"]["keypoints"]["quality"] == "no_landmarks"  # no hand detector given
+        assert e["fused"]["modalities"] == ["audio"] and e["notice"] == NOTICE
+
+    events, devices = run(None, "default", 6.0)  # a microphone alone
+    assert [e["t"] for e in events] == [3.0, 3.5, 4.0, 4.5, 5.0, 5.5, 6.0]
+    assert all(e["modalities"]["video"]["quality"] != "ok" for e in events)
+    assert devices.released == ["mic stopped", "mic closed"]
+
+    events, devices = run(0, "default", None, stop_after=2)  # the consumer stops (Ctrl-C in the CLI)
+    assert len(events) == 2 and devices.released == ["camera", "mic stopped", "mic closed"]
+
+
 def test_export_and_stream_commands(data, exported, tmp_path, capsys):
     root, ws = data
     _, models = exported
