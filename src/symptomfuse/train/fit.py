@@ -21,8 +21,6 @@ from symptomfuse.data.dataset import WindowSet
 from symptomfuse.evaluate.metrics import ordinal_values
 from symptomfuse.models.multimodal import MultimodalClassifier
 
-for _name in ("lightning", "lightning.pytorch", "lightning.fabric"):
-    logging.getLogger(_name).setLevel(logging.ERROR)
 warnings.filterwarnings("ignore", ".*does not have many workers.*")
 warnings.filterwarnings("ignore", ".*LeafSpec.*")
 warnings.filterwarnings("ignore", r".*module\(s\) in eval mode.*")  # frozen encoders, on purpose
@@ -243,11 +241,23 @@ def class_weights(y: np.ndarray, n_classes: int) -> torch.Tensor:
     return torch.tensor(w, dtype=torch.float32)
 
 
+def _lightning():
+    """Lightning, imported where a model is fitted (``train``'s planning process never needs it), with its
+    informational lines silenced: "GPU available", "TPU available", a tip to install a cloud logger and
+    "`Trainer.fit` stopped", at every fit, dozens of times in a run. Its package sets its own logger to
+    INFO as it is imported, so the levels are set after the import."""
+    import lightning as L
+
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    return L
+
+
 def fit(model: MultimodalClassifier, ws: WindowSet, train: np.ndarray, val: np.ndarray,
         cfg: TrainConfig, store: PreparedStore | None = None) -> tuple[MultimodalClassifier, list[dict]]:
     """Train ``model`` on windows ``train``, early-stop on ``val``; return it with its best weights. With
     ``store``, prepared inputs come from it when it can hold them."""
-    import lightning as L
+    L = _lightning()
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     augment = {m: ws.contract.modality(m).augmentations.get(enc.input_kind) for m, enc in model.encoders.items()}
@@ -286,7 +296,7 @@ def fit_prepared(model: MultimodalClassifier, train: tuple | Dataset, val: tuple
     """Train on ``(inputs, present, y)`` tuples: prepared inputs, or with ``cfg.freeze_encoders`` the
     encoders' embeddings (the encoders must then be frozen already); or on data sets that give such
     batches (``_Streamed``)."""
-    import lightning as L
+    L = _lightning()
 
     from symptomfuse.train.lit import LitClassifier
 
