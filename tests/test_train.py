@@ -143,19 +143,21 @@ def test_skipping_the_nan_fill_of_new_tensors_changes_no_number(curated, monkeyp
     np.testing.assert_array_equal(fast, filled)
 
 
-def test_train_and_evaluate_cli(curated, tmp_path, capsys):
+def test_train_and_evaluate_cli(curated, tmp_path, capfd):
     run = tmp_path / "run"
     code = main(["train", str(curated), "--out", str(run), "--folds", "2", "--epochs", "2",
                  "--fusion-epochs", "1", "--fusions", "gated,attention", "--encoder-args", TINY,
                  "--batch-size", "16", "--baselines", "lr", "--fusion-modalities", "audio,keypoints"])
     assert code == 0
+    shown = "".join(capfd.readouterr())  # the training workers' output too
+    assert "trained" in shown and not any(chatter in shown for chatter in ("GPU available", "Tip:", "Trainer.fit"))
     # export before evaluate (as `make demo` runs them, side by side) ranks the fused models by the figure
     # evaluate reports: the same choice and the same numbers as metrics.json gives afterwards
     assert main(["export", str(run), "--out", str(tmp_path / "model"), "--no-onnx"]) == 0
     assert not (run / "metrics.json").exists()
     source = json.loads((tmp_path / "model" / "export.json").read_text())["source"]
     assert main(["evaluate", str(run), "--bootstrap", "50"]) == 0
-    out = capsys.readouterr().out
+    out = capfd.readouterr().out
     assert "fused_gated" in out and "late_stacking" in out
     metrics = json.loads((run / "metrics.json").read_text())
     top = metrics["top_level"]
@@ -311,6 +313,19 @@ def test_a_modality_too_few_people_have_is_refused_before_a_fold_fails(cohort, t
                  "--fusions", "", "--late", "", "--baselines", "", "--encoder-args", tiny]) == 2
     err = capsys.readouterr().err
     assert "keypoints: fold" in err and "(1 people have it)" in err and "fewer --folds" in err
+
+
+def test_a_fold_whose_training_people_are_all_of_one_class_is_refused(curated, capsys):
+    """8 people, one of each class held out, 2 folds: a fold keeps 3 people of each class for test, and of
+    the others its validation split takes the only one of a class. train says so, and what to do, instead
+    of fitting networks on one class and failing in scikit-learn ("needs samples of at least 2 classes")."""
+    w = pd.read_csv(curated / "windows.csv")
+    held = [w.person_id[w.label == c].iloc[0] for c in ("healthy", "parkinsons")]
+    assert main(["train", str(curated), "--out", str(curated.parent / "one-class"), "--folds", "2", "--epochs", "1",
+                 "--held-out", ",".join(held), "--encoder-args", TINY]) == 2
+    err = capsys.readouterr().err
+    assert "trains on 1 person, all '" in err and "nothing to tell apart" in err and "--folds loo" in err
+    assert not (curated.parent / "one-class" / "run.json").exists()
 
 
 def test_prepared_inputs_from_a_store_give_the_same_numbers(curated):
