@@ -62,6 +62,16 @@ def live_setup(tmp_path_factory):
     return {"root": root, "model": root / "model", "feeds": feeds, "train_s": train_s}
 
 
+def _command_lines() -> list[str]:
+    lines = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            lines.append(cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace"))
+        except OSError:
+            pass  # a process that ended meanwhile
+    return lines
+
+
 @pytest.mark.parametrize("workers", [1, 2], ids=["one-process", "two-workers"])
 def test_live_in_headless_chromium(live_setup, workers):
     root, feeds = live_setup["root"], live_setup["feeds"]
@@ -71,18 +81,26 @@ def test_live_in_headless_chromium(live_setup, workers):
     t0 = time.perf_counter()
     server_log_path = root / f"server-{workers}.log"
     server_log_file = open(server_log_path, "w")
+    # with workers, a token given in the environment: the front checks the page and the offers, and hands
+    # it to the workers (which check the data channel) in theirs, never on a command line
+    token = "browser-test-token-0123456789" if workers > 1 else None
+    env = {**os.environ, "SYMPTOMFUSE_TOKEN": token} if token else None
     with NetNamespace() as ns:
         server = subprocess.Popen(
             ns.prefix + [sys.executable, "-m", "symptomfuse.cli", "serve", "--model", str(live_setup["model"]),
                          "--port", str(PORT), "--ice-addresses", "127.0.0.1", "--event-log", str(events_log),
                          "--workers", str(workers)],
-            stdout=server_log_file, stderr=subprocess.STDOUT)
+            stdout=server_log_file, stderr=subprocess.STDOUT, env=env)
         try:
             driver = run_bounded(
                 ns.prefix + [sys.executable, str(Path(__file__).parent / "browser" / "headless.py"), "--url", f"http://127.0.0.1:{PORT}/",
                              "--seconds", str(STREAM_S), "--timeout", "60", "--out", str(out / "result.json"),
+                             *(["--token", token] if token else []),
                              *[a for name, (v, w) in feeds.items() for a in ("--feed", f"{name}:{v}:{w}")]],
                 timeout=120)
+            if token:  # no process's command line shows it (the test's own driver aside)
+                shown = [c for c in _command_lines() if token in c and "headless.py" not in c]
+                assert not shown, shown
         finally:
             stop_process(server, timeout=15)
             server_log_file.close()

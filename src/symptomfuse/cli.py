@@ -724,7 +724,9 @@ offers (default: this machine's, or 127.0.0.1 when it has no other).""",
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning"], help="server log level")
     p.add_argument("--token", default=None,
                    help="a secret the page's address and every offer must carry (required, with --cert/--key, for "
-                        "any --host but loopback); the server prints the address with it")
+                        "any --host but loopback); the server prints the address with it. Or set it in the "
+                        "environment, SYMPTOMFUSE_TOKEN, which keeps it out of the process list that every user of "
+                        "the machine can read (ps); --workers hands it to the workers that way")
     p.add_argument("--allow-origin", type=_csv_list, default=[],
                    help="other web origins allowed to send offers (default: only the page's own)")
     p.add_argument("--max-sessions-per-client", type=_number(int, 1, 10_000), default=4,
@@ -762,8 +764,10 @@ def _run_serve(args) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     logging.getLogger("aioice").setLevel(logging.WARNING)
-    from symptomfuse.serve.guard import FRONT_KEY_ENV, Guard, check_exposure
+    from symptomfuse.serve.guard import FRONT_KEY_ENV, TOKEN_ENV, Guard, check_exposure
 
+    if args.token is None:
+        args.token = os.environ.get(TOKEN_ENV) or None
     if args.token is not None and (len(args.token) < 16 or not args.token.isascii() or not args.token.isprintable()):
         raise UsageError("--token must be at least 16 printable ASCII characters (e.g. from `openssl rand -hex 16`)")
     args.guard = Guard(token=args.token, allow_origins=tuple(args.allow_origin), connect_timeout_s=args.connect_timeout,
@@ -971,14 +975,13 @@ def _run_serve_workers(args, model: Path) -> int:
         worker_args += ["--ice-addresses", args.ice_addresses]
     if args.event_log:
         worker_args += ["--event-log", str(args.event_log.resolve())]
-    if args.token:
-        worker_args += ["--token", args.token]
     worker_args += ["--connect-timeout", str(args.connect_timeout), "--media-timeout", str(args.media_timeout),
                     "--landmarks", args.landmarks,
                     "--max-sessions-per-client", str(args.max_sessions_per_client)]
     # the workers believe the browser this front names to them only with this key (serve.guard.client_of)
     args.guard = dataclasses.replace(args.guard, front_key=secrets.token_hex(16))
-    workers = start_workers(args.workers, args.port + 1, worker_args, args.log_level, front_key=args.guard.front_key)
+    workers = start_workers(args.workers, args.port + 1, worker_args, args.log_level, front_key=args.guard.front_key,
+                            token=args.token)
     try:
         wait_ready(workers)
         print(NOTICE)

@@ -389,6 +389,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--feed", action="append", required=True, metavar="NAME:VIDEO.y4m:AUDIO.wav",
                    help="one browser per feed (repeat)")
     p.add_argument("--tabs", type=int, default=1, help="pages (sessions) per browser")
+    p.add_argument("--token", default=None, help="the server's token (--token / SYMPTOMFUSE_TOKEN): in the page's address")
     p.add_argument("--seconds", type=float, default=10.0,
                    help="seconds to stream once every page has had its first prediction")
     p.add_argument("--timeout", type=float, default=90.0, help="give up after this many seconds")
@@ -407,7 +408,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.guided:
         results = run_guided(url, feeds, args.out.parent, timeout=args.timeout)
     else:
-        results = run_feeds(url, feeds, args.seconds, args.tabs, out_dir=args.out.parent, timeout=args.timeout)
+        query = "autostart=1&latency=1" + (f"&token={args.token}" if args.token else "")
+        results = run_feeds(url, feeds, args.seconds, args.tabs, out_dir=args.out.parent, query=query,
+                            timeout=args.timeout)
     deadline = time.monotonic() + args.wait_closed
     left = sessions_open(url)
     while left and time.monotonic() < deadline:

@@ -54,6 +54,7 @@ class Guard:
 GUARD = web.AppKey("guard", Guard)  # the app's Guard (the single server's and the workers' front's)
 
 
+TOKEN_ENV = "SYMPTOMFUSE_TOKEN"  # --token from the environment: a command line is readable by every user (ps)
 FRONT_KEY_ENV = "SYMPTOMFUSE_FRONT_KEY"
 FRONT_KEY_HEADER = "X-Symptomfuse-Front-Key"
 CLIENT_HEADER = "X-Symptomfuse-Client"  # the browser's address, as the front process saw it

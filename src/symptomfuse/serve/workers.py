@@ -27,8 +27,8 @@ from pathlib import Path
 from aiohttp import ClientSession, ClientTimeout, web
 
 from symptomfuse.serve.app import STATIC, _index
-from symptomfuse.serve.guard import (CLIENT_HEADER, FRONT_KEY_ENV, FRONT_KEY_HEADER, GUARD, Guard, check_held,
-                                     read_offer)
+from symptomfuse.serve.guard import (CLIENT_HEADER, FRONT_KEY_ENV, FRONT_KEY_HEADER, GUARD, TOKEN_ENV, Guard,
+                                     check_held, read_offer)
 from symptomfuse.serve.session import NOTICE
 
 # loopback requests never go through a proxy named in the environment (http_proxy and the like)
@@ -38,11 +38,13 @@ WORKERS = web.AppKey("workers", list)
 OFFERING = web.AppKey("offering", dict)  # client -> [lock, offers waiting or in hand]: one offer at a time
 
 
-def start_workers(n: int, base_port: int, args: list[str], log_level: str = "info",
-                  front_key: str | None = None) -> list[tuple[str, subprocess.Popen]]:
+def start_workers(n: int, base_port: int, args: list[str], log_level: str = "info", front_key: str | None = None,
+                  token: str | None = None) -> list[tuple[str, subprocess.Popen]]:
     """Start ``n`` ``symptomfuse serve`` processes on 127.0.0.1:base_port+i with the given arguments;
-    ``front_key`` (in their environment) lets them believe the client this front names."""
-    env = {**os.environ, FRONT_KEY_ENV: front_key} if front_key else None
+    ``front_key`` lets them believe the client this front names, and ``token`` is the server's. Both go in
+    their environment, not on their command lines, which every user of the machine can read."""
+    given = {FRONT_KEY_ENV: front_key, TOKEN_ENV: token}
+    env = {**{k: v for k, v in os.environ.items() if k not in given}, **{k: v for k, v in given.items() if v}}
     out = []
     for i in range(n):
         port = base_port + i
