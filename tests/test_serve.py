@@ -90,6 +90,7 @@ def test_serve_command_says_what_to_fix(tmp_path, capsys):
 
 
 def test_front_hands_offers_to_workers():
+    from symptomfuse.serve.guard import Guard
     from symptomfuse.serve.workers import create_front_app
 
     async def run():
@@ -97,7 +98,7 @@ def test_front_hands_offers_to_workers():
         for w in workers:
             await w.start_server()
         try:
-            front = create_front_app([(str(w.make_url("/")), None) for w in workers])
+            front = create_front_app([(str(w.make_url("/")), None) for w in workers], Guard(front_key="k" * 32))
             async with TestClient(TestServer(front)) as client:
                 health = await (await client.get("/health")).json()
                 assert health["workers"] == health["workers_up"] == 2 and health["sessions"] == 0
