@@ -534,9 +534,10 @@ def _run_train(args) -> int:
                     raise UsageError(f"{m}: fold {f.index} has no {part} window of it ({people} people have it): "
                                      f"use fewer --folds, curate more recordings with it, or leave it out "
                                      f"(--modalities / --fusion-modalities)")
-            trained = np.unique(ws.y[f.train[has[f.train]]])
+            rows = f.train[has[f.train]]
+            trained = np.unique(ws.y[rows])
             if len(trained) < 2:  # nothing to tell apart (and scikit-learn refuses to fit)
-                people = len(np.unique(ws.people[f.train[has[f.train]]]))
+                people = len(np.unique(ws.people[rows]))
                 raise UsageError(f"{m}: fold {f.index} trains on {people} {'person' if people == 1 else 'people'}, "
                                  f"all {ws.classes[trained[0]]!r} (the others went to its test and validation "
                                  f"people), so there is nothing to tell apart: use more people, or --folds {LEAVE_ONE_OUT} "
