@@ -26,7 +26,7 @@ def tables(tmp_path):
         for k in range(3):
             voice.append({"subject": f"{pid}_{k}", "diagnosis": label, "jitter": rng.normal(1 + 1.5 * (w == "voice"), 0.5),
                           "shimmer": rng.normal(0, 1), "hnr": np.nan if rng.random() < 0.2 else rng.normal(20, 2),
-                          "note": "ok"})
+                          "note": "ok", "tremor": "see notes" if (pid, k) in (("S03", 1), ("S07", 2)) else 0.5})
         smile.append({"subject": f"{pid}_0", "diagnosis": label, "smile_au12": rng.normal(1 - 1.5 * (w == "smile"), 0.5),
                       "smile_au06": rng.normal(0, 1), "age": rng.integers(40, 80)})
     drop = set(ids[:6])  # six people never did the smile task
@@ -52,7 +52,13 @@ def test_tables_curate_with_columns_chosen_missing_values_kept_and_the_positive_
     assert contract["modalities"]["smile"]["settings"]["columns"] == ["smile_au12", "smile_au06"]  # prefix
     rec = pd.read_csv(out / "recordings.csv", keep_default_na=False)
     assert rec.person_id.nunique() == 60 and len(rec) == 180 + 54
-    assert "classes: control, case; positive class: case" in capsys.readouterr().out
+    shown = capsys.readouterr().out
+    assert "classes: control, case; positive class: case" in shown
+    # a column of numbers with two text cells is left out, and curate says so (a column of text alone is not news)
+    assert "table voice: column(s) left out, since some of their values are not numbers: tremor (2 of 180 values " \
+           "are not numbers, e.g. 'see notes')" in shown and "::numeric-except:tremor" in shown and "note (" not in shown
+    assert json.loads((out / "summary.json").read_text())["columns_left_out"] == {
+        "voice": {"tremor": "2 of 180 values are not numbers, e.g. 'see notes'"}}
 
 
 def test_two_classes_need_an_explicit_positive_class(tables, capsys):
@@ -223,7 +229,7 @@ def test_the_expected_conformal_range_holds_the_coverage_of_small_calibration_se
 
 def test_feature_column_selection():
     from symptomfuse.errors import UsageError
-    from symptomfuse.modalities.table import select_columns
+    from symptomfuse.modalities.table import partly_numeric, select_columns
 
     df = pd.DataFrame({"id": ["a"], "age": [60], "Rating": [2], "Rating1": [1], "f1": [0.1], "smile_x": [1.0],
                        "note": ["x"]})
@@ -236,6 +242,10 @@ def test_feature_column_selection():
                       ("every", "use numeric")):
         with pytest.raises(UsageError, match=says):
             select_columns(df, bad, [])
+    # left out although partly numbers (a column of text alone is not listed)
+    df = pd.DataFrame({"id": ["a", "b", "c"], "f1": [0.1, 0.2, 0.3], "bp": ["120", "n.a.", ""], "note": ["x", "y", "z"]})
+    assert partly_numeric(df, "numeric", ["id"]) == {"bp": "1 of 2 values is not a number, e.g. 'n.a.'"}
+    assert partly_numeric(df, "numeric-except:bp", ["id"]) == {} and partly_numeric(df, "cols:f1", ["id"]) == {}
 
 
 def test_ordinal_metrics_for_ratings():

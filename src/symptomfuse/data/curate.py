@@ -210,7 +210,7 @@ def curate(
             pattern = re.compile(person_pattern)
         except re.error as exc:
             raise UsageError(f"--person-pattern {person_pattern!r} is not a regular expression: {exc}") from None
-    candidates, bad, n_rows, df_cols = [], [], 0, []
+    candidates, bad, n_rows, df_cols, left_out = [], [], 0, [], {}
     if manifest is not None:
         manifest = Path(manifest)
         df = read_manifest(manifest, columns)
@@ -224,7 +224,7 @@ def curate(
         registry.ensure(source.name, "table")
         if source.name in mods:
             raise UsageError(f"--table name {source.name!r} is already a modality: choose another")
-        got, rejected, feature_cols = table_candidates(source, columns, labels, n_rows, pattern)
+        got, rejected, feature_cols, left_out[source.name] = table_candidates(source, columns, labels, n_rows, pattern)
         candidates += got
         bad += rejected
         n_rows += len(got) + len(rejected)
@@ -328,6 +328,7 @@ def curate(
     summary["cache"] = {"decoded": len(todo), "hits": len(hits)}
     summary["window_gates"] = {k: dict(sorted(v.items())) for k, v in sorted(gated.items())}
     summary["dropped_windows"] = dropped
+    summary["columns_left_out"] = {name: cols for name, cols in left_out.items() if cols}
     given = [set(v.split("+")) for v in recordings.modalities]
     summary["modalities"] = {}
     for m in contract.modalities:
@@ -391,6 +392,11 @@ def format_summary(summary: dict) -> str:
             lines.append(f"  {reason:<20}{n:>5}  {REASONS.get(reason, '')}")
     else:
         lines.append("quarantined rows: 0")
+    for table, cols in summary.get("columns_left_out", {}).items():
+        lines.append(f"table {table}: column(s) left out, since some of their values are not numbers: "
+                     + "; ".join(f"{c} ({why})" for c, why in cols.items())
+                     + f". Correct those cells (a missing value is an empty cell), or leave the column(s) out "
+                       f"knowingly: --table {table}=FILE::numeric-except:{','.join(cols)}")
     for stream, counts in summary.get("window_gates", {}).items():
         failed = {k: v for k, v in counts.items() if k != "ok"}
         if failed:

@@ -305,11 +305,13 @@ def read_table(path: Path, columns: Columns) -> tuple[pd.DataFrame, pd.DataFrame
 
 
 def table_candidates(source: TableSource, columns: Columns, labels: list[str] | None, first_row: int,
-                     person_pattern: re.Pattern | None = None) -> tuple[list[Candidate], list[Quarantined], list[str]]:
+                     person_pattern: re.Pattern | None = None
+                     ) -> tuple[list[Candidate], list[Quarantined], list[str], dict[str, str]]:
     """The rows of a feature table as candidates of modality ``source.name`` (rows numbered from
-    ``first_row``), the quarantined rows, and the feature columns."""
+    ``first_row``), the quarantined rows, the feature columns, and the columns left out although some of
+    their values are numbers (``table.partly_numeric``: column -> why)."""
     from symptomfuse.data.cache import file_digest
-    from symptomfuse.modalities.table import select_columns
+    from symptomfuse.modalities.table import partly_numeric, select_columns
 
     text, values = read_table(source.path, columns)
     used = [columns.person, columns.label, columns.session, columns.task]
@@ -341,7 +343,7 @@ def table_candidates(source: TableSource, columns: Columns, labels: list[str] | 
         seen[key] = i
         candidates.append(Candidate(row, person, label, session, str(rec.get(columns.task, "")).strip() or source.name,
                                     (source.name,), {}, rec, x[i].astype(np.float32), digest))
-    return candidates, bad, feature_cols
+    return candidates, bad, feature_cols, partly_numeric(values, source.features, used)
 
 
 ID_COLUMNS = ("person_id", "recording_id", "session", "label", "task", "unit_id")

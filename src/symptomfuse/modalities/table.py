@@ -140,18 +140,43 @@ def select_columns(df: pd.DataFrame, spec: str, exclude: list[str]) -> tuple[lis
     return cols, _check_columns(df, spec, cols)
 
 
-def _pick_columns(df: pd.DataFrame, spec: str, exclude: list[str]) -> list[str]:
+def _usable(df: pd.DataFrame, spec: str, exclude: list[str]) -> list[str]:
+    """The columns a ``numeric`` or ``numeric-except:`` selection looks at."""
     usable = [c for c in df.columns if c not in exclude]
     if spec.startswith("numeric-except:"):  # every numeric column but these (NAME* matches a prefix)
         drop = [d.strip() for d in spec[len("numeric-except:"):].split(",") if d.strip()]
         usable = [c for c in usable if not any(c == d or (d.endswith("*") and c.startswith(d[:-1])) for d in drop)]
-        spec = "numeric"
-    if spec == "numeric":
-        return [c for c in usable if pd.api.types.is_numeric_dtype(df[c])]
+    return usable
+
+
+def _pick_columns(df: pd.DataFrame, spec: str, exclude: list[str]) -> list[str]:
+    if spec == "numeric" or spec.startswith("numeric-except:"):
+        return [c for c in _usable(df, spec, exclude) if pd.api.types.is_numeric_dtype(df[c])]
     if spec.startswith("prefix:"):
-        return [c for c in usable if c.startswith(spec[len("prefix:"):])]
+        return [c for c in df.columns if c not in exclude and c.startswith(spec[len("prefix:"):])]
     raise UsageError(f"feature columns {spec!r}: use numeric, numeric-except:A,B*, prefix:PREFIX or "
                      "cols:A,B,... (or cols:NAME=COLUMN,...)")
+
+
+def partly_numeric(df: pd.DataFrame, spec: str, exclude: list[str]) -> dict[str, str]:
+    """The columns that a ``numeric`` (or ``numeric-except:``) selection leaves out although some of their
+    values are numbers: a typo, a unit or a spreadsheet error in a few cells makes a whole column text.
+    Column -> how many of its values are not numbers, with one of them. Columns of text alone (ids, sex)
+    are not listed."""
+    spec = spec.strip() or "numeric"
+    if not (spec == "numeric" or spec.startswith("numeric-except:")):
+        return {}
+    found = {}
+    for c in _usable(df, spec, exclude):
+        if pd.api.types.is_numeric_dtype(df[c]):
+            continue
+        given = df[c].dropna().astype(str).str.strip()
+        given = given[given != ""]
+        text = given[pd.to_numeric(given, errors="coerce").isna()]
+        if 0 < len(text) < len(given):
+            found[str(c)] = (f"{len(text)} of {len(given)} values {'is not a number' if len(text) == 1 else 'are not numbers'}"
+                             f", e.g. {text.iloc[0][:40]!r}")
+    return found
 
 
 def _check_columns(df: pd.DataFrame, spec: str, cols: list[str]) -> list[str]:
