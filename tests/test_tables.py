@@ -132,6 +132,14 @@ def test_a_fixed_split_scores_test_people_once_and_cannot_leak(tables, capsys):
                  "--baselines", "lr"]) == 0
     demo = pd.DataFrame({"id": ids, "Sex": ["Female", "Male"] * 30, "Age": np.linspace(35, 85, 60).round()})
     demo.to_csv(tables / "demo.csv", index=False)
+    # a wrong attribute column is refused before any work (the predictions are not even read)
+    from symptomfuse.evaluate import report
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(report, "load_predictions", lambda run: pytest.fail("evaluated before checking --subgroups"))
+        assert main(["evaluate", str(run), "--subgroups", str(tables / "demo.csv"), "--subgroup-person-col", "id",
+                     "--subgroup-cols", "sex,height"]) == 2
+    assert "no column(s) ['height']" in capsys.readouterr().err and not (run / "metrics.json").exists()
     assert main(["evaluate", str(run), "--bootstrap", "50", "--subgroups", str(tables / "demo.csv"),
                  "--subgroup-person-col", "id", "--subgroup-cols", "sex,age", "--importance",
                  "--mc-dropout", "5"]) == 0

@@ -644,24 +644,13 @@ with each modality removed). Writes metrics.json, report.html and report/*.png. 
 
 
 def _run_evaluate(args) -> int:
-    from symptomfuse.evaluate.report import ablation_table, evaluate_run, format_table
+    from symptomfuse.evaluate.report import ablation_table, evaluate_run, format_table, read_subgroups
 
     if not (args.run / "run.json").exists():
         raise FileNotFoundError(f"{args.run} is not a run folder (no run.json): run `symptomfuse train` first")
     subgroups = None
-    if args.subgroups is not None:
-        import pandas as pd
-
-        if not args.subgroups.is_file():
-            raise UsageError(f"--subgroups: no such file {args.subgroups}")
-        table = pd.read_csv(args.subgroups, dtype=str, keep_default_na=False)
-        table.columns = [c.strip() for c in table.columns]
-        lower = {c.lower(): c for c in table.columns}
-        cols = [lower.get(c.lower(), c) for c in args.subgroup_cols]
-        person = lower.get(args.subgroup_person_col.lower(), args.subgroup_person_col)
-        if person not in table.columns:
-            raise UsageError(f"--subgroups: no person column {args.subgroup_person_col!r}; it has {list(table.columns)}")
-        subgroups = (table, person, cols)
+    if args.subgroups is not None:  # checked before any work
+        subgroups = read_subgroups(args.subgroups, args.subgroup_person_col, args.subgroup_cols)
     metrics = evaluate_run(args.run, n_boot=args.bootstrap, band=args.abstain_band, subgroups=subgroups,
                            importance=args.importance, mc_passes=args.mc_dropout)
     for m, imp in metrics.get("feature_importance", {}).items():

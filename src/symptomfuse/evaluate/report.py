@@ -53,12 +53,34 @@ def _rank01(x: np.ndarray) -> np.ndarray:
     return (rankdata(x) - 1) / max(len(x) - 1, 1)
 
 
+def read_subgroups(path: Path, person_col: str, columns: list[str]) -> tuple[pd.DataFrame, str, list[str]]:
+    """The person attributes of ``evaluate --subgroups`` (a CSV), checked before any work: the table, and
+    its person and attribute columns as the file spells them (names match in any case)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"--subgroups: no such file {path}")
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise UsageError(f"--subgroups: cannot read {path}: {exc}") from None
+    table.columns = [str(c).strip() for c in table.columns]
+    lower = {c.lower(): c for c in table.columns}
+    person = lower.get(person_col.lower(), person_col)
+    if person not in table.columns:
+        raise UsageError(f"--subgroups: no person column {person_col!r}; the file has {list(table.columns)}")
+    cols = [lower.get(c.lower(), c) for c in columns]
+    missing = [c for c in cols if c not in table.columns]
+    if missing:
+        raise UsageError(f"--subgroups: no column(s) {missing}; the file has {list(table.columns)} "
+                         f"(choose them with --subgroup-cols)")
+    return table, person, cols
+
+
 def subgroup_table(people: pd.DataFrame, person_col: str, columns: list[str]) -> pd.DataFrame:
-    """person_id -> one group label per column: text columns as they are, numeric ones (age) in bands."""
+    """person_id -> one group label per column (columns checked by ``read_subgroups``): text columns as
+    they are, numeric ones (age) in bands."""
     out = pd.DataFrame({"person_id": people[person_col].astype(str).str.strip()})
     for c in columns:
-        if c not in people.columns:
-            raise UsageError(f"--subgroups: no column {c!r}; the file has {list(people.columns)}")
         v = pd.to_numeric(people[c], errors="coerce")
         if v.notna().mean() > 0.9:
             out[c] = pd.cut(v, [-np.inf, 50, 60, 70, np.inf], right=False,
