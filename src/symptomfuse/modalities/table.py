@@ -140,6 +140,11 @@ def select_columns(df: pd.DataFrame, spec: str, exclude: list[str]) -> tuple[lis
     return cols, _check_columns(df, spec, cols)
 
 
+def _by_type(spec: str) -> bool:
+    """Whether a selection picks columns by their type (``numeric``, ``numeric-except:...``)."""
+    return spec == "numeric" or spec.startswith("numeric-except:")
+
+
 def _usable(df: pd.DataFrame, spec: str, exclude: list[str]) -> list[str]:
     """The columns a ``numeric`` or ``numeric-except:`` selection looks at."""
     usable = [c for c in df.columns if c not in exclude]
@@ -150,7 +155,7 @@ def _usable(df: pd.DataFrame, spec: str, exclude: list[str]) -> list[str]:
 
 
 def _pick_columns(df: pd.DataFrame, spec: str, exclude: list[str]) -> list[str]:
-    if spec == "numeric" or spec.startswith("numeric-except:"):
+    if _by_type(spec):
         return [c for c in _usable(df, spec, exclude) if pd.api.types.is_numeric_dtype(df[c])]
     if spec.startswith("prefix:"):
         return [c for c in df.columns if c not in exclude and c.startswith(spec[len("prefix:"):])]
@@ -164,7 +169,7 @@ def partly_numeric(df: pd.DataFrame, spec: str, exclude: list[str]) -> dict[str,
     Column -> how many of its values are not numbers, with one of them. Columns of text alone (ids, sex)
     are not listed."""
     spec = spec.strip() or "numeric"
-    if not (spec == "numeric" or spec.startswith("numeric-except:")):
+    if not _by_type(spec):
         return {}
     found = {}
     for c in _usable(df, spec, exclude):
