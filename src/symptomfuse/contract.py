@@ -135,6 +135,8 @@ class FeatureContract:
             classes = data["classes"]
             if not isinstance(classes, list) or not 2 <= len(classes) <= 1000 or not all(isinstance(c, str) for c in classes):
                 raise TypeError("classes must be a list of 2 to 1000 names")
+            if len(set(classes)) < len(classes):
+                raise TypeError(f"classes {classes} name one class twice")
             return cls(timing, mods, kinds, tuple(classes), data.get("positive"), data["label_scope"],
                        bool(data.get("pad_short", False)))
         except (KeyError, TypeError, AttributeError, ValueError) as exc:
@@ -151,4 +153,8 @@ class FeatureContract:
         path = Path(folder) / FILE
         if not path.exists():
             raise FileNotFoundError(f"{folder} has no {FILE}: curate it with this version of symptomfuse")
-        return cls.from_json(json.loads(path.read_text()))
+        try:
+            data = json.loads(path.read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise UsageError(f"{path} is not JSON ({exc}): curate it again") from None
+        return cls.from_json(data)

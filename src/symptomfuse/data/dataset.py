@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -26,14 +27,25 @@ from symptomfuse.errors import UsageError
 from symptomfuse.modalities import Modality
 
 
+class _Part(NamedTuple):
+    """One recording's share of a modality's inputs: its cached arrays (in cache entry ``entry``), and its
+    windows' start times and numbers."""
+
+    recording_id: str
+    entry: Path
+    arrays: dict
+    starts: np.ndarray
+    index: np.ndarray
+
+
 class WindowInputs:
     """One modality's model inputs for the windows that have it, read from the cache when indexed: by an
     integer array, a boolean mask or a slice (giving an ndarray), or whole by ``np.asarray``."""
 
-    def __init__(self, modality: Modality, parts: list[tuple[dict, np.ndarray, np.ndarray]]):
+    def __init__(self, modality: Modality, parts: list[_Part]):
         self.modality = modality
-        self.parts = parts  # per recording: (its cached arrays, the windows' start times, their numbers)
-        self.offsets = np.cumsum([0] + [len(p[1]) for p in parts])
+        self.parts = parts  # per recording
+        self.offsets = np.cumsum([0] + [len(p.starts) for p in parts])
         self.dtype = np.dtype(modality.dtype)
         self.shape = (int(self.offsets[-1]), *modality.input_shape())
 
@@ -53,10 +65,30 @@ class WindowInputs:
         part = np.searchsorted(self.offsets, pos, side="right") - 1
         for p in np.unique(part):
             sel = np.flatnonzero(part == p)
-            local = pos[sel] - self.offsets[p]
-            arrays, starts, index = self.parts[p]
-            out[sel] = self.modality.windows(arrays, starts[local], index[local])
+            out[sel] = self._cut(self.parts[p], pos[sel] - self.offsets[p])
         return out
+
+    def check(self, p: int) -> None:
+        """Cut recording ``p``'s furthest windows (by number and by start), as training will."""
+        part = self.parts[p]
+        self._cut(part, np.unique([int(np.argmax(part.index)), int(np.argmax(part.starts))]))
+
+    def _cut(self, part: _Part, local: np.ndarray) -> np.ndarray:
+        """Windows ``local`` of one recording, which must be there and of the shape the contract gives (a
+        cut-off or replaced cache file, or a contract.json whose settings were edited, is refused with what
+        to do, not met as a broadcasting error mid-training)."""
+        m = self.modality
+        try:
+            x = m.windows(part.arrays, part.starts[local], part.index[local])
+        except (KeyError, IndexError, ValueError) as exc:
+            raise _damaged(part, f"{m.name}: {type(exc).__name__}: {exc}") from None
+        if np.shape(x) != (len(local), *self.shape[1:]):
+            raise UsageError(f"the cached {m.name} windows of recording {part.recording_id!r} have the shape "
+                             f"{np.shape(x)[1:]}, where the feature contract (contract.json) gives {self.shape[1:]}: "
+                             "if contract.json was edited, curate again with the same manifest and --out to write "
+                             f"it afresh; if not, the cache entry is damaged: delete {part.entry} and "
+                             f"{part.entry}.json, then curate again")
+        return x
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
         out = self[np.arange(len(self))]
@@ -93,6 +125,85 @@ class WindowSet:
         return self.inputs[modality][pos]
 
 
+# The columns of curate's two tables that loading reads, and what each must hold.
+_NEEDS = {"recordings.csv": {"recording_id": "text", "person_id": "text", "label": "text", "modalities": "text",
+                             "n_windows": "count", "cache_key": "key"},
+          "windows.csv": {"recording_id": "text", "person_id": "text", "label": "text", "window": "count",
+                          "start_s": "time"}}
+_MEANS = {"text": "a non-empty name", "key": "a cache key (64 hexadecimal digits)",
+          "count": "a whole number from 0", "time": "a time in seconds from 0"}
+
+
+def _bad_cells(values: pd.Series, kind: str) -> np.ndarray:
+    v = values.str.strip()
+    if kind == "text":
+        return (v == "").to_numpy()
+    if kind == "key":
+        return ~v.str.fullmatch(r"[0-9a-f]{64}").to_numpy(bool)
+    if kind == "count":
+        return ~(v.str.fullmatch(r"\d{1,9}").to_numpy(bool))
+    number = pd.to_numeric(v, errors="coerce").to_numpy(float)
+    return ~(np.isfinite(number) & (number >= 0))
+
+
+def _read_tables(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """recordings.csv and windows.csv, checked before anything is read from the cache: the columns loading
+    reads, each cell's kind, and that the two tables agree (every window's recording, person and label;
+    window numbers within their recording's). A table that was edited or damaged is refused with the file,
+    the line and what to do, never read half-way into wrong inputs (a window number of -1 would take a
+    recording's last window)."""
+    redo = "curate again with the same manifest and --out to write it afresh"
+    tables = {}
+    for name, needs in _NEEDS.items():
+        path = folder / name
+        df = read_id_csv(path, text=tuple(needs))
+        missing = [c for c in needs if c not in df.columns]
+        if missing:
+            raise UsageError(f"{path} has no column {', '.join(map(repr, missing))}; {redo}")
+        for column, kind in needs.items():
+            bad = np.flatnonzero(_bad_cells(df[column], kind))
+            if len(bad):
+                raise UsageError(f"{path}, line {bad[0] + 2}: {column} is {df[column].iloc[bad[0]]!r}, not "
+                                 f"{_MEANS[kind]} ({len(bad)} such line(s)); {redo}")
+        tables[name] = df
+    recordings, windows = tables["recordings.csv"], tables["windows.csv"]
+    if recordings.recording_id.duplicated().any():
+        rid = recordings.recording_id[recordings.recording_id.duplicated()].iloc[0]
+        raise UsageError(f"{folder / 'recordings.csv'} lists recording {rid!r} twice; {redo}")
+    by_id = recordings.set_index("recording_id")
+    known = windows.recording_id.isin(by_id.index).to_numpy()
+    own = by_id.reindex(windows.recording_id)
+    wrong = ~known | (windows.person_id.to_numpy() != own.person_id.to_numpy()) | (
+        windows.label.to_numpy() != own.label.to_numpy()) | (
+        windows.window.astype(np.int64).to_numpy() >= own.n_windows.astype(float).fillna(0).to_numpy()) | (
+        windows.duplicated(["recording_id", "window"]).to_numpy())
+    if wrong.any():
+        i = int(np.flatnonzero(wrong)[0])
+        w = windows.iloc[i]
+        why = (f"recording {w.recording_id!r} is not in recordings.csv" if not known[i] else
+               f"window {w.window} of recording {w.recording_id!r} is listed twice"
+               if windows.duplicated(["recording_id", "window"]).iloc[i] else
+               f"recording {w.recording_id!r} has {own.n_windows.iloc[i]} window(s), numbered from 0, and this "
+               f"one is number {w.window}" if int(w.window) >= int(own.n_windows.iloc[i]) else
+               f"its person and label ({w.person_id!r}, {w.label!r}) are not its recording's "
+               f"({own.person_id.iloc[i]!r}, {own.label.iloc[i]!r}) in recordings.csv")
+        raise UsageError(f"{folder / 'windows.csv'}, line {i + 2}: {why} ({int(wrong.sum())} such line(s)); {redo}")
+    alone = ~recordings.recording_id.isin(windows.recording_id)
+    if alone.any():
+        raise UsageError(f"{folder / 'recordings.csv'}: recording {recordings.recording_id[alone].iloc[0]!r} has no "
+                         f"window in windows.csv ({int(alone.sum())} such recording(s)); {redo}")
+    windows["window"] = windows.window.astype(np.int64)
+    windows["start_s"] = windows.start_s.astype(float)
+    recordings["n_windows"] = recordings.n_windows.astype(np.int64)
+    return recordings, windows
+
+
+def _damaged(part: _Part, what: str) -> UsageError:
+    return UsageError(f"the cached features of recording {part.recording_id!r} are damaged ({what}): delete "
+                      f"{part.entry} and {part.entry}.json, then curate again with the same manifest and --out "
+                      "(it recomputes that recording alone)")
+
+
 def load_curated(folder: Path, modalities: tuple[str, ...] | list[str] | None = None) -> WindowSet:
     """Load the windows of a ``symptomfuse curate`` output folder for the given modalities (default: all
     curated ones). Windows that have none of them are left out."""
@@ -109,8 +220,7 @@ def load_curated(folder: Path, modalities: tuple[str, ...] | list[str] | None = 
     if not cache_dir.exists():
         cache_dir = folder / "cache"
     cache = FeatureCache(cache_dir)
-    recordings = read_id_csv(folder / "recordings.csv")
-    windows = read_id_csv(folder / "windows.csv")
+    recordings, windows = _read_tables(folder)
     bound = {m: contract.modality(m) for m in modalities}
     parts = {m: [] for m in modalities}
     have = {m: [] for m in modalities}
@@ -120,22 +230,26 @@ def load_curated(folder: Path, modalities: tuple[str, ...] | list[str] | None = 
         given = [m for m in modalities if m in rec.modalities.split("+")]
         if not given:
             continue
-        arrays = cache.load(rec.cache_key)
-        if not arrays:
+        wins = by_recording[rec.recording_id]
+        part = _Part(rec.recording_id, cache.root / rec.cache_key[:2] / rec.cache_key, {},
+                     wins["start_s"].to_numpy(float), wins["window"].to_numpy(np.int64))  # --drop-gated leaves gaps
+        try:
+            part = part._replace(arrays=cache.load(rec.cache_key))
+        except ValueError as exc:  # a .npy file that is not one (cut off, overwritten)
+            raise _damaged(part, str(exc)) from None
+        if not part.arrays:
             raise UsageError(f"{folder}: the cached features of recording {rec.recording_id!r} are missing "
                              f"or in an older format (the cache in {cache_dir}); run `symptomfuse curate` again "
                              "with the same manifest and --out: it recomputes what is missing")
-        wins = by_recording[rec.recording_id].assign(task=rec.task)
-        starts = wins["start_s"].to_numpy(float)
-        index = wins["window"].to_numpy(np.int64)  # curate --drop-gated may have left some out
         chosen.append(wins)
         for m in modalities:
             if m in given:
-                parts[m].append((arrays, starts, index))
+                parts[m].append(part)
             have[m].append(np.full(len(wins), m in given))
     if not chosen:
         raise UsageError(f"no curated recording has any of {modalities}")
     order = pd.concat(chosen, ignore_index=True)
+    order["task"] = order.recording_id.map(recordings.set_index("recording_id").task)
     classes = list(contract.classes)
     y = order["label"].map({c: i for i, c in enumerate(classes)})
     if y.isna().any():
@@ -145,5 +259,7 @@ def load_curated(folder: Path, modalities: tuple[str, ...] | list[str] | None = 
         mask = np.concatenate(have[m])
         rows[m] = np.where(mask, np.cumsum(mask) - 1, -1)
         inputs[m] = WindowInputs(bound[m], parts[m])
+        if parts[m]:
+            inputs[m].check(0)  # one recording each: the contract and the cache agree
     return WindowSet(order, classes, y.to_numpy().astype(np.int64), inputs, rows, contract,
                      (str(folder), tuple(modalities)))

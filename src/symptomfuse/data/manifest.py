@@ -349,12 +349,18 @@ def table_candidates(source: TableSource, columns: Columns, labels: list[str] | 
 ID_COLUMNS = ("person_id", "recording_id", "session", "label", "task", "unit_id")
 
 
-def read_id_csv(path: Path) -> pd.DataFrame:
-    """A CSV this package wrote, with its id columns as text (``NA``, ``nan`` and ``null`` stay ids, never
-    missing values) and every other column parsed as usual."""
-    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+def read_id_csv(path: Path, text: tuple[str, ...] = ()) -> pd.DataFrame:
+    """A CSV this package wrote, with its id columns and the columns ``text`` as text (``NA``, ``nan`` and
+    ``null`` stay ids, never missing values) and every other column parsed as usual. A file that is gone
+    or is not a CSV table (emptied, binary, cut off mid-quote) is refused with what is wrong."""
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except FileNotFoundError:
+        raise UsageError(f"{path} is missing") from None
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{path} is not a readable CSV table ({str(exc).strip()})") from None
     for c in df.columns:
-        if c not in ID_COLUMNS:
+        if c not in ID_COLUMNS and c not in text:
             converted = pd.to_numeric(df[c].replace("", np.nan), errors="coerce")
             if converted.notna().sum() == (df[c] != "").sum():
                 df[c] = converted

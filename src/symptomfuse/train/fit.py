@@ -18,6 +18,7 @@ import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset
 
 from symptomfuse.data.dataset import WindowSet
+from symptomfuse.errors import UsageError
 from symptomfuse.evaluate.metrics import ordinal_values
 from symptomfuse.models.multimodal import MultimodalClassifier
 
@@ -319,6 +320,10 @@ def fit_prepared(model: MultimodalClassifier, train: tuple | Dataset, val: tuple
         callbacks=[L.pytorch.callbacks.EarlyStopping("val_loss", patience=cfg.patience, mode="min")])
     skip_filling_new_tensors()
     trainer.fit(lit, train_dl, val_dl)
+    if not hasattr(lit, "best_state"):  # no epoch's validation loss was a number
+        last = lit.history[-1]["val_loss"] if lit.history else "no epoch ran"
+        raise UsageError(f"training never reached a finite validation loss (last: {last}): the inputs hold NaN or "
+                         "infinite values, or training diverged (try a lower --lr)")
     model.load_state_dict(lit.best_state)
     return model.cpu().eval(), lit.history
 
@@ -359,8 +364,6 @@ def resolve_accelerator(name: str) -> str:
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
-        from symptomfuse.errors import UsageError
-
         raise UsageError("--device cuda: torch sees no GPU here (a CPU build of torch, or no driver); use --device cpu")
     return name
 

@@ -1,0 +1,143 @@
+"""A curated folder that was edited or damaged after curation (its tables, its contract, its cache files)
+is refused with the file, the line or the recording, and what to do: never a traceback, and never read
+into wrong inputs (a window number of -1 would quietly take a recording's last window)."""
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from symptomfuse.cli import main
+from symptomfuse.data.curate import curate, default_contract
+from symptomfuse.data.dataset import load_curated
+from symptomfuse.errors import UsageError
+
+from conftest import make_av
+
+
+@pytest.fixture(scope="module")
+def curated(tmp_path_factory):
+    d = tmp_path_factory.mktemp("curated")
+    for i in range(3):
+        make_av(d / f"r{i}.mp4", 4.0, seed=i)
+    pd.DataFrame({"path": [f"r{i}.mp4" for i in range(3)], "person_id": ["A", "B", "C"],
+                  "label": ["healthy", "parkinsons", "healthy"]}).to_csv(d / "m.csv", index=False)
+    curate(d / "m.csv", d / "c", contract=default_contract(modalities=["audio", "video"]),
+           labels=["healthy", "parkinsons"], workers=1, progress=False)
+    return d / "c"
+
+
+def _copy(curated, tmp_path):
+    """A copy whose cache is its own (curation.json names the cache folder it was curated with)."""
+    c = tmp_path / "c"
+    shutil.copytree(curated, c)
+    info = json.loads((c / "curation.json").read_text())
+    (c / "curation.json").write_text(json.dumps({**info, "cache_dir": str(c / "cache")}))
+    return c
+
+
+def _edit_csv(name, fn):
+    def edit(c):
+        df = pd.read_csv(c / name, dtype=str, keep_default_na=False)
+        fn(df)
+        df.to_csv(c / name, index=False)
+    return edit
+
+
+def _set(column, value, row=0):
+    return lambda df: df.__setitem__(column, [value if i == row else v for i, v in enumerate(df[column])])
+
+
+def _entries(c):
+    return sorted(p for p in (c / "cache").glob("??/*") if p.is_dir())
+
+
+def _contract(fn):
+    def edit(c):
+        data = json.loads((c / "contract.json").read_text())
+        fn(data)
+        (c / "contract.json").write_text(json.dumps(data))
+    return edit
+
+
+EDITS = {
+    "window number -1": (_edit_csv("windows.csv", _set("window", "-1")), r"windows.csv, line 2: window is '-1'"),
+    "window number past the end": (_edit_csv("windows.csv", _set("window", "99")),
+                                   r"line 2: recording 'r0' has 2 window\(s\), numbered from 0, and this one is number 99"),
+    "window number as text": (_edit_csv("windows.csv", _set("window", "x")), r"window is 'x', not a whole number"),
+    "a window listed twice": (_edit_csv("windows.csv", _set("window", "1")), r"line 3: window 1 of recording 'r0' is listed twice"),
+    "start time not a number": (_edit_csv("windows.csv", _set("start_s", "nan")), r"start_s is 'nan', not a time"),
+    "a person left empty": (_edit_csv("windows.csv", _set("person_id", " ")), r"person_id is ' ', not a non-empty name"),
+    "a window relabelled": (_edit_csv("windows.csv", _set("label", "parkinsons")),
+                            r"person and label \('A', 'parkinsons'\) are not its recording's \('A', 'healthy'\)"),
+    "a window of no recording": (_edit_csv("windows.csv", _set("recording_id", "zz")), r"recording 'zz' is not in recordings.csv"),
+    "a recording without windows": (_edit_csv("windows.csv", lambda df: df.drop(df.index[df.recording_id == "r2"], inplace=True)),
+                                    r"recording 'r2' has no window in windows.csv"),
+    "a column gone": (_edit_csv("windows.csv", lambda df: df.drop(columns="person_id", inplace=True)),
+                      r"windows.csv has no column 'person_id'"),
+    "windows.csv emptied": (lambda c: (c / "windows.csv").write_text(""), r"windows.csv is not a readable CSV table"),
+    "recordings.csv gone": (lambda c: (c / "recordings.csv").unlink(), r"recordings.csv is missing"),
+    "a cache key pointing elsewhere": (_edit_csv("recordings.csv", _set("cache_key", "../../etc")),
+                                       r"cache_key is '../../etc', not a cache key"),
+    "a recording listed twice": (_edit_csv("recordings.csv", _set("recording_id", "r1")), r"lists recording 'r1' twice"),
+    "contract.json not JSON": (lambda c: (c / "contract.json").write_bytes(b"\xff\xfe{"), r"contract.json is not JSON"),
+    "a class named twice": (_contract(lambda d: d.__setitem__("classes", ["healthy", "healthy"])), r"name one class twice"),
+    "a frame size edited": (_contract(lambda d: d["modalities"]["video"]["settings"].__setitem__("width", 10 ** 9)),
+                            r"the cached video windows of recording 'r0' have the shape \(75, 48, 64, 3\), where the "
+                            r"feature contract \(contract.json\) gives \(75, 48, 1000000000, 3\)"),
+    "a cache file cut off": (lambda c: (_entries(c)[0] / "audio.npy").write_bytes(b"\x93NUMPY\x01\x00"),
+                             r"are damaged \(audio.npy is not a NumPy array file.*delete .*cache/"),
+    "a cache file replaced by a link": (lambda c: ((_entries(c)[0] / "audio.npy").unlink(),
+                                                   (_entries(c)[0] / "audio.npy").symlink_to(c / "windows.csv")),
+                                        r"audio.npy is not a NumPy array file"),
+}
+
+
+@pytest.mark.parametrize("what", list(EDITS))
+def test_an_edited_or_damaged_curated_folder_is_refused_with_what_to_do(curated, tmp_path, what):
+    edit, message = EDITS[what]
+    c = _copy(curated, tmp_path)
+    load_curated(c)  # the copy itself loads
+    edit(c)
+    with pytest.raises(UsageError, match=message):
+        load_curated(c)
+
+
+def test_damage_past_the_first_recording_is_named_when_its_windows_are_read(curated, tmp_path):
+    """Loading cuts one recording per modality (reading every one would cost a pass over the data); the
+    others are checked as training reads them."""
+    c = _copy(curated, tmp_path)
+    ws = load_curated(c)
+    good = np.asarray(ws.inputs["audio"])
+    last = next(e for e in _entries(c) if e.name == pd.read_csv(c / "recordings.csv").cache_key.iloc[-1])
+    np.save(last / "audio.npy", np.zeros((2, 64, 5), np.float32))
+    ws = load_curated(c)
+    assert np.array_equal(ws.inputs["audio"][:4], good[:4])  # the undamaged recordings read as before
+    with pytest.raises(UsageError, match=r"cached audio windows of recording 'r2' have the shape \(64, 5\)"):
+        np.asarray(ws.inputs["audio"])
+
+
+def test_the_cli_answers_a_damaged_folder_with_exit_2_and_no_traceback(curated, tmp_path, capsys):
+    c = _copy(curated, tmp_path)
+    EDITS["window number -1"][0](c)
+    assert main(["train", str(c), "--out", str(tmp_path / "run"), "--epochs", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "window is '-1'" in err and "Traceback" not in err
+
+
+def test_training_that_never_gets_a_finite_loss_says_why(curated, tmp_path):
+    """NaN inputs (here a cache of NaN; a network that does not impute them) give no best epoch: a message,
+    not an AttributeError from deep in training."""
+    from symptomfuse.models.multimodal import MultimodalClassifier
+    from symptomfuse.train.fit import TrainConfig, fit
+
+    c = _copy(curated, tmp_path)
+    for entry in _entries(c):
+        np.save(entry / "audio.npy", np.full_like(np.load(entry / "audio.npy"), np.nan))
+    ws = load_curated(c, ["audio"])
+    model = MultimodalClassifier({"audio": {"name": "logmel_cnn", "channels": [4, 8], "dim": 8}}, None, 2, init_seed=1)
+    train, val = np.flatnonzero(ws.people != "C"), np.flatnonzero(ws.people == "C")
+    with pytest.raises(UsageError, match=r"never reached a finite validation loss \(last: nan\): the inputs hold NaN"):
+        fit(model, ws, train, val, TrainConfig(max_epochs=2, progress=False))
