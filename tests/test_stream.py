@@ -388,7 +388,7 @@ def test_export_and_stream_commands(data, exported, tmp_path, capsys):
             save(model, run / "models" / name / f"fold{f}")
     run.mkdir(exist_ok=True)
     (run / "run.json").write_text(json.dumps(info.to_json()))
-    windows = ws.windows.assign(fold=[people.index(p) for p in ws.windows.person_id])
+    windows = ws.windows.assign(fold=[people.index(p) for p in ws.windows.person_id], y=ws.y)
     windows.to_csv(run / "samples.csv", index_label="sample_index")
     out = tmp_path / "export"
     assert main(["export", str(run), "--out", str(out), "--person", people[1], "--no-onnx"]) == 0

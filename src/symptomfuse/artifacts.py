@@ -7,6 +7,7 @@ instead of misreading it. (The feature contract is in ``contract``; an export's 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from symptomfuse.errors import UsageError
 
 RUN_SCHEMA = "symptomfuse-run/2"
 UNITS = ("recording", "session", "person")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # a model's name: also the name of its files
 
 
 def _from(cls, data: dict):
@@ -98,12 +100,31 @@ class RunInfo:
 
     @classmethod
     def from_json(cls, data: dict) -> "RunInfo":
-        if data.get("schema") != RUN_SCHEMA:
-            raise UsageError(f"run.json has schema {data.get('schema')!r}; this version reads {RUN_SCHEMA!r}: "
-                             "train again with this version")
-        return cls(data["protocol"], FeatureContract.from_json(data["contract"]), data["unit"],
-                   {n: {"spec": _from(ModelSpec, m["spec"]), "folds": m["folds"]} for n, m in data["models"].items()},
-                   [_from(PredictionSet, p) for p in data["predictions"]], data["train"], data.get("run_id", ""))
+        """Rebuild and check run.json: its schema, its unit, and that every prediction set is of a model of
+        the run (by a name that is a file name, never a path) without modalities that model does not have."""
+        if not isinstance(data, dict) or data.get("schema") != RUN_SCHEMA:
+            raise UsageError(f"run.json has schema {data.get('schema') if isinstance(data, dict) else None!r}; this "
+                             f"version reads {RUN_SCHEMA!r}: train again with this version")
+        try:
+            info = cls(data["protocol"], FeatureContract.from_json(data["contract"]), data["unit"],
+                       {n: {"spec": _from(ModelSpec, m["spec"]), "folds": m["folds"]} for n, m in data["models"].items()},
+                       [_from(PredictionSet, p) for p in data["predictions"]], data["train"], data.get("run_id", ""))
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise UsageError(f"run.json is malformed ({type(exc).__name__}: {exc}): train again") from None
+        if info.unit not in UNITS:
+            raise UsageError(f"run.json: unit {info.unit!r} is not one of {UNITS}: train again")
+        for name, m in info.models.items():
+            if not isinstance(name, str) or not _NAME.fullmatch(name) or m["spec"].name != name:
+                raise UsageError(f"run.json: model {name!r} is not a model name (letters, digits, '_', '.', '-') "
+                                 "or not its spec's: train again")
+        for ps in info.predictions:
+            if not isinstance(ps.model, str) or ps.model not in info.models:
+                raise UsageError(f"run.json: predictions of {ps.model!r}, which is not a model of the run: train again")
+            spec = info.spec(ps.model)
+            if not isinstance(ps.dropped, list) or not set(ps.dropped) <= set(spec.modalities):
+                raise UsageError(f"run.json: predictions of {ps.model} without {ps.dropped!r}, which are not among its "
+                                 f"modalities {spec.modalities}: train again")
+        return info
 
     @classmethod
     def load(cls, run: Path) -> "RunInfo":
@@ -112,7 +133,7 @@ class RunInfo:
             raise FileNotFoundError(f"{run} is not a run folder (no run.json): run `symptomfuse train` first")
         try:
             data = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise UsageError(f"{path} is not valid JSON: {exc}") from None
         info = cls.from_json(data)
         from symptomfuse.train.runfolder import check_consistent

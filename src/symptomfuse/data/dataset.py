@@ -22,7 +22,7 @@ import pandas as pd
 
 from symptomfuse.contract import FeatureContract
 from symptomfuse.data.cache import FeatureCache
-from symptomfuse.data.manifest import read_id_csv
+from symptomfuse.data.manifest import read_checked_csv
 from symptomfuse.errors import UsageError
 from symptomfuse.modalities import Modality
 
@@ -125,25 +125,11 @@ class WindowSet:
         return self.inputs[modality][pos]
 
 
-# The columns of curate's two tables that loading reads, and what each must hold.
+# The columns of curate's two tables that loading reads, and what each must hold (``CELL_KINDS``).
 _NEEDS = {"recordings.csv": {"recording_id": "text", "person_id": "text", "label": "text", "modalities": "text",
                              "n_windows": "count", "cache_key": "key"},
           "windows.csv": {"recording_id": "text", "person_id": "text", "label": "text", "window": "count",
                           "start_s": "time"}}
-_MEANS = {"text": "a non-empty name", "key": "a cache key (64 hexadecimal digits)",
-          "count": "a whole number from 0", "time": "a time in seconds from 0"}
-
-
-def _bad_cells(values: pd.Series, kind: str) -> np.ndarray:
-    v = values.str.strip()
-    if kind == "text":
-        return (v == "").to_numpy()
-    if kind == "key":
-        return ~v.str.fullmatch(r"[0-9a-f]{64}").to_numpy(bool)
-    if kind == "count":
-        return ~(v.str.fullmatch(r"\d{1,9}").to_numpy(bool))
-    number = pd.to_numeric(v, errors="coerce").to_numpy(float)
-    return ~(np.isfinite(number) & (number >= 0))
 
 
 def _read_tables(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -153,48 +139,33 @@ def _read_tables(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     the line and what to do, never read half-way into wrong inputs (a window number of -1 would take a
     recording's last window)."""
     redo = "curate again with the same manifest and --out to write it afresh"
-    tables = {}
-    for name, needs in _NEEDS.items():
-        path = folder / name
-        df = read_id_csv(path, text=tuple(needs))
-        missing = [c for c in needs if c not in df.columns]
-        if missing:
-            raise UsageError(f"{path} has no column {', '.join(map(repr, missing))}; {redo}")
-        for column, kind in needs.items():
-            bad = np.flatnonzero(_bad_cells(df[column], kind))
-            if len(bad):
-                raise UsageError(f"{path}, line {bad[0] + 2}: {column} is {df[column].iloc[bad[0]]!r}, not "
-                                 f"{_MEANS[kind]} ({len(bad)} such line(s)); {redo}")
-        tables[name] = df
+    tables = {name: read_checked_csv(folder / name, needs, redo) for name, needs in _NEEDS.items()}
     recordings, windows = tables["recordings.csv"], tables["windows.csv"]
     if recordings.recording_id.duplicated().any():
         rid = recordings.recording_id[recordings.recording_id.duplicated()].iloc[0]
         raise UsageError(f"{folder / 'recordings.csv'} lists recording {rid!r} twice; {redo}")
-    by_id = recordings.set_index("recording_id")
-    known = windows.recording_id.isin(by_id.index).to_numpy()
-    own = by_id.reindex(windows.recording_id)
-    wrong = ~known | (windows.person_id.to_numpy() != own.person_id.to_numpy()) | (
-        windows.label.to_numpy() != own.label.to_numpy()) | (
-        windows.window.astype(np.int64).to_numpy() >= own.n_windows.astype(float).fillna(0).to_numpy()) | (
-        windows.duplicated(["recording_id", "window"]).to_numpy())
-    if wrong.any():
-        i = int(np.flatnonzero(wrong)[0])
-        w = windows.iloc[i]
-        why = (f"recording {w.recording_id!r} is not in recordings.csv" if not known[i] else
-               f"window {w.window} of recording {w.recording_id!r} is listed twice"
-               if windows.duplicated(["recording_id", "window"]).iloc[i] else
-               f"recording {w.recording_id!r} has {own.n_windows.iloc[i]} window(s), numbered from 0, and this "
-               f"one is number {w.window}" if int(w.window) >= int(own.n_windows.iloc[i]) else
-               f"its person and label ({w.person_id!r}, {w.label!r}) are not its recording's "
-               f"({own.person_id.iloc[i]!r}, {own.label.iloc[i]!r}) in recordings.csv")
-        raise UsageError(f"{folder / 'windows.csv'}, line {i + 2}: {why} ({int(wrong.sum())} such line(s)); {redo}")
+    own = recordings.set_index("recording_id").reindex(windows.recording_id).reset_index(drop=True)
+    known = own.n_windows.notna().to_numpy()
+    checks = [  # (which lines are wrong, what is wrong with line w, whose recording is r)
+        (~known, lambda w, r: f"recording {w.recording_id!r} is not in recordings.csv"),
+        (known & (windows.window.to_numpy() >= own.n_windows.fillna(0).to_numpy()),
+         lambda w, r: f"recording {w.recording_id!r} has {int(r.n_windows)} window(s), numbered from 0, and this "
+                      f"one is number {w.window}"),
+        (windows.duplicated(["recording_id", "window"]).to_numpy(),
+         lambda w, r: f"window {w.window} of recording {w.recording_id!r} is listed twice"),
+        (known & ((windows.person_id != own.person_id) | (windows.label != own.label)).to_numpy(),
+         lambda w, r: f"its person and label ({w.person_id!r}, {w.label!r}) are not its recording's "
+                      f"({r.person_id!r}, {r.label!r}) in recordings.csv"),
+    ]
+    for wrong, why in checks:
+        if wrong.any():
+            i = int(np.flatnonzero(wrong)[0])
+            raise UsageError(f"{folder / 'windows.csv'}, line {i + 2}: {why(windows.iloc[i], own.iloc[i])} "
+                             f"({int(wrong.sum())} such line(s)); {redo}")
     alone = ~recordings.recording_id.isin(windows.recording_id)
     if alone.any():
         raise UsageError(f"{folder / 'recordings.csv'}: recording {recordings.recording_id[alone].iloc[0]!r} has no "
                          f"window in windows.csv ({int(alone.sum())} such recording(s)); {redo}")
-    windows["window"] = windows.window.astype(np.int64)
-    windows["start_s"] = windows.start_s.astype(float)
-    recordings["n_windows"] = recordings.n_windows.astype(np.int64)
     return recordings, windows
 
 

@@ -365,3 +365,44 @@ def read_id_csv(path: Path, text: tuple[str, ...] = ()) -> pd.DataFrame:
             if converted.notna().sum() == (df[c] != "").sum():
                 df[c] = converted
     return df
+
+
+# What a checked column of one of this package's own tables must hold (``read_checked_csv``).
+CELL_KINDS = {"text": "a non-empty name", "key": "a cache key (64 hexadecimal digits)",
+              "count": "a whole number from 0", "fold": "a whole number from -1 (not tested)",
+              "time": "a time in seconds from 0", "probability": "a probability from 0 to 1, or empty"}
+
+
+def _bad_cells(values: pd.Series, kind: str) -> np.ndarray:
+    v = values.str.strip()
+    if kind == "text":
+        return (v == "").to_numpy()
+    if kind == "key":
+        return ~v.str.fullmatch(r"[0-9a-f]{64}").to_numpy(bool)
+    if kind in ("count", "fold"):
+        return ~v.str.fullmatch(r"\d{1,9}" if kind == "count" else r"-1|\d{1,9}").to_numpy(bool)
+    number = pd.to_numeric(v, errors="coerce").to_numpy(float)
+    if kind == "time":
+        return ~(np.isfinite(number) & (number >= 0))
+    return ~(v.isin(["", "nan", "NaN"]).to_numpy() | ((number >= 0) & (number <= 1)))
+
+
+def read_checked_csv(path: Path, needs: dict[str, str], redo: str) -> pd.DataFrame:
+    """One of this package's own tables (``read_id_csv``) read back as untrusted input: each column of
+    ``needs`` (name -> a kind of ``CELL_KINDS``) must be there and each of its cells of that kind, else a
+    UsageError with the file, the line, the cell and ``redo`` (what to do). Counts come back as integers,
+    times and probabilities as floats (an empty probability as NaN), the rest as text."""
+    df = read_id_csv(path, text=tuple(needs))
+    missing = [c for c in needs if c not in df.columns]
+    if missing:
+        raise UsageError(f"{path} has no column {', '.join(map(repr, missing))}; {redo}")
+    for column, kind in needs.items():
+        bad = np.flatnonzero(_bad_cells(df[column], kind))
+        if len(bad):
+            raise UsageError(f"{path}, line {bad[0] + 2}: {column} is {df[column].iloc[bad[0]]!r}, not "
+                             f"{CELL_KINDS[kind]} ({len(bad)} such line(s)); {redo}")
+        if kind in ("count", "fold"):
+            df[column] = df[column].astype(np.int64)
+        elif kind in ("time", "probability"):
+            df[column] = pd.to_numeric(df[column].str.strip(), errors="coerce").astype(float)
+    return df

@@ -108,7 +108,7 @@ def with_intervals(units: pd.DataFrame, proba: np.ndarray, n_boot: int = 500, se
     members = [np.flatnonzero(inv == i) for i in range(len(uniq))]
     rng = np.random.default_rng(seed)
     draws = {m: [] for m in METRICS}
-    for _ in range(n_boot):
+    for _ in range(n_boot if len(uniq) else 0):  # a model that predicted no one has no interval
         idx = np.concatenate([members[i] for i in rng.integers(0, len(uniq), len(uniq))])
         yi = y[idx]
         if (yi == yi[0]).all():  # one class only

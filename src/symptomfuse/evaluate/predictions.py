@@ -13,27 +13,81 @@ import numpy as np
 import pandas as pd
 
 from symptomfuse.artifacts import RunInfo
-from symptomfuse.data.manifest import read_id_csv
+from symptomfuse.data.manifest import read_checked_csv
+from symptomfuse.errors import UsageError
 from symptomfuse.evaluate.metrics import LEVELS, aggregate, compute
 
 LEVELS_BY_UNIT = {"recording": LEVELS, "session": ("session", "person"), "person": ("person",)}
+
+
+_REDO = "the run folder was edited or damaged: train again"
 
 
 def load_predictions(run: Path) -> tuple[RunInfo, pd.DataFrame, dict[tuple, np.ndarray]]:
     """The run's ``RunInfo``, its samples, and each prediction set's (n samples, k) probabilities (NaN
     where the model gave none), keyed by (model, dropped modalities)."""
     info = RunInfo.load(run)
-    samples = read_id_csv(run / "samples.csv")
+    samples = read_samples(run, info)
+    tested = samples["fold"].to_numpy() >= 0
     preds = {}
     for ps in info.predictions:
         path = run / "predictions" / ps.file
         if not path.exists():
             raise FileNotFoundError(f"{path} is missing: the run folder is incomplete, train again")
-        df = pd.read_csv(path)
+        index, probs = read_probabilities(path, samples, info.classes, tested)
         p = np.full((len(samples), len(info.classes)), np.nan)
-        p[df.sample_index.to_numpy()] = df[[f"p_{c}" for c in info.classes]].to_numpy()
+        p[index] = probs
         preds[(ps.model, tuple(ps.dropped))] = p
     return info, samples, preds
+
+
+def read_samples(run: Path, info: RunInfo) -> pd.DataFrame:
+    """samples.csv, checked: one line per sample in order, each with its recording, person, class and fold."""
+    path = Path(run) / "samples.csv"
+    samples = read_checked_csv(path, {"sample_index": "count", "recording_id": "text", "person_id": "text",
+                                      "y": "count", "fold": "fold"}, _REDO)
+    if samples.empty:
+        raise UsageError(f"{path} lists no sample; {_REDO}")
+    wrong = samples.sample_index.to_numpy() != np.arange(len(samples))
+    if wrong.any():
+        i = int(np.flatnonzero(wrong)[0])
+        raise UsageError(f"{path}, line {i + 2}: sample_index is {samples.sample_index.iloc[i]}, where the lines "
+                         f"count 0, 1, 2, ...; {_REDO}")
+    wrong = samples.y.to_numpy() >= len(info.classes)
+    if wrong.any():
+        i = int(np.flatnonzero(wrong)[0])
+        raise UsageError(f"{path}, line {i + 2}: y is {samples.y.iloc[i]}, but the run has {len(info.classes)} "
+                         f"classes (0 to {len(info.classes) - 1}); {_REDO}")
+    return samples
+
+
+def read_probabilities(path: Path, samples: pd.DataFrame, classes: list[str], tested: np.ndarray | None = None
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """A predictions file, checked: which samples it predicts (each once; when ``tested`` is given, each
+    one a fold tested, and all of them) and their (n, k) probabilities, a row either empty (no prediction)
+    or summing to 1."""
+    columns = [f"p_{c}" for c in classes]
+    df = read_checked_csv(path, {"sample_index": "count", **{c: "probability" for c in columns}}, _REDO)
+    index, p = df.sample_index.to_numpy(), df[columns].to_numpy(float)
+    empty = np.isnan(p)
+    total = np.nansum(p, axis=1)
+    checks = [
+        (index >= len(samples), lambda i: f"sample {index[i]} is not in samples.csv ({len(samples)} samples)"),
+        (pd.Series(index).duplicated().to_numpy(), lambda i: f"sample {index[i]} is predicted twice"),
+        (~tested[np.minimum(index, len(samples) - 1)] if tested is not None else np.zeros(len(index), bool),
+         lambda i: f"sample {index[i]} was tested by no fold"),
+        (empty.any(axis=1) & ~empty.all(axis=1), lambda i: "its probabilities are partly empty"),
+        (~empty.any(axis=1) & (np.abs(total - 1) > 1e-3), lambda i: f"its probabilities sum to {total[i]:.4g}, not 1"),
+    ]
+    for wrong, why in checks:
+        if wrong.any():
+            i = int(np.flatnonzero(wrong)[0])
+            raise UsageError(f"{path}, line {i + 2}: {why(i)} ({int(wrong.sum())} such line(s)); {_REDO}")
+    missing = np.setdiff1d(np.flatnonzero(tested), index) if tested is not None else []
+    if len(missing):  # every tested sample has a line, empty where the model gave no prediction
+        raise UsageError(f"{path}: sample {missing[0]}, which a fold tested, has no line ({len(missing)} such "
+                         f"sample(s)); {_REDO}")
+    return index, p
 
 
 def score_levels(info: RunInfo, tested: pd.DataFrame) -> tuple[str, ...]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import json
+import warnings
 from pathlib import Path
 
 import matplotlib
@@ -20,7 +21,7 @@ from symptomfuse.errors import UsageError  # noqa: E402
 from symptomfuse.evaluate.metrics import (abstention, accuracy_coverage, aggregate, auc_binary, compute,  # noqa: E402
                                           conformal_coverage_range, conformal_sets, ordinal_metrics,
                                           ordinal_prediction, ordinal_values, with_intervals)
-from symptomfuse.evaluate.predictions import load_predictions, score_levels  # noqa: E402
+from symptomfuse.evaluate.predictions import load_predictions, read_probabilities, score_levels  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 
@@ -312,33 +313,36 @@ def evaluate_run(run: Path, n_boot: int = 500, band: float = 0.1, seed: int = 0,
                "unit": info.unit, "abstention_band": band, "top_level": top,
                "coverage": {c[len("has_"):]: float(w[c].astype(bool).mean()) for c in has_cols},
                "complete_samples": int(complete.sum()), "samples": int(len(w))}
-    for (name, dropped), p in tqdm(preds.items(), desc="evaluate", unit="model", leave=False):
-        spec = info.spec(name)
-        p = p[tested]
-        entry = {"model": name, "kind": spec.kind, "modalities": [m for m in spec.modalities if m not in dropped],
-                 "fusion": spec.late or (spec.fusion or {}).get("name") or spec.baseline,
-                 "coverage": float(np.isfinite(p).all(axis=1).mean())}
-        if dropped:
-            entry["dropped"] = list(dropped)
-            pc = np.where(complete[:, None], p, np.nan)
-            entry.update(_score(w, pc, levels, n_boot, band, seed, ordinal))
-            metrics["ablations"].append(entry)
-            continue
-        entry.update(_score(w, p, levels, n_boot, band, seed, ordinal))
-        ok = np.isfinite(p).all(axis=1)
-        units, pl = aggregate(w[ok].reset_index(drop=True), p[ok], top)
-        entry["accuracy_coverage"] = accuracy_coverage(units["y"].to_numpy(), pl)
-        if not complete.all():
-            entry["complete"] = _score(w, np.where(complete[:, None], p, np.nan), levels[-1:], n_boot, band, seed)
-        metrics["models"][name] = entry
+    with warnings.catch_warnings():  # a model that predicted no one: NaN figures, without NumPy's warnings
+        warnings.filterwarnings("ignore", "Mean of empty slice", RuntimeWarning)
+        warnings.filterwarnings("ignore", "invalid value encountered", RuntimeWarning)
+        for (name, dropped), p in tqdm(preds.items(), desc="evaluate", unit="model", leave=False):
+            spec = info.spec(name)
+            p = p[tested]
+            entry = {"model": name, "kind": spec.kind, "modalities": [m for m in spec.modalities if m not in dropped],
+                     "fusion": spec.late or (spec.fusion or {}).get("name") or spec.baseline,
+                     "coverage": float(np.isfinite(p).all(axis=1).mean())}
+            if dropped:
+                entry["dropped"] = list(dropped)
+                pc = np.where(complete[:, None], p, np.nan)
+                entry.update(_score(w, pc, levels, n_boot, band, seed, ordinal))
+                metrics["ablations"].append(entry)
+                continue
+            entry.update(_score(w, p, levels, n_boot, band, seed, ordinal))
+            ok = np.isfinite(p).all(axis=1)
+            units, pl = aggregate(w[ok].reset_index(drop=True), p[ok], top)
+            entry["accuracy_coverage"] = accuracy_coverage(units["y"].to_numpy(), pl)
+            if not complete.all():
+                entry["complete"] = _score(w, np.where(complete[:, None], p, np.nan), levels[-1:], n_boot, band, seed)
+            metrics["models"][name] = entry
+
     def part_units(part: str, name: str):
         """A fixed split's dev or calib probabilities of model ``name`` at the top level, or None."""
         path = run / "predictions" / part / f"{name}.csv"
         if not path.exists():
             return None
-        df = pd.read_csv(path)
-        units = samples.iloc[df.sample_index.to_numpy()].reset_index(drop=True)
-        p = df[[f"p_{c}" for c in info.classes]].to_numpy()
+        index, p = read_probabilities(path, samples, info.classes)
+        units = samples.iloc[index].reset_index(drop=True)
         ok = np.isfinite(p).all(axis=1)
         if not ok.any() or len(np.unique(units.y[ok])) < 2:
             return None

@@ -12,11 +12,13 @@ from typing import Dict
 
 import torch
 import torch.nn as nn
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from symptomfuse.atomic import atomic_path, atomic_write_text
 from symptomfuse.fusion import modules as _fusion_modules  # noqa: F401  (registers the fusion modules)
 from symptomfuse.models import encoders as _encoders  # noqa: F401  (registers the encoders)
+from symptomfuse.errors import UsageError
 from symptomfuse.models.registry import build
 
 
@@ -92,10 +94,19 @@ def save(model: MultimodalClassifier, folder: Path, extra: dict | None = None) -
 
 
 def load(folder: Path) -> MultimodalClassifier:
+    """A model ``save`` wrote (a run's model-fold); a folder whose files are gone, damaged or do not fit
+    each other is refused in one line. (An exported model that someone hands over is read by
+    ``stream.detector``, which checks more.)"""
     folder = Path(folder)
-    cfg = json.loads((folder / "config.json").read_text())["model"]
-    model = MultimodalClassifier(**cfg)
-    model.load_state_dict(load_file(str(folder / "model.safetensors")))
+    try:
+        cfg = json.loads((folder / "config.json").read_text())["model"]
+        model = MultimodalClassifier(**cfg)
+        model.load_state_dict(load_file(str(folder / "model.safetensors")))
+    except UsageError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError, SafetensorError) as exc:
+        raise UsageError(f"{folder} holds no model this version can read ({type(exc).__name__}: {exc}): the run "
+                         "folder is damaged or from another version; train again") from None
     return model.eval()
 
 

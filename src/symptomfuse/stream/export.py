@@ -38,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import save_file
 from tqdm import tqdm
 
@@ -276,10 +277,22 @@ def export_run(run: Path, out: Path, model: str | None = None, fold: int | None 
     names = [model] + [n for n in trained if info.spec(n).kind == "single" and n != model]
 
     def temperature(name):
-        return next(r["temperature"] for r in info.models[name]["folds"] if r["fold"] == fold)
+        """The temperature fold ``fold`` of model ``name`` was calibrated with (run.json)."""
+        got = [r.get("temperature") for r in info.models[name]["folds"] if isinstance(r, dict) and r.get("fold") == fold]
+        if len(got) != 1 or not isinstance(got[0], (int, float)) or not np.isfinite(got[0]) or got[0] <= 0:
+            raise UsageError(f"run.json holds no usable temperature for {name}, fold {fold} ({got}): the run folder "
+                             "is damaged; train again")
+        return float(got[0])
+
+    def density(path):
+        try:
+            return EmbeddingDensity.load(path)
+        except (OSError, ValueError, SafetensorError) as exc:
+            raise UsageError(f"{path} is not a usable embedding density ({exc}): the run folder is damaged; train "
+                             "again") from None
 
     models = {n: (load_model(run / "models" / n / f"fold{fold}"), temperature(n)) for n in names}
-    densities = {n: EmbeddingDensity.load(path) for n in names
+    densities = {n: density(path) for n in names
                  if (path := run / "models" / n / f"fold{fold}" / "ood.safetensors").exists()}
     test_people = sorted(samples.loc[samples.fold == fold, "person_id"].unique().tolist())
     source = {"run": str(run.resolve()), "run_id": info.run_id, "fold": fold, "person": person,

@@ -102,6 +102,17 @@ def finish(out: Path) -> None:
     shutil.rmtree(Path(out) / "progress", ignore_errors=True)
 
 
+def _run_id_in(path: Path) -> str | None:
+    """The run id a JSON file of a run folder names; a file that is not a JSON object is refused."""
+    try:
+        data = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UsageError(f"{path} is not valid JSON ({exc}): the run folder is damaged; train again") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"{path} is not a JSON object: the run folder is damaged; train again")
+    return data.get("run_id")
+
+
 def check_consistent(run: Path, run_id: str) -> None:
     """Every model folder of ``run`` belongs to run ``run_id``; else a UsageError naming the first that does not."""
     run = Path(run)
@@ -109,12 +120,12 @@ def check_consistent(run: Path, run_id: str) -> None:
         return
     stamp = run / STAMP
     if stamp.exists():
-        got = json.loads(stamp.read_text()).get("run_id")
+        got = _run_id_in(stamp)
         if got != run_id:
             raise UsageError(f"{run}: {STAMP} names run {got}, run.json run {run_id}: the folder mixes two runs; "
                              "train again")
     for config in sorted((run / "models").glob("*/fold*/config.json")):
-        got = json.loads(config.read_text()).get("run_id")
+        got = _run_id_in(config)
         if got != run_id:
             raise UsageError(f"{run}: {config.relative_to(run)} belongs to run {got}, not to this run ({run_id}): "
                              "the folder mixes two runs; train again")

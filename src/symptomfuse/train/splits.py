@@ -132,12 +132,12 @@ def read_split_file(path) -> dict[str, str]:
     different splits is refused: that would leak."""
     from pathlib import Path
 
-    import pandas as pd
+    from symptomfuse.data.manifest import read_id_csv
 
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"split file not found: {path}")
-    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    df = read_id_csv(path, text=("split",))
     if not {"person_id", "split"} <= set(df.columns):
         raise UsageError(f"split file {path} needs columns person_id and split; it has {list(df.columns)}")
     bad = sorted(set(df.split) - set(SPLITS))

@@ -1,8 +1,10 @@
-"""A curated folder that was edited or damaged after curation (its tables, its contract, its cache files)
-is refused with the file, the line or the recording, and what to do: never a traceback, and never read
-into wrong inputs (a window number of -1 would quietly take a recording's last window)."""
+"""A curated folder or a run folder that was edited or damaged after it was written (tables, contract,
+cache files, run.json, predictions, model files) is refused with the file, the line or the recording, and
+what to do: never a traceback, and never read into wrong inputs or figures (a window number of -1 would
+quietly take a recording's last window; a prediction of a sample no fold tested would enter the AUC)."""
 
 import json
+import re
 import shutil
 
 import numpy as np
@@ -20,10 +22,10 @@ from conftest import make_av
 @pytest.fixture(scope="module")
 def curated(tmp_path_factory):
     d = tmp_path_factory.mktemp("curated")
-    for i in range(3):
+    for i in range(6):
         make_av(d / f"r{i}.mp4", 4.0, seed=i)
-    pd.DataFrame({"path": [f"r{i}.mp4" for i in range(3)], "person_id": ["A", "B", "C"],
-                  "label": ["healthy", "parkinsons", "healthy"]}).to_csv(d / "m.csv", index=False)
+    pd.DataFrame({"path": [f"r{i}.mp4" for i in range(6)], "person_id": list("ABCDEF"),
+                  "label": ["healthy", "parkinsons"] * 3}).to_csv(d / "m.csv", index=False)
     curate(d / "m.csv", d / "c", contract=default_contract(modalities=["audio", "video"]),
            labels=["healthy", "parkinsons"], workers=1, progress=False)
     return d / "c"
@@ -114,8 +116,8 @@ def test_damage_past_the_first_recording_is_named_when_its_windows_are_read(cura
     last = next(e for e in _entries(c) if e.name == pd.read_csv(c / "recordings.csv").cache_key.iloc[-1])
     np.save(last / "audio.npy", np.zeros((2, 64, 5), np.float32))
     ws = load_curated(c)
-    assert np.array_equal(ws.inputs["audio"][:4], good[:4])  # the undamaged recordings read as before
-    with pytest.raises(UsageError, match=r"cached audio windows of recording 'r2' have the shape \(64, 5\)"):
+    assert np.array_equal(ws.inputs["audio"][:10], good[:10])  # the undamaged recordings read as before
+    with pytest.raises(UsageError, match=r"cached audio windows of recording 'r5' have the shape \(64, 5\)"):
         np.asarray(ws.inputs["audio"])
 
 
@@ -138,6 +140,100 @@ def test_training_that_never_gets_a_finite_loss_says_why(curated, tmp_path):
         np.save(entry / "audio.npy", np.full_like(np.load(entry / "audio.npy"), np.nan))
     ws = load_curated(c, ["audio"])
     model = MultimodalClassifier({"audio": {"name": "logmel_cnn", "channels": [4, 8], "dim": 8}}, None, 2, init_seed=1)
-    train, val = np.flatnonzero(ws.people != "C"), np.flatnonzero(ws.people == "C")
+    train, val = np.flatnonzero(ws.people > "B"), np.flatnonzero(ws.people <= "B")
     with pytest.raises(UsageError, match=r"never reached a finite validation loss \(last: nan\): the inputs hold NaN"):
         fit(model, ws, train, val, TrainConfig(max_epochs=2, progress=False))
+
+
+@pytest.fixture(scope="module")
+def run(curated, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "run"
+    assert main(["train", str(curated), "--out", str(out), "--modalities", "audio", "--fusion-modalities", "",
+                 "--baselines", "lr", "--epochs", "1", "--folds", "3", "--workers", "1"]) == 0
+    return out
+
+
+def _edit_json(name, fn):
+    def edit(r):
+        data = json.loads((r / name).read_text())
+        fn(data)
+        (r / name).write_text(json.dumps(data))
+    return edit
+
+
+def _each_fold(fn):
+    return lambda data: [fn(record) for m in data["models"].values() for record in m["folds"]]
+
+
+PREDICTIONS = "predictions/audio_only.csv"
+RUN_EDITS = {
+    "run.json not JSON": (lambda r: (r / "run.json").write_bytes(b"\xff{"), "run.json is not valid JSON"),
+    "a unit that is none": (_edit_json("run.json", lambda d: d.__setitem__("unit", "galaxy")), "unit 'galaxy' is not one of"),
+    "predictions named as a path": (_edit_json("run.json", lambda d: d["predictions"].append(
+        {"model": "../../etc/passwd", "dropped": []})), r"predictions of '../../etc/passwd', which is not a model of the run"),
+    "predictions without a modality the model lacks": (_edit_json("run.json", lambda d: d["predictions"].append(
+        {"model": "audio_only", "dropped": ["video"]})), r"not among its modalities \['audio'\]"),
+    "run.json's models gone": (_edit_json("run.json", lambda d: d.__setitem__("models", [])), "run.json is malformed"),
+    "a probability as text": (_edit_csv(PREDICTIONS, _set("p_healthy", "abc")), r"audio_only.csv, line 2: p_healthy is 'abc'"),
+    "a probability below 0": (_edit_csv(PREDICTIONS, _set("p_healthy", "-0.5")), "not a probability from 0 to 1"),
+    "probabilities that do not sum to 1": (_edit_csv(PREDICTIONS, _set("p_healthy", "0.9")), r"line 2: its probabilities sum to"),
+    "half a prediction": (_edit_csv(PREDICTIONS, _set("p_healthy", "")), "line 2: its probabilities are partly empty"),
+    "a sample that is not one": (_edit_csv(PREDICTIONS, _set("sample_index", "99999")), r"sample 99999 is not in samples.csv"),
+    "a sample predicted twice": (_edit_csv(PREDICTIONS, _set("sample_index", "1")), "line 3: sample 1 is predicted twice"),
+    "a tested sample left out": (_edit_csv(PREDICTIONS, lambda df: df.drop(df.index[:3], inplace=True)),
+                                 r"sample 0, which a fold tested, has no line \(3 such sample"),
+    "a predictions column renamed": (_edit_csv(PREDICTIONS, lambda df: df.rename(columns={"p_parkinsons": "p_x"},
+                                                                                 inplace=True)), "has no column 'p_parkinsons'"),
+    "samples.csv emptied": (lambda r: (r / "samples.csv").write_text(""), "samples.csv is not a readable CSV table"),
+    "a class index outside the classes": (_edit_csv("samples.csv", _set("y", "7")), r"line 2: y is 7, but the run has 2 classes"),
+    "a fold as text": (_edit_csv("samples.csv", _set("fold", "x")), "fold is 'x', not a whole number from -1"),
+    "samples out of order": (_edit_csv("samples.csv", _set("sample_index", "5")), r"line 2: sample_index is 5, where the lines count"),
+    "a model's config not JSON": (lambda r: (r / "models/audio_only/fold0/config.json").write_text("{"),
+                                  r"fold0/config.json is not valid JSON"),
+}
+
+
+@pytest.mark.parametrize("what", list(RUN_EDITS))
+def test_an_edited_or_damaged_run_folder_is_refused_by_evaluate_and_export(run, tmp_path, what, capsys):
+    edit, message = RUN_EDITS[what]
+    r = tmp_path / "run"
+    shutil.copytree(run, r)
+    edit(r)
+    for command in (["evaluate", str(r), "--bootstrap", "20"], ["export", str(r), "--out", str(tmp_path / "x")]):
+        capsys.readouterr()
+        assert main(command) == 2, command
+        err = capsys.readouterr().err
+        assert re.search(message, err), (command, err)
+        assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("what, edit, message", [
+    ("weights that are not safetensors", lambda r: (r / "models/audio_only/fold0/model.safetensors").write_bytes(b"x"),
+     r"fold0 holds no model this version can read \(SafetensorError"),
+    ("weights of another shape", _edit_json("models/audio_only/fold0/config.json",
+                                            lambda d: d["model"].__setitem__("n_classes", 5)), "size mismatch"),
+    ("a density that is not safetensors", lambda r: (r / "models/audio_only/fold0/ood.safetensors").write_bytes(b"x"),
+     "ood.safetensors is not a usable embedding density"),
+    ("a temperature below 0", _edit_json("run.json", _each_fold(lambda f: f.__setitem__("temperature", -1))),
+     r"no usable temperature for audio_only, fold 0 \(\[-1\]\)"),
+])
+def test_export_refuses_a_run_whose_model_files_are_damaged(run, tmp_path, capsys, what, edit, message):
+    r = tmp_path / "run"
+    shutil.copytree(run, r)
+    edit(r)
+    assert main(["export", str(r), "--out", str(tmp_path / "x"), "--no-onnx"]) == 2
+    err = capsys.readouterr().err
+    assert re.search(message, err) and "Traceback" not in err, err
+
+
+def test_a_model_that_predicted_no_one_is_reported_as_such(run, tmp_path, capsys):
+    """Empty lines are a model's way of giving no prediction (a sample without its modality): a model
+    with no prediction at all gets NaN figures and 0 people, not a crash in the bootstrap."""
+    r = tmp_path / "run"
+    shutil.copytree(run, r)
+    _edit_csv(PREDICTIONS, lambda df: df.update(df[["p_healthy", "p_parkinsons"]].map(lambda _: "")))(r)
+    assert main(["evaluate", str(r), "--bootstrap", "20"]) == 0
+    metrics = json.loads((r / "metrics.json").read_text())["models"]
+    assert metrics["audio_only"]["coverage"] == 0 and metrics["audio_only"]["person"]["people"] == 0
+    assert np.isnan(metrics["audio_only"]["person"]["roc_auc"]) and metrics["lr_audio"]["person"]["people"] == 6
+    assert "Warning" not in capsys.readouterr().err
