@@ -23,6 +23,8 @@ from symptomfuse.stream.export import export_models
 from symptomfuse.stream.sources import DeviceError, open_camera, open_microphone, replay_file
 from symptomfuse.synth.cohort import SynthConfig, synthesize
 
+from conftest import make_av
+
 ENCODERS = {"audio": {"name": "logmel_cnn", "channels": [4, 8, 8], "dim": 16},
             "video": {"name": "frames_cnn", "channels": [4, 8], "dim": 16},
             "keypoints": {"name": "keypoints_tcn", "channels": 16, "dim": 16, "levels": 2}}
@@ -407,6 +409,25 @@ def test_export_and_stream_commands(data, exported, tmp_path, capsys):
     events = [json.loads(line) for line in events_path.read_text().splitlines()]
     assert len(events) >= 7 and all(e["notice"] == NOTICE for e in events)
     assert pd.Series([e["fused"]["p"] for e in events]).between(0, 1).all()
+
+    short = make_av(tmp_path / "short.mp4", 1.0)  # shorter than a window: a message, not silence
+    assert main(["stream", str(short), "--model", str(out), "--no-view"]) == 0
+    assert "no update: the recording ended before a 3-s window of any modality was complete" in capsys.readouterr().err
+    assert main(["stream", str(tmp_path), "--model", str(out)]) == 2
+    assert "is not a recording but a folder" in capsys.readouterr().err
+
+
+def test_the_stream_summary_says_how_many_updates_abstained():
+    """A stream whose every update abstained (e.g. a voice unlike the training data) must not close with a
+    bare "mean fused p 0.00", which reads as a confident answer."""
+    from symptomfuse.cli import _stream_summary
+
+    def event(p, abstain, unlike=()):
+        return {"fused": {"p_window": p, "abstain": abstain, "unlike_training": list(unlike)}, "latency_ms": 5.0}
+
+    line = _stream_summary([event(0.01, True, ["audio"]), event(0.02, True), event(0.9, False)], "parkinsons")
+    assert line.startswith("3 updates, 2 of them abstaining (1 as unlike the training data); mean fused "
+                           "p(parkinsons) over the stream 0.31; latency p50 5 ms") and line.endswith(NOTICE)
 
 
 def test_log_mel_ring_equals_log_mel_of_each_window():

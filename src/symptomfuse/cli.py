@@ -875,8 +875,6 @@ far from its training data (ood > 1: "unlike the training data") makes the fused
 
 
 def _run_stream(args) -> int:
-    import numpy as np
-
     from symptomfuse.data.media import MediaError
     from symptomfuse.stream.detector import Detector, limit_threads
     from symptomfuse.stream.engine import StreamEngine, landmarks_needed, mediapipe_detectors
@@ -888,6 +886,8 @@ def _run_stream(args) -> int:
     if (args.file is None) == (not live_source):
         raise UsageError("give a FILE to replay, or --camera and/or --mic for a live stream (not both)")
     if args.file is not None and not args.file.is_file():
+        if args.file.exists():
+            raise UsageError(f"{args.file} is not a recording but a folder or a device: give a media file")
         raise FileNotFoundError(f"no such recording: {args.file}")
     if args.threads < 1:
         raise UsageError("--threads must be at least 1")
@@ -942,14 +942,28 @@ def _run_stream(args) -> int:
     finally:
         if jsonl is not None and jsonl is not sys.stdout:
             jsonl.close()
-    fused = [e["fused"]["p_window"] for e in events if e["fused"]["p_window"] is not None]
+    if code == 0 and not events:  # e.g. a recording shorter than a window: say so rather than nothing
+        print(f"no update: the {'recording' if args.file is not None else 'stream'} ended before a "
+              f"{engine.window_s:g}-s window of any modality was complete", file=sys.stderr)
     if events and view is not None:
-        lat = np.percentile([e["latency_ms"] for e in events], [50, 95])
-        mean = f"{np.mean(fused):.2f}" if fused else "--"
-        what = f"p({detector.positive_class})" if detector.positive_class else "top-class probability"
-        print(f"{len(events)} updates; mean fused {what} over the stream {mean}; "
-              f"latency p50 {lat[0]:.0f} ms, p95 {lat[1]:.0f} ms.  {NOTICE}")
+        print(_stream_summary(events, detector.positive_class))
     return code
+
+
+def _stream_summary(events: list[dict], positive: str | None) -> str:
+    """The closing line of ``stream``: updates, how many abstained (and how many of those because a
+    modality was unlike the training data), the mean fused probability, the latency."""
+    import numpy as np
+
+    fused = [e["fused"]["p_window"] for e in events if e["fused"]["p_window"] is not None]
+    abstained = sum(bool(e["fused"]["abstain"]) for e in events)
+    unlike = sum(bool(e["fused"]["abstain"] and e["fused"].get("unlike_training")) for e in events)
+    lat = np.percentile([e["latency_ms"] for e in events], [50, 95])
+    mean = f"{np.mean(fused):.2f}" if fused else "--"
+    what = f"p({positive})" if positive else "top-class probability"
+    held = f"{abstained} of them abstaining" + (f" ({unlike} as unlike the training data)" if unlike else "")
+    return (f"{len(events)} updates, {held}; mean fused {what} over the stream {mean}; "
+            f"latency p50 {lat[0]:.0f} ms, p95 {lat[1]:.0f} ms.  {NOTICE}")
 
 
 def _run_serve_workers(args, model: Path) -> int:
