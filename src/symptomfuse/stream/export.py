@@ -43,7 +43,7 @@ from safetensors.torch import save_file
 from tqdm import tqdm
 
 from symptomfuse import NOTICE
-from symptomfuse.atomic import atomic_path, atomic_write_text
+from symptomfuse.atomic import atomic_folder, atomic_path, atomic_write_text
 from symptomfuse.artifacts import RunInfo
 from symptomfuse.contract import FeatureContract
 from symptomfuse.evaluate.predictions import cross_validated_auc, load_predictions
@@ -221,18 +221,25 @@ def export_models(models: dict[str, tuple[MultimodalClassifier, float]], primary
     """Export ``{name: (model, temperature)}``; ``primary`` is the model whose output is the fused result;
     ``densities`` are single-modality models' embedding densities (``models.ood``), by model name.
 
-    Every single-modality model among them serves its modality's own prediction. Writes export.json last,
-    so a folder with an export.json is complete.
+    Every single-modality model among them serves its modality's own prediction. The folder is written
+    beside ``out`` and takes its place when complete (``atomic_folder``): an earlier export there is
+    replaced whole, never mixed with this one (its stale files gone, its export.json never naming the new
+    files' hashes); a folder that is not an export is refused, so a person's own files are never mixed in
+    or overwritten.
     """
     if primary not in models:
         raise UsageError(f"primary model {primary!r} is not among the exported models {sorted(models)}")
     out = Path(out)
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / EXPORT_FILE).is_file())):
+        raise UsageError(f"{out} is not empty and is not an exported model folder (no {EXPORT_FILE}): choose a new "
+                         "or empty --out")
     entries = {}
-    for name, (model, temperature) in tqdm(models.items(), desc="export", unit="model", disable=not progress):
-        entries[name] = export_model(model, name, temperature, contract, out, onnx, (densities or {}).get(name))
-    singles = {e["modalities"][0]: name for name, e in entries.items() if e["fusion"] is None}
-    spec = ExportSpec(contract, primary, singles, entries, onnx, source or {})
-    atomic_write_text(out / EXPORT_FILE, json.dumps(spec.to_json(), indent=1, default=float))
+    with atomic_folder(out) as folder:
+        for name, (model, temperature) in tqdm(models.items(), desc="export", unit="model", disable=not progress):
+            entries[name] = export_model(model, name, temperature, contract, folder, onnx, (densities or {}).get(name))
+        singles = {e["modalities"][0]: name for name, e in entries.items() if e["fusion"] is None}
+        spec = ExportSpec(contract, primary, singles, entries, onnx, source or {})
+        atomic_write_text(folder / EXPORT_FILE, json.dumps(spec.to_json(), indent=1, default=float))
     return spec
 
 
