@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from functools import lru_cache
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
