@@ -175,6 +175,19 @@ def _damaged(part: _Part, what: str) -> UsageError:
                       "(it recomputes that recording alone)")
 
 
+def _cache_dir(folder: Path) -> Path:
+    """The cache the folder was curated into (curation.json names it: it may be shared, --cache-dir), or
+    the folder's own ``cache`` when that one is gone (a curated folder copied elsewhere)."""
+    try:
+        named = json.loads((folder / "curation.json").read_text())["cache_dir"]
+    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise UsageError(f"{folder / 'curation.json'} is not one that curate writes ({type(exc).__name__}: {exc}); "
+                         "curate again with the same manifest and --out to write it afresh") from None
+    if not isinstance(named, str):
+        raise UsageError(f"{folder / 'curation.json'}: cache_dir is {named!r}, not a folder; curate again")
+    return Path(named) if Path(named).exists() else folder / "cache"
+
+
 def load_curated(folder: Path, modalities: tuple[str, ...] | list[str] | None = None) -> WindowSet:
     """Load the windows of a ``symptomfuse curate`` output folder for the given modalities (default: all
     curated ones). Windows that have none of them are left out."""
@@ -186,10 +199,7 @@ def load_curated(folder: Path, modalities: tuple[str, ...] | list[str] | None = 
     unknown = [m for m in modalities if m not in contract.modalities]
     if unknown:
         raise UsageError(f"modalities {unknown} were not curated in {folder}; it has {list(contract.modalities)}")
-    info = json.loads((folder / "curation.json").read_text())
-    cache_dir = Path(info["cache_dir"])
-    if not cache_dir.exists():
-        cache_dir = folder / "cache"
+    cache_dir = _cache_dir(folder)
     cache = FeatureCache(cache_dir)
     recordings, windows = _read_tables(folder)
     bound = {m: contract.modality(m) for m in modalities}
