@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from symptomfuse.cli import main
+from symptomfuse.errors import UsageError
 
 
 def _people(n=60, seed=0):
@@ -349,3 +350,31 @@ def test_leave_one_person_out_from_the_command_line(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["train", str(tmp_path / "c"), "--out", str(tmp_path / "r2"), "--folds", "leave"])
     assert "or loo: one per person" in capsys.readouterr().err
+
+
+def test_manifests_and_tables_are_read_as_spreadsheets_save_them(tmp_path):
+    """Excel's "CSV UTF-8" (a byte order mark), "Unicode text" (UTF-16), a sheet set to a language whose
+    decimal mark is a comma ("CSV" with semicolons, 0,53), tabs: all read as the plain CSV does. Latin-1
+    cannot be told from other encodings reliably: refused, with how to convert it."""
+    from symptomfuse.data.manifest import Columns, read_manifest, read_sheet, read_table
+
+    manifest = pd.DataFrame({"path": ["a.mp4", "b.mp4"], "person_id": ["Zoë", "NA"], "label": ["healthy", "pd"],
+                             "note": ["x, y", ""]})
+    table = pd.DataFrame({"person_id": ["p1", "p2", "p3"], "label": ["healthy", "pd", "pd"],
+                          "jitter": [0.00784, 1.5, -2.25], "hnr": [21.0, 19.5, 1e-05]})
+    saved = {"plain": {}, "bom": {"encoding": "utf-8-sig"}, "utf16": {"encoding": "utf-16"}, "tabs": {"sep": "\t"}}
+    for name, how in saved.items():
+        manifest.to_csv(tmp_path / f"m_{name}.csv", index=False, **how)
+        table.to_csv(tmp_path / f"t_{name}.csv", index=False, **how)
+    manifest.to_csv(tmp_path / "m_semicolons.csv", index=False, sep=";")
+    table.to_csv(tmp_path / "t_semicolons.csv", index=False, sep=";", decimal=",")
+    for name in [*saved, "semicolons"]:
+        got = read_manifest(tmp_path / f"m_{name}.csv")
+        assert got[["path", "person_id", "label", "note"]].values.tolist() == manifest.fillna("").values.tolist(), name
+        text, values = read_table(tmp_path / f"t_{name}.csv", Columns())
+        assert values[["jitter", "hnr"]].values.tolist() == table[["jitter", "hnr"]].values.tolist(), name
+        assert text.person_id.tolist() == ["p1", "p2", "p3"], name
+        assert read_sheet(tmp_path / f"t_{name}.csv", "split file").jitter.tolist()[0] in ("0.00784", "0,00784")
+    manifest.to_csv(tmp_path / "m_latin1.csv", index=False, encoding="latin-1")
+    with pytest.raises(UsageError, match=r"not UTF-8 text \(byte 0xeb at position \d+\): save it as \"CSV UTF-8\""):
+        read_manifest(tmp_path / "m_latin1.csv")

@@ -8,6 +8,7 @@ person whose rows disagree on the label.
 
 from __future__ import annotations
 
+import io
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,17 +100,43 @@ class Quarantined:
 ROW_ERROR = "__row_error__"  # set on a row that could not be split into the header's columns
 
 
+def spreadsheet_text(path: Path, what: str) -> tuple[str, str]:
+    """The text of a CSV file as spreadsheets save it, and its delimiter: UTF-8 (with or without the byte
+    order mark Excel's "CSV UTF-8" writes) or UTF-16 with its mark (Excel's "Unicode text"); commas, or
+    semicolons or tabs when the header has them and no comma (a spreadsheet set to a language whose
+    decimal mark is a comma saves "CSV" with semicolons). Other encodings cannot be told apart reliably
+    and are refused with how to convert them."""
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-16") if data[:2] in (b"\xff\xfe", b"\xfe\xff") else data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{what} {path} is not UTF-8 text (byte 0x{data[exc.start]:02x} at position {exc.start}): save "
+                         "it as \"CSV UTF-8\", or convert it, e.g. iconv -f latin1 -t utf-8") from None
+    header = text.split("\n", 1)[0]
+    delimiter = "," if "," in header else ";" if ";" in header else "\t" if "\t" in header else ","
+    return text, delimiter
+
+
+def read_sheet(path: Path, what: str) -> pd.DataFrame:
+    """A small CSV a person made (a split file, a table of person attributes), every cell as text, read as
+    spreadsheets save it (``spreadsheet_text``); one that is empty or not CSV is refused in one line."""
+    text, delimiter = spreadsheet_text(Path(path), what)
+    try:
+        return pd.read_csv(io.StringIO(text), sep=delimiter, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise UsageError(f"{what} {path} is not a readable CSV table ({str(exc).strip()})") from None
+
+
 def _read_rows(path: Path) -> pd.DataFrame:
     """Every cell as text (``NA``, ``nan``, ``null`` stay text). A row with more fields than the header is
     kept, empty, with ``ROW_ERROR`` saying why (quarantined as ``bad_fields``: one bad row never stops a
     run, and the rows after it keep their numbers); a row with fewer fields is padded, as CSV readers do."""
     import csv
-    import io
 
+    text, delimiter = spreadsheet_text(path, "manifest")
     try:
-        text = path.read_text(encoding="utf-8-sig")
-        rows = [r for r in csv.reader(io.StringIO(text), skipinitialspace=True) if r]
-    except (UnicodeDecodeError, csv.Error) as exc:
+        rows = [r for r in csv.reader(io.StringIO(text), delimiter=delimiter, skipinitialspace=True) if r]
+    except csv.Error as exc:
         raise UsageError(f"cannot read manifest {path} as CSV: {exc}") from exc
     if not rows:
         raise UsageError(f"cannot read manifest {path} as CSV: it is empty")
@@ -293,8 +320,11 @@ def read_table(path: Path, columns: Columns) -> tuple[pd.DataFrame, pd.DataFrame
             values = pd.read_parquet(path)
             text = values.astype(str)
         else:
-            text = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
-            values = pd.read_csv(path, skipinitialspace=True)
+            raw, sep = spreadsheet_text(path, "table")
+            # a semicolon-separated sheet writes decimals with a comma (0,53)
+            decimal = "," if sep == ";" and re.search(r"(^|;)\s*-?\d+,\d+\s*(;|$)", raw, re.M) else "."
+            text = pd.read_csv(io.StringIO(raw), sep=sep, dtype=str, keep_default_na=False, skipinitialspace=True)
+            values = pd.read_csv(io.StringIO(raw), sep=sep, decimal=decimal, skipinitialspace=True)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError, ImportError) as exc:
         raise UsageError(f"cannot read table {path}: {exc}") from exc
     missing = [c for c in (columns.person, columns.label) if c not in text.columns]

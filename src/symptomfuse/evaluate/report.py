@@ -21,6 +21,7 @@ from symptomfuse.errors import UsageError  # noqa: E402
 from symptomfuse.evaluate.metrics import (abstention, accuracy_coverage, aggregate, auc_binary, compute,  # noqa: E402
                                           conformal_coverage_range, conformal_sets, ordinal_metrics,
                                           ordinal_prediction, ordinal_values, with_intervals)
+from symptomfuse.data.manifest import read_sheet  # noqa: E402
 from symptomfuse.evaluate.predictions import load_predictions, read_probabilities, score_levels  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
@@ -60,10 +61,7 @@ def read_subgroups(path: Path, person_col: str, columns: list[str]) -> tuple[pd.
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"--subgroups: no such file {path}")
-    try:
-        table = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise UsageError(f"--subgroups: cannot read {path}: {exc}") from None
+    table = read_sheet(path, "--subgroups")
     table.columns = [str(c).strip() for c in table.columns]
     lower = {c.lower(): c for c in table.columns}
     person = lower.get(person_col.lower(), person_col)

@@ -132,12 +132,12 @@ def read_split_file(path) -> dict[str, str]:
     different splits is refused: that would leak."""
     from pathlib import Path
 
-    from symptomfuse.data.manifest import read_id_csv
+    from symptomfuse.data.manifest import read_sheet
 
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"split file not found: {path}")
-    df = read_id_csv(path, text=("split",))
+    df = read_sheet(path, "split file")
     if not {"person_id", "split"} <= set(df.columns):
         raise UsageError(f"split file {path} needs columns person_id and split; it has {list(df.columns)}")
     bad = sorted(set(df.split) - set(SPLITS))
