@@ -101,3 +101,28 @@ def test_an_export_that_fails_part_way_leaves_the_earlier_one_as_it_was(tmp_path
     assert json.loads((out / "export.json").read_text())["primary"] == "fused_gated"
     Detector.load(out, "torch")  # still whole: its hashes match its files
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_every_command_refuses_a_file_as_its_out_folder_and_synth_a_folder_of_other_files(tmp_path, capsys):
+    afile = tmp_path / "afile"
+    afile.write_text("precious")
+    manifest = _manifest(tmp_path)
+    for argv in (["synth", "--out", str(afile), "--people", "2"],
+                 ["curate", str(manifest), "--out", str(afile), "--labels", "healthy,parkinsons"]):
+        assert main(argv) == 2, argv
+        assert "is a file: give a folder" in capsys.readouterr().err
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("precious")
+    assert main(["synth", "--out", str(mine), "--people", "2"]) == 2
+    assert "holds files that synth did not write (notes.txt)" in capsys.readouterr().err
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"] and afile.read_text() == "precious"
+
+
+def test_train_refuses_a_file_as_its_out_folder(tmp_path):
+    from symptomfuse.train.runfolder import start
+
+    (tmp_path / "afile").write_text("precious")
+    with pytest.raises(UsageError, match="is a file: give a folder"):
+        start(tmp_path / "afile", {"models": []}, resume=False)
+    assert (tmp_path / "afile").read_text() == "precious"

@@ -415,6 +415,8 @@ def test_export_and_stream_commands(data, exported, tmp_path, capsys):
     assert "no update: the recording ended before a 3-s window of any modality was complete" in capsys.readouterr().err
     assert main(["stream", str(tmp_path), "--model", str(out)]) == 2
     assert "is not a recording but a folder" in capsys.readouterr().err
+    assert main(["stream", str(short), "--model", str(out), "--jsonl", str(tmp_path)]) == 2
+    assert f"--jsonl {tmp_path}: cannot write there (Is a directory)" in capsys.readouterr().err
 
 
 def test_the_stream_summary_says_how_many_updates_abstained():

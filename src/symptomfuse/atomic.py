@@ -14,6 +14,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from symptomfuse.errors import UsageError
+
 
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
@@ -76,3 +78,18 @@ def _umask() -> int:
     umask = os.umask(0)
     os.umask(umask)
     return umask
+
+
+def check_out_folder(out: Path, own: tuple[str, ...], command: str) -> None:
+    """``out`` must be a new or empty folder, or one that holds only what ``command`` writes (``own``: an
+    earlier run of it, finished or killed): never a folder of a person's own files, which the command
+    would mix with its artifacts or overwrite. Hidden files are unfinished atomic writes."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file: give a folder")
+    foreign = sorted(p.name for p in out.iterdir() if p.name not in own and not p.name.startswith(".")) \
+        if out.is_dir() else []
+    if foreign:
+        raise UsageError(f"{out} holds files that {command} did not write ({', '.join(foreign[:3])}"
+                         f"{', ...' if len(foreign) > 3 else ''}): choose a new or empty --out, or the folder of an "
+                         f"earlier `{command}`")

@@ -902,7 +902,10 @@ def _run_stream(args) -> int:
         guided = GuidedSession(detector, 0.0, update_every=args.update_every, settle_s=engine.max_wait_s,
                                abstain_band=args.abstain_band)
         engine.listeners.append(guided.on_window)
-    jsonl = None if args.jsonl is None else (sys.stdout if args.jsonl == "-" else open(args.jsonl, "w"))
+    try:
+        jsonl = None if args.jsonl is None else (sys.stdout if args.jsonl == "-" else open(args.jsonl, "w"))
+    except OSError as exc:
+        raise UsageError(f"--jsonl {args.jsonl}: cannot write there ({exc.strerror})") from None
     view = None if args.no_view or args.jsonl == "-" else LiveView(detector.positive_class)
     if view is not None:
         print(NOTICE)

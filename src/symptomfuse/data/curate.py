@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from symptomfuse.atomic import atomic_write_text
+from symptomfuse.atomic import atomic_write_text, check_out_folder
 from symptomfuse.contract import FILE as CONTRACT_FILE, FeatureContract, order_classes
 from symptomfuse.data.cache import CacheEntry, FeatureCache, cache_key, file_digest
 from symptomfuse.data.manifest import (REASONS, Candidate, Columns, Quarantined, TableSource, check_rows,
@@ -181,20 +181,6 @@ OUTPUTS = ("recordings.csv", "windows.csv", "quarantine.csv", CONTRACT_FILE, "cu
            "summary.png", "cache")
 
 
-def _check_out(out: Path) -> None:
-    """A new or empty folder, or one that holds only what curate writes (an earlier curation, finished or
-    killed, whose cache it reuses): never a folder of a person's own files, which it would mix with its
-    tables or overwrite (hidden files are its own unfinished writes)."""
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} is a file: give a folder")
-    foreign = sorted(p.name for p in out.iterdir() if p.name not in OUTPUTS and not p.name.startswith(".")) \
-        if out.is_dir() else []
-    if foreign:
-        raise UsageError(f"{out} holds files that curate did not write ({', '.join(foreign[:3])}"
-                         f"{', ...' if len(foreign) > 3 else ''}): choose a new or empty --out, or the folder of an "
-                         "earlier curation")
-
-
 def curate(
     manifest: Path | None,
     out: Path,
@@ -223,7 +209,7 @@ def curate(
     out = Path(out)
     if manifest is None and not tables:
         raise UsageError("give a manifest, or at least one --table")
-    _check_out(out)
+    check_out_folder(out, OUTPUTS, "curate")
     pattern = None
     if person_pattern:
         try:

@@ -26,7 +26,7 @@ import av
 import numpy as np
 import pandas as pd
 
-from symptomfuse.atomic import atomic_path, atomic_write_text
+from symptomfuse.atomic import atomic_path, atomic_write_text, check_out_folder
 from symptomfuse.errors import UsageError
 from symptomfuse.parallel import run_jobs
 from symptomfuse.synth.hand import HandParams, HandRenderer, SceneParams, hand_trajectory, to_image_coords
@@ -292,10 +292,14 @@ def _make_recording_job(args):
     return make_recording(*args)
 
 
+OUTPUTS = ("recordings", "manifest.csv", "people.json")  # what synth writes into --out, and nothing else
+
+
 def synthesize(cfg: SynthConfig, out: Path, workers: int | None = None, progress: bool = True) -> pd.DataFrame:
     """Write the whole cohort under ``out`` and return its manifest (also saved as manifest.csv)."""
     cfg.validate()
     out = Path(out)
+    check_out_folder(out, OUTPUTS, "synth")
     rec_dir = out / "recordings"
     rec_dir.mkdir(parents=True, exist_ok=True)
     people = sample_people(cfg)

@@ -37,6 +37,8 @@ def fingerprint(plan: dict) -> str:
 def start(out: Path, plan: dict, resume: bool) -> tuple[str, bool]:
     """Prepare ``out`` for a run of ``plan``; returns (run id, whether an earlier run was cleared)."""
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file: give a folder")
     stamp = out / STAMP
     print_cleared = False
     if stamp.exists():
