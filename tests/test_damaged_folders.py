@@ -4,6 +4,7 @@ what to do: never a traceback, and never read into wrong inputs or figures (a wi
 quietly take a recording's last window; a prediction of a sample no fold tested would enter the AUC)."""
 
 import json
+import os
 import re
 import shutil
 
@@ -149,8 +150,15 @@ def test_training_that_never_gets_a_finite_loss_says_why(curated, tmp_path):
 @pytest.fixture(scope="module")
 def run(curated, tmp_path_factory):
     out = tmp_path_factory.mktemp("run") / "run"
-    assert main(["train", str(curated), "--out", str(out), "--modalities", "audio", "--fusion-modalities", "",
-                 "--baselines", "lr", "--epochs", "1", "--folds", "3", "--workers", "1"]) == 0
+    here = os.getcwd()
+    os.chdir(curated.parent)  # the curated folder given relative to where train runs
+    try:
+        assert main(["train", curated.name, "--out", str(out), "--modalities", "audio", "--fusion-modalities", "",
+                     "--baselines", "lr", "--epochs", "1", "--folds", "3", "--workers", "1"]) == 0
+    finally:
+        os.chdir(here)
+    # recorded whole, so that evaluate --importance / --mc-dropout find it from any working folder
+    assert json.loads((out / "run.json").read_text())["protocol"]["curated"] == str(curated.resolve())
     return out
 
 

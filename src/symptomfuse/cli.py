@@ -554,7 +554,7 @@ def _run_train(args) -> int:
                       num_nodes=args.num_nodes, strategy=args.strategy, prepared_mb=args.prepared_mb)
     protocol = {"folds": len(folds), "leave_one_out": args.folds == LEAVE_ONE_OUT and assignment is None,
                 "people": int(len(np.unique(ws.people))), "seed": args.seed,
-                "held_out": args.held_out, "windows": int(len(ws.y)), "curated": str(args.curated),
+                "held_out": args.held_out, "windows": int(len(ws.y)), "curated": str(args.curated.resolve()),
                 "finetune_fusion": args.finetune_fusion,
                 "split": "fixed" if assignment is not None else args.split,
                 "split_people": {name: int(len(np.unique(ws.people[getattr(folds[0], attr)])))
