@@ -92,7 +92,7 @@ EDITS = {
                             r"the cached video windows of recording 'r0' have the shape \(75, 48, 64, 3\), where the "
                             r"feature contract \(contract.json\) gives \(75, 48, 1000000000, 3\)"),
     "a cache file cut off": (lambda c: (_entries(c)[0] / "audio.npy").write_bytes(b"\x93NUMPY\x01\x00"),
-                             r"are damaged \(audio.npy is not a NumPy array file.*delete .*cache/"),
+                             r"are damaged \(audio.npy is not a NumPy array file.*curate again.*delete .*cache/"),
     "a cache file replaced by a link": (lambda c: ((_entries(c)[0] / "audio.npy").unlink(),
                                                    (_entries(c)[0] / "audio.npy").symlink_to(c / "windows.csv")),
                                         r"audio.npy is not a NumPy array file"),
@@ -107,6 +107,20 @@ def test_an_edited_or_damaged_curated_folder_is_refused_with_what_to_do(curated,
     edit(c)
     with pytest.raises(UsageError, match=message):
         load_curated(c)
+
+
+def test_curating_again_repairs_a_damaged_cache_entry(curated, tmp_path):
+    """A cache entry whose file was cut off is not a cache hit: curating again recomputes it, and it
+    alone, to the same features."""
+    c = _copy(curated, tmp_path)
+    before = np.asarray(load_curated(c).inputs["audio"])
+    (_entries(c)[0] / "audio.npy").write_bytes(b"\x93NUMPY\x01\x00")
+    with pytest.raises(UsageError, match="curate again with the same manifest and --out; it recomputes"):
+        load_curated(c)
+    again = curate(curated.parent / "m.csv", c, contract=default_contract(modalities=["audio", "video"]),
+                   labels=["healthy", "parkinsons"], workers=1, progress=False)
+    assert (again.decoded, again.cache_hits) == (1, 5)
+    assert np.array_equal(np.asarray(load_curated(c).inputs["audio"]), before)
 
 
 def test_damage_past_the_first_recording_is_named_when_its_windows_are_read(curated, tmp_path):

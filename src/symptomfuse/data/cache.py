@@ -119,16 +119,25 @@ class FeatureCache:
         return self.root / key[:2] / key
 
     def meta(self, key: str) -> dict | None:
-        """The entry's JSON record, or None if there is no entry."""
+        """The entry's JSON record, or None if there is no usable entry: none, a record that does not read,
+        or a successful one whose arrays are gone or do not read (a cut-off or overwritten ``.npy``; their
+        headers and lengths are checked, not their values). A curation that meets None computes the
+        entry afresh, so curating again repairs a damaged cache."""
         p = self._base(key).with_suffix(".json")
         if not p.exists():
             return None
         try:
             meta = json.loads(p.read_text())
-        except (OSError, json.JSONDecodeError):
+        except (OSError, ValueError):  # not JSON, not UTF-8
             return None
-        if meta.get("status") == "ok" and not self._base(key).is_dir():
+        if not isinstance(meta, dict):
             return None
+        if meta.get("status") == "ok":
+            try:
+                if not self.load(key):
+                    return None
+            except (OSError, ValueError):
+                return None
         return meta
 
     def load(self, key: str) -> dict[str, DiskArray]:

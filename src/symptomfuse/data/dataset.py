@@ -170,9 +170,9 @@ def _read_tables(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def _damaged(part: _Part, what: str) -> UsageError:
-    return UsageError(f"the cached features of recording {part.recording_id!r} are damaged ({what}): delete "
-                      f"{part.entry} and {part.entry}.json, then curate again with the same manifest and --out "
-                      "(it recomputes that recording alone)")
+    return UsageError(f"the cached features of recording {part.recording_id!r} are damaged ({what}): curate "
+                      "again with the same manifest and --out; it recomputes the entries whose files do not read "
+                      f"(else delete {part.entry} and {part.entry}.json first)")
 
 
 def _cache_dir(folder: Path) -> Path:
