@@ -93,7 +93,8 @@ People with the condition show voice signs only, movement signs only, or both, i
 --voice-only/--movement-only/--both; severities overlap healthy variation, so neither modality alone
 finds everyone. The same --seed and options always give the same files.""",
         epilog="example:\n  symptomfuse synth --out data/cohort --people 48 --seed 0")
-    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--out", type=Path, required=True,
+                   help="output folder: new or empty, or an earlier synth's (never a folder of other files)")
     p.add_argument("--people", type=_number(int, 2, 100_000), default=48, help="number of people")
     p.add_argument("--seed", type=_number(int, 0, 2**31 - 1), default=0, help="random seed")
     p.add_argument("--recordings", type=_number(int, 1, 1000), default=3, help="recordings (sessions) per person")
@@ -165,7 +166,9 @@ quarantined; 2 for bad arguments or an unreadable manifest.""",
                "  symptomfuse curate --table voice=data/uci_parkinsons/parkinsons.csv --out cur \\\n"
                "      --person-col name --person-pattern '(phon_R01_S\\d+)' --label-col status --positive 1")
     p.add_argument("manifest", type=Path, nargs="?", default=None, help="manifest CSV (optional with --table)")
-    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--out", type=Path, required=True,
+                   help="output folder: new or empty, or an earlier curation's, whose cache it reuses (never a folder "
+                        "of other files)")
     p.add_argument("--table", action="append", default=[], metavar="NAME=FILE[::FEATURES]",
                    help="a feature table (CSV or Parquet) as modality NAME; FEATURES: numeric (default), "
                         "prefix:P or cols:A,B (repeatable)")
@@ -343,7 +346,9 @@ Every name and number is checked before any data is loaded. {NOTICE}""",
                "  symptomfuse train fsdd_curated --out fsdd_run --modalities audio --folds 6\n"
                "  symptomfuse train tasks_curated --out tasks_run --unit person --encoder audio=logmel_cnn")
     p.add_argument("curated", type=Path, help="a folder written by `symptomfuse curate`")
-    p.add_argument("--out", type=Path, required=True, help="run folder")
+    p.add_argument("--out", type=Path, required=True,
+                   help="run folder: new or empty, or an earlier run's, which is replaced (--resume: continued); never a "
+                        "folder of other files")
     p.add_argument("--modalities", type=_csv_list, default=None,
                    help="single-modality models to train (default: every curated modality)")
     p.add_argument("--fusion-modalities", type=_csv_list, default=None,
@@ -797,7 +802,8 @@ then a fair test of people the models never saw. {NOTICE}""",
         epilog="examples:\n  symptomfuse export demo_out/run --out demo_out/model --person P001\n"
                "  symptomfuse export demo_out/run --out model_dir --model fused_attention --fold 2")
     p.add_argument("run", type=Path, help="a folder written by `symptomfuse train`")
-    p.add_argument("--out", type=Path, required=True, help="export folder")
+    p.add_argument("--out", type=Path, required=True,
+                   help="export folder: new or empty, or an earlier export, replaced whole when this one is complete")
     p.add_argument("--model", default=None, help="the primary (fused) model; None: the fused model with the best cross-validated ROC AUC")
     p.add_argument("--fold", type=_number(int, 0, 1000), default=None, help="which fold's models; None: fold 0, or --person's fold")
     p.add_argument("--person", default=None, help="take the fold in which this person was a test person")
