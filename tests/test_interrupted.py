@@ -164,3 +164,30 @@ def test_an_atomic_write_lands_whole_with_the_permissions_open_gives(tmp_path):
         assert sorted(p.name for p in tmp_path.iterdir()) == ["w.bin"]
     finally:
         os.umask(umask)
+
+
+def test_a_progress_record_that_does_not_read_is_trained_again_not_a_traceback(tmp_path):
+    """--resume reads back each finished model-fold; one whose files were cut off (a full disk) or edited
+    counts as not finished, so the model-fold is trained again."""
+    import numpy as np
+
+    from symptomfuse.train.runfolder import finished, load_progress, save_progress
+
+    def saved():
+        save_progress(tmp_path, "run1", "audio_only", 0, {"fold": 0}, {"rows": np.arange(3)})
+        return tmp_path / "progress" / "audio_only"
+
+    folder = saved()
+    assert finished(tmp_path, "run1", "audio_only", 0) and not finished(tmp_path, "run2", "audio_only", 0)
+    record, arrays = load_progress(tmp_path, "run1", "audio_only", 0)
+    assert record == {"fold": 0} and arrays["rows"].tolist() == [0, 1, 2]
+    data = (folder / "fold0.npz").read_bytes()
+    for damage in (lambda: (folder / "fold0.npz").write_bytes(data[: len(data) // 2]),
+                   lambda: (folder / "fold0.npz").unlink(),
+                   lambda: (folder / "fold0.json").write_text("{"),
+                   lambda: (folder / "fold0.json").write_bytes(b"\xff\xfe"),
+                   lambda: (folder / "fold0.json").write_text('{"run_id": "run1", "record": 7}')):
+        folder = saved()
+        damage()
+        assert not finished(tmp_path, "run1", "audio_only", 0)
+        assert load_progress(tmp_path, "run1", "audio_only", 0) is None

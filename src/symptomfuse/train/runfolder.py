@@ -18,6 +18,7 @@ import hashlib
 import json
 import shutil
 import uuid
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -80,22 +81,25 @@ def save_progress(out: Path, run_id: str, name: str, fold: int, record: dict, ar
 
 
 def finished(out: Path, run_id: str, name: str, fold: int) -> bool:
-    """Whether a model-fold of this run is finished (its record read, not its arrays)."""
-    path = Path(out) / "progress" / name / f"fold{fold}.json"
-    return path.exists() and json.loads(path.read_text()).get("run_id") == run_id
+    """Whether a model-fold of this run is finished: its record and its arrays read back."""
+    return load_progress(out, run_id, name, fold) is not None
 
 
 def load_progress(out: Path, run_id: str, name: str, fold: int) -> tuple[dict, dict[str, np.ndarray]] | None:
-    """A finished model-fold of this run, or None."""
+    """A finished model-fold of this run, or None: none, another run's, or one whose files do not read (cut
+    off by a full disk, or edited), which --resume then trains again rather than stopping on."""
     folder = Path(out) / "progress" / name
     path = folder / f"fold{fold}.json"
     if not path.exists():
         return None
-    data = json.loads(path.read_text())
-    if data.get("run_id") != run_id:
+    try:
+        data = json.loads(path.read_text())
+        if not isinstance(data, dict) or data.get("run_id") != run_id or not isinstance(data.get("record"), dict):
+            return None
+        with np.load(folder / f"fold{fold}.npz", allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
         return None
-    with np.load(folder / f"fold{fold}.npz", allow_pickle=False) as z:
-        arrays = {k: z[k] for k in z.files}
     return data["record"], arrays
 
 
