@@ -85,8 +85,8 @@ EDITS = {
     "a cache key pointing elsewhere": (_edit_csv("recordings.csv", _set("cache_key", "../../etc")),
                                        r"cache_key is '../../etc', not a cache key"),
     "a recording listed twice": (_edit_csv("recordings.csv", _set("recording_id", "r1")), r"lists recording 'r1' twice"),
-    "curation.json not JSON": (lambda c: (c / "curation.json").write_text("{"), r"curation.json is not one that curate writes"),
-    "contract.json not JSON": (lambda c: (c / "contract.json").write_bytes(b"\xff\xfe{"), r"contract.json is not JSON"),
+    "curation.json not JSON": (lambda c: (c / "curation.json").write_text("{"), r"curation.json is not valid JSON \(Expecting.*\): curate again with the same manifest"),
+    "contract.json not JSON": (lambda c: (c / "contract.json").write_bytes(b"\xff\xfe{"), r"contract.json is not valid JSON \(.*codec can.t decode.*\): curate it again"),
     "a class named twice": (_contract(lambda d: d.__setitem__("classes", ["healthy", "healthy"])), r"name one class twice"),
     "a frame size edited": (_contract(lambda d: d["modalities"]["video"]["settings"].__setitem__("width", 10 ** 9)),
                             r"the cached video windows of recording 'r0' have the shape \(75, 48, 64, 3\), where the "

@@ -6,11 +6,11 @@ instead of misreading it. (The feature contract is in ``contract``; an export's 
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from symptomfuse.atomic import read_json
 from symptomfuse.contract import FeatureContract
 from symptomfuse.errors import UsageError
 
@@ -131,11 +131,7 @@ class RunInfo:
         path = Path(run) / "run.json"
         if not path.exists():
             raise FileNotFoundError(f"{run} is not a run folder (no run.json): run `symptomfuse train` first")
-        try:
-            data = json.loads(path.read_text())
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise UsageError(f"{path} is not valid JSON: {exc}") from None
-        info = cls.from_json(data)
+        info = cls.from_json(read_json(path, "train again"))
         from symptomfuse.train.runfolder import check_consistent
 
         check_consistent(Path(run), info.run_id)  # never a folder that mixes two runs

@@ -7,6 +7,7 @@ would trust.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -50,6 +51,15 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def read_json(path: str | os.PathLike, redo: str):
+    """A JSON artifact read back (a contract, run.json, a run id stamp, curation.json): one that is not
+    UTF-8 JSON (cut off, edited, overwritten) is refused with what to do, ``redo``, never a traceback."""
+    try:
+        return json.loads(Path(path).read_text())
+    except ValueError as exc:  # json.JSONDecodeError, UnicodeDecodeError
+        raise UsageError(f"{path} is not valid JSON ({exc}): {redo}") from None
+
+
 @contextmanager
 def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a new folder beside ``path`` to fill; on success it takes ``path``'s place (a folder there
@@ -80,13 +90,18 @@ def _umask() -> int:
     return umask
 
 
+def check_not_a_file(out: Path) -> None:
+    """An --out that exists must be a folder."""
+    if Path(out).exists() and not Path(out).is_dir():
+        raise UsageError(f"--out {out} is a file: give a folder")
+
+
 def check_out_folder(out: Path, own: tuple[str, ...], command: str) -> None:
     """``out`` must be a new or empty folder, or one that holds only what ``command`` writes (``own``: an
     earlier run of it, finished or killed): never a folder of a person's own files, which the command
     would mix with its artifacts or overwrite. Hidden files are unfinished atomic writes."""
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} is a file: give a folder")
+    check_not_a_file(out)
     foreign = sorted(p.name for p in out.iterdir() if p.name not in own and not p.name.startswith(".")) \
         if out.is_dir() else []
     if foreign:

@@ -430,6 +430,7 @@ def _train_plan(args):
     any data is loaded. Returns (contract, modalities, fusion modalities, encoder configs)."""
     import inspect
 
+    from symptomfuse.atomic import read_json
     from symptomfuse.contract import FeatureContract
     from symptomfuse.evaluate.metrics import ordinal_values
     from symptomfuse.fusion.late import LATE
@@ -441,7 +442,8 @@ def _train_plan(args):
         raise UsageError(f"{args.curated} is not a curated data set (no curation.json): run `symptomfuse curate`")
     contract = FeatureContract.load(args.curated)
     curated = list(contract.modalities)
-    summary = json.loads((args.curated / "summary.json").read_text()) if (args.curated / "summary.json").exists() else {}
+    summary = read_json(args.curated / "summary.json", "curate again with the same manifest and --out to write it "
+                        "afresh") if (args.curated / "summary.json").exists() else {}
     empty = [m for m in curated if summary.get("modalities", {}).get(m, {}).get("recordings", 1) == 0]
     if args.modalities is None and empty:  # e.g. keypoints curated by default, but no row gave landmarks
         print(f"not trained: {', '.join(empty)} (no curated recording has it)", file=sys.stderr)

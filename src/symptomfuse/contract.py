@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from symptomfuse import modalities as registry
-from symptomfuse.atomic import atomic_write_text
+from symptomfuse.atomic import atomic_write_text, read_json
 from symptomfuse.modalities.base import Modality, Timing
 from symptomfuse.errors import UsageError
 
@@ -153,8 +153,4 @@ class FeatureContract:
         path = Path(folder) / FILE
         if not path.exists():
             raise FileNotFoundError(f"{folder} has no {FILE}: curate it with this version of symptomfuse")
-        try:
-            data = json.loads(path.read_text())
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise UsageError(f"{path} is not JSON ({exc}): curate it again") from None
-        return cls.from_json(data)
+        return cls.from_json(read_json(path, "curate it again"))

@@ -12,7 +12,6 @@ for out of the cached recordings, so a data set of long recordings is never held
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -20,6 +19,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
+from symptomfuse.atomic import read_json
 from symptomfuse.contract import FeatureContract
 from symptomfuse.data.cache import FeatureCache
 from symptomfuse.data.manifest import read_checked_csv
@@ -178,13 +178,11 @@ def _damaged(part: _Part, what: str) -> UsageError:
 def _cache_dir(folder: Path) -> Path:
     """The cache the folder was curated into (curation.json names it: it may be shared, --cache-dir), or
     the folder's own ``cache`` when that one is gone (a curated folder copied elsewhere)."""
-    try:
-        named = json.loads((folder / "curation.json").read_text())["cache_dir"]
-    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise UsageError(f"{folder / 'curation.json'} is not one that curate writes ({type(exc).__name__}: {exc}); "
-                         "curate again with the same manifest and --out to write it afresh") from None
+    redo = "curate again with the same manifest and --out to write it afresh"
+    info = read_json(folder / "curation.json", redo)
+    named = info.get("cache_dir") if isinstance(info, dict) else None
     if not isinstance(named, str):
-        raise UsageError(f"{folder / 'curation.json'}: cache_dir is {named!r}, not a folder; curate again")
+        raise UsageError(f"{folder / 'curation.json'} names no cache folder (cache_dir: {named!r}); {redo}")
     return Path(named) if Path(named).exists() else folder / "cache"
 
 

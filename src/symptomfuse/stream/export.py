@@ -43,7 +43,7 @@ from safetensors.torch import save_file
 from tqdm import tqdm
 
 from symptomfuse import NOTICE
-from symptomfuse.atomic import atomic_folder, atomic_path, atomic_write_text
+from symptomfuse.atomic import atomic_folder, atomic_path, atomic_write_text, check_not_a_file
 from symptomfuse.artifacts import RunInfo
 from symptomfuse.contract import FeatureContract
 from symptomfuse.evaluate.predictions import cross_validated_auc, load_predictions
@@ -230,7 +230,8 @@ def export_models(models: dict[str, tuple[MultimodalClassifier, float]], primary
     if primary not in models:
         raise UsageError(f"primary model {primary!r} is not among the exported models {sorted(models)}")
     out = Path(out)
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / EXPORT_FILE).is_file())):
+    check_not_a_file(out)
+    if out.is_dir() and any(out.iterdir()) and not (out / EXPORT_FILE).is_file():
         raise UsageError(f"{out} is not empty and is not an exported model folder (no {EXPORT_FILE}): choose a new "
                          "or empty --out")
     entries = {}

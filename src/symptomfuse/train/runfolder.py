@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from symptomfuse.atomic import atomic_path, atomic_write_text
+from symptomfuse.atomic import atomic_path, atomic_write_text, check_not_a_file, read_json
 from symptomfuse.errors import UsageError
 
 STAMP = "run_id.json"
@@ -38,8 +38,7 @@ def fingerprint(plan: dict) -> str:
 def start(out: Path, plan: dict, resume: bool) -> tuple[str, bool]:
     """Prepare ``out`` for a run of ``plan``; returns (run id, whether an earlier run was cleared)."""
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} is a file: give a folder")
+    check_not_a_file(out)
     stamp = out / STAMP
     print_cleared = False
     if stamp.exists():
@@ -110,10 +109,7 @@ def finish(out: Path) -> None:
 
 def _run_id_in(path: Path) -> str | None:
     """The run id a JSON file of a run folder names; a file that is not a JSON object is refused."""
-    try:
-        data = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UsageError(f"{path} is not valid JSON ({exc}): the run folder is damaged; train again") from None
+    data = read_json(path, "the run folder is damaged; train again")
     if not isinstance(data, dict):
         raise UsageError(f"{path} is not a JSON object: the run folder is damaged; train again")
     return data.get("run_id")
