@@ -118,8 +118,9 @@ def spreadsheet_text(path: Path, what: str) -> tuple[str, str]:
 
 
 def read_sheet(path: Path, what: str) -> pd.DataFrame:
-    """A small CSV a person made (a split file, a table of person attributes), every cell as text, read as
-    spreadsheets save it (``spreadsheet_text``); one that is empty or not CSV is refused in one line."""
+    """A CSV table with every cell as text (``NA``, ``nan`` and ``null`` stay text), read as spreadsheets
+    save it (``spreadsheet_text``): a split file, a table of person attributes, or one of this package's
+    own tables opened and saved in a spreadsheet. One that is empty or not CSV is refused in one line."""
     text, delimiter = spreadsheet_text(Path(path), what)
     try:
         return pd.read_csv(io.StringIO(text), sep=delimiter, dtype=str, keep_default_na=False)
@@ -383,12 +384,9 @@ def read_id_csv(path: Path, text: tuple[str, ...] = ()) -> pd.DataFrame:
     """A CSV this package wrote, with its id columns and the columns ``text`` as text (``NA``, ``nan`` and
     ``null`` stay ids, never missing values) and every other column parsed as usual. A file that is gone
     or is not a CSV table (emptied, binary, cut off mid-quote) is refused with what is wrong."""
-    try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except FileNotFoundError:
-        raise UsageError(f"{path} is missing") from None
-    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise UsageError(f"{path} is not a readable CSV table ({str(exc).strip()})") from None
+    if not Path(path).is_file():
+        raise UsageError(f"{path} is missing")
+    df = read_sheet(path, "table")
     for c in df.columns:
         if c not in ID_COLUMNS and c not in text:
             converted = pd.to_numeric(df[c].replace("", np.nan), errors="coerce")
