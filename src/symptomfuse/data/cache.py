@@ -64,7 +64,7 @@ class CacheEntry:
 
     def __init__(self, cache: "FeatureCache", key: str):
         self.cache, self.key = cache, key
-        final = cache._base(key)
+        final = cache.folder(key)
         final.parent.mkdir(parents=True, exist_ok=True)
         self.staging = Path(tempfile.mkdtemp(prefix=f".{key[:16]}.{_owner()}.", dir=final.parent))
         self._writers: dict[str, NpyWriter] = {}
@@ -89,7 +89,7 @@ class CacheEntry:
     def commit(self, meta: dict) -> None:
         for writer in self._writers.values():
             writer.close()
-        final = self.cache._base(self.key)
+        final = self.cache.folder(self.key)
         if final.exists():  # left by a run killed before its JSON record: replace it
             shutil.rmtree(final)
         os.replace(self.staging, final)
@@ -115,7 +115,8 @@ class FeatureCache:
     def __init__(self, root: Path):
         self.root = Path(root)
 
-    def _base(self, key: str) -> Path:
+    def folder(self, key: str) -> Path:
+        """Where entry ``key``'s arrays are (its JSON record is beside it, ``folder.with_suffix(".json")``)."""
         return self.root / key[:2] / key
 
     def meta(self, key: str) -> dict | None:
@@ -123,7 +124,7 @@ class FeatureCache:
         or a successful one whose arrays are gone or do not read (a cut-off or overwritten ``.npy``; their
         headers and lengths are checked, not their values). A curation that meets None computes the
         entry afresh, so curating again repairs a damaged cache."""
-        p = self._base(key).with_suffix(".json")
+        p = self.folder(key).with_suffix(".json")
         if not p.exists():
             return None
         try:
@@ -142,7 +143,7 @@ class FeatureCache:
 
     def load(self, key: str) -> dict[str, DiskArray]:
         """The entry's arrays, by name, read from disk when sliced."""
-        return {p.stem: read_npy(p) for p in sorted(self._base(key).glob("*.npy"))}
+        return {p.stem: read_npy(p) for p in sorted(self.folder(key).glob("*.npy"))}
 
     def entry(self, key: str) -> CacheEntry:
         return CacheEntry(self, key)
@@ -170,7 +171,7 @@ class FeatureCache:
     def put(self, key: str, meta: dict, arrays: dict[str, np.ndarray] | None = None) -> None:
         """Store an entry (no arrays: a failure's record, JSON only)."""
         if arrays is None:
-            atomic_write_text(self._base(key).with_suffix(".json"), json.dumps(meta, indent=1))
+            atomic_write_text(self.folder(key).with_suffix(".json"), json.dumps(meta, indent=1))
             return
         with self.entry(key) as e:
             for name, array in arrays.items():

@@ -22,7 +22,7 @@ import pandas as pd
 from symptomfuse.atomic import read_json
 from symptomfuse.contract import FeatureContract
 from symptomfuse.data.cache import FeatureCache
-from symptomfuse.data.manifest import read_checked_csv
+from symptomfuse.data.manifest import check_lines, read_checked_csv
 from symptomfuse.errors import UsageError
 from symptomfuse.modalities import Modality
 
@@ -146,22 +146,18 @@ def _read_tables(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
         raise UsageError(f"{folder / 'recordings.csv'} lists recording {rid!r} twice; {redo}")
     own = recordings.set_index("recording_id").reindex(windows.recording_id).reset_index(drop=True)
     known = own.n_windows.notna().to_numpy()
-    checks = [  # (which lines are wrong, what is wrong with line w, whose recording is r)
-        (~known, lambda w, r: f"recording {w.recording_id!r} is not in recordings.csv"),
-        (known & (windows.window.to_numpy() >= own.n_windows.fillna(0).to_numpy()),
-         lambda w, r: f"recording {w.recording_id!r} has {int(r.n_windows)} window(s), numbered from 0, and this "
-                      f"one is number {w.window}"),
-        (windows.duplicated(["recording_id", "window"]).to_numpy(),
-         lambda w, r: f"window {w.window} of recording {w.recording_id!r} is listed twice"),
-        (known & ((windows.person_id != own.person_id) | (windows.label != own.label)).to_numpy(),
-         lambda w, r: f"its person and label ({w.person_id!r}, {w.label!r}) are not its recording's "
-                      f"({r.person_id!r}, {r.label!r}) in recordings.csv"),
-    ]
-    for wrong, why in checks:
-        if wrong.any():
-            i = int(np.flatnonzero(wrong)[0])
-            raise UsageError(f"{folder / 'windows.csv'}, line {i + 2}: {why(windows.iloc[i], own.iloc[i])} "
-                             f"({int(wrong.sum())} such line(s)); {redo}")
+    w, r = windows, own  # line i of windows.csv, and its recording's line of recordings.csv
+    check_lines(folder / "windows.csv", [
+        (~known, lambda i: f"recording {w.recording_id[i]!r} is not in recordings.csv"),
+        (known & (w.window.to_numpy() >= r.n_windows.fillna(0).to_numpy()),
+         lambda i: f"recording {w.recording_id[i]!r} has {int(r.n_windows[i])} window(s), numbered from 0, and this "
+                   f"one is number {w.window[i]}"),
+        (w.duplicated(["recording_id", "window"]).to_numpy(),
+         lambda i: f"window {w.window[i]} of recording {w.recording_id[i]!r} is listed twice"),
+        (known & ((w.person_id != r.person_id) | (w.label != r.label)).to_numpy(),
+         lambda i: f"its person and label ({w.person_id[i]!r}, {w.label[i]!r}) are not its recording's "
+                   f"({r.person_id[i]!r}, {r.label[i]!r}) in recordings.csv"),
+    ], redo)
     alone = ~recordings.recording_id.isin(windows.recording_id)
     if alone.any():
         raise UsageError(f"{folder / 'recordings.csv'}: recording {recordings.recording_id[alone].iloc[0]!r} has no "
@@ -210,7 +206,7 @@ def load_curated(folder: Path, modalities: tuple[str, ...] | list[str] | None = 
         if not given:
             continue
         wins = by_recording[rec.recording_id]
-        part = _Part(rec.recording_id, cache.root / rec.cache_key[:2] / rec.cache_key, {},
+        part = _Part(rec.recording_id, cache.folder(rec.cache_key), {},
                      wins["start_s"].to_numpy(float), wins["window"].to_numpy(np.int64))  # --drop-gated leaves gaps
         try:
             part = part._replace(arrays=cache.load(rec.cache_key))

@@ -12,6 +12,7 @@ import io
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -415,6 +416,16 @@ def _bad_cells(values: pd.Series, kind: str) -> np.ndarray:
     return ~(v.isin(["", "nan", "NaN"]).to_numpy() | ((number >= 0) & (number <= 1)))
 
 
+def check_lines(path: Path, checks: list[tuple[np.ndarray, Callable[[int], str]]], redo: str) -> None:
+    """Refuse a table at its first wrong line: ``checks`` are, in order, (which lines are wrong, what is
+    wrong with line i); the message names the file, the line (the header is line 1), how many lines are
+    wrong that way, and what to do, ``redo``."""
+    for wrong, why in checks:
+        if np.any(wrong):
+            i = int(np.flatnonzero(wrong)[0])
+            raise UsageError(f"{path}, line {i + 2}: {why(i)} ({int(np.sum(wrong))} such line(s)); {redo}")
+
+
 def read_checked_csv(path: Path, needs: dict[str, str], redo: str) -> pd.DataFrame:
     """One of this package's own tables (``read_id_csv``) read back as untrusted input: each column of
     ``needs`` (name -> a kind of ``CELL_KINDS``) must be there and each of its cells of that kind, else a
@@ -425,10 +436,8 @@ def read_checked_csv(path: Path, needs: dict[str, str], redo: str) -> pd.DataFra
     if missing:
         raise UsageError(f"{path} has no column {', '.join(map(repr, missing))}; {redo}")
     for column, kind in needs.items():
-        bad = np.flatnonzero(_bad_cells(df[column], kind))
-        if len(bad):
-            raise UsageError(f"{path}, line {bad[0] + 2}: {column} is {df[column].iloc[bad[0]]!r}, not "
-                             f"{CELL_KINDS[kind]} ({len(bad)} such line(s)); {redo}")
+        check_lines(path, [(_bad_cells(df[column], kind),
+                            lambda i: f"{column} is {df[column].iloc[i]!r}, not {CELL_KINDS[kind]}")], redo)
         if kind in ("count", "fold"):
             df[column] = df[column].astype(np.int64)
         elif kind in ("time", "probability"):

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from symptomfuse.artifacts import RunInfo
-from symptomfuse.data.manifest import read_checked_csv
+from symptomfuse.data.manifest import check_lines, read_checked_csv
 from symptomfuse.errors import UsageError
 from symptomfuse.evaluate.metrics import LEVELS, aggregate, compute
 
@@ -48,16 +48,12 @@ def read_samples(run: Path, info: RunInfo) -> pd.DataFrame:
                                       "y": "count", "fold": "fold"}, _REDO)
     if samples.empty:
         raise UsageError(f"{path} lists no sample; {_REDO}")
-    wrong = samples.sample_index.to_numpy() != np.arange(len(samples))
-    if wrong.any():
-        i = int(np.flatnonzero(wrong)[0])
-        raise UsageError(f"{path}, line {i + 2}: sample_index is {samples.sample_index.iloc[i]}, where the lines "
-                         f"count 0, 1, 2, ...; {_REDO}")
-    wrong = samples.y.to_numpy() >= len(info.classes)
-    if wrong.any():
-        i = int(np.flatnonzero(wrong)[0])
-        raise UsageError(f"{path}, line {i + 2}: y is {samples.y.iloc[i]}, but the run has {len(info.classes)} "
-                         f"classes (0 to {len(info.classes) - 1}); {_REDO}")
+    k = len(info.classes)
+    check_lines(path, [
+        (samples.sample_index.to_numpy() != np.arange(len(samples)),
+         lambda i: f"sample_index is {samples.sample_index.iloc[i]}, where the lines count 0, 1, 2, ..."),
+        (samples.y.to_numpy() >= k, lambda i: f"y is {samples.y.iloc[i]}, but the run has {k} classes (0 to {k - 1})"),
+    ], _REDO)
     return samples
 
 
@@ -79,10 +75,7 @@ def read_probabilities(path: Path, samples: pd.DataFrame, classes: list[str], te
         (empty.any(axis=1) & ~empty.all(axis=1), lambda i: "its probabilities are partly empty"),
         (~empty.any(axis=1) & (np.abs(total - 1) > 1e-3), lambda i: f"its probabilities sum to {total[i]:.4g}, not 1"),
     ]
-    for wrong, why in checks:
-        if wrong.any():
-            i = int(np.flatnonzero(wrong)[0])
-            raise UsageError(f"{path}, line {i + 2}: {why(i)} ({int(wrong.sum())} such line(s)); {_REDO}")
+    check_lines(path, checks, _REDO)
     missing = np.setdiff1d(np.flatnonzero(tested), index) if tested is not None else []
     if len(missing):  # every tested sample has a line, empty where the model gave no prediction
         raise UsageError(f"{path}: sample {missing[0]}, which a fold tested, has no line ({len(missing)} such "
