@@ -196,6 +196,8 @@ RUN_EDITS = {
         {"model": "../../etc/passwd", "dropped": []})), r"predictions of '../../etc/passwd', which is not a model of the run"),
     "predictions without a modality the model lacks": (_edit_json("run.json", lambda d: d["predictions"].append(
         {"model": "audio_only", "dropped": ["video"]})), r"not among its modalities \['audio'\]"),
+    "a model chosen among paths": (_edit_json("run.json", lambda d: d["models"]["chosen_on_val"]["spec"].__setitem__(
+        "candidates", ["audio_only", "../x"])), r"chosen_on_val chooses among \['audio_only', '../x'\], which are not all"),
     "run.json's models gone": (_edit_json("run.json", lambda d: d.__setitem__("models", [])), "run.json is malformed"),
     "a probability as text": (_edit_csv(PREDICTIONS, _set("p_healthy", "abc")), r"audio_only.csv, line 2: p_healthy is 'abc'"),
     "a probability below 0": (_edit_csv(PREDICTIONS, _set("p_healthy", "-0.5")), "not a probability from 0 to 1"),

@@ -181,6 +181,18 @@ def test_train_and_evaluate_cli(curated, tmp_path, capfd):
     assert {"model": "fused_gated", "dropped": ["audio"]}.items() <= {
         k: v for e in metrics["ablations"] for k, v in e.items() if e["dropped"] == ["audio"]
         and e["model"] == "fused_gated"}.items()
+    # per fold, the model that did best on that fold's validation people (late fusions fit on them: never),
+    # whose test predictions it then gives
+    records = json.loads((run / "run.json").read_text())["models"]["chosen_on_val"]["folds"]
+    assert [c["chosen"] for c in metrics["models"]["chosen_on_val"]["choices"]] == [r["chosen"] for r in records]
+    samples = pd.read_csv(run / "samples.csv")
+    chosen = pd.read_csv(run / "predictions" / "chosen_on_val.csv").set_index("sample_index")
+    for r in records:
+        assert r["chosen"] == max(r["scores"], key=r["scores"].get) and not any(n.startswith("late_") for n in r["scores"])
+        rows = samples.index[samples.fold == r["fold"]]
+        source_preds = pd.read_csv(run / "predictions" / f"{r['chosen']}.csv").set_index("sample_index")
+        np.testing.assert_array_equal(chosen.loc[rows].to_numpy(), source_preds.loc[rows].to_numpy())
+    assert "chosen_on_val: in each fold, the model with the best" in out
     for name in ("lr_audio", "lr_keypoints", "lr_fused"):  # baselines under the same folds
         assert metrics["models"][name]["kind"] == "baseline" and 0 <= metrics["models"][name]["person"]["roc_auc"] <= 1
     # every window of every person has an out-of-fold prediction
@@ -293,7 +305,8 @@ def test_a_modality_no_recording_has_is_left_out_or_refused(cohort, tmp_path, ca
             .replace(', }', '}')]
     assert main([*base, "--out", str(tmp_path / "r")]) == 0
     assert "not trained: keypoints" in capsys.readouterr().err
-    assert sorted(json.loads((tmp_path / "r" / "run.json").read_text())["models"]) == ["audio_only", "video_only"]
+    assert sorted(json.loads((tmp_path / "r" / "run.json").read_text())["models"]) == [
+        "audio_only", "chosen_on_val", "video_only"]
     assert main([*base, "--out", str(tmp_path / "r2"), "--modalities", "keypoints"]) == 2
     assert "no curated recording" in capsys.readouterr().err
 
@@ -388,3 +401,60 @@ def test_baseline_features_kept_per_process_are_those_of_any_subset(curated):
         for m in ("audio", "video", "keypoints"):
             direct = ws.contract.modality(m).baseline_features(ws.take(m, subset))
             np.testing.assert_array_equal(features.rows(m, subset), direct)
+
+
+def test_the_model_chosen_on_validation_people_never_looks_at_test_people():
+    """``chosen_on_val`` takes, per fold, the candidate that does best on the fold's validation samples:
+    among those that predict the most of them; by ROC AUC, or by the mean absolute error for ratings. What
+    the candidates predict for test people changes their test figures and never the choice."""
+    from symptomfuse.artifacts import ModelSpec
+    from symptomfuse.train.crossval import CHOSEN, Samples, choose_on_validation, default_specs
+    from symptomfuse.train.splits import Fold
+
+    rng = np.random.default_rng(0)
+    n = 40
+    table = pd.DataFrame({"unit_id": [f"u{i}" for i in range(n)], "person_id": [f"p{i}" for i in range(n)],
+                          "y": np.tile([0, 1], n // 2)})
+    samples = Samples("person", table, np.arange(n))
+    fold = Fold(0, train=np.arange(0, 20), val=np.arange(20, 30), test=np.arange(30, 40))
+    y = table.y.to_numpy()
+
+    def probs(good_on_val: bool, good_on_test: bool, drop_val: int = 0):
+        score = rng.uniform(0.3, 0.7, n)
+        for part, good in ((fold.val, good_on_val), (fold.test, good_on_test)):
+            score[part] = np.where(y[part] == 1, 0.8, 0.2) if good else np.where(y[part] == 1, 0.2, 0.8)
+        p = np.stack([1 - score, score], axis=1)
+        p[fold.val[:drop_val]] = np.nan  # a candidate that predicts fewer validation samples
+        return p
+
+    candidates = {"a": probs(False, True), "b": probs(True, False), "c": probs(True, True, drop_val=2)}
+    val = {(c, 0): np.where(np.isin(np.arange(n), fold.val)[:, None], p, np.nan) for c, p in candidates.items()}
+    preds = {(c, ()): p for c, p in candidates.items()}
+    spec = ModelSpec(CHOSEN, ["audio"], candidates=["a", "b", "c"])
+    record, arrays = choose_on_validation(samples, spec, fold, val, val, preds)
+    # c predicts fewer validation samples, a does worse on them: b, though it is the worst on test people
+    assert record["chosen"] == "b" and record["by"] == "roc_auc" and record["validation_samples"] == 10
+    assert set(record["scores"]) == {"a", "b"} and record["scores"]["b"] == 1.0 and record["scores"]["a"] == 0.0
+    np.testing.assert_array_equal(arrays["test0"], candidates["b"][fold.test])
+    np.testing.assert_array_equal(arrays["rows"], fold.test)
+    preds[("b", ())] = preds[("a", ())]  # other test predictions: the same choice
+    assert choose_on_validation(samples, spec, fold, val, val, preds)[0]["chosen"] == "b"
+
+    # ratings: the mean absolute error of the predicted rating
+    values = np.array([0.0, 1.0, 2.0])
+    table3 = table.assign(y=np.arange(n) % 3)
+    near = np.eye(3)[(table3.y.to_numpy() + 1).clip(max=2)]  # one off, mostly
+    far = np.eye(3)[2 - table3.y.to_numpy()]  # 0 <-> 2: two off
+    val3 = {("near", 0): near, ("far", 0): far}
+    spec3 = ModelSpec(CHOSEN, ["audio"], candidates=["far", "near"])
+    record, _ = choose_on_validation(Samples("person", table3, np.arange(n)), spec3, fold, val3, val3,
+                                     {("near", ()): near, ("far", ()): far}, values)
+    assert record["chosen"] == "near" and record["by"] == "mae" and record["scores"]["near"] > record["scores"]["far"]
+
+    # every run with two or more models but late fusions gets it, choosing among them all but late fusions
+    specs = default_specs({"audio": {"name": "a"}, "video": {"name": "v"}}, ["gated"], ["mean"], ["audio", "video"],
+                          ["lr"])
+    chosen = [s for s in specs if s.kind == "chosen"]
+    assert len(chosen) == 1 and chosen[0].name == CHOSEN and specs[-1] is chosen[0]
+    assert chosen[0].candidates == ["audio_only", "video_only", "fused_gated", "lr_audio", "lr_video", "lr_fused"]
+    assert not [s for s in default_specs({"audio": {"name": "a"}}, [], [], ["audio"]) if s.kind == "chosen"]

@@ -142,8 +142,10 @@ def main() -> int:
                           "intervals over people", "features": len(contract["modalities"]["tapping"]["settings"]["columns"]),
               "people": metrics["protocol"]["people"], "videos": metrics["protocol"]["windows"],
               "quarantined_rows": quarantined, "models": rows,
-              "severity": {name: {k: e["recording"][k] for k in ("mae", "mae_top_class", "mae_expected", "exact",
-                                                                  "within_one", "mae_per_person", "people", "n", "confusion")}
+              "severity": {name: {**{k: e["recording"][k] for k in ("mae", "mae_top_class", "mae_expected", "exact",
+                                                                    "within_one", "mae_per_person", "people", "n",
+                                                                    "confusion")},
+                                  **({"choices": e["choices"]} if "choices" in e else {})}
                            for name, e in severity["models"].items()},
               "severity_leave_one_person_out": lopo,
               "published_severity_mae": {"paper's model": 0.58, "neurologists": 0.53, "non-experts": 0.83},

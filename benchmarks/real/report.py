@@ -22,6 +22,7 @@ import argparse
 import json
 import shutil
 import sys
+from collections import Counter
 from pathlib import Path
 
 import matplotlib
@@ -49,10 +50,20 @@ def chosen_fusion(ufnet: dict) -> str:
 
 
 def severity_goals(models: dict, label: str) -> list[tuple]:
-    """The severity goal (MAE per video <= 0.58, the paper's model) for the best of ``models``, and for each
-    network (``tapping_only ...``) that is not the best."""
-    best, r = min(models.items(), key=lambda kv: kv[1]["mae"])
-    rows = [(f"{label}, best ({best})", "<= 0.58", r["mae"], r["mae"] <= 0.58)]
+    """The severity goal (MAE per video <= 0.58, the paper's model) for the model chosen on validation
+    people (``chosen_on_val``, where the run has it: the honest figure for "the best model"), for the lowest
+    MAE of ``models`` (picked after seeing them all: optimistic), and for each network (``tapping_only ...``)
+    that is not that one."""
+    rows = []
+    for name, r in models.items():
+        if name.startswith("chosen_on_val"):
+            picks = ", ".join(f"{n} in {k} of {len(r['choices'])} folds"
+                              for n, k in Counter(c["chosen"] for c in r["choices"]).most_common())
+            rows.append((f"{label}, the model chosen on each fold's validation people ({picks})", "<= 0.58", r["mae"],
+                         r["mae"] <= 0.58))
+    best, r = min(((n, r) for n, r in models.items() if not n.startswith("chosen_on_val")), key=lambda kv: kv[1]["mae"])
+    rows.append((f"{label}, the lowest of all models ({best}; picked after seeing them, so optimistic)", "<= 0.58",
+                 r["mae"], r["mae"] <= 0.58))
     return rows + [(f"{label}, {name}", "<= 0.58", r["mae"], r["mae"] <= 0.58) for name, r in models.items()
                    if name.startswith("tapping_only") and name != best]
 
@@ -162,7 +173,8 @@ def plot_reliability(ufnet: dict, path: Path) -> bool:
 def plot_severity(tapping: dict, path: Path) -> None:
     models = [n for n in tapping["severity"] if tapping["severity"][n].get("confusion")]
     best_net = min((n for n in models if n.startswith("tapping_only")), key=lambda n: tapping["severity"][n]["mae"])
-    best_any = min(models, key=lambda n: tapping["severity"][n]["mae"])
+    # the model chosen on validation people (what one would publish), else the lowest MAE of all
+    best_any = "chosen_on_val" if "chosen_on_val" in models else min(models, key=lambda n: tapping["severity"][n]["mae"])
     show = [best_any] + ([best_net] if best_net != best_any else [])
     fig, axes = plt.subplots(1, len(show), figsize=(4.2 * len(show), 3.8), squeeze=False)
     for ax, n in zip(axes[0], show):

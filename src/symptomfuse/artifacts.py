@@ -35,7 +35,10 @@ class ModelSpec:
       single modality), and ``init_from`` (modality -> the model of the same fold whose trained encoder it
       starts from: a fused model's frozen encoders);
     * a late fusion: ``late`` and ``members`` (modality -> the single-modality model giving its probabilities);
-    * a scikit-learn baseline: ``baseline`` (lr, rf, gb) over ``modalities`` (summary features, concatenated).
+    * a scikit-learn baseline: ``baseline`` (lr, rf, gb) over ``modalities`` (summary features, concatenated);
+    * a model chosen on validation people: ``candidates`` (models of the run); in each fold, the candidate
+      with the best figure on that fold's validation people gives the test predictions
+      (``train.crossval.choose_on_validation``), so that the choice of a model costs what it costs.
     """
 
     name: str
@@ -46,9 +49,12 @@ class ModelSpec:
     late: str | None = None
     members: dict = field(default_factory=dict)
     baseline: str | None = None
+    candidates: list = field(default_factory=list)
 
     @property
     def kind(self) -> str:
+        if self.candidates:
+            return "chosen"
         if self.late is not None:
             return "late"
         if self.baseline is not None:
@@ -117,6 +123,11 @@ class RunInfo:
             if not isinstance(name, str) or not _NAME.fullmatch(name) or m["spec"].name != name:
                 raise UsageError(f"run.json: model {name!r} is not a model name (letters, digits, '_', '.', '-') "
                                  "or not its spec's: train again")
+            candidates = m["spec"].candidates
+            if not isinstance(candidates, list) or not all(isinstance(c, str) and c in info.models and c != name
+                                                           for c in candidates):
+                raise UsageError(f"run.json: model {name} chooses among {candidates!r}, which are not all "
+                                 "other models of the run: train again")
         for ps in info.predictions:
             if not isinstance(ps.model, str) or ps.model not in info.models:
                 raise UsageError(f"run.json: predictions of {ps.model!r}, which is not a model of the run: train again")

@@ -651,7 +651,8 @@ with each modality removed). Writes metrics.json, report.html and report/*.png. 
 
 
 def _run_evaluate(args) -> int:
-    from symptomfuse.evaluate.report import ablation_table, evaluate_run, format_table, read_subgroups
+    from symptomfuse.evaluate.report import (ablation_table, choice_summary, evaluate_run, format_table,
+                                             read_subgroups)
 
     if not (args.run / "run.json").exists():
         raise FileNotFoundError(f"{args.run} is not a run folder (no run.json): run `symptomfuse train` first")
@@ -664,6 +665,8 @@ def _run_evaluate(args) -> int:
         print(f"features of {m} that matter most ({imp['model']}, AUC drop when shuffled on held-out people): "
               + ", ".join(f"{t['feature']} {t['auc_drop']:+.3f}" for t in imp["top"][:5]))
     print(format_table(ablation_table(metrics)))
+    if (choice := choice_summary(metrics)) is not None:
+        print(f"\n{choice}")
     print(f"\n{NOTICE}\nreport: {args.run / 'report.html'}   metrics: {args.run / 'metrics.json'}")
     return 0
 

@@ -202,3 +202,17 @@ def ordinal_metrics(y: np.ndarray, proba: np.ndarray, values: np.ndarray) -> dic
             "mae_expected": float(np.mean(np.abs(expected - truth))),
             "exact": float(np.mean(nearest == truth)), "within_one": float(np.mean(np.abs(nearest - truth) <= 1)),
             "confusion": confusion.sum(axis=0).tolist()}
+
+
+def selection_score(y: np.ndarray, proba: np.ndarray, values: np.ndarray | None = None) -> tuple[str, float]:
+    """The figure a model is chosen by on validation samples, higher is better, and its name: for ratings
+    (``values``: ``ordinal_values``) minus the mean absolute error of ``ordinal_prediction``; otherwise the
+    ROC AUC (macro one-vs-rest for more than two classes); where that is undefined (one class among the
+    samples), minus the log loss."""
+    y = np.asarray(y)
+    if values is not None:
+        return "mae", -float(np.mean(np.abs(ordinal_prediction(proba, values) - values[y])))
+    auc = compute(y, proba)["roc_auc"]
+    if np.isfinite(auc):
+        return "roc_auc", float(auc)
+    return "log_loss", float(np.mean(np.log(np.clip(proba[np.arange(len(y)), y], 1e-12, 1))))

@@ -327,6 +327,9 @@ def evaluate_run(run: Path, n_boot: int = 500, band: float = 0.1, seed: int = 0,
                 metrics["ablations"].append(entry)
                 continue
             entry.update(_score(w, p, levels, n_boot, band, seed, ordinal))
+            if spec.kind == "chosen":  # which model each fold chose, and by what figure on its validation people
+                entry["choices"] = [{k: r.get(k) for k in ("fold", "chosen", "by", "validation_samples")}
+                                    for r in info.models[name]["folds"] if isinstance(r, dict)]
             ok = np.isfinite(p).all(axis=1)
             units, pl = aggregate(w[ok].reset_index(drop=True), p[ok], top)
             entry["accuracy_coverage"] = accuracy_coverage(units["y"].to_numpy(), pl)
@@ -456,6 +459,36 @@ def _html_table(rows: list[dict]) -> str:
 
 def _ci(value: float, ci) -> str:
     return f"{value:.3f} [{ci[0]:.3f}-{ci[1]:.3f}]" if ci else f"{value:.3f}"
+
+
+_BY = {"roc_auc": "ROC AUC", "mae": "mean absolute error", "log_loss": "log loss", "none": "nothing (no validation "
+       "sample)"}
+
+
+def choice_summary(metrics: dict) -> str | None:
+    """In words: what the model chosen on validation people (``train.crossval.CHOSEN``) chose in each fold,
+    and its figure beside the best test figure of any model; None when the run has no such model."""
+    top = metrics["top_level"]
+    for name, e in metrics["models"].items():
+        if not e.get("choices"):
+            continue
+        chosen = pd.Series([c["chosen"] for c in e["choices"]]).value_counts()
+        by = sorted({_BY.get(c["by"], str(c["by"])) for c in e["choices"]})
+        folds = len(e["choices"])
+        # ratings: the mean absolute error per recording (lower is better); else the top level's ROC AUC
+        level, key, sign, label = (("recording", "mae", -1, "recording MAE") if "mae" in e.get("recording", {})
+                                   else (top, "roc_auc", 1, f"{top} AUC"))
+        others = {n: sign * o[level][key] for n, o in metrics["models"].items() if n != name and not o.get("choices")}
+        best = max(others, key=lambda n: others[n] if np.isfinite(others[n]) else -np.inf) if others else None
+        text = (f"{name}: in each fold, the model with the best {' / '.join(by)} on that fold's validation people "
+                f"(test people play no part): " + ", ".join(f"{n} in {k} of {folds} fold{'s' * (folds > 1)}"
+                                                          for n, k in chosen.items())
+                + f". Its {label}, {e[level][key]:.3f}, is what choosing a model this way gives")
+        if best is not None and np.isfinite(others[best]):
+            text += (f"; the best {label} of any model, {best} {sign * others[best]:.3f}, was picked after seeing the "
+                     "test figures and flatters")
+        return text + "."
+    return None
 
 
 def _detail_sections(metrics: dict) -> list[str]:
@@ -640,6 +673,7 @@ def write_report(run: Path, info: dict, windows: pd.DataFrame, preds: dict[str, 
             f"recording and per person. Intervals: 95% bootstrap "
             f"over people. Rows 'without m' are fused models with modality m removed at inference.</p>",
             "<h2>Fusion ablation</h2>", table.to_html(index=False, float_format=lambda v: f"{v:.3f}"),
+            f"<p>{html.escape(choice)}</p>" if (choice := choice_summary(metrics)) else "",
             f"<h2>Abstention (per {top})</h2>",
             pd.DataFrame([{"model": n, **metrics["models"][n]["abstention"]} for n in names]).to_html(
                 index=False, float_format=lambda v: f"{v:.3f}")]
