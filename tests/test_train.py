@@ -439,6 +439,13 @@ def test_the_model_chosen_on_validation_people_never_looks_at_test_people():
     np.testing.assert_array_equal(arrays["rows"], fold.test)
     preds[("b", ())] = preds[("a", ())]  # other test predictions: the same choice
     assert choose_on_validation(samples, spec, fold, val, val, preds)[0]["chosen"] == "b"
+    # a tie (both separate the validation people perfectly): the lower log loss, though listed second
+    sure = val[("b", 0)].copy()
+    sure[fold.val] = np.where(y[fold.val, None] == np.arange(2), 0.95, 0.05)
+    val[("d", 0)], preds[("d", ())] = sure, sure
+    record, _ = choose_on_validation(samples, ModelSpec(CHOSEN, ["audio"], candidates=["b", "d"]), fold, val, val, preds)
+    assert record["scores"] == {"b": 1.0, "d": 1.0} and record["chosen"] == "d"
+    assert record["log_loss"]["d"] < record["log_loss"]["b"]
 
     # ratings: the mean absolute error of the predicted rating
     values = np.array([0.0, 1.0, 2.0])

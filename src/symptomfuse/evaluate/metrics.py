@@ -204,6 +204,11 @@ def ordinal_metrics(y: np.ndarray, proba: np.ndarray, values: np.ndarray) -> dic
             "confusion": confusion.sum(axis=0).tolist()}
 
 
+def log_loss(y: np.ndarray, proba: np.ndarray, eps: float = 1e-6) -> float:
+    """Mean negative log probability of the true class (probabilities clipped at ``eps``)."""
+    return float(-np.mean(np.log(np.clip(proba[np.arange(len(y)), np.asarray(y)], eps, 1.0))))
+
+
 def selection_score(y: np.ndarray, proba: np.ndarray, values: np.ndarray | None = None) -> tuple[str, float]:
     """The figure a model is chosen by on validation samples, higher is better, and its name: for ratings
     (``values``: ``ordinal_values``) minus the mean absolute error of ``ordinal_prediction``; otherwise the
@@ -215,4 +220,4 @@ def selection_score(y: np.ndarray, proba: np.ndarray, values: np.ndarray | None 
     auc = compute(y, proba)["roc_auc"]
     if np.isfinite(auc):
         return "roc_auc", float(auc)
-    return "log_loss", float(np.mean(np.log(np.clip(proba[np.arange(len(y)), y], 1e-12, 1))))
+    return "log_loss", -log_loss(y, proba)

@@ -14,11 +14,9 @@ import itertools
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 
+from symptomfuse.evaluate.metrics import log_loss
+
 _EPS = 1e-6
-
-
-def _log_loss(p: np.ndarray, y: np.ndarray) -> float:
-    return float(-np.mean(np.log(np.clip(p[np.arange(len(y)), y], _EPS, 1.0))))
 
 
 def _present(probas: dict[str, np.ndarray], names: list[str]) -> np.ndarray:
@@ -89,7 +87,7 @@ class WeightedLate:
             if sum(combo) > n:
                 continue
             w = np.array(list(combo) + [n - sum(combo)]) / n
-            loss = _log_loss(self._combine({m: v[keep] for m, v in probas.items()}, w), y[keep])
+            loss = log_loss(y[keep], self._combine({m: v[keep] for m, v in probas.items()}, w), _EPS)
             if loss < best - 1e-12:
                 best, best_w = loss, w
         self.weights_ = dict(zip(self.modalities_, best_w.tolist()))

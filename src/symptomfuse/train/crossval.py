@@ -47,7 +47,7 @@ from symptomfuse.artifacts import ModelSpec, PredictionSet, RunInfo
 from symptomfuse.atomic import atomic_path, atomic_write_text
 from symptomfuse.data.dataset import WindowSet
 from symptomfuse.evaluate.calibration import calibrated, fit_temperature
-from symptomfuse.evaluate.metrics import ordinal_values, selection_score
+from symptomfuse.evaluate.metrics import log_loss, ordinal_values, selection_score
 from symptomfuse.fusion.late import LATE
 from symptomfuse.models.multimodal import MultimodalClassifier, save
 from symptomfuse.models.multimodal import load as load_model
@@ -508,9 +508,10 @@ def choose_on_validation(samples: Samples, spec: ModelSpec, fold: Fold, val_prob
                          preds: dict, values: np.ndarray | None = None) -> tuple[dict, dict[str, np.ndarray]]:
     """In one fold, the candidate of ``spec`` that does best on the fold's validation samples
     (``selection_score``: ROC AUC, or with rating ``values`` the mean absolute error), among those that
-    predict the most of them, scored on the samples they all predict; ties go to the first candidate. Its
-    validation, calibration and test probabilities become this model's. Test people play no part in the
-    choice, so this model's test figures are what choosing a model on validation people gives, where
+    predict the most of them, scored on the samples they all predict. A few validation people often let
+    several models separate them perfectly: ties go to the lowest log loss (then to the first candidate).
+    Its validation, calibration and test probabilities become this model's. Test people play no part in
+    the choice, so this model's test figures are what choosing a model on validation people gives, where
     the best test figure of many models is an optimistic one. Progress record and arrays as
     ``_train_network``'s."""
     val_units, test_units = samples.of(fold.val), samples.of(fold.test)
@@ -519,15 +520,17 @@ def choose_on_validation(samples: Samples, spec: ModelSpec, fold: Fold, val_prob
     most = max(int(c.sum()) for c in covered.values())
     eligible = [c for c in spec.candidates if covered[c].sum() == most]
     both = np.logical_and.reduce([covered[c] for c in eligible])
-    scores, by = {}, "none"
+    scores, losses, by = {}, {}, "none"
     for c in eligible:
-        if both.any():
-            by, scores[c] = selection_score(y[both], val_probs[(c, fold.index)][val_units][both], values)
-        else:
-            scores[c] = float("nan")
-    chosen = max(eligible, key=lambda c: scores[c] if np.isfinite(scores[c]) else -np.inf)
+        p = val_probs[(c, fold.index)][val_units][both]
+        by, scores[c] = selection_score(y[both], p, values) if both.any() else ("none", float("nan"))
+        losses[c] = log_loss(y[both], p) if both.any() else float("nan")
+
+    def rank(c):
+        return (scores[c] if np.isfinite(scores[c]) else -np.inf, -losses[c] if np.isfinite(losses[c]) else -np.inf)
+    chosen = max(eligible, key=rank)
     record = {"fold": fold.index, "chosen": chosen, "by": by, "validation_samples": int(both.sum()),
-              "scores": scores}
+              "scores": scores, "log_loss": losses}
     return record, {"vp": val_probs[(chosen, fold.index)], "cp": cal_probs[(chosen, fold.index)], "rows": test_units,
                     "test0": preds[(chosen, ())][test_units]}
 
