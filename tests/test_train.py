@@ -188,7 +188,9 @@ def test_train_and_evaluate_cli(curated, tmp_path, capfd):
     samples = pd.read_csv(run / "samples.csv")
     chosen = pd.read_csv(run / "predictions" / "chosen_on_val.csv").set_index("sample_index")
     for r in records:
-        assert r["chosen"] == max(r["scores"], key=r["scores"].get) and not any(n.startswith("late_") for n in r["scores"])
+        best = max(r["scores"].values())
+        tied = [n for n, v in r["scores"].items() if v == best]  # ties: the lowest log loss
+        assert r["chosen"] == min(tied, key=r["log_loss"].get) and not any(n.startswith("late_") for n in r["scores"])
         rows = samples.index[samples.fold == r["fold"]]
         source_preds = pd.read_csv(run / "predictions" / f"{r['chosen']}.csv").set_index("sample_index")
         np.testing.assert_array_equal(chosen.loc[rows].to_numpy(), source_preds.loc[rows].to_numpy())
