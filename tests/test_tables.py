@@ -378,3 +378,31 @@ def test_manifests_and_tables_are_read_as_spreadsheets_save_them(tmp_path):
     manifest.to_csv(tmp_path / "m_latin1.csv", index=False, encoding="latin-1")
     with pytest.raises(UsageError, match=r"not UTF-8 text \(byte 0xeb at position \d+\): save it as \"CSV UTF-8\""):
         read_manifest(tmp_path / "m_latin1.csv")
+
+
+def test_a_table_that_a_csv_reader_would_shift_or_rename_is_refused_and_huge_values_are_missing(tmp_path, capsys):
+    """A line with more fields than the header (which a CSV reader takes for an index, shifting every
+    column) and a header that repeats a name (which a reader renames) are refused with the line; a value
+    beyond 32-bit floats, which features are kept in, counts as missing, as inf does, and curate says so;
+    a person id the --person-pattern does not match is quarantined saying that."""
+    rows = [f"S{i:02d}_{k},{'case' if i % 2 else 'control'},{i % 2 + 0.1 * k},{k}" for i in range(12) for k in range(2)]
+    args = ["--person-col", "subject", "--person-pattern", r"(S\d+)", "--label-col", "diagnosis", "--positive", "case"]
+
+    def curate(name, text):
+        (tmp_path / f"{name}.csv").write_text(text)
+        code = main(["curate", "--table", f"t={tmp_path / name}.csv", "--out", str(tmp_path / name), *args])
+        return code, capsys.readouterr()
+
+    code, out = curate("ragged", "subject,diagnosis,a,b\n" + "\n".join(rows[:3] + ["S99_0,case,1,5,2"] + rows[3:]))
+    assert code == 2 and "ragged.csv, line 5: 5 fields where the header has 4" in out.err and "Traceback" not in out.err
+    code, out = curate("repeated", "subject,diagnosis,a,a\n" + "\n".join(rows))
+    assert code == 2 and "the header repeats the column name(s) ['a']" in out.err
+    huge = [r.replace(",0.1,", ",1e308,") for r in rows]
+    code, out = curate("huge", "subject,diagnosis,a,b\n" + "\n".join(huge + ["XX_0,case,1,1"]))
+    assert code == 0 and "values infinite or beyond 32-bit floats (|x| > 3.4e38), kept as missing: a 6" in out.out
+    summary = json.loads((tmp_path / "huge" / "summary.json").read_text())
+    assert summary["values_beyond_float32"] == {"t": {"a": 6}}
+    quarantine = pd.read_csv(tmp_path / "huge" / "quarantine.csv")
+    assert quarantine.detail.tolist() == ["table t: empty subject (the person pattern does not match 'XX_0')"]
+    assert main(["train", str(tmp_path / "huge"), "--out", str(tmp_path / "run"), "--folds", "2", "--epochs", "2",
+                 "--baselines", "lr"]) == 0

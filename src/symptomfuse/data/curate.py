@@ -216,7 +216,7 @@ def curate(
             pattern = re.compile(person_pattern)
         except re.error as exc:
             raise UsageError(f"--person-pattern {person_pattern!r} is not a regular expression: {exc}") from None
-    candidates, bad, n_rows, df_cols, left_out = [], [], 0, [], {}
+    candidates, bad, n_rows, df_cols, left_out, as_missing = [], [], 0, [], {}, {}
     if manifest is not None:
         manifest = Path(manifest)
         df = read_manifest(manifest, columns)
@@ -230,7 +230,8 @@ def curate(
         registry.ensure(source.name, "table")
         if source.name in mods:
             raise UsageError(f"--table name {source.name!r} is already a modality: choose another")
-        got, rejected, feature_cols, left_out[source.name] = table_candidates(source, columns, labels, n_rows, pattern)
+        got, rejected, feature_cols, left_out[source.name], as_missing[source.name] = table_candidates(
+            source, columns, labels, n_rows, pattern)
         candidates += got
         bad += rejected
         n_rows += len(got) + len(rejected)
@@ -335,6 +336,7 @@ def curate(
     summary["window_gates"] = {k: dict(sorted(v.items())) for k, v in sorted(gated.items())}
     summary["dropped_windows"] = dropped
     summary["columns_left_out"] = {name: cols for name, cols in left_out.items() if cols}
+    summary["values_beyond_float32"] = {name: cols for name, cols in as_missing.items() if cols}
     given = [set(v.split("+")) for v in recordings.modalities]
     summary["modalities"] = {}
     for m in contract.modalities:
@@ -403,6 +405,9 @@ def format_summary(summary: dict) -> str:
                      + "; ".join(f"{c} ({why})" for c, why in cols.items())
                      + f". Correct those cells (a missing value is an empty cell), or leave the column(s) out "
                        f"knowingly: --table {table}=FILE::numeric-except:{','.join(cols)}")
+    for table, cols in summary.get("values_beyond_float32", {}).items():
+        lines.append(f"table {table}: values infinite or beyond 32-bit floats (|x| > 3.4e38), kept as missing: "
+                     + ", ".join(f"{c} {n}" for c, n in cols.items()))
     for stream, counts in summary.get("window_gates", {}).items():
         failed = {k: v for k, v in counts.items() if k != "ok"}
         if failed:

@@ -323,10 +323,13 @@ def read_table(path: Path, columns: Columns) -> tuple[pd.DataFrame, pd.DataFrame
             text = values.astype(str)
         else:
             raw, sep = spreadsheet_text(path, "table")
+            _check_table_fields(raw, sep, path)
             # a semicolon-separated sheet writes decimals with a comma (0,53)
             decimal = "," if sep == ";" and re.search(r"(^|;)\s*-?\d+,\d+\s*(;|$)", raw, re.M) else "."
             text = pd.read_csv(io.StringIO(raw), sep=sep, dtype=str, keep_default_na=False, skipinitialspace=True)
             values = pd.read_csv(io.StringIO(raw), sep=sep, decimal=decimal, skipinitialspace=True)
+    except UsageError:
+        raise
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError, ImportError) as exc:
         raise UsageError(f"cannot read table {path}: {exc}") from exc
     missing = [c for c in (columns.person, columns.label) if c not in text.columns]
@@ -336,12 +339,39 @@ def read_table(path: Path, columns: Columns) -> tuple[pd.DataFrame, pd.DataFrame
     return text, values
 
 
+def _check_table_fields(raw: str, delimiter: str, path: Path) -> None:
+    """Refuse a CSV feature table whose header repeats a column name (a reader would rename one copy, so
+    that a feature would go by a name the table does not give it) or a line with more fields than the
+    header (a reader would take the first fields for an index and shift every column of the table)."""
+    import csv
+
+    reader = csv.reader(io.StringIO(raw), delimiter=delimiter, skipinitialspace=True)
+    try:
+        header = next(reader, None)
+        if header is None:
+            return
+        named = [c.strip() for c in header if c.strip()]
+        repeated = sorted({c for c in named if named.count(c) > 1})
+        if repeated:
+            raise UsageError(f"table {path}: the header repeats the column name(s) {repeated}; give each column "
+                             "its own name")
+        for fields in reader:
+            if len(fields) > len(header):
+                raise UsageError(f"table {path}, line {reader.line_num}: {len(fields)} fields where the header has "
+                                 f"{len(header)} (a value with the delimiter {delimiter!r} in it, unquoted?); fix or "
+                                 "remove that line")
+    except csv.Error as exc:
+        raise UsageError(f"cannot read table {path} as CSV, line {reader.line_num}: {exc}") from None
+
+
 def table_candidates(source: TableSource, columns: Columns, labels: list[str] | None, first_row: int,
                      person_pattern: re.Pattern | None = None
-                     ) -> tuple[list[Candidate], list[Quarantined], list[str], dict[str, str]]:
+                     ) -> tuple[list[Candidate], list[Quarantined], list[str], dict[str, str], dict[str, int]]:
     """The rows of a feature table as candidates of modality ``source.name`` (rows numbered from
     ``first_row``), the quarantined rows, the feature columns, and the columns left out although some of
-    their values are numbers (``table.partly_numeric``: column -> why)."""
+    their values are numbers (``table.partly_numeric``: column -> why). Values that are infinite, or too
+    large for the 32-bit floats features are kept in, count as missing (``beyond_float32`` says how many,
+    per column)."""
     from symptomfuse.data.cache import file_digest
     from symptomfuse.modalities.table import partly_numeric, select_columns
 
@@ -349,7 +379,10 @@ def table_candidates(source: TableSource, columns: Columns, labels: list[str] | 
     used = [columns.person, columns.label, columns.session, columns.task]
     feature_cols, read_from = select_columns(values, source.features, used)
     x = values[read_from].to_numpy(np.float64, copy=True)
-    x[~np.isfinite(x)] = np.nan
+    with np.errstate(invalid="ignore"):
+        unusable = np.isinf(x) | (np.abs(x) > np.finfo(np.float32).max)
+    x[unusable] = np.nan
+    beyond_float32 = {c: int(n) for c, n in zip(feature_cols, unusable.sum(axis=0)) if n}
     digest = file_digest(source.path)
     candidates, bad, seen = [], [], {}
     for i, rec in enumerate(text.to_dict("records")):
@@ -359,7 +392,10 @@ def table_candidates(source: TableSource, columns: Columns, labels: list[str] | 
         label = columns.label_of(rec.get(columns.label, ""))
         empty = [n for n, v in ((columns.person, person), (columns.label, label)) if not v]
         if empty:
-            bad.append(Quarantined(row, "missing_field", f"table {source.name}: empty {', '.join(empty)}", rec))
+            what = f"table {source.name}: empty {', '.join(empty)}"
+            if person_pattern is not None and str(rec.get(columns.person, "")).strip() and not person:
+                what += f" (the person pattern does not match {str(rec.get(columns.person)).strip()!r})"
+            bad.append(Quarantined(row, "missing_field", what, rec))
             continue
         if labels is not None and label not in labels:
             bad.append(Quarantined(row, "unknown_label", f"label {label!r} is not one of {labels}", rec))
@@ -375,7 +411,7 @@ def table_candidates(source: TableSource, columns: Columns, labels: list[str] | 
         seen[key] = i
         candidates.append(Candidate(row, person, label, session, str(rec.get(columns.task, "")).strip() or source.name,
                                     (source.name,), {}, rec, x[i].astype(np.float32), digest))
-    return candidates, bad, feature_cols, partly_numeric(values, source.features, used)
+    return candidates, bad, feature_cols, partly_numeric(values, source.features, used), beyond_float32
 
 
 ID_COLUMNS = ("person_id", "recording_id", "session", "label", "task", "unit_id")
