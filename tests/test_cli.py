@@ -41,6 +41,13 @@ WRONG = [
     (["train", "{cur}", "--out", "{tmp}/r", "--encoder-args", "[1, 2]"], "JSON object"),
     (["train", "{cur}", "--out", "{tmp}/r", "--encoder-args", "{bad"], "not valid JSON"),
     (["train", "{cur}", "--out", "{tmp}/r", "--encoder-args", '{"video2": {}}'], "not trained here"),
+    # values that build no network, or none that runs on the curated windows, or none that fits in memory
+    (["train", "{cur}", "--out", "{tmp}/r", "--encoder-args", '{"audio": {"channels": "abc"}}'], "cannot be built"),
+    (["train", "{cur}", "--out", "{tmp}/r", "--encoder-args", '{"audio": {"dim": -5}}'], "negative dimension"),
+    (["train", "{cur}", "--out", "{tmp}/r", "--encoder-args", '{"audio": {"dim": 0}}'], "embeddings of size 0"),
+    (["train", "{cur}", "--out", "{tmp}/r", "--encoder-args", '{"keypoints": {"levels": -1}}'], "cannot be built or run"),
+    (["train", "{cur}", "--out", "{tmp}/r", "--encoder-args", '{"audio": {"dim": 100000000}}'], "GiB to train"),
+    (["train", "{cur}", "--out", "{tmp}/r", "--encoder-args", '{"audio": {"n_mels": 3}}'], "n_mels is 64 in the curated data, not 3"),
     (["train", "{cur}", "--out", "{tmp}/r", "--epochs", "0"], "--epochs"),
     (["train", "{cur}", "--out", "{tmp}/r", "--lr", "nan"], "finite"),
     (["train", "{cur}", "--out", "{tmp}/r", "--folds", "1"], "--folds"),

@@ -485,7 +485,13 @@ def _train_plan(args):
         if unknown:
             raise UsageError(f"--encoder-args for {m}: {name} takes no {unknown}; it takes {', '.join(params)}")
         shaped = {k: v for k, v in mod.encoder_args().items() if k in params}
+        fixed = {k: v for k, v in shaped.items() if k in given and given[k] != v}
+        if fixed:
+            raise UsageError(f"--encoder-args for {m}: " + "; ".join(f"{k} is {v!r} in the curated data, not {given[k]!r}"
+                                                                     for k, v in fixed.items())
+                             + f": the encoder takes it from there; leave {', '.join(fixed)} out")
         encoders[m] = {"name": name, **shaped, **given}
+        _check_buildable(m, encoders[m], given, len(contract.classes), mod.input_shape(), mod.dtype)
     if args.split_file is not None and (args.split == "record" or args.held_out):
         raise UsageError("--split-file is a split of its own: it goes with neither --split record nor --held-out")
     if args.split == "record" and not args.allow_leaky_split:
@@ -584,6 +590,46 @@ def _run_train(args) -> int:
           f"run folder: {args.out}")
     print(f"next: symptomfuse evaluate {args.out}")
     return 0
+
+
+def _check_buildable(m: str, encoder: dict, given: dict, n_classes: int, input_shape: tuple, dtype) -> None:
+    """Refuse, before any data is loaded, an encoder that ``--encoder-args`` (``given``) make impossible to
+    build or run (a wrong type, a negative or empty size, layers that do not fit the input) or too large
+    to train in this machine's memory. The network is first built on PyTorch's meta device (shapes only,
+    no memory), then, once its size is known to fit, for real, and run on two windows of zeros."""
+    import os
+
+    import numpy as np
+    import torch
+
+    from symptomfuse.models.multimodal import MultimodalClassifier
+
+    def cannot(exc: Exception) -> UsageError:
+        return UsageError(f"--encoder-args for {m}: {encoder['name']} cannot be built or run with {given}: {exc}")
+
+    try:
+        with torch.device("meta"):
+            model = MultimodalClassifier({m: encoder}, None, n_classes, init_seed=0)
+    except (TypeError, ValueError, RuntimeError, OverflowError) as exc:
+        raise cannot(exc) from None
+    if model.encoders[m].out_dim < 1:
+        raise UsageError(f"--encoder-args for {m}: {encoder['name']} with {given} gives embeddings of size "
+                         f"{model.encoders[m].out_dim}; they need at least 1")
+    weights = sum(p.numel() for p in model.parameters())
+    need = 16 * weights  # weights, their gradients and Adam's two moments, 4 bytes each
+    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") if hasattr(os, "sysconf") else 0
+    if ram and need > ram / 2:
+        raise UsageError(f"--encoder-args for {m}: {encoder['name']} with {given} has {weights:,} weights, about "
+                         f"{need / 2**30:.0f} GiB to train (weights, gradients and the optimizer's state), more than "
+                         f"half of this machine's {ram / 2**30:.0f} GiB")
+    if not given:
+        return  # the package's own configuration
+    try:
+        model = MultimodalClassifier({m: encoder}, None, n_classes, init_seed=0).eval()
+        with torch.no_grad():
+            model({m: torch.from_numpy(np.zeros((2, *input_shape), dtype))})
+    except (TypeError, ValueError, RuntimeError, OverflowError, IndexError) as exc:
+        raise cannot(exc) from None
 
 
 def _table_values(ws, m: str):
