@@ -282,6 +282,9 @@ def _run_curate(args) -> int:
         raw, sep, name = item.partition("=")
         if not sep or not raw.strip() or not name.strip():
             raise UsageError(f"--label-map {item!r}: expected RAW=CLASS, e.g. 1.0=pd")
+        earlier = dict(label_map).get(raw.strip())
+        if earlier is not None and earlier != name.strip():
+            raise UsageError(f"--label-map maps {raw.strip()!r} twice, to {earlier!r} and to {name.strip()!r}: keep one")
         label_map.append((raw.strip(), name.strip()))
     columns = Columns(path=args.path_col, audio=args.audio_col, video=args.video_col, person=args.person_col,
                       label=args.label_col, session=args.session_col, task=args.task_col, files=files,

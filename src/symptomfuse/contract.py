@@ -54,9 +54,10 @@ class FeatureContract:
 
     def __post_init__(self):
         t = self.timing
-        if not (0 < t.window_s <= 600 and 0 < t.hop_s <= 600 and 0 < t.fps <= 1000):
+        if not (0 < t.window_s <= 600 and 0.01 <= t.hop_s <= 600 and 0 < t.fps <= 1000):
             raise UsageError(f"window {t.window_s} s, hop {t.hop_s} s and {t.fps} fps must be positive, with windows "
-                             "and hops of at most 600 s and at most 1000 fps")
+                             "and hops of at most 600 s, hops of at least 0.01 s (a spectrogram step), and at most "
+                             "1000 fps")
         if not 8000 <= t.sample_rate <= 192000:
             raise UsageError(f"sample rate {t.sample_rate} Hz is out of bounds (8000-192000)")
         if self.label_scope not in ("person", "recording"):
