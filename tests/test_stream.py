@@ -240,8 +240,9 @@ def test_bad_inputs_say_what_to_fix(exported):
         engine.push_landmarks(np.zeros((5, 3)), 0.0)
     with pytest.raises(ValueError, match="uint8"):
         engine.push_video(np.zeros((48, 64, 3), np.float32), 0.0)
-    with pytest.raises(ValueError, match="update_every"):
-        StreamEngine(engine.detector, update_every=0)
+    for every in (0, 1e-9, 1e9):  # 1e-9 made a file's stream one that never ended
+        with pytest.raises(ValueError, match="update_every must be 0.01-60 s"):
+            StreamEngine(engine.detector, update_every=every)
     with pytest.raises(FileNotFoundError, match="symptomfuse export"):
         Detector.load(exported[0].parent, "torch")
 

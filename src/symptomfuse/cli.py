@@ -755,7 +755,8 @@ offers (default: this machine's, or 127.0.0.1 when it has no other).""",
     p.add_argument("--host", default="127.0.0.1", help="address to listen on")
     p.add_argument("--port", type=_number(int, 1, 65535), default=8080, help="port to listen on")
     p.add_argument("--backend", choices=["torch", "onnx"], default="torch", help="inference backend")
-    p.add_argument("--update-every", type=_number(float, 0, 60, low_open=True), default=0.5, help="seconds of media between predictions")
+    p.add_argument("--update-every", type=_number(float, 0.01, 60), default=0.5,
+                   help="seconds of media between predictions (0.01-60)")
     p.add_argument("--threads", type=_number(int, 1, 256), default=1,
                    help="threads per inference, torch or onnxruntime (sessions already run in parallel, one "
                         "thread each)")
@@ -920,7 +921,8 @@ far from its training data (ood > 1: "unlike the training data") makes the fused
                         "face_measures or face_blendshapes, on every frame: a camera's default)")
     p.add_argument("--backend", choices=["torch", "onnx"], default="torch", help="inference backend")
     p.add_argument("--threads", type=_number(int, 1, 256), default=1, help="inference threads")
-    p.add_argument("--update-every", type=_number(float, 0, 60, low_open=True), default=0.5, help="seconds of media between updates")
+    p.add_argument("--update-every", type=_number(float, 0.01, 60), default=0.5,
+                   help="seconds of media between updates (0.01-60)")
     p.add_argument("--smooth", type=_number(int, 1, 1000), default=3, help="updates averaged in the fused result")
     p.add_argument("--abstain-band", type=_number(float, 0, 0.5, high_open=True), default=0.1,
                    help="abstain when the top probability is within this of chance")

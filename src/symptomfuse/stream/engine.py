@@ -154,6 +154,9 @@ def shown_p(probs: np.ndarray) -> float:
     return float(probs[-1]) if len(probs) == 2 else float(probs.max())
 
 
+MIN_UPDATE_EVERY_S = 0.01  # the shortest time between updates: one spectrogram step (and under a video frame)
+
+
 class StreamEngine:
     def __init__(self, detector: Detector, update_every: float = 0.5, smooth: int = 3, abstain_band: float = 0.1,
                  origin: float = 0.0, max_wait_s: float = 0.5, quality: QualityConfig = QualityConfig(),
@@ -168,8 +171,9 @@ class StreamEngine:
         while a detector is over its budget (``landmark_budget_s`` per frame, on average; default: half a
         frame interval each) is skipped, and a window that lost more than half its frames so is reported
         "landmarks_behind". ``blendshape_detector="mediapipe"``: the same for face blendshapes."""
-        if update_every <= 0:
-            raise UsageError(f"update_every must be positive seconds, got {update_every}")
+        if not MIN_UPDATE_EVERY_S <= update_every <= 60:
+            raise UsageError(f"update_every must be {MIN_UPDATE_EVERY_S}-60 s (one update a spectrogram step at the "
+                             f"most), got {update_every}")
         if smooth < 1:
             raise UsageError(f"smooth must be at least 1 update, got {smooth}")
         if not 0 <= abstain_band < 0.5:
