@@ -78,6 +78,7 @@ WRONG = [
     (["curate", "{tmp}/missing.csv", "--out", "{tmp}/c"], "manifest not found"),
     (["evaluate", "{tmp}/nowhere"], "not a run folder"),
     (["evaluate", "{tmp}/nowhere", "--abstain-band", "0.7"], "--abstain-band"),
+    (["evaluate", "{tmp}/nowhere", "--subgroup-cols", "Sex"], "give it too"),  # was ignored without a word
     (["export", "{tmp}/nowhere", "--out", "{tmp}/e"], "not a run folder"),
     (["export", "{tmp}/nowhere", "--out", "{tmp}/e", "--fold", "-1"], "--fold"),
     (["stream", "--model", "{tmp}/nowhere"], "give a FILE"),

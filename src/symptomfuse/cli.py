@@ -703,6 +703,8 @@ def _run_evaluate(args) -> int:
     from symptomfuse.evaluate.report import (ablation_table, choice_summary, evaluate_run, format_table,
                                              read_subgroups)
 
+    if args.subgroups is None and (args.subgroup_cols != ["sex", "age"] or args.subgroup_person_col != "person_id"):
+        raise UsageError("--subgroup-cols and --subgroup-person-col name columns of --subgroups FILE: give it too")
     if not (args.run / "run.json").exists():
         raise FileNotFoundError(f"{args.run} is not a run folder (no run.json): run `symptomfuse train` first")
     subgroups = None
