@@ -195,6 +195,17 @@ def test_train_and_evaluate_cli(curated, tmp_path, capfd):
         source_preds = pd.read_csv(run / "predictions" / f"{r['chosen']}.csv").set_index("sample_index")
         np.testing.assert_array_equal(chosen.loc[rows].to_numpy(), source_preds.loc[rows].to_numpy())
     assert "chosen_on_val: in each fold, the model with the best" in out
+    # exporting it exports the network it chose in that fold; a fold where it chose a baseline is refused
+    for r in records:
+        folder = tmp_path / f"chosen{r['fold']}"
+        code = main(["export", str(run), "--out", str(folder), "--model", "chosen_on_val", "--fold", str(r["fold"]),
+                     "--no-onnx"])
+        if r["chosen"].startswith("lr_"):
+            assert code == 2 and f"chose {r['chosen']} in fold {r['fold']}, a baseline" in capfd.readouterr().err
+        else:
+            spec = json.loads((folder / "export.json").read_text())
+            assert code == 0 and spec["primary"] == r["chosen"]
+            assert spec["source"]["chosen_by"] == {"model": "chosen_on_val", "chose": r["chosen"]}
     for name in ("lr_audio", "lr_keypoints", "lr_fused"):  # baselines under the same folds
         assert metrics["models"][name]["kind"] == "baseline" and 0 <= metrics["models"][name]["person"]["roc_auc"] <= 1
     # every window of every person has an out-of-fold prediction

@@ -255,7 +255,8 @@ def _best_model(info: RunInfo, trained: list[str], auc: dict[str, float]) -> str
 def export_run(run: Path, out: Path, model: str | None = None, fold: int | None = None, person: str | None = None,
                onnx: bool = True, progress: bool = True) -> ExportSpec:
     """Export one fold of a ``symptomfuse train`` run: the chosen model (default: the best intermediate
-    fusion) and every single-modality model of the same fold. Everything comes from the run folder.
+    fusion; ``chosen_on_val``: the network it chose in that fold on the fold's validation people) and every
+    single-modality model of the same fold. Everything comes from the run folder.
 
     ``person`` picks the fold in which that person was a test person, so that streaming their recordings
     is a fair, held-out test; ``fold`` picks a fold directly (default 0).
@@ -278,6 +279,17 @@ def export_run(run: Path, out: Path, model: str | None = None, fold: int | None 
     trained = [n for n, m in info.models.items() if m["spec"].trained]
     top, auc = cross_validated_auc(info, samples, preds, trained)  # from the predictions, not metrics.json
     model = model or _best_model(info, trained, auc)
+    chose = None
+    if model in info.models and info.spec(model).kind == "chosen":  # the model it chose in this fold
+        chose = model
+        picked = [r.get("chosen") for r in info.models[model]["folds"] if isinstance(r, dict) and r.get("fold") == fold]
+        if len(picked) != 1 or picked[0] not in info.models:
+            raise UsageError(f"run.json does not say which model {model} chose in fold {fold}: the run folder is "
+                             "damaged; train again")
+        model = picked[0]
+        if model not in trained:
+            raise UsageError(f"{chose} chose {model} in fold {fold}, a baseline, which is not exported; export a "
+                             f"network ({', '.join(trained)}), or another fold (--fold, --person)")
     if model not in trained:
         other = sorted(set(info.models) - set(trained))
         raise UsageError(f"cannot export {model!r}: choose a trained network ({', '.join(trained)})"
@@ -305,6 +317,8 @@ def export_run(run: Path, out: Path, model: str | None = None, fold: int | None 
     test_people = sorted(samples.loc[samples.fold == fold, "person_id"].unique().tolist())
     source = {"run": str(run.resolve()), "run_id": info.run_id, "fold": fold, "person": person,
               "test_people": test_people, "held_out": info.protocol.get("held_out", [])}
+    if chose is not None:  # what was asked for, and what it stood for in this fold
+        source["chosen_by"] = {"model": chose, "chose": model}
     # every trained model's figure, the chosen one's among them
     source["cross_validated_roc_auc"] = {n: auc[n] if np.isfinite(auc[n]) else None for n in trained}
     source["roc_auc_level"] = top
