@@ -406,3 +406,17 @@ def test_a_table_that_a_csv_reader_would_shift_or_rename_is_refused_and_huge_val
     assert quarantine.detail.tolist() == ["table t: empty subject (the person pattern does not match 'XX_0')"]
     assert main(["train", str(tmp_path / "huge"), "--out", str(tmp_path / "run"), "--folds", "2", "--epochs", "2",
                  "--baselines", "lr"]) == 0
+
+
+def test_a_split_file_is_read_forgivingly_and_its_people_not_curated_are_named(tmp_path):
+    """Spaces around ids and split names, and capitals in the split, are read as meant; people the file
+    names who were not curated (a typo would quietly move a test person into training) are listed."""
+    from symptomfuse.train.splits import fixed_split, not_curated, read_split_file
+
+    (tmp_path / "s.csv").write_text("person_id,split\n S01 ,Test\nS02, dev\nS03,test\nS9x,test\n")
+    assignment = read_split_file(tmp_path / "s.csv")
+    assert assignment == {"S01": "test", "S02": "dev", "S03": "test", "S9x": "test"}
+    people = np.array(["S01", "S02", "S03", "S04"])
+    fold = fixed_split(people, assignment)
+    assert people[fold.test].tolist() == ["S01", "S03"] and people[fold.train].tolist() == ["S04"]
+    assert not_curated(people, assignment) == {"test": ["S9x"]}

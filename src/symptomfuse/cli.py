@@ -522,7 +522,7 @@ def _run_train(args) -> int:
     from symptomfuse.train.crossval import cross_validate, default_specs
     from symptomfuse.train.fit import TrainConfig
     from symptomfuse.train.splits import (LEAVE_ONE_OUT, check_label_columns, fixed_split, person_folds,
-                                          read_split_file)
+                                          not_curated, read_split_file)
 
     import shutil
     import tempfile
@@ -538,6 +538,12 @@ def _run_train(args) -> int:
     ws = load_curated(args.curated, mods)
     if assignment is not None:
         folds = [fixed_split(ws.people, assignment)]
+        missing = not_curated(ws.people, assignment)
+        if missing:  # a typo would quietly move a test person into training: say how many, and who
+            print(f"split file: {sum(map(len, missing.values()))} of its {len(assignment)} people are not in "
+                  f"{args.curated} (no curated row, or an id spelt otherwise): "
+                  + "; ".join(f"{side} {len(who)}, e.g. {', '.join(who[:3])}" for side, who in sorted(missing.items())),
+                  file=sys.stderr)
     else:
         groups = ws.windows.recording_id.to_numpy() if args.split == "record" else None
         folds, _ = person_folds(ws.people, ws.y, args.folds, args.seed, args.held_out, groups=groups)

@@ -128,8 +128,9 @@ SPLITS = ("train", "dev", "calib", "test")
 
 
 def read_split_file(path) -> dict[str, str]:
-    """A CSV with columns person_id and split (train, dev, calib or test). A person on two rows with
-    different splits is refused: that would leak."""
+    """A CSV with columns person_id and split (train, dev, calib or test; spaces around either and the
+    split's capitals do not matter). A person on two rows with different splits is refused: that would
+    leak."""
     from pathlib import Path
 
     from symptomfuse.data.manifest import read_sheet
@@ -140,6 +141,7 @@ def read_split_file(path) -> dict[str, str]:
     df = read_sheet(path, "split file")
     if not {"person_id", "split"} <= set(df.columns):
         raise UsageError(f"split file {path} needs columns person_id and split; it has {list(df.columns)}")
+    df = df.assign(person_id=df.person_id.str.strip(), split=df.split.str.strip().str.lower())
     bad = sorted(set(df.split) - set(SPLITS))
     if bad:
         raise UsageError(f"split file {path}: unknown split(s) {bad}; use {', '.join(SPLITS)}")
@@ -153,7 +155,8 @@ def read_split_file(path) -> dict[str, str]:
 
 def fixed_split(people: np.ndarray, assignment: dict[str, str]) -> Fold:
     """One fold from a person -> split assignment; people not named train. Refuses a split with no dev or
-    no test person, and checks that no person is on two sides."""
+    no test person, and checks that no person is on two sides. People the assignment names who are not
+    among ``people`` (no curated row, or an id spelt otherwise) are counted by ``not_curated``."""
     people = np.asarray(people).astype(str)
     side = np.array([assignment.get(p, "train") for p in people])
     idx = {name: np.flatnonzero(side == name) for name in SPLITS}
@@ -162,3 +165,13 @@ def fixed_split(people: np.ndarray, assignment: dict[str, str]) -> Fold:
             raise UsageError(f"the split file leaves no {name} person among the curated ones")
     check_no_leak({name: people[i] for name, i in idx.items()})
     return Fold(0, idx["train"], idx["dev"], idx["test"], idx["calib"])
+
+
+def not_curated(people: np.ndarray, assignment: dict[str, str]) -> dict[str, list[str]]:
+    """Per split, the people ``assignment`` names who are not among ``people`` (sorted)."""
+    present = set(np.asarray(people).astype(str))
+    out: dict[str, list[str]] = {}
+    for person, side in sorted(assignment.items()):
+        if person not in present:
+            out.setdefault(side, []).append(person)
+    return out
