@@ -88,9 +88,11 @@ EDITS = {
     "curation.json not JSON": (lambda c: (c / "curation.json").write_text("{"), r"curation.json is not valid JSON \(Expecting.*\): curate again with the same manifest"),
     "contract.json not JSON": (lambda c: (c / "contract.json").write_bytes(b"\xff\xfe{"), r"contract.json is not valid JSON \(.*codec can.t decode.*\): curate it again"),
     "a class named twice": (_contract(lambda d: d.__setitem__("classes", ["healthy", "healthy"])), r"name one class twice"),
-    "a frame size edited": (_contract(lambda d: d["modalities"]["video"]["settings"].__setitem__("width", 10 ** 9)),
+    "a frame size edited": (_contract(lambda d: d["modalities"]["video"]["settings"].__setitem__("width", 128)),
                             r"the cached video windows of recording 'r0' have the shape \(75, 48, 64, 3\), where the "
-                            r"feature contract \(contract.json\) gives \(75, 48, 1000000000, 3\)"),
+                            r"feature contract \(contract.json\) gives \(75, 48, 128, 3\)"),
+    "a frame size beyond bounds": (_contract(lambda d: d["modalities"]["video"]["settings"].__setitem__("width", 10 ** 9)),
+                                   r"the feature contract does not hold \(--frame-size 1000000000x48: at most 1024"),
     "a cache file cut off": (lambda c: (_entries(c)[0] / "audio.npy").write_bytes(b"\x93NUMPY\x01\x00"),
                              r"are damaged \(audio.npy is not a NumPy array file.*curate again.*delete .*cache/"),
     "a cache file replaced by a link": (lambda c: ((_entries(c)[0] / "audio.npy").unlink(),

@@ -140,9 +140,9 @@ class FeatureContract:
                 raise TypeError(f"classes {classes} name one class twice")
             return cls(timing, mods, kinds, tuple(classes), data.get("positive"), data["label_scope"],
                        bool(data.get("pad_short", False)))
+        except UsageError as exc:  # a setting out of bounds: said as the stored contract's, not the user's flag
+            raise UsageError(f"the feature contract does not hold ({exc}): curate, train and export again") from None
         except (KeyError, TypeError, AttributeError, ValueError) as exc:
-            if isinstance(exc, UsageError):
-                raise
             raise UsageError(f"the feature contract is malformed ({type(exc).__name__}: {exc}): curate, train and "
                              "export again") from None
 
