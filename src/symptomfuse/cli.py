@@ -332,7 +332,9 @@ def _add_train(sub) -> None:
         description=f"""\
 Train every model of a run with k-fold cross-validation grouped by person (stratified by label): one
 network per modality (--modalities), each intermediate fusion (--fusions) and late fusion (--late)
-over --fusion-modalities, and plain scikit-learn baselines (--baselines) under the same folds. Fused
+over --fusion-modalities, plain scikit-learn baselines (--baselines) under the same folds, and
+chosen_on_val: in each fold, the network or baseline that did best on that fold's validation people
+(the honest figure for a model picked from the table; the best test figure of many flatters). Fused
 models take the same fold's single-modality encoders (frozen unless --finetune-fusion) and learn their
 fusion with modality dropout, so they work with any subset of their modalities. Early stopping,
 temperature scaling and late-fusion weights use validation people inside the training folds; test
