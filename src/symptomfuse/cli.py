@@ -607,7 +607,10 @@ def _check_buildable(m: str, encoder: dict, given: dict, n_classes: int, input_s
     """Refuse, before any data is loaded, an encoder that ``--encoder-args`` (``given``) make impossible to
     build or run (a wrong type, a negative or empty size, layers that do not fit the input) or too large
     to train in this machine's memory. The network is first built on PyTorch's meta device (shapes only,
-    no memory), then, once its size is known to fit, for real, and run on two windows of zeros."""
+    no memory), then, once its size is known to fit, for real, and run on two windows of zeros. The
+    package's own configurations (nothing ``given``) are not checked."""
+    if not given:
+        return  # the package's own configuration
     import os
 
     import numpy as np
@@ -633,8 +636,6 @@ def _check_buildable(m: str, encoder: dict, given: dict, n_classes: int, input_s
         raise UsageError(f"--encoder-args for {m}: {encoder['name']} with {given} has {weights:,} weights, about "
                          f"{need / 2**30:.0f} GiB to train (weights, gradients and the optimizer's state), more than "
                          f"half of this machine's {ram / 2**30:.0f} GiB")
-    if not given:
-        return  # the package's own configuration
     try:
         model = MultimodalClassifier({m: encoder}, None, n_classes, init_seed=0).eval()
         with torch.no_grad():

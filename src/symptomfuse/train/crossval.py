@@ -522,9 +522,12 @@ def choose_on_validation(samples: Samples, spec: ModelSpec, fold: Fold, val_prob
     both = np.logical_and.reduce([covered[c] for c in eligible])
     scores, losses, by = {}, {}, "none"
     for c in eligible:
-        p = val_probs[(c, fold.index)][val_units][both]
-        by, scores[c] = selection_score(y[both], p, values) if both.any() else ("none", float("nan"))
-        losses[c] = log_loss(y[both], p) if both.any() else float("nan")
+        if both.any():
+            p = val_probs[(c, fold.index)][val_units][both]
+            by, scores[c] = selection_score(y[both], p, values)
+            losses[c] = log_loss(y[both], p)
+        else:
+            scores[c] = losses[c] = float("nan")
 
     def rank(c):
         return (scores[c] if np.isfinite(scores[c]) else -np.inf, -losses[c] if np.isfinite(losses[c]) else -np.inf)
