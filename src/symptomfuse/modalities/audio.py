@@ -73,14 +73,14 @@ class Audio(Modality):
     def validate(self) -> None:
         if self.settings.n_mels < 1:
             raise UsageError(f"--n-mels must be at least 1, got {self.settings.n_mels}")
-        bins = self.settings.n_fft // 2 + 1
-        empty = (self.settings.n_mels if self.settings.n_mels > bins
-                 else int((mel_filterbank(self.settings).max(axis=1) == 0).sum()))
+        bins, spectrum = self.settings.n_fft // 2 + 1, f"{self.settings.n_fft}-point spectrum; use fewer (64 by default)"
+        if self.settings.n_mels > bins:
+            raise UsageError(f"--n-mels {self.settings.n_mels}: more mel bands than the {bins} frequency bins of the "
+                             f"{spectrum}")
+        empty = int((mel_filterbank(self.settings).max(axis=1) == 0).sum())
         if empty:
-            raise UsageError(f"--n-mels {self.settings.n_mels}: "
-                             + (f"more mel bands than the {bins} frequency bins" if self.settings.n_mels > bins else
-                                f"{empty} mel band(s) would hold none of the {bins} frequency bins")
-                             + f" of the {self.settings.n_fft}-point spectrum; use fewer (64 by default)")
+            raise UsageError(f"--n-mels {self.settings.n_mels}: {empty} mel band(s) would hold none of the {bins} "
+                             f"frequency bins of the {spectrum}")
         if self.settings.sample_rate != self.timing.sample_rate:
             raise UsageError(f"audio features at {self.settings.sample_rate} Hz are not supported "
                              f"(only {self.timing.sample_rate} Hz)")

@@ -61,11 +61,11 @@ class Video(Modality):
         if max(cfg.width, cfg.height) > 1024:
             raise UsageError(f"--frame-size {cfg.width}x{cfg.height}: at most 1024 on a side (the frames are model "
                              "inputs, a few dozen pixels across by default)")
-        frames = self.timing.window_s * self.timing.fps
-        if frames * cfg.width * cfg.height * 3 > 2**30:
+        window_bytes = self.timing.window_s * self.timing.fps * cfg.width * cfg.height * 3
+        if window_bytes > 2**30:
             raise UsageError(f"--frame-size {cfg.width}x{cfg.height} at {self.timing.fps:g} fps makes each "
-                             f"{self.timing.window_s:g}-s window's frames {frames * cfg.width * cfg.height * 3 / 2**30:.1f} "
-                             "GiB (at most 1): make the frames, --fps or --window smaller")
+                             f"{self.timing.window_s:g}-s window's frames {window_bytes / 2**30:.1f} GiB (at most 1): "
+                             "make the frames, --fps or --window smaller")
         if self.timing.window_frames() < 2:
             raise UsageError("--window must hold at least two video frames")
 
