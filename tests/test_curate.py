@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from symptomfuse.cli import main
-from symptomfuse.data import curate as curate_mod
+from symptomfuse.data import featurize as featurize_mod
 from symptomfuse.data import media as media_mod
 from symptomfuse.data.cache import FeatureCache
 from symptomfuse.data.curate import curate, default_contract
@@ -96,7 +96,7 @@ def test_rerun_hits_the_cache_and_decodes_nothing(dirty, tmp_path, monkeypatch):
     def no_decode(*a, **k):
         raise AssertionError("decoded on a re-run with nothing changed")
 
-    monkeypatch.setattr(curate_mod, "decode", no_decode)
+    monkeypatch.setattr(featurize_mod, "decode", no_decode)
     again = curate(manifest, tmp_path / "out", labels=LABELS, workers=1, progress=False)
     assert again.decoded == 0 and again.cache_hits == first.decoded + first.cache_hits
     pd.testing.assert_frame_equal(again.recordings, first.recordings)
@@ -322,3 +322,42 @@ def test_a_curated_folder_whose_cache_entries_are_gone_says_to_curate_again(tmp_
         load_curated(tmp_path / "c")
     curate(tmp_path / "m.csv", tmp_path / "c", contract=contract, labels=LABELS, workers=1, progress=False)
     assert np.array_equal(np.asarray(load_curated(tmp_path / "c").inputs["audio"]), before)
+
+
+WORKER = """
+import json, sys
+from pathlib import Path
+from symptomfuse.contract import FeatureContract
+from symptomfuse.data.candidate import Candidate
+from symptomfuse.data.featurize import featurize_job
+
+curated, cache, files = Path(sys.argv[1]), Path(sys.argv[2]), json.loads(sys.argv[3])
+contract = FeatureContract.load(curated)
+c = Candidate(0, "P", contract.classes[0], "1", "", tuple(contract.modalities), files={k: Path(v) for k, v in files.items()})
+_, _, meta = featurize_job((c, contract, "ab" * 32, cache))
+print(json.dumps({"status": meta["status"], "pandas": "pandas" in sys.modules}))
+"""
+
+
+def test_a_worker_featurizes_without_importing_pandas(cohort, tmp_path):
+    """What a curation worker imports before its first job is paid at every curation's start: the job's
+    module leaves pandas (about half a second) out, and gives the same features as curation in-process."""
+    import json
+    import subprocess
+    import sys
+
+    rows = pd.read_csv(cohort / "manifest.csv").head(1)
+    rows["path"] = [str(cohort / p) for p in rows.path]
+    rows["keypoints"] = [str(cohort / p) for p in rows.keypoints]
+    rows.to_csv(tmp_path / "m.csv", index=False)
+    here = curate(tmp_path / "m.csv", tmp_path / "out", labels=LABELS, workers=1, progress=False)
+    files = json.loads(here.recordings.files[0])
+    done = subprocess.run([sys.executable, "-c", WORKER, str(tmp_path / "out"), str(tmp_path / "worker_cache"),
+                           json.dumps(files)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"status": "ok", "pandas": False}
+    ours = FeatureCache(tmp_path / "out" / "cache").load(here.recordings.cache_key[0])
+    theirs = FeatureCache(tmp_path / "worker_cache").load("ab" * 32)
+    assert sorted(ours) == sorted(theirs) and ours
+    for name in ours:
+        np.testing.assert_array_equal(ours[name][:], theirs[name][:])

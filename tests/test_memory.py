@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from symptomfuse.data import curate as curate_mod
+from symptomfuse.data import featurize as featurize_mod
 from symptomfuse.data.cache import FeatureCache
 from symptomfuse.data.curate import curate, default_contract
 from symptomfuse.data.dataset import load_curated
@@ -77,7 +77,7 @@ def test_runs_of_windows_give_the_same_cache_as_one_run(cohort, tmp_path, monkey
     rows["keypoints"] = [str(cohort / p) for p in rows.keypoints]
     rows.to_csv(tmp_path / "m.csv", index=False)
     whole = curate(tmp_path / "m.csv", tmp_path / "whole", contract, labels=LABELS, workers=1, progress=False)
-    monkeypatch.setattr(curate_mod, "SECONDS_PER_RUN", 1.0)  # runs of 2 windows
+    monkeypatch.setattr(featurize_mod, "SECONDS_PER_RUN", 1.0)  # runs of 2 windows
     runs = curate(tmp_path / "m.csv", tmp_path / "runs", contract, labels=LABELS, workers=1, progress=False)
     assert (whole.recordings.n_windows == 7).all()
     pd.testing.assert_frame_equal(whole.windows, runs.windows)

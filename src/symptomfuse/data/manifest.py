@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import io
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import pandas as pd
 
+from symptomfuse.data.candidate import Candidate
 from symptomfuse.data.media import STREAMS
 from symptomfuse.errors import UsageError
 
@@ -64,30 +65,6 @@ class Columns:
         """The class name of a raw label cell (through ``label_map``; unmapped values stay as they are)."""
         raw = str(raw).strip()
         return dict(self.label_map).get(raw, raw)
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """A row (of the manifest or of a feature table) that passed the table-level checks."""
-
-    row: int  # 0-based data row of the manifest; table rows are numbered after it
-    person_id: str
-    label: str
-    session: str
-    task: str
-    modalities: tuple  # the curated modalities this row gives
-    files: dict = field(default_factory=dict, compare=False)  # "audio"/"video"/modality column -> Path
-    fields: dict = field(default_factory=dict, compare=False)
-    table_row: object = field(default=None, compare=False)  # feature values of a table row
-    table: str = ""  # the table's file digest, for table rows
-
-    @property
-    def audio_path(self) -> Path | None:
-        return self.files.get("audio")
-
-    @property
-    def video_path(self) -> Path | None:
-        return self.files.get("video")
 
 
 @dataclass

@@ -21,12 +21,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from symptomfuse.modalities.base import Modality, SourceMedia
 from symptomfuse.errors import UsageError
+
+if TYPE_CHECKING:  # pandas is imported where a table is read, not in a media worker (data/featurize.py)
+    import pandas as pd
 
 
 @dataclass(frozen=True)
@@ -140,6 +143,12 @@ def select_columns(df: pd.DataFrame, spec: str, exclude: list[str]) -> tuple[lis
     return cols, _check_columns(df, spec, cols)
 
 
+def _numeric(column: pd.Series) -> bool:
+    from pandas.api.types import is_numeric_dtype
+
+    return is_numeric_dtype(column)
+
+
 def _by_type(spec: str) -> bool:
     """Whether a selection picks columns by their type (``numeric``, ``numeric-except:...``)."""
     return spec == "numeric" or spec.startswith("numeric-except:")
@@ -156,7 +165,7 @@ def _usable(df: pd.DataFrame, spec: str, exclude: list[str]) -> list[str]:
 
 def _pick_columns(df: pd.DataFrame, spec: str, exclude: list[str]) -> list[str]:
     if _by_type(spec):
-        return [c for c in _usable(df, spec, exclude) if pd.api.types.is_numeric_dtype(df[c])]
+        return [c for c in _usable(df, spec, exclude) if _numeric(df[c])]
     if spec.startswith("prefix:"):
         return [c for c in df.columns if c not in exclude and c.startswith(spec[len("prefix:"):])]
     raise UsageError(f"feature columns {spec!r}: use numeric, numeric-except:A,B*, prefix:PREFIX or "
@@ -168,12 +177,14 @@ def partly_numeric(df: pd.DataFrame, spec: str, exclude: list[str]) -> dict[str,
     values are numbers: a typo, a unit or a spreadsheet error in a few cells makes a whole column text.
     Column -> how many of its values are not numbers, with one of them. Columns of text alone (ids, sex)
     are not listed."""
+    import pandas as pd
+
     spec = spec.strip() or "numeric"
     if not _by_type(spec):
         return {}
     found = {}
     for c in _usable(df, spec, exclude):
-        if pd.api.types.is_numeric_dtype(df[c]):
+        if _numeric(df[c]):
             continue
         given = df[c].dropna().astype(str).str.strip()
         given = given[given != ""]
@@ -190,7 +201,7 @@ def _check_columns(df: pd.DataFrame, spec: str, cols: list[str]) -> list[str]:
         raise UsageError(f"table has no column(s) {missing}; it has {list(df.columns)}")
     if not cols:
         raise UsageError(f"feature columns {spec!r} select no column; the table has {list(df.columns)}")
-    text = [c for c in cols if not pd.api.types.is_numeric_dtype(df[c])]
+    text = [c for c in cols if not _numeric(df[c])]
     if text:
         raise UsageError(f"feature column(s) {text} are not numeric; name numeric columns only")
     return cols
