@@ -72,6 +72,8 @@ WRONG = [
     (["curate", "{manifest}", "--out", "{tmp}/c", "--modalities", "accel"], "accel"),
     (["curate", "{manifest}", "--out", "{tmp}/c", "--modalities", "video", "--n-mels", "40"], "not curated"),
     (["curate", "{manifest}", "--out", "{tmp}/c", "--labels", "a,a"], "repeats"),
+    (["curate", "{manifest}", "--out", "{tmp}/c", "--labels", " , "], "names no class"),  # quarantined every row
+    (["curate", "{manifest}", "--out", "{tmp}/c", "--modalities", ""], "names no modality"),  # the same
     (["curate", "--out", "{tmp}/c", "--table", "nameonly"], "NAME=FILE"),
     (["curate", "--out", "{tmp}/c", "--table", "t={tmp}/missing.csv"], "no such file"),
     (["curate", "{manifest}", "--out", "{tmp}/c", "--person-pattern", "("], "regular expression"),

@@ -361,3 +361,31 @@ def test_a_worker_featurizes_without_importing_pandas(cohort, tmp_path):
     assert sorted(ours) == sorted(theirs) and ours
     for name in ours:
         np.testing.assert_array_equal(ours[name][:], theirs[name][:])
+
+
+def test_more_workers_than_cpus_run_one_per_cpu(cohort, tmp_path, monkeypatch, capsys):
+    """--workers 100000 would start one process per recording (100 MB and half a second each): it runs one
+    per CPU this process may use, and says so."""
+    import os
+
+    import symptomfuse.data.curate as curate_mod
+
+    rows = pd.read_csv(cohort / "manifest.csv").head(3)
+    rows["path"] = [str(cohort / p) for p in rows.path]
+    rows["keypoints"] = [str(cohort / p) for p in rows.keypoints]
+    rows.to_csv(tmp_path / "m.csv", index=False)
+    asked, run_jobs = [], curate_mod.run_jobs
+
+    def recorded(fn, jobs, workers, *a, **k):
+        asked.append(workers)
+        return run_jobs(fn, jobs, workers, *a, **k)
+
+    monkeypatch.setattr(curate_mod, "run_jobs", recorded)
+    cpus = len(os.sched_getaffinity(0))
+    assert main(["curate", str(tmp_path / "m.csv"), "--out", str(tmp_path / "out"), "--labels", "healthy,parkinsons",
+                 "--workers", "100000"]) == 0
+    assert asked == [cpus]
+    assert f"--workers 100000: this process may use {cpus} CPU(s), so {cpus} worker process(es) run" in capsys.readouterr().err
+    assert main(["curate", str(tmp_path / "m.csv"), "--out", str(tmp_path / "one"), "--labels", "healthy,parkinsons",
+                 "--workers", "1"]) == 0
+    assert asked == [cpus, 1] and "worker process(es) run" not in capsys.readouterr().err

@@ -111,7 +111,8 @@ finds everyone. The same --seed and options always give the same files.""",
                         "(.m4a) and a hand recording (.mp4) a session, on separate manifest rows with a task column")
     p.add_argument("--missing-task", type=_number(float, 0, 1, high_open=True), default=0.2,
                    help="with --tasks separate: share of people who lack one of the two tasks")
-    p.add_argument("--workers", type=_number(int, 1, 1024), default=None, help="processes (default: one per core)")
+    p.add_argument("--workers", type=_number(int, 1, 1024), default=None,
+                   help="processes (default, and at most: one per CPU this process may use)")
     p.set_defaults(func=_run_synth)
 
 
@@ -124,7 +125,7 @@ def _run_synth(args) -> int:
                       phenotypes={"voice": args.voice_only, "movement": args.movement_only, "both": args.both},
                       tasks=args.tasks, missing_task=args.missing_task)
     t0 = time.perf_counter()
-    manifest = synthesize(cfg, args.out, workers=args.workers)
+    manifest = synthesize(cfg, args.out, workers=_local_workers(args.workers))
     counts = manifest.groupby("label")["person_id"].nunique().to_dict()
     print(f"wrote {len(manifest)} recordings of {manifest.person_id.nunique()} people {counts} "
           f"to {args.out} in {time.perf_counter() - t0:.1f} s; manifest: {args.out / 'manifest.csv'}")
@@ -225,7 +226,8 @@ quarantined; 2 for bad arguments or an unreadable manifest.""",
                    help="leave out windows that fail the live quality gates (silence, no voice, dark or frozen "
                         "picture), so no model learns them as a class; they are counted in the summary either way")
     p.add_argument("--cache", type=Path, default=None, help="feature cache folder (default: OUT/cache)")
-    p.add_argument("--workers", type=_number(int, 1), default=None, help="processes (default: one per core)")
+    p.add_argument("--workers", type=_number(int, 1), default=None,
+                   help="processes (default, and at most: one per CPU this process may use)")
     p.add_argument("--ray", metavar="ADDRESS", default=None,
                    help="decode and featurize on a Ray cluster (ADDRESS, e.g. ray://head:10001 or auto) or on a Ray "
                         "instance on this machine alone (local, with --workers CPUs). The media and the cache must be "
@@ -253,6 +255,10 @@ def _run_curate(args) -> int:
     if names is None:
         names = [m for m in registry.available() if registry.get(m).source != "table"
                  and registry.get(m).curated_by_default] if args.manifest else []
+    elif not names and args.manifest is not None:
+        raise UsageError("--modalities names no modality, so no row of the manifest could "
+                         f"be curated: name some ({', '.join(m for m in registry.available() if registry.get(m).source != 'table')}), "
+                         "or leave --modalities out for the default")
     registry.check_names(names)
     settings = {}
     flags = {flag for m in registry.available() for flag in registry.get(m).options}
@@ -289,6 +295,9 @@ def _run_curate(args) -> int:
     columns = Columns(path=args.path_col, audio=args.audio_col, video=args.video_col, person=args.person_col,
                       label=args.label_col, session=args.session_col, task=args.task_col, files=files,
                       label_map=tuple(label_map))
+    if args.labels is not None and not args.labels:
+        raise UsageError("--labels names no class: give the allowed class names, e.g. --labels healthy,parkinsons, "
+                         "or leave it out to take every label found")
     if args.labels is not None and len(set(args.labels)) != len(args.labels):
         raise UsageError(f"--labels repeats a class: {args.labels}")
     for t in tables:
@@ -305,7 +314,8 @@ def _run_curate(args) -> int:
             raise UsageError(f"--person-pattern {args.person_pattern!r} is not a regular expression: {exc}") from None
     t0 = time.perf_counter()
     result = curate(args.manifest, args.out, contract, columns, labels=args.labels, positive=args.positive,
-                    root=args.root, cache_dir=args.cache, workers=args.workers, tables=tables,
+                    root=args.root, cache_dir=args.cache, tables=tables,
+                    workers=_local_workers(args.workers) if args.ray in (None, "local") else args.workers,
                     person_pattern=args.person_pattern, drop_gated=args.drop_gated, ray=args.ray)
     print(format_summary(result.summary))
     print("\nmodalities: " + ", ".join(f"{m} ({v['people']} people, {v['recordings']} recordings)"
@@ -413,7 +423,8 @@ Every name and number is checked before any data is loaded. {NOTICE}""",
                         "the result equals an uninterrupted run). Without it, a new run in a folder that holds one "
                         "clears the earlier run's artifacts first: two runs are never mixed")
     p.add_argument("--workers", type=_number(int, 1, 1024), default=None,
-                   help="processes that train networks side by side, one model-fold each (default: one per core); "
+                   help="processes that train networks side by side, one model-fold each (default, and at most: one per "
+                        "CPU this process may use); "
                         "fused models start when their fold's single-modality models are done. The results do not "
                         "depend on this")
     p.add_argument("--threads", type=_number(int, 1, 1024), default=1,
@@ -590,7 +601,8 @@ def _run_train(args) -> int:
     try:
         run = cross_validate(ws, specs, folds, cfg, out, protocol, fusion_epochs=args.fusion_epochs,
                              finetune_fusion=args.finetune_fusion, unit=args.unit, resume=args.resume,
-                             workers=1 if args.strategy == "ddp" else args.workers or _cores(), threads=args.threads)
+                             workers=1 if args.strategy == "ddp" else _local_workers(args.workers) or _cores(),
+                             threads=args.threads)
     finally:
         if rank != 0:
             shutil.rmtree(out, ignore_errors=True)
@@ -657,6 +669,19 @@ def _cores() -> int:
     import os
 
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _local_workers(n: int | None) -> int | None:
+    """``--workers`` for processes on this machine, at most the CPUs this process may use: each worker holds
+    its own decoder or model (100 MB to 1 GB) and takes about half a second to start, so more workers than
+    CPUs add memory and time, never speed (``--workers 100000`` would otherwise start one process per
+    recording). Says so when it lowers the number."""
+    cores = _cores()
+    if n is None or n <= cores:
+        return n
+    print(f"--workers {n}: this process may use {cores} CPU(s), so {cores} worker process(es) run (more would "
+          "only add memory and start-up time)", file=sys.stderr)
+    return cores
 
 
 def _machine(threads: int) -> dict:
