@@ -130,3 +130,29 @@ def test_wrong_invocations_exit_2_with_a_message_before_loading_data(argv, expec
     err = capsys.readouterr().err
     assert code == 2, err
     assert expect in err and "Traceback" not in err
+
+
+def test_a_path_the_machine_refuses_is_a_message_not_a_traceback(tmp_path, capsys, monkeypatch):
+    """--out under a file (or on a read-only disk), and a full disk: exit 2 with the path and what to do."""
+    import errno
+
+    (tmp_path / "a_file").write_text("x")
+    assert main(["synth", "--out", str(tmp_path / "a_file" / "cohort"), "--people", "2"]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot use {tmp_path / 'a_file' / 'cohort'}" in err and "Not a directory" in err and "Traceback" not in err
+
+    import symptomfuse.synth.cohort as cohort_mod
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(cohort_mod, "synthesize", full)
+    assert main(["synth", "--out", str(tmp_path / "s"), "--people", "2"]) == 2
+    assert "the disk is full (No space left on device): free some space" in capsys.readouterr().err
+
+    def bug(*a, **k):
+        raise OSError("an error about no path")  # a bug keeps its traceback
+
+    monkeypatch.setattr(cohort_mod, "synthesize", bug)
+    with pytest.raises(OSError, match="no path"):
+        main(["synth", "--out", str(tmp_path / "s"), "--people", "2"])

@@ -1122,8 +1122,21 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return args.func(args)
-    except (UsageError, FileNotFoundError) as exc:  # anything else is a bug: it keeps its traceback
+    except (UsageError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # the machine refused a path or a write: say which, not a traceback
+        import errno
+
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            print(f"error: the disk is full ({exc.strerror}{f': {exc.filename}' if exc.filename else ''}): free "
+                  "some space, or write --out elsewhere; what was written is whole (every artifact is written "
+                  "atomically), so the same command can be run again", file=sys.stderr)
+            return 2
+        if exc.filename is None:  # not about a path: a bug, which keeps its traceback
+            raise
+        print(f"error: cannot use {exc.filename}: {exc.strerror} (what is read must be readable by this user, "
+              "and --out a folder that this user can write)", file=sys.stderr)
         return 2
 
 
