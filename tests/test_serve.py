@@ -89,6 +89,31 @@ def test_serve_command_says_what_to_fix(tmp_path, capsys):
     assert "--model DIR" in capsys.readouterr().err
 
 
+def test_a_port_in_use_or_a_bad_certificate_is_a_message(tmp_path):
+    """The server cannot listen, or its TLS pair does not load: a message that says what to change, before
+    anything is served (it was a traceback from asyncio or ssl)."""
+    import socket
+
+    from aiohttp import web
+
+    from symptomfuse.errors import UsageError
+    from symptomfuse.serve.app import run_app
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    try:
+        port = taken.getsockname()[1]
+        with pytest.raises(UsageError, match=f"cannot listen on 127.0.0.1 port {port}: the port is in use"):
+            run_app(web.Application(), "127.0.0.1", port, ready=lambda url: pytest.fail(f"served {url}"))
+    finally:
+        taken.close()
+    (tmp_path / "c.pem").write_text("not a certificate")
+    with pytest.raises(UsageError, match="do not load as a PEM certificate and its private key"):
+        run_app(web.Application(), "127.0.0.1", 0, cert=tmp_path / "c.pem", key=tmp_path / "c.pem",
+                ready=lambda url: pytest.fail(f"served {url}"))
+
+
 def test_front_hands_offers_to_workers():
     from symptomfuse.serve.guard import Guard
     from symptomfuse.serve.workers import create_front_app

@@ -8,6 +8,7 @@ or the local network, and aiortc never contacts a public server.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import signal
 import ssl
@@ -16,6 +17,7 @@ from typing import Any, Callable
 
 from aiohttp import web
 
+from symptomfuse.errors import UsageError
 from symptomfuse.serve.guard import GUARD, Guard, check_exposure, check_page, client_of, read_offer
 from symptomfuse.serve.session import NOTICE, EventLog, Session
 
@@ -169,6 +171,15 @@ def serve(engine_factory, host: str = "127.0.0.1", port: int = 8080, *, ice_addr
             host, port, cert=cert, key=key, ready=ready)
 
 
+_LISTEN_ERRORS = {
+    errno.EADDRINUSE: "the port is in use (another server, or this one still running?): choose another --port, or "
+                      "stop what listens there",
+    errno.EADDRNOTAVAIL: "the address is not one of this machine's: give one of its addresses as --host (127.0.0.1 "
+                         "for this machine alone, 0.0.0.0 for all)",
+    errno.EACCES: "ports below 1024 need privileges: choose --port 1024 or above",
+}
+
+
 def run_app(app: web.Application, host: str, port: int, *, cert: Path | None = None, key: Path | None = None,
             ready: Callable[[str], None] | None = None) -> None:
     """Serve ``app`` until SIGINT or SIGTERM, then shut it down cleanly (its on_shutdown hooks run)."""
@@ -179,9 +190,17 @@ def run_app(app: web.Application, host: str, port: int, *, cert: Path | None = N
         tls = None
         if cert is not None:
             tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-            tls.load_cert_chain(str(cert), str(key))
+            try:
+                tls.load_cert_chain(str(cert), str(key))
+            except (ssl.SSLError, OSError) as exc:
+                raise UsageError(f"--cert {cert} and --key {key} do not load as a PEM certificate and its private "
+                                 f"key ({exc.strerror or exc}): give the pair your certificate authority (or "
+                                 "openssl req -x509) made") from None
         site = web.TCPSite(runner, host, port, ssl_context=tls)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            raise UsageError(f"cannot listen on {host} port {port}: {_LISTEN_ERRORS.get(exc.errno, exc.strerror or exc)}") from None
         url = f"{'https' if tls else 'http'}://{host if ':' not in host else f'[{host}]'}:{port}/"
         (ready or print)(url)
         stop = asyncio.Event()
