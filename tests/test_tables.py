@@ -68,6 +68,17 @@ def test_two_classes_need_an_explicit_positive_class(tables, capsys):
     assert code == 2 and "--positive" in capsys.readouterr().err
 
 
+def test_a_positive_class_whose_rows_all_failed_says_why(tmp_path, capsys):
+    """--positive pd when every pd row was set aside (here: no feature value) names the reasons, not an
+    empty list of classes."""
+    rows = ["person_id,label,f1"] + [f"h{i},hc,{i}" for i in range(4)] + [f"p{i},pd," for i in range(3)]
+    (tmp_path / "t.csv").write_text("\n".join(rows) + "\n")
+    assert main(["curate", "--table", f"x={tmp_path / 't.csv'}", "--out", str(tmp_path / "c"), "--positive", "pd"]) == 2
+    err = capsys.readouterr().err
+    assert "--positive 'pd' is not the label of any row that passed the checks (labels found: ['hc'])" in err
+    assert "3 row(s) failed them: missing_field 3 (e.g. row 4: table x: every feature is empty)" in err
+
+
 def test_a_column_that_gives_the_label_away_is_refused_by_name(tables, capsys):
     df = pd.read_csv(tables / "voice.csv")
     df["Diagnosis_code"] = (df.diagnosis == "case").astype(int)  # the label, recoded

@@ -142,6 +142,13 @@ def curate(
                          f"condition) with --positive, or give --labels NEGATIVE,POSITIVE")
     if positive is None and len(classes) == 2:
         positive = classes[1]
+    if positive is not None and positive not in classes and bad:  # its rows may all have failed a check
+        reasons = Counter(q.reason for q in bad)
+        raise UsageError(f"--positive {positive!r} is not the label of any row that passed the checks (labels "
+                         f"found: {found}); {len(bad)} row(s) failed them: "
+                         + ", ".join(f"{r} {n}" for r, n in sorted(reasons.items()))
+                         + f" (e.g. row {bad[0].row}: {bad[0].detail}). Fix those rows, or check --positive "
+                           "and --label-col")
     contract = FeatureContract(contract.timing, mods, kinds, tuple(order_classes(classes, positive)),
                                positive if len(classes) == 2 else None, contract.label_scope, contract.pad_short)
     out.mkdir(parents=True, exist_ok=True)
