@@ -389,3 +389,31 @@ def test_more_workers_than_cpus_run_one_per_cpu(cohort, tmp_path, monkeypatch, c
     assert main(["curate", str(tmp_path / "m.csv"), "--out", str(tmp_path / "one"), "--labels", "healthy,parkinsons",
                  "--workers", "1"]) == 0
     assert asked == [cpus, 1] and "worker process(es) run" not in capsys.readouterr().err
+
+
+def test_audio_of_eight_or_more_channels_decodes(tmp_path):
+    """PyAV 18 crashed the process (a segmentation fault) reading planar audio of 8 channels, which
+    curation's batched resampling did: the whole curation died. Such files now decode like any other
+    (in a subprocess here, so that a crash fails this test instead of the test run)."""
+    import subprocess
+    import sys
+
+    layouts = {1: "mono", 8: "7.1", 16: "hexadecagonal"}
+    for channels, layout in layouts.items():  # the tone on every channel
+        pan = f"pan={layout}|" + "|".join(f"c{i}=c0" for i in range(channels))
+        subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "sine=frequency=220:sample_rate=48000",
+                        "-t", "3", "-af", pan, "-c:a", "aac", str(tmp_path / f"{channels}.m4a")], check=True)
+    code = ("import sys, tempfile, numpy as np\nfrom pathlib import Path\nfrom symptomfuse.data.media import decode\n"
+            "from symptomfuse.features.video import FrameConfig\n"
+            "with tempfile.TemporaryDirectory() as d:\n"
+            "    a = decode(Path(sys.argv[1]), None, Path(d), FrameConfig(fps=25), {}).audio[:]\n"
+            "print(len(a), float(np.sqrt(np.mean(a[4000:40000] ** 2))))\n")
+    got = {}
+    for channels in layouts:
+        done = subprocess.run([sys.executable, "-c", code, str(tmp_path / f"{channels}.m4a")], capture_output=True,
+                              text=True, timeout=120)
+        assert done.returncode == 0, f"{channels} channels: exit {done.returncode} {done.stderr[-500:]}"
+        n, rms = done.stdout.split()
+        got[channels] = (int(n), float(rms))
+    assert all(abs(n - 48000) < 600 for n, _ in got.values()), got  # 3 s at 16 kHz
+    assert got[8][1] > 0.5 * got[1][1] and got[16][1] > 0.5 * got[1][1], got  # the tone, mixed down to mono

@@ -118,6 +118,13 @@ def open_media(path: Path, want_audio: bool, want_video: bool):
     return container, streams, MediaInfo(declared, fps, size)
 
 
+def _joinable(frame: av.AudioFrame) -> bool:
+    """Whether ``_joined`` may read the frame's samples: PyAV 18 counts one plane too many for planar audio
+    of 8 or more channels (FFmpeg's frame holds 8 plane pointers, the rest elsewhere) and crashes the
+    process reading it (a segmentation fault, in ``to_ndarray``); libswresample reads such a frame itself."""
+    return not frame.format.is_planar or len(frame.layout.channels) < 8
+
+
 def _joined(frames: list) -> av.AudioFrame:
     """Decoded audio frames of one format as one frame (libswresample gives the same samples for any
     chunking of its input, so resampling them together equals resampling them one by one)."""
@@ -163,7 +170,7 @@ def iter_decoded(container, streams, fallback_fps: float, audio_batch: int = 1):
                         yield from resampled(_joined(pending))
                         pending = []
                     pending.append(frame)
-                    if len(pending) >= audio_batch or not audio_out:
+                    if len(pending) >= audio_batch or not audio_out or not _joinable(frame):
                         yield from resampled(_joined(pending))
                         pending = []
                 else:
