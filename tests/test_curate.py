@@ -417,3 +417,40 @@ def test_audio_of_eight_or_more_channels_decodes(tmp_path):
         got[channels] = (int(n), float(rms))
     assert all(abs(n - 48000) < 600 for n, _ in got.values()), got  # 3 s at 16 kHz
     assert got[8][1] > 0.5 * got[1][1] and got[16][1] > 0.5 * got[1][1], got  # the tone, mixed down to mono
+
+
+def test_a_phone_video_stored_on_its_side_is_turned_upright(tmp_path):
+    """A phone stores a portrait video on its side, with a display matrix saying how to turn it (the old
+    `rotate` tag). Curation, the live engine and the landmark trackers see it as a player shows it: the
+    same frames, to the bit, as the same picture stored upright (lossless 4:2:0 here), and its size as shown."""
+    import subprocess
+
+    import av
+
+    from symptomfuse.features.video import upright_rgb
+
+    def ffmpeg(*args):
+        subprocess.run(["ffmpeg", "-loglevel", "error", "-y", *args], check=True)
+
+    ffmpeg("-f", "lavfi", "-i", "testsrc=size=160x120:rate=25", "-f", "lavfi", "-i", "sine=frequency=200", "-t", "4",
+           "-pix_fmt", "yuv420p", "-c:v", "libx264", "-qp", "0", "-c:a", "aac", "-shortest", str(tmp_path / "base.mp4"))
+    for degrees, turn in ((90, "transpose=2"), (180, "hflip,vflip"), (270, "transpose=1")):
+        ffmpeg("-i", str(tmp_path / "base.mp4"), "-c", "copy", "-metadata:s:v:0", f"rotate={degrees}",
+               str(tmp_path / f"tagged{degrees}.mp4"))
+        ffmpeg("-noautorotate", "-i", str(tmp_path / "base.mp4"), "-vf", turn, "-pix_fmt", "yuv420p", "-c:v", "libx264",
+               "-qp", "0", "-c:a", "copy", str(tmp_path / f"upright{degrees}.mp4"))
+        got = {}
+        for kind in ("tagged", "upright"):
+            path = tmp_path / f"{kind}{degrees}.mp4"
+            (tmp_path / f"scratch_{kind}{degrees}").mkdir()
+            decoded = decode(path, path, tmp_path / f"scratch_{kind}{degrees}", FrameConfig(fps=25))
+            with av.open(str(path)) as c:
+                first = upright_rgb(next(iter(c.decode(video=0))))
+            got[kind] = (np.asarray(decoded.frames[:]), decoded.source_size, first)
+        (a, size_a, rgb_a), (b, size_b, rgb_b) = got["tagged"], got["upright"]
+        assert size_a == size_b == ((120, 160) if degrees != 180 else (160, 120))
+        assert a.shape == b.shape and np.array_equal(a, b), f"{degrees}: {np.abs(a.astype(int) - b).mean()}"
+        assert np.array_equal(rgb_a, rgb_b) and rgb_a.shape == (size_a[1], size_a[0], 3)
+    (tmp_path / "scratch_base").mkdir()
+    base = decode(tmp_path / "base.mp4", tmp_path / "base.mp4", tmp_path / "scratch_base", FrameConfig(fps=25))
+    assert not np.array_equal(np.asarray(base.frames[:]), a)  # turning changes the picture

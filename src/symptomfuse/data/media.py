@@ -18,7 +18,7 @@ import numpy as np
 
 from symptomfuse.data.ondisk import DiskArray, RowWriter
 from symptomfuse.features.audio import SAMPLE_RATE
-from symptomfuse.features.video import FrameConfig, frame_features
+from symptomfuse.features.video import FrameConfig, frame_features, quarter_turns
 
 # Magic numbers of containers that FFmpeg reads. A file that starts like one of these but cannot be
 # parsed is damaged or truncated ("corrupt"); a file that starts like none is "unreadable".
@@ -257,6 +257,8 @@ def _decode_file(path: Path, want_audio: bool, want_video: bool, frame_cfg: Fram
                 else:
                     if out["frame_t"] and t < out["frame_t"][-1]:
                         in_order = False  # no more skipping; and those skipped were judged on a wrong order
+                    if not out["frame_t"] and out["size"] and quarter_turns(payload) % 2:
+                        out["size"] = out["size"][::-1]  # a portrait video stored on its side: as shown
                     out["frame_t"].append(t)
                     if held is not None:
                         write_held(t)

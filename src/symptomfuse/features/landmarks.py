@@ -160,10 +160,12 @@ def make(kind: str) -> Callable[[np.ndarray], np.ndarray | None]:
 def frame_hook(kind: str) -> Callable:
     """A fresh extractor of ``kind`` that takes a PyAV frame and always answers an array (``missing`` when
     nothing was found): what curation's per-frame hooks and the live engine's detectors run."""
+    from symptomfuse.features.video import upright_rgb
+
     extract = make(kind)
 
     def on_frame(frame) -> np.ndarray:
-        pts = extract(frame.to_ndarray(format="rgb24"))
+        pts = extract(upright_rgb(frame))
         return missing(kind) if pts is None else pts
 
     return on_frame

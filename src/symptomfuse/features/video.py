@@ -46,15 +46,34 @@ def _plane(p: av.video.plane.VideoPlane) -> np.ndarray:
     return np.frombuffer(p, np.uint8).reshape(p.height, p.line_size)[:, :p.width]
 
 
+def quarter_turns(frame: av.VideoFrame) -> int:
+    """Counter-clockwise quarter turns (0-3) that show ``frame`` upright. A phone stores a portrait video on
+    its side, with a display matrix that says how to turn it (PyAV's ``rotation``, in degrees counter-
+    clockwise); players and FFmpeg's own command turn it, and so does every frame function here, so that
+    faces and hands are upright for the trackers. Angles that are not multiples of 90 degrees are left
+    alone, as FFmpeg leaves them; camera and WebRTC frames carry none."""
+    angle = frame.rotation
+    return (angle // 90) % 4 if angle % 90 == 0 else 0
+
+
+def upright_rgb(frame: av.VideoFrame) -> np.ndarray:
+    """The frame at its full size as (H, W, 3) RGB uint8, turned upright (``quarter_turns``)."""
+    rgb = frame.to_ndarray(format="rgb24")
+    turns = quarter_turns(frame)
+    return np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
+
+
 def frame_features(frame: av.VideoFrame, cfg: FrameConfig = FrameConfig()) -> np.ndarray:
-    """One frame scaled to (cfg.height, cfg.width, 3) RGB uint8."""
+    """One frame, turned upright (``quarter_turns``), scaled to (cfg.height, cfg.width, 3) RGB uint8."""
+    turns = quarter_turns(frame)
     if frame.format.name != "yuv420p":
         frame = frame.reformat(format="yuv420p")
     w, h = cfg.width, cfg.height
+
+    def small(plane: av.video.plane.VideoPlane, size: tuple[int, int]) -> np.ndarray:
+        pixels = _plane(plane) if not turns else np.ascontiguousarray(np.rot90(_plane(plane), turns))
+        return cv2.resize(pixels, size, interpolation=cv2.INTER_AREA).ravel()
+
     y, u, v = frame.planes
-    i420 = np.concatenate([
-        cv2.resize(_plane(y), (w, h), interpolation=cv2.INTER_AREA).ravel(),
-        cv2.resize(_plane(u), (w // 2, h // 2), interpolation=cv2.INTER_AREA).ravel(),
-        cv2.resize(_plane(v), (w // 2, h // 2), interpolation=cv2.INTER_AREA).ravel(),
-    ]).reshape(h * 3 // 2, w)
+    i420 = np.concatenate([small(y, (w, h)), small(u, (w // 2, h // 2)), small(v, (w // 2, h // 2))]).reshape(h * 3 // 2, w)
     return cv2.cvtColor(i420, cv2.COLOR_YUV2RGB_I420)

@@ -52,7 +52,7 @@ import numpy as np
 from symptomfuse import NOTICE
 from symptomfuse.evaluate.metrics import abstains
 from symptomfuse.features.keypoints import N_LANDMARKS
-from symptomfuse.features.video import frame_features, frame_from_array
+from symptomfuse.features.video import frame_features, frame_from_array, quarter_turns
 from symptomfuse.stream.buffers import Streams
 from symptomfuse.stream.detector import Detector
 from symptomfuse.stream.quality import QualityConfig
@@ -223,8 +223,8 @@ class StreamEngine:
             frame = frame_from_array(frame, "rgb")
         elif not isinstance(frame, av.VideoFrame):
             raise TypeError(f"push_video takes an av.VideoFrame or an (H, W, 3) uint8 array, got {type(frame)}")
-        if self.streams.aspect is None:
-            self.streams.aspect = frame.width / frame.height
+        if self.streams.aspect is None:  # as shown: a portrait video stored on its side is turned upright
+            self.streams.aspect = (frame.height / frame.width) if quarter_turns(frame) % 2 else frame.width / frame.height
         cfg = self.streams.frame_config
         self.streams.frames.push(frame_features(frame, cfg) if cfg is not None else None, t)
         for found in self.landmark_detectors.values():
