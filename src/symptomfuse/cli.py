@@ -798,7 +798,7 @@ offers (default: this machine's, or 127.0.0.1 when it has no other).""",
                         "thread each)")
     p.add_argument("--max-sessions", type=_number(int, 1, 10_000), default=16, help="refuse new sessions beyond this many")
     p.add_argument("--workers", type=_number(int, 1, 256), default=1,
-                   help="server processes: each receives WebRTC on its own event loop (about 0.25 core per "
+                   help="server processes, at most one per CPU: each receives WebRTC on its own event loop (about 0.25 core per "
                         "session); with N > 1 they listen on loopback ports PORT+1..PORT+N and this process "
                         "hands each new session to the least busy")
     p.add_argument("--ice-addresses", default=None,
@@ -843,6 +843,7 @@ def _run_serve(args) -> int:
         raise UsageError("--cert and --key go together")
     if args.update_every <= 0 or args.threads < 1 or args.max_sessions < 1 or args.workers < 1:
         raise UsageError("--update-every must be > 0, --threads, --max-sessions and --workers >= 1")
+    args.workers = _local_workers(args.workers)  # each loads the model: more than the CPUs only take memory
     from symptomfuse.serve.app import detector_engine_factory, serve
     from symptomfuse.serve.ice import parse_addresses
 
