@@ -79,6 +79,30 @@ def test_a_positive_class_whose_rows_all_failed_says_why(tmp_path, capsys):
     assert "3 row(s) failed them: missing_field 3 (e.g. row 4: table x: every feature is empty)" in err
 
 
+def test_one_class_is_curated_for_checking_but_refused_by_training_with_the_reason(tmp_path, capsys):
+    """Rows of one class can be curated (to check the recordings), but training says what is wrong: the
+    other class's rows were all set aside, or the label sheet had one class; a class of one person cannot
+    be split into folds."""
+    import numpy as np
+
+    from symptomfuse.train.splits import person_folds
+
+    rows = ["person_id,label,f1"] + [f"h{i},hc,{i}" for i in range(6)] + [f"p{i},pd," for i in range(6)]
+    (tmp_path / "t.csv").write_text("\n".join(rows) + "\n")  # the pd rows have no value: quarantined
+    assert main(["curate", "--table", f"x={tmp_path / 't.csv'}", "--out", str(tmp_path / "c"), "--labels", "hc,pd"]) == 0
+    assert "every usable recording has the label 'hc', and `train` needs two classes or more" in capsys.readouterr().err
+    assert main(["train", str(tmp_path / "c"), "--out", str(tmp_path / "r"), "--epochs", "1"]) == 2
+    assert "every usable recording has the label 'hc', and a classifier needs two classes or more" in capsys.readouterr().err
+
+    (tmp_path / "one.csv").write_text("\n".join(rows[:7]) + "\n")
+    assert main(["curate", "--table", f"x={tmp_path / 'one.csv'}", "--out", str(tmp_path / "c1")]) == 0
+    assert main(["train", str(tmp_path / "c1"), "--out", str(tmp_path / "r1"), "--epochs", "1"]) == 2
+    assert "the curated data holds one class, 'hc': a classifier needs two or more" in capsys.readouterr().err
+
+    with pytest.raises(UsageError, match="the smallest class has 1. A class needs 2 people or more"):
+        person_folds(np.array(["a", "b", "c", "d"]), np.array([0, 0, 0, 1]), 3)
+
+
 def test_a_column_that_gives_the_label_away_is_refused_by_name(tables, capsys):
     df = pd.read_csv(tables / "voice.csv")
     df["Diagnosis_code"] = (df.diagnosis == "case").astype(int)  # the label, recoded

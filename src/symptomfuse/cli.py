@@ -322,6 +322,11 @@ def _run_curate(args) -> int:
                                       for m, v in result.summary["modalities"].items()))
     c = result.contract
     print(f"classes: {', '.join(c.classes)}" + (f"; positive class: {c.positive}" if c.positive else ""))
+    usable = sorted(set(result.recordings.label)) if not result.recordings.empty else []
+    if len(usable) == 1:
+        print(f"note: every usable recording has the label {usable[0]!r}, and `train` needs two classes or more: "
+              "this folder serves to check the recordings (quarantine.csv, the quality gates); curate the other "
+              "class's rows with them to train", file=sys.stderr)
     print(f"decoded {result.decoded} recording(s), {result.cache_hits} from the cache, "
           f"in {time.perf_counter() - t0:.1f} s")
     print(f"wrote {args.out}/: recordings.csv windows.csv quarantine.csv contract.json summary.json summary.png")
@@ -461,6 +466,8 @@ def _train_plan(args):
     summary = read_json(args.curated / "summary.json", "curate again with the same manifest and --out to write it "
                         "afresh") if (args.curated / "summary.json").exists() else {}
     empty = [m for m in curated if summary.get("modalities", {}).get(m, {}).get("recordings", 1) == 0]
+    if curated and len(empty) == len(curated):
+        raise UsageError(f"{args.curated} holds no usable recording: its quarantine.csv says why each row was set aside")
     if args.modalities is None and empty:  # e.g. keypoints curated by default, but no row gave landmarks
         print(f"not trained: {', '.join(empty)} (no curated recording has it)", file=sys.stderr)
     mods = [m for m in curated if m not in empty] if args.modalities is None else args.modalities
@@ -549,6 +556,11 @@ def _run_train(args) -> int:
     assignment = read_split_file(args.split_file) if args.split_file is not None else None
     t0 = time.perf_counter()
     ws = load_curated(args.curated, mods)
+    present = sorted({ws.classes[i] for i in np.unique(ws.y)})
+    if len(present) < 2:  # the other classes' rows were all quarantined, or left out by --modalities
+        raise UsageError(f"{args.curated}: " + (f"every usable recording has the label {present[0]!r}" if present else
+                                                 "no usable recording") + ", and a classifier needs two classes or "
+                         "more. Its quarantine.csv says why the other rows were set aside")
     if assignment is not None:
         folds = [fixed_split(ws.people, assignment)]
         missing = not_curated(ws.people, assignment)

@@ -122,6 +122,10 @@ class FeatureContract:
         if data.get("features_version") != FEATURES_VERSION:
             raise UsageError(f"these features come from features version {data.get('features_version')}, but this "
                              f"code computes version {FEATURES_VERSION}: curate, train and export again")
+        classes = data.get("classes")
+        if isinstance(classes, list) and len(classes) < 2 and all(isinstance(c, str) for c in classes):
+            raise UsageError(f"the curated data holds {f'one class, {classes[0]!r}' if classes else 'no class'}: a "
+                             "classifier needs two or more; curate rows of two classes or more (--labels names them)")
         try:
             timing = Timing(**data["timing"])
             if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in asdict(timing).values()):

@@ -63,9 +63,12 @@ def person_folds(people: np.ndarray, y: np.ndarray, k: int | str = 5, seed: int 
                              f"has {min(per_class, default=0)}")
         outer = LeaveOneGroupOut()
     elif isinstance(k, str) or k < 2 or min(per_class, default=0) < k:
+        fewest = min(per_class, default=0)
         raise UsageError(f"{k}-fold cross-validation needs at least {k} people in every class; the smallest "
-                         f"class has {min(per_class, default=0)}. Use --folds {max(2, min(per_class, default=2))} "
-                         f"or more data, or --folds {LEAVE_ONE_OUT} (one person a fold).")
+                         f"class has {fewest}. " + (f"Use --folds {fewest} or more data, or --folds {LEAVE_ONE_OUT} "
+                                                     "(one person a fold)." if fewest >= 2 else
+                                                     "A class needs 2 people or more, one to train on and one to "
+                                                     "test: add people of that class."))
     else:
         outer = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
     folds = []
