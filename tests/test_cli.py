@@ -85,6 +85,7 @@ WRONG = [
     (["export", "{tmp}/nowhere", "--out", "{tmp}/e", "--fold", "-1"], "--fold"),
     (["stream", "--model", "{tmp}/nowhere"], "give a FILE"),
     (["stream", "{manifest}", "--model", "{tmp}/nowhere", "--smooth", "0"], "--smooth"),
+    (["stream", "{manifest}", "--model", "{tmp}/nowhere", "--no-view"], "would show nothing"),  # ran silently
     (["stream", "{manifest}", "--model", "{tmp}/nowhere", "--update-every", "1e-9"], "must be >= 0.01"),  # never ended
     (["serve", "--demo", "--update-every", "0.001"], "must be >= 0.01"),
     (["serve", "--port", "99999", "--demo"], "--port"),

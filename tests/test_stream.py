@@ -412,7 +412,7 @@ def test_export_and_stream_commands(data, exported, tmp_path, capsys):
     assert pd.Series([e["fused"]["p"] for e in events]).between(0, 1).all()
 
     short = make_av(tmp_path / "short.mp4", 1.0)  # shorter than a window: a message, not silence
-    assert main(["stream", str(short), "--model", str(out), "--no-view"]) == 0
+    assert main(["stream", str(short), "--model", str(out), "--no-view", "--jsonl", str(tmp_path / "short.jsonl")]) == 0
     assert "no update: the recording ended before a 3-s window of any modality was complete" in capsys.readouterr().err
     assert main(["stream", str(tmp_path), "--model", str(out)]) == 2
     assert "is not a recording but a folder" in capsys.readouterr().err

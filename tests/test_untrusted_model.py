@@ -157,8 +157,10 @@ def test_the_cli_answers_a_poisoned_folder_with_exit_2(good, tmp_path, capsys):
     folder = tmp_path / "model"
     shutil.copytree(good, folder)
     MUTATIONS["an absolute part path"][0](folder)
-    code = main(["stream", str(tmp_path / "x.mp4"), "--model", str(folder), "--no-view"])
+    code = main(["stream", str(tmp_path / "x.mp4"), "--model", str(folder), "--no-view",
+                 "--jsonl", str(tmp_path / "e.jsonl")])
     assert code != 0
     (tmp_path / "x.mp4").write_bytes(b"")
-    assert main(["stream", str(tmp_path / "x.mp4"), "--model", str(folder), "--no-view"]) == 2
+    assert main(["stream", str(tmp_path / "x.mp4"), "--model", str(folder), "--no-view",
+                 "--jsonl", str(tmp_path / "e.jsonl")]) == 2
     assert "outside the model folder" in capsys.readouterr().err

@@ -1002,6 +1002,9 @@ def _run_stream(args) -> int:
         raise FileNotFoundError(f"no such recording: {args.file}")
     if args.threads < 1:
         raise UsageError("--threads must be at least 1")
+    if args.no_view and args.jsonl is None:
+        raise UsageError("--no-view without --jsonl would show nothing: add --jsonl FILE (or --jsonl - for the "
+                         "terminal), or leave out --no-view for the live view")
     limit_threads(args.threads)
     detector = Detector.load(args.model, args.backend, threads=args.threads)
     wants = landmarks_needed(detector)
