@@ -176,6 +176,10 @@ def test_a_fixed_split_scores_test_people_once_and_cannot_leak(tables, capsys):
         assert main(["evaluate", str(run), "--subgroups", str(tables / "demo.csv"), "--subgroup-person-col", "id",
                      "--subgroup-cols", "sex,height"]) == 2
     assert "no column(s) ['height']" in capsys.readouterr().err and not (run / "metrics.json").exists()
+    # ids of no tested person (here: the wrong person column) are refused before scoring, not all 'unknown'
+    assert main(["evaluate", str(run), "--subgroups", str(tables / "demo.csv"), "--subgroup-person-col", "Sex"]) == 2
+    assert "none of the run's 12 tested people is in the file" in capsys.readouterr().err
+    assert not (run / "metrics.json").exists()
     assert main(["evaluate", str(run), "--bootstrap", "50", "--subgroups", str(tables / "demo.csv"),
                  "--subgroup-person-col", "id", "--subgroup-cols", "sex,age", "--importance",
                  "--mc-dropout", "5"]) == 0

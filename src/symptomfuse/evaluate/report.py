@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import json
+import sys
 import warnings
 from pathlib import Path
 
@@ -87,6 +88,20 @@ def subgroup_table(people: pd.DataFrame, person_col: str, columns: list[str]) ->
         else:
             out[c] = people[c].astype(str).str.strip().str.lower().replace("", "unknown")
     return out.drop_duplicates("person_id")
+
+
+def _check_subgroup_people(people: np.ndarray, table: pd.DataFrame, person_col: str) -> None:
+    """Before any work: the run's tested people found in ``evaluate --subgroups``. None is refused (every cell
+    would be "unknown": ids spelt otherwise, or the wrong person column); some missing are said."""
+    listed = set(table[person_col].astype(str).str.strip())
+    absent = sorted(set(people) - listed)
+    if len(absent) == len(people):
+        raise UsageError(f"--subgroups: none of the run's {len(people)} tested people is in the file (its ids look "
+                         f"like {', '.join(sorted(listed)[:3])}; the run's like {', '.join(sorted(people)[:3])}): "
+                         "check --subgroup-person-col and how the ids are spelt")
+    if absent:
+        print(f"--subgroups: {len(absent)} of the run's {len(people)} tested people are not in the file (e.g. "
+              f"{', '.join(absent[:3])}); their cells say 'unknown'", file=sys.stderr)
 
 
 def _subgroups(metrics: dict, units_of, groups: pd.DataFrame, columns: list[str], n_boot: int, seed: int) -> None:
@@ -306,6 +321,8 @@ def evaluate_run(run: Path, n_boot: int = 500, band: float = 0.1, seed: int = 0,
     ordinal = ordinal_values(info.classes)
     has_cols = [c for c in w.columns if c.startswith("has_")]
     complete = w[has_cols].astype(bool).all(axis=1).to_numpy() if has_cols else np.ones(len(w), bool)
+    if subgroups is not None:
+        _check_subgroup_people(w.person_id.astype(str).unique(), *subgroups[:2])
     metrics = {"schema": METRICS_SCHEMA, "run_id": info.run_id, "models": {}, "ablations": [],
                "protocol": info.protocol, "classes": info.classes, "positive": info.contract.positive,
                "unit": info.unit, "abstention_band": band, "top_level": top,
