@@ -103,6 +103,18 @@ def test_one_class_is_curated_for_checking_but_refused_by_training_with_the_reas
         person_folds(np.array(["a", "b", "c", "d"]), np.array([0, 0, 0, 1]), 3)
 
 
+def test_held_out_people_not_in_the_data_are_named(tmp_path, capsys):
+    """--held-out with an id spelt otherwise would quietly leave that person in the folds: it is named."""
+    rows = ["person_id,label,f1"] + [f"h{i},hc,{i}" for i in range(6)] + [f"p{i},pd,{i + 10}" for i in range(6)]
+    (tmp_path / "t.csv").write_text("\n".join(rows) + "\n")
+    assert main(["curate", "--table", f"x={tmp_path / 't.csv'}", "--out", str(tmp_path / "c"), "--positive", "pd"]) == 0
+    capsys.readouterr()
+    assert main(["train", str(tmp_path / "c"), "--out", str(tmp_path / "r"), "--folds", "2", "--epochs", "1",
+                 "--held-out", "h0,H1", "--baselines", "", "--workers", "1"]) == 0
+    assert f"--held-out: 1 of its 2 people are not in {tmp_path / 'c'} (H1): check how they are spelt" in \
+        capsys.readouterr().err
+
+
 def test_a_column_that_gives_the_label_away_is_refused_by_name(tables, capsys):
     df = pd.read_csv(tables / "voice.csv")
     df["Diagnosis_code"] = (df.diagnosis == "case").astype(int)  # the label, recoded

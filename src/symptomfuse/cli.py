@@ -572,6 +572,11 @@ def _run_train(args) -> int:
     else:
         groups = ws.windows.recording_id.to_numpy() if args.split == "record" else None
         folds, _ = person_folds(ws.people, ws.y, args.folds, args.seed, args.held_out, groups=groups)
+        unknown = sorted(set(args.held_out) - set(ws.people.astype(str)))
+        if unknown:  # a typo would quietly put a person meant to be held out into the folds
+            print(f"--held-out: {len(unknown)} of its {len(set(args.held_out))} people are not in {args.curated} "
+                  f"({', '.join(unknown[:5])}{', ...' if len(unknown) > 5 else ''}): check how they are spelt",
+                  file=sys.stderr)
     for m in mods:  # a model needs windows of its modality to train and to stop early on, in every fold
         has = ws.has(m)
         for f in folds:
