@@ -13,7 +13,7 @@ from symptomfuse.data import featurize as featurize_mod
 from symptomfuse.data.cache import FeatureCache
 from symptomfuse.data.curate import curate, default_contract
 from symptomfuse.data.dataset import load_curated
-from symptomfuse.data.ondisk import DiskArray, NpyWriter, RowWriter, read_npy, write_npy
+from symptomfuse.data.ondisk import NpyWriter, RowWriter, read_npy, write_npy
 from symptomfuse.models.multimodal import MultimodalClassifier
 from symptomfuse.train import fit as fit_mod
 from symptomfuse.train.fit import (TrainConfig, WindowTensors, _Prepared, _Streamed, fit, predict_logits, prepare,
