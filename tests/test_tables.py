@@ -111,8 +111,8 @@ def test_held_out_people_not_in_the_data_are_named(tmp_path, capsys):
     capsys.readouterr()
     assert main(["train", str(tmp_path / "c"), "--out", str(tmp_path / "r"), "--folds", "2", "--epochs", "1",
                  "--held-out", "h0,H1", "--baselines", "", "--workers", "1"]) == 0
-    assert f"--held-out: 1 of its 2 people are not in {tmp_path / 'c'} (H1): check how they are spelt" in \
-        capsys.readouterr().err
+    assert (f"--held-out: 1 of its 2 people are not in {tmp_path / 'c'} (no curated row, or an id spelt otherwise): "
+            "held out 1, e.g. H1") in capsys.readouterr().err
 
 
 def test_a_column_that_gives_the_label_away_is_refused_by_name(tables, capsys):

@@ -563,20 +563,12 @@ def _run_train(args) -> int:
                          "more. Its quarantine.csv says why the other rows were set aside")
     if assignment is not None:
         folds = [fixed_split(ws.people, assignment)]
-        missing = not_curated(ws.people, assignment)
-        if missing:  # a typo would quietly move a test person into training: say how many, and who
-            print(f"split file: {sum(map(len, missing.values()))} of its {len(assignment)} people are not in "
-                  f"{args.curated} (no curated row, or an id spelt otherwise): "
-                  + "; ".join(f"{side} {len(who)}, e.g. {', '.join(who[:3])}" for side, who in sorted(missing.items())),
-                  file=sys.stderr)
+        _say_not_curated("split file", not_curated(ws.people, assignment), len(assignment), args.curated)
     else:
         groups = ws.windows.recording_id.to_numpy() if args.split == "record" else None
         folds, _ = person_folds(ws.people, ws.y, args.folds, args.seed, args.held_out, groups=groups)
-        unknown = sorted(set(args.held_out) - set(ws.people.astype(str)))
-        if unknown:  # a typo would quietly put a person meant to be held out into the folds
-            print(f"--held-out: {len(unknown)} of its {len(set(args.held_out))} people are not in {args.curated} "
-                  f"({', '.join(unknown[:5])}{', ...' if len(unknown) > 5 else ''}): check how they are spelt",
-                  file=sys.stderr)
+        held = dict.fromkeys(args.held_out, "held out")
+        _say_not_curated("--held-out", not_curated(ws.people, held), len(held), args.curated)
     for m in mods:  # a model needs windows of its modality to train and to stop early on, in every fold
         has = ws.has(m)
         for f in folds:
@@ -686,6 +678,16 @@ def _cores() -> int:
     import os
 
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _say_not_curated(what: str, missing: dict[str, list[str]], named: int, curated: Path) -> None:
+    """A note on the people a split file or --held-out names who are not in the curated folder: a typo would
+    quietly move a test person into training, or a person meant to be held out into the folds."""
+    if missing:
+        print(f"{what}: {sum(map(len, missing.values()))} of its {named} people are not in {curated} (no curated "
+              "row, or an id spelt otherwise): "
+              + "; ".join(f"{side} {len(who)}, e.g. {', '.join(who[:3])}" for side, who in sorted(missing.items())),
+              file=sys.stderr)
 
 
 def _local_workers(n: int | None) -> int | None:
