@@ -115,6 +115,19 @@ def test_held_out_people_not_in_the_data_are_named(tmp_path, capsys):
             "held out 1, e.g. H1") in capsys.readouterr().err
 
 
+def test_a_label_map_value_that_no_cell_has_is_named(tmp_path, capsys):
+    """--label-map 1.0=pd where the cells say 1 maps nothing, silently: the summary names it. The flag may
+    be repeated."""
+    rows = ["person_id,label,f1"] + [f"h{i},0,{i}" for i in range(4)] + [f"p{i},1,{i + 10}" for i in range(4)]
+    (tmp_path / "t.csv").write_text("\n".join(rows) + "\n")
+    assert main(["curate", "--table", f"x={tmp_path / 't.csv'}", "--out", str(tmp_path / "c"), "--label-map", "0=hc",
+                 "--label-map", "1.0=pd", "--labels", "hc,pd"]) == 0
+    out = capsys.readouterr().out
+    assert "--label-map 1.0=...: no label cell is '1.0' (the label cells are e.g. '0', '1'); check how it is spelt" in out
+    summary = json.loads((tmp_path / "c" / "summary.json").read_text())
+    assert summary["label_map_unused"] == {"1.0": ["0", "1"]} and summary["quarantined_by_reason"] == {"unknown_label": 4}
+
+
 def test_a_column_that_gives_the_label_away_is_refused_by_name(tables, capsys):
     df = pd.read_csv(tables / "voice.csv")
     df["Diagnosis_code"] = (df.diagnosis == "case").astype(int)  # the label, recoded

@@ -178,9 +178,10 @@ quarantined; 2 for bad arguments or an unreadable manifest.""",
                         "--positive says otherwise (default: every label found)")
     p.add_argument("--positive", default=None,
                    help="the positive class (the condition): required with two classes and no --labels")
-    p.add_argument("--label-map", type=_csv_list, default=[], metavar="RAW=CLASS,...",
+    p.add_argument("--label-map", type=_csv_list, action="extend", default=[], metavar="RAW=CLASS,...",
                    help="rename raw label values before any check, e.g. 1.0=pd,0.0=control,yes=pd,no=control "
-                        "(tables that spell the same classes differently)")
+                        "(tables that spell the same classes differently; the flag may be repeated). A raw value "
+                        "that no label cell has is named in the summary")
     p.add_argument("--root", type=Path, default=None,
                    help="the data root: relative paths start from it, and no media path, absolute or relative, "
                         "may lead outside it (quarantined as outside_root). Without it, relative paths start from "

@@ -135,6 +135,8 @@ def curate(
     candidates, rejected = conflicts(candidates, contract.label_scope)
     bad += rejected
     found = sorted({c.label for c in candidates})
+    raw_labels = {str(r.fields.get(columns.label, "")).strip() for r in [*candidates, *bad]}
+    label_map_unused = {raw: sorted(raw_labels - {""})[:5] for raw, _ in columns.label_map if raw not in raw_labels}
     classes = list(labels) if labels is not None else found
     if len(classes) == 2 and positive is None and labels is None:
         raise UsageError(f"two classes, {classes[0]!r} and {classes[1]!r}: say which one is positive (the "
@@ -239,6 +241,7 @@ def curate(
     summary["dropped_windows"] = dropped
     summary["columns_left_out"] = {name: cols for name, cols in left_out.items() if cols}
     summary["values_beyond_float32"] = {name: cols for name, cols in as_missing.items() if cols}
+    summary["label_map_unused"] = label_map_unused  # raw value -> some label cells there are (a typo?)
     given = [set(v.split("+")) for v in recordings.modalities]
     summary["modalities"] = {}
     for m in contract.modalities:
@@ -310,6 +313,9 @@ def format_summary(summary: dict) -> str:
     for table, cols in summary.get("values_beyond_float32", {}).items():
         lines.append(f"table {table}: values infinite or beyond 32-bit floats (|x| > 3.4e38), kept as missing: "
                      + ", ".join(f"{c} {n}" for c, n in cols.items()))
+    for raw, cells in summary.get("label_map_unused", {}).items():
+        lines.append(f"--label-map {raw}=...: no label cell is {raw!r} (the label cells are e.g. "
+                     f"{', '.join(map(repr, cells))}); check how it is spelt")
     for stream, counts in summary.get("window_gates", {}).items():
         failed = {k: v for k, v in counts.items() if k != "ok"}
         if failed:
