@@ -93,6 +93,8 @@ WRONG = [
     (["synth", "--out", "{tmp}/s", "--people", "1"], "--people"),
     (["synth", "--out", "{tmp}/s", "--duration", "nan"], "finite"),
     (["synth", "--out", "{tmp}/s", "--tasks", "apart"], "--tasks"),
+    (["synth", "--out", "{tmp}/s", "--size", "100000x100000"], "at most 1920 on a side"),  # a MemoryError before
+    (["synth", "--out", "{tmp}/s", "--size", "161x121"], "must be even"),  # the H.264 encoder's traceback before
     (["synth", "--out", "{tmp}/s", "--voice-only", "0.9"], "phenotype shares"),
 ]
 

@@ -100,7 +100,7 @@ finds everyone. The same --seed and options always give the same files.""",
     p.add_argument("--recordings", type=_number(int, 1, 1000), default=3, help="recordings (sessions) per person")
     p.add_argument("--duration", type=_number(float, 6, 3600), default=8.0, help="seconds per recording (>= 6)")
     p.add_argument("--fps", type=_number(int, 25, 240), default=25, help="video frame rate (>= 25)")
-    p.add_argument("--size", type=_size, default=(320, 240), help="video WIDTHxHEIGHT (>= 160x120)")
+    p.add_argument("--size", type=_size, default=(320, 240), help="video WIDTHxHEIGHT, even, from 160x120 to 1920 on a side")
     p.add_argument("--condition-fraction", type=_number(float, 0, 1), default=0.5, help="share of people with the condition")
     p.add_argument("--voice-only", type=_number(float, 0, 1), default=0.35, help="share of the condition with voice signs only")
     p.add_argument("--movement-only", type=_number(float, 0, 1), default=0.35,

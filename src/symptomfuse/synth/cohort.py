@@ -67,8 +67,9 @@ class SynthConfig:
             raise UsageError("--duration must be at least 6 s (rest, then tapping, each long enough to see)")
         if self.fps < 25:
             raise UsageError("--fps must be at least 25, or 8-12 Hz physiological tremor aliases")
-        if self.width < 160 or self.height < 120:
-            raise UsageError("--size must be at least 160x120")
+        if not (160 <= self.width <= 1920 and 120 <= self.height <= 1920) or self.width % 2 or self.height % 2:
+            raise UsageError(f"--size {self.width}x{self.height}: width and height must be even (H.264's 4:2:0 "
+                             "needs it), at least 160x120 and at most 1920 on a side")
         if not 0.0 < self.condition_fraction < 1.0:
             raise UsageError("--condition-fraction must lie strictly between 0 and 1")
         shares = self.phenotypes
