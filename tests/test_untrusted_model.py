@@ -1,4 +1,4 @@
-"""An export folder is untrusted input: 20 ways to break or poison one, each refused with one clear line
+"""An export folder is untrusted input: 24 ways to break or poison one, each refused with one clear line
 naming the problem (a UsageError, never a traceback), and nothing outside the folder is opened."""
 
 import json
@@ -121,6 +121,13 @@ MUTATIONS = {
     "a primary model that is not there": (_edit_spec(lambda s: s.update(primary="nobody")), "primary"),
     "a config of another architecture": (_edit_config(lambda m: m["encoders"]["audio"].update(channels=[16, 32])),
                                          "do not fit"),
+    "a part that is not an object": (_edit_spec(lambda s: s["models"]["audio_only"]["parts"].update(
+        {"encoder.audio": "../../etc/passwd"})), "expected an object"),
+    "a model without its head": (_edit_spec(lambda s: s["models"]["fused_gated"]["parts"].pop("head")), "head"),
+    "a spectrogram floor of 1e308 dB": (_edit_spec(lambda s: s["contract"]["modalities"]["audio"]["settings"].update(
+        floor_db=1e308)), "floor_db"),
+    "a spectrogram hop of 0 samples": (_edit_spec(lambda s: s["contract"]["modalities"]["audio"]["settings"].update(
+        hop_length=0)), "hop_length"),
     "an embedding density of the wrong size, hashes rewritten": (
         lambda f: (EmbeddingDensity(np.zeros(3), np.eye(3), 1.0).save(f / "audio_only" / "ood.safetensors"),
                    _rehash_file(f, "audio_only/ood.safetensors")), "embedding density"),

@@ -71,8 +71,13 @@ class Audio(Modality):
     options = {"--n-mels": (lambda text: {"n_mels": int(text)}, "mel bands of the audio features (default 64)")}
 
     def validate(self) -> None:
-        if self.settings.n_mels < 1:
-            raise UsageError(f"--n-mels must be at least 1, got {self.settings.n_mels}")
+        if self.settings.sample_rate != self.timing.sample_rate:
+            raise UsageError(f"audio features at {self.settings.sample_rate} Hz are not supported "
+                             f"(only {self.timing.sample_rate} Hz)")
+        n_mels = self.settings.n_mels
+        if isinstance(n_mels, bool) or not isinstance(n_mels, int) or n_mels < 1:
+            raise UsageError(f"--n-mels must be a whole number, at least 1, got {n_mels!r}")
+        self._check_spectrum()
         bins, spectrum = self.settings.n_fft // 2 + 1, f"{self.settings.n_fft}-point spectrum; use fewer (64 by default)"
         if self.settings.n_mels > bins:
             raise UsageError(f"--n-mels {self.settings.n_mels}: more mel bands than the {bins} frequency bins of the "
@@ -81,11 +86,28 @@ class Audio(Modality):
         if empty:
             raise UsageError(f"--n-mels {self.settings.n_mels}: {empty} mel band(s) would hold none of the {bins} "
                              f"frequency bins of the {spectrum}")
-        if self.settings.sample_rate != self.timing.sample_rate:
-            raise UsageError(f"audio features at {self.settings.sample_rate} Hz are not supported "
-                             f"(only {self.timing.sample_rate} Hz)")
         if self.settings.frames(self.timing.window_samples()) < 1:
             raise UsageError("--window is shorter than one spectrogram frame")
+
+    def _check_spectrum(self) -> None:
+        """The spectrogram's settings that no flag sets, as a stored contract (contract.json, export.json) could
+        hold them: whole sizes that fit one another, a band inside the audible half of the sample rate, a
+        floor in decibels below 0."""
+        s = self.settings
+        sizes = {"n_fft": s.n_fft, "win_length": s.win_length, "hop_length": s.hop_length}
+        for name, value in sizes.items():
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 16384:
+                raise UsageError(f"audio setting {name} must be a whole number from 1 to 16384, got {value!r}")
+        if s.win_length > s.n_fft:
+            raise UsageError(f"audio setting win_length {s.win_length} is longer than n_fft {s.n_fft}")
+        numbers = {"f_min": s.f_min, "f_max": s.f_max, "floor_db": s.floor_db}
+        if any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in numbers.values()):
+            raise UsageError(f"audio settings f_min, f_max and floor_db must be numbers, got {numbers}")
+        if not 0 <= s.f_min < s.f_max <= s.sample_rate / 2:
+            raise UsageError(f"audio settings f_min {s.f_min} and f_max {s.f_max} Hz must satisfy 0 <= f_min < f_max <= "
+                             f"{s.sample_rate / 2:g} (half the sample rate)")
+        if not -300 <= s.floor_db < 0:
+            raise UsageError(f"audio setting floor_db must be from -300 to 0 dB, got {s.floor_db}")
 
     def input_shape(self) -> tuple[int, ...]:
         return (self.settings.n_mels, self.settings.frames(self.timing.window_samples()))

@@ -127,6 +127,12 @@ class ExportSpec:
                 raise UsageError(f"{where}: embedding_dims must give 1-4096 for each of its modalities")
             if not isinstance(entry["parts"], dict) or not isinstance(entry["sha256"], dict):
                 raise UsageError(f"{where}: parts and sha256 must be objects")
+            expected = {f"encoder.{m}" for m in entry["modalities"]} | {"head"}
+            if set(entry["parts"]) != expected:
+                raise UsageError(f"{where}: parts must be {sorted(expected)} (an encoder per modality and the head), "
+                                 f"got {sorted(entry['parts'])}")
+            for part, files in entry["parts"].items():
+                exact_keys(files, {"safetensors", "inputs", "output"}, {"onnx"}, f"{where}.parts.{part}")
         return cls(contract, data["primary"], singles, models, bool(data["onnx"]), data.get("source", {}))
 
 
