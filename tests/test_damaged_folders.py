@@ -198,8 +198,20 @@ RUN_EDITS = {
         {"model": "../../etc/passwd", "dropped": []})), r"predictions of '../../etc/passwd', which is not a model of the run"),
     "predictions without a modality the model lacks": (_edit_json("run.json", lambda d: d["predictions"].append(
         {"model": "audio_only", "dropped": ["video"]})), r"not among its modalities \['audio'\]"),
+    "predictions without a list": (_edit_json("run.json", lambda d: d["predictions"].append(
+        {"model": "audio_only", "dropped": [["audio"]]})), r"predictions of audio_only without \[\['audio'\]\]"),
     "a model chosen among paths": (_edit_json("run.json", lambda d: d["models"]["chosen_on_val"]["spec"].__setitem__(
         "candidates", ["audio_only", "../x"])), r"chosen_on_val chooses among \['audio_only', '../x'\], which are not all"),
+    "a temperature below 0": (_edit_json("run.json", _each_fold(lambda f: f.__setitem__("temperature", -1))),
+                              "model audio_only: fold 0 has temperature -1, not a positive number"),
+    "a fold record that is a number": (_edit_json("run.json", lambda d: d["models"]["audio_only"]["folds"].__setitem__(
+        1, 7)), r"model audio_only: a fold record without a fold number of its own \(7\)"),
+    "a fold recorded twice": (_edit_json("run.json", _each_fold(lambda f: f.__setitem__("fold", 0))),
+                              "a fold record without a fold number of its own"),
+    "a training history of text": (_edit_json("run.json", _each_fold(lambda f: f.__setitem__("history", "../x"))),
+                                   "fold 0 has a training history that is not a list of epochs with losses"),
+    "an epoch without its loss": (_edit_json("run.json", _each_fold(lambda f: [e.pop("val_loss") for e in f.get(
+        "history", [])])), "fold 0 has a training history that is not a list"),
     "run.json's models gone": (_edit_json("run.json", lambda d: d.__setitem__("models", [])), "run.json is malformed"),
     "a probability as text": (_edit_csv(PREDICTIONS, _set("p_healthy", "abc")), r"audio_only.csv, line 2: p_healthy is 'abc'"),
     "a probability below 0": (_edit_csv(PREDICTIONS, _set("p_healthy", "-0.5")), "not a probability from 0 to 1"),
@@ -241,8 +253,6 @@ def test_an_edited_or_damaged_run_folder_is_refused_by_evaluate_and_export(run, 
                                             lambda d: d["model"].__setitem__("n_classes", 5)), "size mismatch"),
     ("a density that is not safetensors", lambda r: (r / "models/audio_only/fold0/ood.safetensors").write_bytes(b"x"),
      "ood.safetensors is not a usable embedding density"),
-    ("a temperature below 0", _edit_json("run.json", _each_fold(lambda f: f.__setitem__("temperature", -1))),
-     r"no usable temperature for audio_only, fold 0 \(\[-1\]\)"),
 ])
 def test_export_refuses_a_run_whose_model_files_are_damaged(run, tmp_path, capsys, what, edit, message):
     r = tmp_path / "run"
@@ -264,3 +274,15 @@ def test_a_model_that_predicted_no_one_is_reported_as_such(run, tmp_path, capsys
     assert metrics["audio_only"]["coverage"] == 0 and metrics["audio_only"]["person"]["people"] == 0
     assert np.isnan(metrics["audio_only"]["person"]["roc_auc"]) and metrics["lr_audio"]["person"]["people"] == 6
     assert "Warning" not in capsys.readouterr().err
+
+
+def test_text_from_run_json_enters_the_report_as_text_not_markup(run, tmp_path):
+    """A run folder may come from someone else: what run.json says is shown, never run by the browser."""
+    r = tmp_path / "run"
+    shutil.copytree(run, r)
+    _edit_json("run.json", lambda d: d["protocol"].update(
+        split="fixed", split_people={"<script>alert(1)</script>": 3, "test": "<img src=x onerror=alert(2)>"}))(r)
+    assert main(["evaluate", str(r), "--bootstrap", "20"]) == 0
+    page = (r / "report.html").read_text()
+    assert "&lt;script&gt;alert(1)&lt;/script&gt; 3" in page
+    assert "<script>" not in page and "<img src=x" not in page

@@ -383,7 +383,7 @@ def test_export_and_stream_commands(data, exported, tmp_path, capsys):
     # a run folder as `symptomfuse train` writes it, with this fold's models
     run = tmp_path / "run"
     people = sorted(ws.windows.person_id.unique())
-    info = RunInfo({"folds": 2, "held_out": []}, ws.contract, "recording", {}, [], {})
+    info = RunInfo({"folds": 2, "people": len(people), "seed": 0, "held_out": []}, ws.contract, "recording", {}, [], {})
     for name, (model, temperature) in models.items():
         spec = ModelSpec(name, model.modalities, model.config()["encoders"], model.config()["fusion"])
         info.models[name] = {"spec": spec, "folds": [{"fold": f, "temperature": temperature + f} for f in (0, 1)]}

@@ -20,11 +20,43 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # a model's name: also the na
 
 
 def _from(cls, data: dict):
+    if not isinstance(data, dict):
+        raise UsageError(f"run.json: a {cls.__name__} is {str(data)[:80]!r}, not an object: train again")
     known = {f.name for f in fields(cls)}
     extra = set(data) - known
     if extra:
         raise UsageError(f"{cls.__name__} has unknown key(s) {sorted(extra)}")
     return cls(**data)
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_folds(name: str, folds) -> None:
+    """A model's per-fold records in run.json (written by ``train.crossval``; their keys differ by kind of
+    model), checked before the report and export read them: a whole fold number, once each; a positive
+    temperature; a training history of numbered epochs and losses; the name of the model chosen."""
+    def damaged(what: str):
+        return UsageError(f"run.json: model {name}: {what}: the run folder is damaged; train again")
+
+    if not isinstance(folds, list) or len(folds) > 100_000:
+        raise damaged("folds is not a list of fold records")
+    seen = set()
+    for r in folds:
+        fold = r.get("fold") if isinstance(r, dict) else None
+        if isinstance(fold, bool) or not isinstance(fold, int) or fold < 0 or fold in seen:
+            raise damaged(f"a fold record without a fold number of its own ({str(r)[:80]})")
+        seen.add(fold)
+        t = r.get("temperature", 1.0)
+        if not _number(t) or not 0 < t < 1e6:
+            raise damaged(f"fold {fold} has temperature {t!r}, not a positive number")
+        history = r.get("history", [])
+        if not isinstance(history, list) or not all(
+                isinstance(e, dict) and _number(e.get("epoch")) and _number(e.get("val_loss")) for e in history):
+            raise damaged(f"fold {fold} has a training history that is not a list of epochs with losses")
+        if not isinstance(r.get("chosen", ""), str):
+            raise damaged(f"fold {fold} names no model as the one it chose")
 
 
 @dataclass
@@ -117,6 +149,10 @@ class RunInfo:
                        [_from(PredictionSet, p) for p in data["predictions"]], data["train"], data.get("run_id", ""))
         except (KeyError, TypeError, AttributeError) as exc:
             raise UsageError(f"run.json is malformed ({type(exc).__name__}: {exc}): train again") from None
+        for key in ("folds", "people", "seed"):  # what the report and export read from the protocol
+            value = info.protocol.get(key) if isinstance(info.protocol, dict) else None
+            if isinstance(value, bool) or not isinstance(value, int) or value < (key != "seed"):
+                raise UsageError(f"run.json: protocol.{key} is {value!r}, not a whole number: train again")
         if info.unit not in UNITS:
             raise UsageError(f"run.json: unit {info.unit!r} is not one of {UNITS}: train again")
         for name, m in info.models.items():
@@ -128,11 +164,14 @@ class RunInfo:
                                                            for c in candidates):
                 raise UsageError(f"run.json: model {name} chooses among {candidates!r}, which are not all "
                                  "other models of the run: train again")
+        for name, m in info.models.items():
+            _check_folds(name, m["folds"])
         for ps in info.predictions:
             if not isinstance(ps.model, str) or ps.model not in info.models:
                 raise UsageError(f"run.json: predictions of {ps.model!r}, which is not a model of the run: train again")
             spec = info.spec(ps.model)
-            if not isinstance(ps.dropped, list) or not set(ps.dropped) <= set(spec.modalities):
+            if not isinstance(ps.dropped, list) or not all(isinstance(m, str) and m in spec.modalities
+                                                           for m in ps.dropped):
                 raise UsageError(f"run.json: predictions of {ps.model} without {ps.dropped!r}, which are not among its "
                                  f"modalities {spec.modalities}: train again")
         return info

@@ -679,8 +679,10 @@ def write_report(run: Path, info: dict, windows: pd.DataFrame, preds: dict[str, 
     group = "record (LEAKY)" if proto.get("leaky_split") else "person"
     scheme = (f"Leave one {group} out ({proto['folds']} folds)" if proto.get("leave_one_out") else
               f"{proto['folds']}-fold cross-validation grouped by {group}")
+    counts = proto.get("split_people")  # from run.json: shown as text, whatever it holds
+    split_people = ", ".join(f"{k} {v}" for k, v in counts.items()) if isinstance(counts, dict) else str(counts)
     body = [f"<h1>symptomfuse evaluation</h1><p class=notice><b>{html.escape(NOTICE)}</b></p>", warning, coverage,
-            (f"<p>A fixed split by person ({', '.join(f'{k} {v}' for k, v in (proto.get('split_people') or {}).items())} "
+            (f"<p>A fixed split by person ({html.escape(split_people)} "
              f"people): dev people for every choice, calib people for the temperatures, test people scored once; "
              if proto.get("split") == "fixed" else
              f"<p>{scheme}, ")
