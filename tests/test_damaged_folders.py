@@ -88,7 +88,15 @@ EDITS = {
     "curation.json not JSON": (lambda c: (c / "curation.json").write_text("{"), r"curation.json is not valid JSON \(Expecting.*\): curate again with the same manifest"),
     "contract.json not JSON": (lambda c: (c / "contract.json").write_bytes(b"\xff\xfe{"), r"contract.json is not valid JSON \(.*codec can.t decode.*\): curate it again"),
     "a class named twice": (_contract(lambda d: d.__setitem__("classes", ["healthy", "healthy"])), r"name one class twice"),
+    "a band edge edited (the same shapes)": (
+        _contract(lambda d: d["modalities"]["audio"]["settings"].__setitem__("f_max", 7000.0)),
+        r"contract.json does not give the feature settings the folder was curated with \(curation.json records them\): "
+        "it was edited afterwards; curate again"),
     "a frame size edited": (_contract(lambda d: d["modalities"]["video"]["settings"].__setitem__("width", 128)),
+                            r"contract.json does not give the feature settings the folder was curated with"),
+    "a frame size edited in both files": (lambda c: (_contract(lambda d: d["modalities"]["video"]["settings"].__setitem__(
+        "width", 128))(c), _edit_json("curation.json", lambda d: d["features"]["modalities"]["video"].__setitem__(
+            "width", 128))(c)),
                             r"the cached video windows of recording 'r0' have the shape \(75, 48, 64, 3\), where the "
                             r"feature contract \(contract.json\) gives \(75, 48, 128, 3\)"),
     "a frame size beyond bounds": (_contract(lambda d: d["modalities"]["video"]["settings"].__setitem__("width", 10 ** 9)),

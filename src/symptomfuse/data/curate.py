@@ -257,7 +257,9 @@ def curate(
         "manifest": str(manifest.resolve()) if manifest is not None else None,
         "tables": [{"name": t.name, "path": str(t.path.resolve()), "features": t.features} for t in tables],
         "columns": asdict(columns), "person_pattern": person_pattern,
-        "cache_dir": str(cache_root.resolve())}, indent=1))
+        "cache_dir": str(cache_root.resolve()),
+        # what the cache entries were computed with: a contract.json edited afterwards is told from it
+        "features": contract.cache_settings(list(contract.modalities))}, indent=1))
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
     from symptomfuse.data.summary_plot import plot_summary  # matplotlib only when writing the plot
     plot_summary(recordings, windows, quarantine, list(contract.classes), out / "summary.png")

@@ -12,6 +12,7 @@ for out of the cached recordings, so a data set of long recordings is never held
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -171,14 +172,19 @@ def _damaged(part: _Part, what: str) -> UsageError:
                       f"(else delete {part.entry} and {part.entry}.json first)")
 
 
-def _cache_dir(folder: Path) -> Path:
+def _cache_dir(folder: Path, contract: FeatureContract) -> Path:
     """The cache the folder was curated into (curation.json names it: it may be shared, --cache-dir), or
-    the folder's own ``cache`` when that one is gone (a curated folder copied elsewhere)."""
+    the folder's own ``cache`` when that one is gone (a curated folder copied elsewhere). Its entries were
+    computed with the feature settings curation.json records, which must be ``contract``'s."""
     redo = "curate again with the same manifest and --out to write it afresh"
     info = read_json(folder / "curation.json", redo)
     named = info.get("cache_dir") if isinstance(info, dict) else None
     if not isinstance(named, str):
         raise UsageError(f"{folder / 'curation.json'} names no cache folder (cache_dir: {named!r}); {redo}")
+    features = json.loads(json.dumps(contract.cache_settings(list(contract.modalities))))
+    if "features" in info and info["features"] != features:  # absent: curated before it was recorded
+        raise UsageError(f"{folder / 'contract.json'} does not give the feature settings the folder was curated with "
+                         f"(curation.json records them): it was edited afterwards; {redo}")
     return Path(named) if Path(named).exists() else folder / "cache"
 
 
@@ -193,7 +199,7 @@ def load_curated(folder: Path, modalities: tuple[str, ...] | list[str] | None = 
     unknown = [m for m in modalities if m not in contract.modalities]
     if unknown:
         raise UsageError(f"modalities {unknown} were not curated in {folder}; it has {list(contract.modalities)}")
-    cache_dir = _cache_dir(folder)
+    cache_dir = _cache_dir(folder, contract)
     cache = FeatureCache(cache_dir)
     recordings, windows = _read_tables(folder)
     bound = {m: contract.modality(m) for m in modalities}

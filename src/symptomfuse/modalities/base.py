@@ -107,6 +107,8 @@ class Modality:
     @classmethod
     def settings_from(cls, values: dict):
         """Rebuild ``Settings`` from its JSON form; unknown keys are refused with what exists."""
+        if not isinstance(values, dict):
+            raise UsageError(f"{cls.name} settings must be an object of settings, got {str(values)[:80]!r}")
         known = {f.name for f in fields(cls.Settings)}
         extra = set(values) - known
         if extra:
