@@ -155,6 +155,14 @@ def test_the_cli_answers_a_damaged_folder_with_exit_2_and_no_traceback(curated, 
     assert "window is '-1'" in err and "Traceback" not in err
 
 
+def test_train_answers_a_damaged_summary_with_exit_2(curated, tmp_path, capsys):
+    c = _copy(curated, tmp_path)
+    _edit_json("summary.json", lambda d: d["modalities"].__setitem__("audio", 3.5))(c)
+    assert main(["train", str(c), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "summary.json is damaged (its modalities are not counts): curate again" in err and "Traceback" not in err
+
+
 def test_training_that_never_gets_a_finite_loss_says_why(curated, tmp_path):
     """NaN inputs (here a cache of NaN; a network that does not impute them) give no best epoch: a message,
     not an AttributeError from deep in training."""

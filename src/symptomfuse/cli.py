@@ -464,9 +464,12 @@ def _train_plan(args):
         raise UsageError(f"{args.curated} is not a curated data set (no curation.json): run `symptomfuse curate`")
     contract = FeatureContract.load(args.curated)
     curated = list(contract.modalities)
-    summary = read_json(args.curated / "summary.json", "curate again with the same manifest and --out to write it "
-                        "afresh") if (args.curated / "summary.json").exists() else {}
-    empty = [m for m in curated if summary.get("modalities", {}).get(m, {}).get("recordings", 1) == 0]
+    redo = "curate again with the same manifest and --out to write it afresh"
+    summary = read_json(args.curated / "summary.json", redo) if (args.curated / "summary.json").exists() else {}
+    counts = summary.get("modalities", {}) if isinstance(summary, dict) else None  # modality -> {"recordings": n}
+    if not isinstance(counts, dict) or not all(isinstance(c, dict) for c in counts.values()):
+        raise UsageError(f"{args.curated / 'summary.json'} is damaged (its modalities are not counts): {redo}")
+    empty = [m for m in curated if counts.get(m, {}).get("recordings", 1) == 0]
     if curated and len(empty) == len(curated):
         raise UsageError(f"{args.curated} holds no usable recording: its quarantine.csv says why each row was set aside")
     if args.modalities is None and empty:  # e.g. keypoints curated by default, but no row gave landmarks
