@@ -84,6 +84,9 @@ EDITS = {
     "recordings.csv gone": (lambda c: (c / "recordings.csv").unlink(), r"recordings.csv is missing"),
     "a cache key pointing elsewhere": (_edit_csv("recordings.csv", _set("cache_key", "../../etc")),
                                        r"cache_key is '../../etc', not a cache key"),
+    "a recording's modalities unknown": (_edit_csv("recordings.csv", _set("modalities", "audio+inf")),
+                                         r"recordings.csv, line 2: modalities is 'audio\+inf', not '\+'-joined names of "
+                                         r"curated modalities \(audio, video\)"),
     "a recording listed twice": (_edit_csv("recordings.csv", _set("recording_id", "r1")), r"lists recording 'r1' twice"),
     "curation.json not JSON": (lambda c: (c / "curation.json").write_text("{"), r"curation.json is not valid JSON \(Expecting.*\): curate again with the same manifest"),
     "contract.json not JSON": (lambda c: (c / "contract.json").write_bytes(b"\xff\xfe{"), r"contract.json is not valid JSON \(.*codec can.t decode.*\): curate it again"),

@@ -133,9 +133,10 @@ _NEEDS = {"recordings.csv": {"recording_id": "text", "person_id": "text", "label
                           "start_s": "time"}}
 
 
-def _read_tables(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _read_tables(folder: Path, curated: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """recordings.csv and windows.csv, checked before anything is read from the cache: the columns loading
-    reads, each cell's kind, and that the two tables agree (every window's recording, person and label;
+    reads, each cell's kind, each recording's modalities among the ``curated`` ones, and that the two tables
+    agree (every window's recording, person and label;
     window numbers within their recording's). A table that was edited or damaged is refused with the file,
     the line and what to do, never read half-way into wrong inputs (a window number of -1 would take a
     recording's last window)."""
@@ -145,6 +146,11 @@ def _read_tables(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     if recordings.recording_id.duplicated().any():
         rid = recordings.recording_id[recordings.recording_id.duplicated()].iloc[0]
         raise UsageError(f"{folder / 'recordings.csv'} lists recording {rid!r} twice; {redo}")
+    given = recordings.modalities.str.split("+")
+    check_lines(folder / "recordings.csv", [
+        (~given.map(lambda ms: set(ms) <= set(curated)).to_numpy(),
+         lambda i: f"modalities is {recordings.modalities[i]!r}, not '+'-joined names of curated modalities "
+                   f"({', '.join(curated)})")], redo)
     own = recordings.set_index("recording_id").reindex(windows.recording_id).reset_index(drop=True)
     known = own.n_windows.notna().to_numpy()
     w, r = windows, own  # line i of windows.csv, and its recording's line of recordings.csv
@@ -201,7 +207,7 @@ def load_curated(folder: Path, modalities: tuple[str, ...] | list[str] | None = 
         raise UsageError(f"modalities {unknown} were not curated in {folder}; it has {list(contract.modalities)}")
     cache_dir = _cache_dir(folder, contract)
     cache = FeatureCache(cache_dir)
-    recordings, windows = _read_tables(folder)
+    recordings, windows = _read_tables(folder, list(contract.modalities))
     bound = {m: contract.modality(m) for m in modalities}
     parts = {m: [] for m in modalities}
     have = {m: [] for m in modalities}
