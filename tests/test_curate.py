@@ -247,8 +247,8 @@ def test_media_errors_carry_reasons(tmp_path):
 
 
 def test_rows_that_cannot_be_read_never_stop_a_run(cohort, tmp_path):
-    """A row with too many fields, a directory named like a video, paths out of the data root: each
-    quarantined with its reason; the rows after them keep their numbers and are curated."""
+    """A row with too many fields, a directory named like a video, paths out of the data root, a path with a
+    NUL character: each quarantined with its reason; the rows after them keep their numbers and are curated."""
     d = tmp_path / "data"
     (d / "rec" / "x.mp4").mkdir(parents=True)
     shutil.copy(cohort / "recordings" / "P001_s1.mp4", d / "rec" / "a.mp4")
@@ -260,11 +260,13 @@ def test_rows_that_cannot_be_read_never_stop_a_run(cohort, tmp_path):
                              "rec/x.mp4,P3,healthy\n"
                              "../outside.mp4,P6,healthy\n"
                              f"{tmp_path / 'outside.mp4'},P7,healthy\n"
-                             "rec/b.mp4,NA,parkinsons\n")
+                             "rec/b.mp4,NA,parkinsons\n"
+                             "rec/a\x00.mp4,P8,healthy\n")
     res = curate(d / "m.csv", tmp_path / "out", labels=LABELS, workers=1, progress=False,
                  contract=default_contract(modalities=["audio"]))
     got = dict(zip(res.quarantine.row, res.quarantine.reason))
-    assert got == {1: "bad_fields", 2: "unreadable", 3: "outside_root"}  # an absolute path is the user's choice
+    assert got == {1: "bad_fields", 2: "unreadable", 3: "outside_root",  # an absolute path is the user's choice
+                   6: "missing_file"}  # a NUL character: a name no file has
     assert sorted(res.recordings.person_id) == ["NA", "P1", "P7"]  # NA stays a person
     confined = curate(d / "m.csv", tmp_path / "out2", labels=LABELS, workers=1, progress=False, root=d,
                       contract=default_contract(modalities=["audio"]))

@@ -152,6 +152,10 @@ class _Outside(Exception):
     pass
 
 
+class _Unnamable(Exception):
+    """A cell no file can have as its path (a NUL character)."""
+
+
 def _resolve(value: str, root: Path, confine: bool) -> Path | None:
     """The path a manifest cell names, relative to ``root``. Raises _Outside when a relative path leads out
     of ``root`` (``..``, a link pointing away), and with ``confine`` (``--root`` given) when any path does,
@@ -159,6 +163,8 @@ def _resolve(value: str, root: Path, confine: bool) -> Path | None:
     value = value.strip()
     if not value:
         return None
+    if "\x00" in value:
+        raise _Unnamable(value)
     p = Path(value).expanduser()
     full = p if p.is_absolute() else (root / p)
     if (confine or not p.is_absolute()) and not full.resolve().is_relative_to(root.resolve()):
@@ -217,6 +223,9 @@ def check_rows(
                     files[m.column] = _resolve(get(rec, columns.file_column(m.column)), root, confine)
         except _Outside as out:
             bad.append(Quarantined(i, "outside_root", f"{out} is outside the data root {root} (use --root)", rec))
+            continue
+        except _Unnamable as cell:
+            bad.append(Quarantined(i, "missing_file", f"{str(cell)!r} holds a NUL character: no file has that name", rec))
             continue
         given = tuple(m.name for m in media if m.available(files))
         if av_path is not None:  # an A/V file must give every modality fed by its streams alone
