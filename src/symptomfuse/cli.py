@@ -22,7 +22,13 @@ Run `symptomfuse COMMAND --help` for the options and an example of each."""
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    pass
+    """Each option's default after its help, unless the help already says what the default is in words
+    (``(default: every curated modality)``), where argparse's ``(default: None)`` would only confuse."""
+
+    def _get_help_string(self, action):
+        if "(default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
 
 
 def _size(text: str) -> tuple[int, int]:
