@@ -16,6 +16,16 @@ def test_help_explains_with_an_example(cmd, capsys):
     assert "example" in out and f"symptomfuse {cmd}" in out
 
 
+def test_curate_help_names_every_quarantine_reason_and_no_default_twice(capsys):
+    from symptomfuse.data.manifest import REASONS
+
+    with pytest.raises(SystemExit):
+        main(["curate", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert [r for r in REASONS if r not in out] == []
+    assert "(default: OUT/cache) (default" not in out and "feature cache folder (default: OUT/cache)" in out
+
+
 def test_top_level_help_carries_the_notice():
     run = subprocess.run([sys.executable, "-m", "symptomfuse.cli", "--help"], capture_output=True, text=True)
     assert run.returncode == 0 and NOTICE in run.stdout and "curate" in run.stdout

@@ -159,9 +159,9 @@ only, a hand recording in --video-col only) give theirs. Each --table NAME=FILE 
 NAME: one feature vector per table row, from the columns FEATURES names (numeric: every numeric column
 but the person, label, session and task columns; prefix:P; cols:A,B).
 
-Bad rows never stop the run: they go to quarantine.csv with a reason (missing_file, empty_file,
-unreadable, corrupt, no_audio, no_video, too_short, unknown_label, missing_field, duplicate_row,
-duplicate_content, conflicting_labels, bad_keypoints). Writes recordings.csv, windows.csv,
+Bad rows never stop the run: they go to quarantine.csv with a reason (bad_fields, missing_field,
+unknown_label, duplicate_row, conflicting_labels, outside_root, missing_file, empty_file,
+duplicate_content, unreadable, corrupt, no_audio, no_video, too_short, bad_keypoints, gated). Writes recordings.csv, windows.csv,
 quarantine.csv, contract.json (the feature contract: settings, classes, positive class),
 curation.json, summary.json and summary.png to --out.
 
