@@ -161,9 +161,9 @@ but the person, label, session and task columns; prefix:P; cols:A,B).
 
 Bad rows never stop the run: they go to quarantine.csv with a reason (bad_fields, missing_field,
 unknown_label, duplicate_row, conflicting_labels, outside_root, missing_file, empty_file,
-duplicate_content, unreadable, corrupt, no_audio, no_video, too_short, bad_keypoints, gated). Writes recordings.csv, windows.csv,
-quarantine.csv, contract.json (the feature contract: settings, classes, positive class),
-curation.json, summary.json and summary.png to --out.
+duplicate_content, unreadable, corrupt, no_audio, no_video, too_short, bad_keypoints, gated).
+Writes recordings.csv, windows.csv, quarantine.csv, contract.json (the feature contract: settings,
+classes, positive class), curation.json, summary.json and summary.png to --out.
 
 Exit code: 0 when usable recordings remain; 1 when none does, or with --strict when any row was
 quarantined; 2 for bad arguments or an unreadable manifest.""",

@@ -135,11 +135,10 @@ _NEEDS = {"recordings.csv": {"recording_id": "text", "person_id": "text", "label
 
 def _read_tables(folder: Path, curated: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """recordings.csv and windows.csv, checked before anything is read from the cache: the columns loading
-    reads, each cell's kind, each recording's modalities among the ``curated`` ones, and that the two tables
-    agree (every window's recording, person and label;
-    window numbers within their recording's). A table that was edited or damaged is refused with the file,
-    the line and what to do, never read half-way into wrong inputs (a window number of -1 would take a
-    recording's last window)."""
+    reads, each cell's kind, each recording's modalities among the ``curated`` ones, and that the two
+    tables agree (every window's recording, person and label; window numbers within their recording's). A
+    table that was edited or damaged is refused with the file, the line and what to do, never read
+    half-way into wrong inputs (a window number of -1 would take a recording's last window)."""
     redo = "curate again with the same manifest and --out to write it afresh"
     tables = {name: read_checked_csv(folder / name, needs, redo) for name, needs in _NEEDS.items()}
     recordings, windows = tables["recordings.csv"], tables["windows.csv"]

@@ -346,7 +346,7 @@ def evaluate_run(run: Path, n_boot: int = 500, band: float = 0.1, seed: int = 0,
             entry.update(_score(w, p, levels, n_boot, band, seed, ordinal))
             if spec.kind == "chosen":  # which model each fold chose, and by what figure on its validation people
                 entry["choices"] = [{k: r.get(k) for k in ("fold", "chosen", "by", "validation_samples")}
-                                    for r in info.models[name]["folds"] if isinstance(r, dict)]
+                                    for r in info.models[name]["folds"]]
             ok = np.isfinite(p).all(axis=1)
             units, pl = aggregate(w[ok].reset_index(drop=True), p[ok], top)
             entry["accuracy_coverage"] = accuracy_coverage(units["y"].to_numpy(), pl)

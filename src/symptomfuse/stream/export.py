@@ -288,7 +288,7 @@ def export_run(run: Path, out: Path, model: str | None = None, fold: int | None 
     chose = None
     if model in info.models and info.spec(model).kind == "chosen":  # the model it chose in this fold
         chose = model
-        picked = [r.get("chosen") for r in info.models[model]["folds"] if isinstance(r, dict) and r.get("fold") == fold]
+        picked = [r.get("chosen") for r in info.models[model]["folds"] if r["fold"] == fold]
         if len(picked) != 1 or picked[0] not in info.models:
             raise UsageError(f"run.json does not say which model {model} chose in fold {fold}: the run folder is "
                              "damaged; train again")
@@ -303,9 +303,10 @@ def export_run(run: Path, out: Path, model: str | None = None, fold: int | None 
     names = [model] + [n for n in trained if info.spec(n).kind == "single" and n != model]
 
     def temperature(name):
-        """The temperature fold ``fold`` of model ``name`` was calibrated with (run.json)."""
-        got = [r.get("temperature") for r in info.models[name]["folds"] if isinstance(r, dict) and r.get("fold") == fold]
-        if len(got) != 1 or not isinstance(got[0], (int, float)) or not np.isfinite(got[0]) or got[0] <= 0:
+        """The temperature fold ``fold`` of model ``name`` was calibrated with (run.json, whose temperatures
+        ``RunInfo.from_json`` checked: positive numbers, where there is one)."""
+        got = [r.get("temperature") for r in info.models[name]["folds"] if r["fold"] == fold]
+        if len(got) != 1 or got[0] is None:
             raise UsageError(f"run.json holds no usable temperature for {name}, fold {fold} ({got}): the run folder "
                              "is damaged; train again")
         return float(got[0])
