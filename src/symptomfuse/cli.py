@@ -460,6 +460,7 @@ def _train_plan(args):
 
     from symptomfuse.atomic import read_json
     from symptomfuse.contract import FeatureContract
+    from symptomfuse.data.dataset import REDO
     from symptomfuse.evaluate.metrics import ordinal_values
     from symptomfuse.fusion.late import LATE
     from symptomfuse.models.multimodal import registered_class
@@ -470,11 +471,10 @@ def _train_plan(args):
         raise UsageError(f"{args.curated} is not a curated data set (no curation.json): run `symptomfuse curate`")
     contract = FeatureContract.load(args.curated)
     curated = list(contract.modalities)
-    redo = "curate again with the same manifest and --out to write it afresh"
-    summary = read_json(args.curated / "summary.json", redo) if (args.curated / "summary.json").exists() else {}
+    summary = read_json(args.curated / "summary.json", REDO) if (args.curated / "summary.json").exists() else {}
     counts = summary.get("modalities", {}) if isinstance(summary, dict) else None  # modality -> {"recordings": n}
     if not isinstance(counts, dict) or not all(isinstance(c, dict) for c in counts.values()):
-        raise UsageError(f"{args.curated / 'summary.json'} is damaged (its modalities are not counts): {redo}")
+        raise UsageError(f"{args.curated / 'summary.json'} is damaged (its modalities are not counts): {REDO}")
     empty = [m for m in curated if counts.get(m, {}).get("recordings", 1) == 0]
     if curated and len(empty) == len(curated):
         raise UsageError(f"{args.curated} holds no usable recording: its quarantine.csv says why each row was set aside")

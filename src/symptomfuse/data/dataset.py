@@ -127,6 +127,8 @@ class WindowSet:
 
 
 # The columns of curate's two tables that loading reads, and what each must hold (``CELL_KINDS``).
+REDO = "curate again with the same manifest and --out to write it afresh"  # what to do about a damaged folder
+
 _NEEDS = {"recordings.csv": {"recording_id": "text", "person_id": "text", "label": "text", "modalities": "text",
                              "n_windows": "count", "cache_key": "key"},
           "windows.csv": {"recording_id": "text", "person_id": "text", "label": "text", "window": "count",
@@ -139,17 +141,16 @@ def _read_tables(folder: Path, curated: list[str]) -> tuple[pd.DataFrame, pd.Dat
     tables agree (every window's recording, person and label; window numbers within their recording's). A
     table that was edited or damaged is refused with the file, the line and what to do, never read
     half-way into wrong inputs (a window number of -1 would take a recording's last window)."""
-    redo = "curate again with the same manifest and --out to write it afresh"
-    tables = {name: read_checked_csv(folder / name, needs, redo) for name, needs in _NEEDS.items()}
+    tables = {name: read_checked_csv(folder / name, needs, REDO) for name, needs in _NEEDS.items()}
     recordings, windows = tables["recordings.csv"], tables["windows.csv"]
     if recordings.recording_id.duplicated().any():
         rid = recordings.recording_id[recordings.recording_id.duplicated()].iloc[0]
-        raise UsageError(f"{folder / 'recordings.csv'} lists recording {rid!r} twice; {redo}")
+        raise UsageError(f"{folder / 'recordings.csv'} lists recording {rid!r} twice; {REDO}")
     given = recordings.modalities.str.split("+")
     check_lines(folder / "recordings.csv", [
         (~given.map(lambda ms: set(ms) <= set(curated)).to_numpy(),
          lambda i: f"modalities is {recordings.modalities[i]!r}, not '+'-joined names of curated modalities "
-                   f"({', '.join(curated)})")], redo)
+                   f"({', '.join(curated)})")], REDO)
     own = recordings.set_index("recording_id").reindex(windows.recording_id).reset_index(drop=True)
     known = own.n_windows.notna().to_numpy()
     w, r = windows, own  # line i of windows.csv, and its recording's line of recordings.csv
@@ -163,11 +164,11 @@ def _read_tables(folder: Path, curated: list[str]) -> tuple[pd.DataFrame, pd.Dat
         (known & ((w.person_id != r.person_id) | (w.label != r.label)).to_numpy(),
          lambda i: f"its person and label ({w.person_id[i]!r}, {w.label[i]!r}) are not its recording's "
                    f"({r.person_id[i]!r}, {r.label[i]!r}) in recordings.csv"),
-    ], redo)
+    ], REDO)
     alone = ~recordings.recording_id.isin(windows.recording_id)
     if alone.any():
         raise UsageError(f"{folder / 'recordings.csv'}: recording {recordings.recording_id[alone].iloc[0]!r} has no "
-                         f"window in windows.csv ({int(alone.sum())} such recording(s)); {redo}")
+                         f"window in windows.csv ({int(alone.sum())} such recording(s)); {REDO}")
     return recordings, windows
 
 
@@ -181,15 +182,14 @@ def _cache_dir(folder: Path, contract: FeatureContract) -> Path:
     """The cache the folder was curated into (curation.json names it: it may be shared, --cache-dir), or
     the folder's own ``cache`` when that one is gone (a curated folder copied elsewhere). Its entries were
     computed with the feature settings curation.json records, which must be ``contract``'s."""
-    redo = "curate again with the same manifest and --out to write it afresh"
-    info = read_json(folder / "curation.json", redo)
+    info = read_json(folder / "curation.json", REDO)
     named = info.get("cache_dir") if isinstance(info, dict) else None
     if not isinstance(named, str):
-        raise UsageError(f"{folder / 'curation.json'} names no cache folder (cache_dir: {named!r}); {redo}")
+        raise UsageError(f"{folder / 'curation.json'} names no cache folder (cache_dir: {named!r}); {REDO}")
     features = json.loads(json.dumps(contract.cache_settings(list(contract.modalities))))
     if "features" in info and info["features"] != features:  # absent: curated before it was recorded
         raise UsageError(f"{folder / 'contract.json'} does not give the feature settings the folder was curated with "
-                         f"(curation.json records them): it was edited afterwards; {redo}")
+                         f"(curation.json records them): it was edited afterwards; {REDO}")
     return Path(named) if Path(named).exists() else folder / "cache"
 
 
