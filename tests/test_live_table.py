@@ -28,7 +28,7 @@ PERSON = r"(NIH[A-Za-z0-9]+|\d+Z\d+)(?=-task)"
 def _curate(out, cols=COLS, live="hand_measures"):
     return main(["curate", "--table", f"tapping={TABLE}::{cols}::live:{live}", "--out", str(out),
                  "--person-col", "filename", "--person-pattern", PERSON, "--label-col", "Rating",
-                 "--labels", "0,1,2,3,4", "--label-scope", "recording"])
+                 "--labels", "0,1,2,3,4", "--ordinal", "--label-scope", "recording"])
 
 
 @pytest.fixture(scope="module")

@@ -322,10 +322,12 @@ def test_feature_column_selection():
 
 
 def test_ordinal_metrics_for_ratings():
-    from symptomfuse.evaluate.metrics import ordinal_metrics, ordinal_values
+    from symptomfuse.contract import rating_values
+    from symptomfuse.evaluate.metrics import ordinal_metrics
 
-    assert ordinal_values(["healthy", "pd"]) is None and ordinal_values(["0", "1"]) is None
-    values = ordinal_values(["0", "1", "2", "3", "4"])
+    assert rating_values(["healthy", "pd"]) is None and rating_values(["0", "1"]) is None
+    assert rating_values(["1", "1.0", "2"]) is None and rating_values(["0", "1", "nan"]) is None
+    values = rating_values(["0", "1", "2", "3", "4"])
     y = np.array([0, 1, 2, 4])
     proba = np.eye(5)[[0, 2, 2, 1]]  # right, off by one, right, off by three
     m = ordinal_metrics(y, proba, values)
@@ -334,6 +336,38 @@ def test_ordinal_metrics_for_ratings():
     assert np.sum(m["confusion"]) == 4
     soft = np.array([[0.5, 0.5, 0, 0, 0]])  # expected 0.5: rounds to a class, never in between
     assert ordinal_metrics(np.array([0]), soft, values)["mae"] in (0.0, 1.0)
+
+
+def test_only_a_contract_curated_as_ordinal_has_ratings():
+    from symptomfuse.contract import FeatureContract
+    from symptomfuse.data.curate import default_contract
+    from symptomfuse.errors import UsageError
+
+    plain = default_contract(modalities=["audio"]).with_classes(["0", "1", "2"], None)
+    assert plain.class_values() is None and "ordinal" not in plain.to_json()  # older contracts read the same
+    rated = default_contract(modalities=["audio"], ordinal=True).with_classes(["0", "1", "2"], None)
+    assert rated.class_values().tolist() == [0.0, 1.0, 2.0]
+    assert FeatureContract.from_json(rated.to_json()) == rated
+    with pytest.raises(UsageError, match="three or more distinct numbers"):
+        default_contract(modalities=["audio"], ordinal=True).with_classes(["mild", "moderate", "severe"], None)
+    with pytest.raises(UsageError, match="ordinal must be true or false"):
+        FeatureContract.from_json({**rated.to_json(), "ordinal": "yes"})
+
+
+def test_the_choice_is_said_beside_the_best_test_figure_only_when_that_flatters():
+    from symptomfuse.evaluate.report import choice_summary
+
+    def metrics(chosen_auc):
+        single = {"person": {"roc_auc": 0.80}}
+        chosen = {"person": {"roc_auc": chosen_auc}, "choices": [{"chosen": "a_only", "by": "roc_auc"},
+                                                                   {"chosen": "b_only", "by": "roc_auc"}]}
+        return {"top_level": "person", "models": {"a_only": single, "b_only": {"person": {"roc_auc": 0.75}},
+                                                  "chosen_on_val": chosen}}
+
+    worse = choice_summary(metrics(0.78))
+    assert "a_only in 1 of 2 folds" in worse and "a_only 0.800, was picked after seeing the test figures" in worse
+    better = choice_summary(metrics(0.83))  # folds that chose differently can beat every single model
+    assert "flatters" not in better and "no other model does better on test (the best: a_only 0.800)" in better
 
 
 def test_ordinal_loss_orders_the_mistakes():
@@ -370,7 +404,8 @@ def test_ratings_train_with_the_ordinal_loss_and_report_ordinal_metrics(tmp_path
     pd.DataFrame(rows).to_csv(tmp_path / "t.csv", index=False)
     assert main(["curate", "--table", f"tap={tmp_path / 't.csv'}::cols:amp,noise", "--out", str(tmp_path / "c"),
                  "--person-col", "video", "--person-pattern", r"(P\d+)", "--label-col", "rating",
-                 "--labels", "0,1,2,3", "--label-scope", "recording"]) == 0
+                 "--labels", "0,1,2,3", "--ordinal", "--label-scope", "recording"]) == 0
+    assert json.loads((tmp_path / "c" / "contract.json").read_text())["ordinal"] is True
     assert main(["train", str(tmp_path / "c"), "--out", str(tmp_path / "run"), "--folds", "3", "--epochs", "40",
                  "--patience", "8", "--loss", "ordinal"]) == 0
     assert json.loads((tmp_path / "run" / "run.json").read_text())["train"]["loss"] == "ordinal"
@@ -378,15 +413,23 @@ def test_ratings_train_with_the_ordinal_loss_and_report_ordinal_metrics(tmp_path
     rec = json.loads((tmp_path / "run" / "metrics.json").read_text())["models"]["tap_only"]["recording"]
     assert rec["mae"] < 0.5 and rec["within_one"] > 0.9, rec  # chance MAE is about 1.25
     assert np.sum(rec["confusion"]) == 120 and len(rec["confusion"]) == 4
-    # named classes have no order: refused before training, saying why
+    # named classes have no order: --ordinal is refused at curation, saying why
     df = pd.DataFrame(rows).assign(rating=lambda d: d.rating.map(dict(enumerate("abcd"))))
     df.to_csv(tmp_path / "n.csv", index=False)
-    assert main(["curate", "--table", f"tap={tmp_path / 'n.csv'}::cols:amp,noise", "--out", str(tmp_path / "n"),
-                 "--person-col", "video", "--person-pattern", r"(P\d+)", "--label-col", "rating",
-                 "--labels", "a,b,c,d", "--label-scope", "recording"]) == 0
+    named = ["curate", "--table", f"tap={tmp_path / 'n.csv'}::cols:amp,noise", "--person-col", "video",
+             "--person-pattern", r"(P\d+)", "--label-col", "rating", "--labels", "a,b,c,d", "--label-scope", "recording"]
     capsys.readouterr()
-    assert main(["train", str(tmp_path / "n"), "--out", str(tmp_path / "r2"), "--loss", "ordinal"]) == 2
-    assert "numbers" in capsys.readouterr().err
+    assert main([*named, "--out", str(tmp_path / "n"), "--ordinal"]) == 2
+    assert "three or more distinct numbers" in capsys.readouterr().err and not (tmp_path / "n").exists()
+    # numbered classes are ratings only when curated with --ordinal: without it, the ordinal loss is refused
+    # before training, and evaluation reports no rating error
+    assert main(["curate", "--table", f"tap={tmp_path / 't.csv'}::cols:amp,noise", "--out", str(tmp_path / "u"),
+                 "--person-col", "video", "--person-pattern", r"(P\d+)", "--label-col", "rating",
+                 "--labels", "0,1,2,3", "--label-scope", "recording"]) == 0
+    assert "ordinal" not in json.loads((tmp_path / "u" / "contract.json").read_text())
+    capsys.readouterr()
+    assert main(["train", str(tmp_path / "u"), "--out", str(tmp_path / "r2"), "--loss", "ordinal"]) == 2
+    assert "curated without --ordinal" in capsys.readouterr().err and not (tmp_path / "r2").exists()
 
 
 def test_leave_one_person_out_from_the_command_line(tmp_path, capsys):

@@ -67,13 +67,13 @@ def lopo_severity(curated: Path, names: list[str]) -> dict:
     from sklearn.model_selection import LeaveOneGroupOut
 
     from symptomfuse.data.dataset import load_curated
-    from symptomfuse.evaluate.metrics import ordinal_metrics, ordinal_prediction, ordinal_values
+    from symptomfuse.evaluate.metrics import ordinal_metrics, ordinal_prediction
 
     ws = load_curated(curated)
     (m,) = ws.modalities
     x = ws.contract.modality(m).baseline_features(np.asarray(ws.inputs[m]))
     y, people, k = ws.y, ws.people, len(ws.classes)
-    values = ordinal_values(ws.classes)
+    values = ws.contract.class_values()
     folds = list(LeaveOneGroupOut().split(x, y, people))
     out = {"folds": len(folds), "people": int(len(np.unique(people))), "models": {}}
     for name in names:
@@ -117,7 +117,7 @@ def main() -> int:
         metrics = json.loads((tmp / "run" / "metrics.json").read_text())
         quiet(["curate", "--table", f"tapping={TABLE}::numeric-except:{NOT_FEATURES}", "--out", str(tmp / "sev"),
                "--person-col", "filename", "--person-pattern", PERSON, "--label-col", "Rating",
-               "--labels", "0,1,2,3,4", "--label-scope", "recording"])
+               "--labels", "0,1,2,3,4", "--ordinal", "--label-scope", "recording"])
         quiet(["train", str(tmp / "sev"), "--out", str(tmp / "sevrun"), "--epochs", "60", "--patience", "10",
                "--folds", "4"])
         quiet(["evaluate", str(tmp / "sevrun"), "--bootstrap", "200"])

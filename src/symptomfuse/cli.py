@@ -227,6 +227,12 @@ quarantined; 2 for bad arguments or an unreadable manifest.""",
     p.add_argument("--label-scope", choices=["person", "recording"], default="person",
                    help="person: one label per person (a diagnosis), conflicting rows are quarantined; "
                         "recording: labels may differ between a person's recordings")
+    p.add_argument("--ordinal", action="store_true",
+                   help="the labels are ordered ratings, three or more numbers (e.g. --labels 0,1,2,3,4 for an "
+                        "MDS-UPDRS item): evaluation adds the mean absolute error, within-one accuracy and a "
+                        "confusion matrix of ratings, the model chosen on validation people is chosen by that "
+                        "error, and train --loss ordinal may be used. Class names that are numbers but not "
+                        "ratings (spoken digits, codes) stay plain classes without it")
     p.add_argument("--pad-short", action="store_true",
                    help="pad recordings shorter than one window instead of quarantining them")
     p.add_argument("--drop-gated", action="store_true",
@@ -285,7 +291,8 @@ def _run_curate(args) -> int:
                 raise UsageError(f"{flag}: cannot read {text!r}; expected the {expected}") from None
     try:
         contract = FeatureContract.build(names, Timing(args.window, args.hop, args.fps), settings,
-                                         label_scope=args.label_scope, pad_short=args.pad_short)
+                                         label_scope=args.label_scope, pad_short=args.pad_short,
+                                         ordinal=args.ordinal)
     except TypeError as exc:
         raise UsageError(str(exc)) from None
     files = tuple(dict.fromkeys((cls.column, getattr(args, f"col_{cls.column}"))
@@ -426,7 +433,7 @@ Every name and number is checked before any data is loaded. {NOTICE}""",
                         "on disk when drawn, and the encoders' scalers are fitted on a sample of the training "
                         "windows that fits")
     p.add_argument("--loss", choices=["cross-entropy", "ordinal"], default="cross-entropy",
-                   help="ordinal: for classes that are numbered ratings (e.g. --labels 0,1,2,3,4), cross-entropy "
+                   help="ordinal: for ratings (curated with --ordinal, e.g. --labels 0,1,2,3,4), cross-entropy "
                         "plus the squared earth mover's distance between predicted and true rating distributions, "
                         "so a rating two off costs more than one off")
     p.add_argument("--seed", type=_number(int, 0, 2**31 - 1), default=0)
@@ -461,7 +468,6 @@ def _train_plan(args):
     from symptomfuse.atomic import read_json
     from symptomfuse.contract import FeatureContract
     from symptomfuse.data.dataset import REDO
-    from symptomfuse.evaluate.metrics import ordinal_values
     from symptomfuse.fusion.late import LATE
     from symptomfuse.models.multimodal import registered_class
     from symptomfuse.models.registry import available
@@ -532,9 +538,10 @@ def _train_plan(args):
                          "add --allow-leaky-split to run it anyway (the report marks it), or use --split person")
     if args.unit != "recording" and args.finetune_fusion:
         raise UsageError("--finetune-fusion trains on windows: use it with --unit recording")
-    if args.loss == "ordinal" and ordinal_values(list(contract.classes)) is None:
-        raise UsageError(f"--loss ordinal needs three or more classes that are numbers (ratings such as 0,1,2,3,4); "
-                         f"this curated set's classes are {', '.join(contract.classes)}")
+    if args.loss == "ordinal" and contract.class_values() is None:
+        raise UsageError(f"--loss ordinal is for ordered ratings: three or more classes that are numbers (such as "
+                         f"0,1,2,3,4), curated with --ordinal; this curated set's classes are "
+                         f"{', '.join(contract.classes)}" + ("" if contract.ordinal else ", curated without --ordinal"))
     if args.strategy == "ddp" and (args.resume or (args.workers or 1) > 1):
         raise UsageError("--strategy ddp runs every model-fold over all its processes in step: it goes with neither "
                          "--resume nor --workers above 1")

@@ -7,7 +7,10 @@ reads it from the run alone, and the live engine from the export. It holds:
 * ``modalities``: each curated modality bound to the settings that shaped its features;
 * ``classes`` and the explicit ``positive`` class (two classes: the class whose probability is "p"; it is
   always stored last, so index 1 of a probability vector is the positive class);
-* ``label_scope``: "person" (one label per person, a diagnosis) or "recording".
+* ``label_scope``: "person" (one label per person, a diagnosis) or "recording";
+* ``ordinal``: whether the classes are ordered ratings (``curate --ordinal``, e.g. MDS-UPDRS item scores
+  0-4). Only then are they scored by how far off a prediction is (MAE) and chosen by it; class names that
+  happen to be numbers (spoken digits, codes) are not ratings unless the user says so.
 
 ``FEATURES_VERSION`` changes when a feature function changes what it computes: a contract from another
 version is refused, since a model trained on other features would be fed the wrong numbers.
@@ -16,8 +19,11 @@ version is refused, since a model trained on other features would be fed the wro
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+import math
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+
+import numpy as np
 
 from symptomfuse import modalities as registry
 from symptomfuse.atomic import atomic_write_text, read_json
@@ -42,6 +48,18 @@ def order_classes(labels: list[str], positive: str | None) -> list[str]:
     return [c for c in labels if c != positive] + [positive]
 
 
+def rating_values(classes) -> np.ndarray | None:
+    """The classes as numbers when there are three or more, each a distinct finite number (ratings such as
+    0-4), else None."""
+    try:
+        values = [float(c) for c in classes]
+    except (TypeError, ValueError):
+        return None
+    if len(values) < 3 or len(set(values)) < len(values) or not all(map(math.isfinite, values)):
+        return None
+    return np.array(values)
+
+
 @dataclass(frozen=True)
 class FeatureContract:
     timing: Timing = Timing()
@@ -51,6 +69,7 @@ class FeatureContract:
     positive: str | None = None
     label_scope: str = "person"
     pad_short: bool = False
+    ordinal: bool = False  # the classes are ordered ratings (curate --ordinal)
 
     def __post_init__(self):
         t = self.timing
@@ -64,6 +83,9 @@ class FeatureContract:
             raise UsageError(f"label scope must be 'person' or 'recording', got {self.label_scope!r}")
         if self.positive is not None and (len(self.classes) != 2 or self.classes[-1] != self.positive):
             raise UsageError(f"the positive class {self.positive!r} must be the last of two classes {self.classes}")
+        if self.ordinal and self.classes and rating_values(self.classes) is None:
+            raise UsageError(f"--ordinal: the classes must be ordered ratings, three or more distinct numbers (such as "
+                             f"--labels 0,1,2,3,4); they are {', '.join(self.classes)}")
         for m in self.modalities:
             self.modality(m).validate()
 
@@ -97,8 +119,11 @@ class FeatureContract:
         return len(self.classes) - 1 if self.positive is not None else None
 
     def with_classes(self, classes: list[str], positive: str | None) -> "FeatureContract":
-        return FeatureContract(self.timing, self.modalities, self.kinds, tuple(order_classes(classes, positive)),
-                               positive, self.label_scope, self.pad_short)
+        return replace(self, classes=tuple(order_classes(classes, positive)), positive=positive)
+
+    def class_values(self) -> np.ndarray | None:
+        """The classes as numbers when they are ordinal ratings (``curate --ordinal``), else None."""
+        return rating_values(self.classes) if self.ordinal else None
 
     def cache_settings(self, modalities: list[str]) -> dict:
         """What shapes a recording's cache entry: the feature version, timing, and the settings of the
@@ -112,7 +137,7 @@ class FeatureContract:
                 "modalities": {m: {"kind": self.kinds.get(m, m), "settings": self.modality(m).settings_json()}
                                for m in self.modalities},
                 "classes": list(self.classes), "positive": self.positive, "label_scope": self.label_scope,
-                "pad_short": self.pad_short}
+                "pad_short": self.pad_short, **({"ordinal": True} if self.ordinal else {})}
 
     @classmethod
     def from_json(cls, data: dict) -> "FeatureContract":
@@ -142,8 +167,11 @@ class FeatureContract:
                 raise TypeError("classes must be a list of 2 to 1000 names")
             if len(set(classes)) < len(classes):
                 raise TypeError(f"classes {classes} name one class twice")
+            ordinal = data.get("ordinal", False)
+            if not isinstance(ordinal, bool):
+                raise TypeError("ordinal must be true or false")
             return cls(timing, mods, kinds, tuple(classes), data.get("positive"), data["label_scope"],
-                       bool(data.get("pad_short", False)))
+                       bool(data.get("pad_short", False)), ordinal)
         except UsageError as exc:  # a setting out of bounds: said as the stored contract's, not the user's flag
             raise UsageError(f"the feature contract does not hold ({exc}): curate, train and export again") from None
         except (KeyError, TypeError, AttributeError, ValueError) as exc:

@@ -151,7 +151,8 @@ def curate(
                          + f" (e.g. row {bad[0].row}: {bad[0].detail}). Fix those rows, or check --positive "
                            "and --label-col")
     contract = FeatureContract(contract.timing, mods, kinds, tuple(order_classes(classes, positive)),
-                               positive if len(classes) == 2 else None, contract.label_scope, contract.pad_short)
+                               positive if len(classes) == 2 else None, contract.label_scope, contract.pad_short,
+                               contract.ordinal)
     out.mkdir(parents=True, exist_ok=True)
     cache_root = Path(cache_dir) if cache_dir else out / "cache"
     cache = FeatureCache(cache_root)

@@ -175,15 +175,6 @@ def accuracy_coverage(y: np.ndarray, proba: np.ndarray, coverages=(1.0, 0.98, 0.
     return out
 
 
-def ordinal_values(classes: list[str]) -> np.ndarray | None:
-    """The classes as numbers when every class name is one (ratings such as 0-4), else None."""
-    try:
-        values = np.array([float(c) for c in classes])
-    except ValueError:
-        return None
-    return values if len(values) > 2 else None
-
-
 def ordinal_prediction(proba: np.ndarray, values: np.ndarray) -> np.ndarray:
     """The predicted rating: the expected rating, rounded to the nearest class value."""
     return values[np.abs((proba @ values)[:, None] - values[None]).argmin(axis=1)]
@@ -211,9 +202,9 @@ def log_loss(y: np.ndarray, proba: np.ndarray, eps: float = 1e-6) -> float:
 
 def selection_score(y: np.ndarray, proba: np.ndarray, values: np.ndarray | None = None) -> tuple[str, float]:
     """The figure a model is chosen by on validation samples, higher is better, and its name: for ratings
-    (``values``: ``ordinal_values``) minus the mean absolute error of ``ordinal_prediction``; otherwise the
-    ROC AUC (macro one-vs-rest for more than two classes); where that is undefined (one class among the
-    samples), minus the log loss."""
+    (``values``: ``FeatureContract.class_values``, classes curated with ``--ordinal``) minus the mean
+    absolute error of ``ordinal_prediction``; otherwise the ROC AUC (macro one-vs-rest for more than two
+    classes); where that is undefined (one class among the samples), minus the log loss."""
     y = np.asarray(y)
     if values is not None:
         return "mae", -float(np.mean(np.abs(ordinal_prediction(proba, values) - values[y])))

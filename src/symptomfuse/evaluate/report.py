@@ -21,7 +21,7 @@ from symptomfuse.artifacts import RunInfo  # noqa: E402
 from symptomfuse.errors import UsageError  # noqa: E402
 from symptomfuse.evaluate.metrics import (abstention, accuracy_coverage, aggregate, auc_binary, compute,  # noqa: E402
                                           conformal_coverage_range, conformal_sets, ordinal_metrics,
-                                          ordinal_prediction, ordinal_values, with_intervals)
+                                          ordinal_prediction, with_intervals)
 from symptomfuse.data.manifest import read_sheet  # noqa: E402
 from symptomfuse.evaluate.predictions import load_predictions, read_probabilities, score_levels  # noqa: E402
 from tqdm import tqdm  # noqa: E402
@@ -318,7 +318,7 @@ def evaluate_run(run: Path, n_boot: int = 500, band: float = 0.1, seed: int = 0,
     w = samples[tested].reset_index(drop=True)
     levels = score_levels(info, w)
     top = levels[-1]
-    ordinal = ordinal_values(info.classes)
+    ordinal = info.contract.class_values()
     has_cols = [c for c in w.columns if c.startswith("has_")]
     complete = w[has_cols].astype(bool).all(axis=1).to_numpy() if has_cols else np.ones(len(w), bool)
     if subgroups is not None:
@@ -502,8 +502,11 @@ def choice_summary(metrics: dict) -> str | None:
                                                           for n, k in chosen.items())
                 + f". Its {label}, {e[level][key]:.3f}, is what choosing a model this way gives")
         if best is not None and np.isfinite(others[best]):
-            text += (f"; the best {label} of any model, {best} {sign * others[best]:.3f}, was picked after seeing the "
-                     "test figures and flatters")
+            if sign * e[level][key] >= others[best]:  # folds that chose different models can beat each of them
+                text += f"; no other model does better on test (the best: {best} {sign * others[best]:.3f})"
+            else:
+                text += (f"; the best {label} of any model, {best} {sign * others[best]:.3f}, was picked after seeing "
+                         "the test figures and flatters")
         return text + "."
     return None
 

@@ -47,7 +47,7 @@ from symptomfuse.artifacts import ModelSpec, PredictionSet, RunInfo
 from symptomfuse.atomic import atomic_path, atomic_write_text
 from symptomfuse.data.dataset import WindowSet
 from symptomfuse.evaluate.calibration import calibrated, fit_temperature
-from symptomfuse.evaluate.metrics import log_loss, ordinal_values, selection_score
+from symptomfuse.evaluate.metrics import log_loss, selection_score
 from symptomfuse.fusion.late import LATE
 from symptomfuse.models.multimodal import MultimodalClassifier, save
 from symptomfuse.models.multimodal import load as load_model
@@ -346,7 +346,7 @@ def cross_validate(ws: WindowSet, specs: list[ModelSpec], folds: list[Fold], cfg
                         record, arrays = _fit_late(samples, spec, fold, val_probs, cal_probs, preds)
                     elif spec.kind == "chosen":
                         record, arrays = choose_on_validation(samples, spec, fold, val_probs, cal_probs, preds,
-                                                              ordinal_values(ws.classes))
+                                                              ws.contract.class_values())
                     else:
                         record, arrays = _fit_baseline(features, samples, spec, fold, cfg.seed)
                     record = _save(out, run_id, spec, fold, record, arrays, t0)

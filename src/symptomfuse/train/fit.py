@@ -17,9 +17,9 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset
 
+from symptomfuse.contract import rating_values
 from symptomfuse.data.dataset import WindowSet
 from symptomfuse.errors import UsageError
-from symptomfuse.evaluate.metrics import ordinal_values
 from symptomfuse.models.multimodal import MultimodalClassifier
 
 warnings.filterwarnings("ignore", ".*does not have many workers.*")
@@ -307,7 +307,7 @@ def fit_prepared(model: MultimodalClassifier, train: tuple | Dataset, val: tuple
     train = _Prepared(WindowTensors(*train[:2]), train[2]) if isinstance(train, tuple) else train
     val = _Prepared(WindowTensors(*val[:2]), val[2]) if isinstance(val, tuple) else val
     lit = LitClassifier(model, class_weights(train.y.numpy(), len(classes)), cfg, augment,
-                        ordinal_values(classes) if cfg.loss == "ordinal" else None)
+                        rating_values(classes) if cfg.loss == "ordinal" else None)
     g = torch.Generator().manual_seed(cfg.seed)
     train_dl = DataLoader(train, batch_size=cfg.batch_size, shuffle=True, generator=g, collate_fn=_as_batch)
     val_dl = DataLoader(val, batch_size=256, collate_fn=_as_batch)
