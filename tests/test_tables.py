@@ -250,6 +250,23 @@ def test_a_fixed_split_scores_test_people_once_and_cannot_leak(tables, capsys):
 
 
 
+def test_person_attributes_are_grouped_by_what_they_are():
+    from symptomfuse.evaluate.report import attribute_groups
+
+    age = pd.Series(["49", "50", "69.5", "70", "", "81"] + ["65"] * 5)  # one blank in 11: still a number column
+    assert attribute_groups("Age", age).tolist()[:6] == ["<50", "50-59", "60-69", "70+", "unknown", "70+"]
+    assert attribute_groups("age_at_visit", age).tolist()[0] == "<50"
+    # a numeric code or a stage is not an age: its values are the groups (before, site 3 fell in "<50")
+    site = pd.Series(["1", "2", "3", "3", "2", "1"])
+    assert attribute_groups("site", site).tolist() == site.tolist()
+    assert attribute_groups("stage", site).tolist() == site.tolist()  # "stage" holds "age", but is not one
+    # a continuous measure: quartiles of the file's values, each named by its span
+    bmi = pd.Series(np.arange(20.0, 40.0))
+    groups = attribute_groups("BMI", bmi)
+    assert groups.nunique() == 4 and groups.value_counts().eq(5).all() and groups[0] == "20-24.8"
+    assert attribute_groups("Sex", pd.Series([" Female", "male", ""])).tolist() == ["female", "male", "unknown"]
+
+
 def test_an_auc_that_age_explains_vanishes_within_age_bands():
     from symptomfuse.evaluate.report import _stratified_auc
 

@@ -763,7 +763,9 @@ with each modality removed). Writes metrics.json, report.html and report/*.png. 
                         "this many passes, and accuracy when the most uncertain are withheld (0: off)")
     p.add_argument("--subgroups", type=Path, default=None,
                    help="a CSV of person attributes (e.g. demographics): metrics per group of each --subgroup-cols "
-                        "column (numbers such as age in bands <50, 50-59, 60-69, 70+), with intervals and counts")
+                        "column, with intervals and counts. Groups: an age column (age, Age, age_at_visit...) in bands "
+                        "<50, 50-59, 60-69, 70+; other numbers with at most 12 distinct values (a site code, a "
+                        "stage) as written; other numbers in quartiles of the file's values; text as written")
     p.add_argument("--subgroup-person-col", default="person_id", help="the person column of --subgroups")
     p.add_argument("--subgroup-cols", type=_csv_list, default=["sex", "age"], help="attribute columns of --subgroups")
     p.set_defaults(func=_run_evaluate)

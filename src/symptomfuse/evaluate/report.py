@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -76,17 +77,42 @@ def read_subgroups(path: Path, person_col: str, columns: list[str]) -> tuple[pd.
     return table, person, cols
 
 
+AGE_BANDS = ([-np.inf, 50, 60, 70, np.inf], ["<50", "50-59", "60-69", "70+"])
+FEW_VALUES = 12  # a numeric attribute with at most this many distinct values is a code or score: grouped as is
+
+
+def _numbers(values: pd.Series) -> pd.Series | None:
+    """A column as numbers when more than 90% of it reads as one (a few blanks or typos allowed), else None."""
+    v = pd.to_numeric(values, errors="coerce")
+    return v if v.notna().mean() > 0.9 else None
+
+
+def attribute_groups(column: str, values: pd.Series) -> pd.Series:
+    """One group label per value of a person attribute: an age (a column named age, Age, age_at_visit, ...)
+    in the bands <50, 50-59, 60-69, 70+; other numbers with at most ``FEW_VALUES`` distinct values (a site
+    code, a stage) as they are written; other numbers in quartile bands of the file's values ("18.2-22.5");
+    text as it is, trimmed and in lower case. A missing value is "unknown"."""
+    text = values.astype(str).str.strip()
+    v = _numbers(values)
+    if v is None:
+        return text.str.lower().replace("", "unknown")
+    if re.search(r"(^|[^a-z])age([^a-z]|$)", column.lower()):
+        edges, labels = AGE_BANDS
+    elif v.nunique() <= FEW_VALUES:
+        return text.where(v.notna(), "unknown")
+    else:
+        edges = np.unique(np.quantile(v.dropna(), [0, 0.25, 0.5, 0.75, 1]))
+        labels = [f"{lo:.3g}-{hi:.3g}" for lo, hi in zip(edges[:-1], edges[1:])]
+        edges = [-np.inf, *edges[1:-1], np.inf]
+    return pd.cut(v, edges, right=False, labels=labels).astype(object).fillna("unknown")
+
+
 def subgroup_table(people: pd.DataFrame, person_col: str, columns: list[str]) -> pd.DataFrame:
-    """person_id -> one group label per column (columns checked by ``read_subgroups``): text columns as
-    they are, numeric ones (age) in bands."""
+    """person_id -> one group label per column (columns checked by ``read_subgroups``; labels by
+    ``attribute_groups``)."""
     out = pd.DataFrame({"person_id": people[person_col].astype(str).str.strip()})
     for c in columns:
-        v = pd.to_numeric(people[c], errors="coerce")
-        if v.notna().mean() > 0.9:
-            out[c] = pd.cut(v, [-np.inf, 50, 60, 70, np.inf], right=False,
-                            labels=["<50", "50-59", "60-69", "70+"]).astype(str).replace("nan", "unknown")
-        else:
-            out[c] = people[c].astype(str).str.strip().str.lower().replace("", "unknown")
+        out[c] = attribute_groups(c, people[c])
     return out.drop_duplicates("person_id")
 
 
@@ -413,8 +439,8 @@ def evaluate_run(run: Path, n_boot: int = 500, band: float = 0.1, seed: int = 0,
         # how much could a numeric attribute (age) alone explain: its own AUC on the same people
         metrics["attribute_auc"] = {}
         for c in columns:
-            v = pd.to_numeric(table[c], errors="coerce")
-            if v.notna().mean() > 0.9:
+            v = _numbers(table[c])
+            if v is not None:
                 units = aggregate(w, np.full((len(w), len(info.classes)), 0.5), top)[0]
                 lookup = dict(zip(table[person_col].astype(str).str.strip(), v))
                 x = units.person_id.map(lookup).to_numpy(float)
