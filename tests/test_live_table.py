@@ -14,6 +14,7 @@ from symptomfuse.stream.detector import Detector
 from symptomfuse.stream.engine import StreamEngine
 from symptomfuse.stream.quality import QualityConfig
 from symptomfuse.stream.sources import replay_file
+from symptomfuse.stream.view import render
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,6 +76,21 @@ def test_a_real_severity_model_scores_a_stream_of_hand_landmarks(severity_model,
     for e in ok:
         probs = e["fused"]["probs"]
         assert list(probs) == det.classes and abs(sum(probs.values()) - 1) < 1e-5
+        # the rating evaluation scores (the expected rating, rounded to a class), not the most probable class
+        expected = sum(float(c) * p for c, p in probs.items())
+        rating = e["fused"]["rating"]
+        assert rating["expected"] == pytest.approx(expected, abs=1e-3)
+        assert rating["predicted"] == min(det.classes, key=lambda c: abs(float(c) - rating["expected"]))
+    assert any(f"rating {ok[-1]['fused']['rating']['predicted']} (expected" in line for line in render(ok[-1], None))
+
+
+def test_a_ratings_model_says_its_rating_not_its_top_class():
+    from symptomfuse.stream.engine import rating
+
+    values, classes = np.array([0.0, 1.0, 2.0]), ["0", "1", "2"]
+    split = np.array([0.45, 0.1, 0.45])  # most probable: 0 (first of a tie); expected: 1
+    assert rating(split, values, classes) == {"expected": 1.0, "predicted": "1"}
+    assert rating(split, None, classes) is None  # not a ratings model: no rating
 
 
 def test_features_that_are_not_the_live_modalitys_measures_are_refused(tmp_path, capsys):

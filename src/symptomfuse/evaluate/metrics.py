@@ -175,9 +175,14 @@ def accuracy_coverage(y: np.ndarray, proba: np.ndarray, coverages=(1.0, 0.98, 0.
     return out
 
 
+def ordinal_index(proba: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """The class of the predicted rating: the one whose value is nearest the expected rating."""
+    return np.abs((proba @ values)[:, None] - values[None]).argmin(axis=1)
+
+
 def ordinal_prediction(proba: np.ndarray, values: np.ndarray) -> np.ndarray:
     """The predicted rating: the expected rating, rounded to the nearest class value."""
-    return values[np.abs((proba @ values)[:, None] - values[None]).argmin(axis=1)]
+    return values[ordinal_index(proba, values)]
 
 
 def ordinal_metrics(y: np.ndarray, proba: np.ndarray, values: np.ndarray) -> dict[str, float]:

@@ -50,7 +50,7 @@ import av
 import numpy as np
 
 from symptomfuse import NOTICE
-from symptomfuse.evaluate.metrics import abstains
+from symptomfuse.evaluate.metrics import abstains, ordinal_index
 from symptomfuse.features.keypoints import N_LANDMARKS
 from symptomfuse.features.video import frame_features, frame_from_array, quarter_turns
 from symptomfuse.stream.buffers import Streams
@@ -148,6 +148,16 @@ def mediapipe_detectors(kinds) -> dict[str, str]:
     return {DETECTOR_ARGS[k]: "mediapipe" for k in kinds}
 
 
+def rating(probs: np.ndarray, values: np.ndarray | None, classes: list[str]) -> dict | None:
+    """For a model of ordinal ratings (``curate --ordinal``): the expected rating and the predicted one, by
+    the rule evaluation scores (``metrics.ordinal_prediction``), not the most probable class; None for
+    other models."""
+    if values is None:
+        return None
+    p = np.asarray(probs, np.float64)[None]
+    return {"expected": round(float(p[0] @ values), 3), "predicted": classes[int(ordinal_index(p, values)[0])]}
+
+
 def shown_p(probs: np.ndarray) -> float:
     """The one number an event shows for class probabilities ``probs``: the positive (second) class's
     probability with two classes, else the top class's."""
@@ -179,6 +189,7 @@ class StreamEngine:
         if not 0 <= abstain_band < 0.5:
             raise UsageError(f"abstain_band must be in [0, 0.5), got {abstain_band}")
         self.detector, self.contract = detector, detector.contract
+        self.rating_values = self.contract.class_values()  # ratings (curate --ordinal), or None
         self.update_every, self.origin, self.max_wait_s = float(update_every), float(origin), float(max_wait_s)
         self.abstain_band, self.quality, self.clock = abstain_band, quality, clock
         self.window_s = self.contract.timing.window_s
@@ -318,6 +329,8 @@ class StreamEngine:
                          modalities=pred.fused_modalities, p_window=shown_p(raw))
             if len(probs) > 2:
                 fused["probs"] = {c: float(v) for c, v in zip(self.detector.classes, probs)}
+            if self.rating_values is not None:
+                fused["rating"] = rating(probs, self.rating_values, self.detector.classes)
         end = start + self.window_s
         return LiveEvent(round(end, 6), [round(start, 6), round(end, 6)], modalities, fused,
                          model=self.detector.model_id).to_json()

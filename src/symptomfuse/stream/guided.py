@@ -33,7 +33,7 @@ from symptomfuse import NOTICE
 from symptomfuse.errors import UsageError
 from symptomfuse.evaluate.metrics import abstains
 from symptomfuse.stream.detector import Detector, Prediction
-from symptomfuse.stream.engine import shown_p, uncertainty
+from symptomfuse.stream.engine import rating, shown_p, uncertainty
 from symptomfuse.tasks import Step, plan
 
 RESULT_SCHEMA = "symptomfuse-guided/1"
@@ -205,6 +205,9 @@ class GuidedSession:
             fused.update(p=shown_p(probs), label=classes[int(np.argmax(probs))],
                          probs={c: float(v) for c, v in zip(classes, probs)}, interval=self._interval(windows),
                          uncertainty=uncertainty(probs), abstain=why is not None, why=why)
+            values = self.detector.contract.class_values()
+            if values is not None:
+                fused["rating"] = rating(probs, values, classes)
         steps = []
         for i, (step, got) in enumerate(zip(self.steps, self.collected)):
             contribution = None

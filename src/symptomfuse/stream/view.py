@@ -44,9 +44,17 @@ def render(event: dict, positive: str | None) -> list[str]:
     elif f.get("unlike_training"):
         state = f"abstains: {'+'.join(f['unlike_training'])} unlike the training data"
     else:
-        state = f"{f['label']}{' (uncertain: abstain)' if f['abstain'] else ''}  from {'+'.join(f['modalities'])}"
+        said = _said(f)
+        state = f"{said}{' (uncertain: abstain)' if f['abstain'] else ''}  from {'+'.join(f['modalities'])}"
     lines.append(f"{'fused':<10} [{_bar(f['p'])}] {_value(f['p'])}  {state}")
     return lines
+
+
+def _said(fused: dict) -> str:
+    """What the fused result says: the predicted rating of a ratings model (curate --ordinal), which is what
+    evaluation scores, else the most probable class."""
+    r = fused.get("rating")
+    return f"rating {r['predicted']} (expected {r['expected']:.2f})" if r else str(fused["label"])
 
 
 def render_guide(msg: dict) -> list[str]:
@@ -63,7 +71,7 @@ def render_guide(msg: dict) -> list[str]:
     if msg["type"] == "guided_result":
         r = msg["result"]
         f = r["fused"]
-        head = "session result: " + ("abstains: " + f["why"] if f["abstain"] else f"{f['label']}")
+        head = "session result: " + ("abstains: " + f["why"] if f["abstain"] else _said(f))
         if f["p"] is not None:
             head += f"  (p {f['p']:.2f}, 90% interval {f['interval'][0]:.2f}-{f['interval'][1]:.2f}, " \
                     f"uncertainty {f['uncertainty']:.2f}, from {'+'.join(f['modalities'])})"

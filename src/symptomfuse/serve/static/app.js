@@ -70,6 +70,11 @@ function record(kind, fields) {
   return entry;
 }
 function fmt(p) { return (p === null || p === undefined) ? "-" : p.toFixed(2); }
+// What a fused result says: a ratings model's predicted rating (what its evaluation scored), else the top class.
+function said(f) {
+  return f.rating ? `the predicted rating is ${f.rating.predicted} (expected ${f.rating.expected.toFixed(2)})`
+    : `the model's top class is "${f.label ?? "-"}"`;
+}
 
 function showQuality(mod, q, unlike) {
   const chip = $(`q-${mod}`);
@@ -105,7 +110,7 @@ function onPrediction(msg) {
   $("fused-label").textContent = unlike.length
     ? `fused: abstains (${unlike.join(", ")} unlike anything the model was trained on)`
     : fused.abstain ? "fused: abstains (too uncertain)"
-    : `fused: the model's top class is "${fused.label ?? "-"}"` +
+    : `fused: ${said(fused)}` +
       (fused.uncertainty != null ? ` (uncertainty ${fused.uncertainty.toFixed(2)})` : "") + ". Not a diagnosis.";
   if (t0 === null) t0 = now;
   chart.add((now - t0) / 1000, values);
@@ -178,7 +183,7 @@ function onResult(result) {
   $("result-line").textContent = f.abstain
     ? `The model abstains: ${f.why}.` + (f.p != null ? ` (p(${pos}) = ${pct(f.p)}, 90% interval ${pct(f.interval[0])}-${pct(f.interval[1])})` : "")
     : `p(${pos}) = ${pct(f.p)} (90% interval ${pct(f.interval[0])}-${pct(f.interval[1])}; uncertainty ` +
-      `${f.uncertainty.toFixed(2)}): the model's top class is "${f.label}". Not a diagnosis.`;
+      `${f.uncertainty.toFixed(2)}): ${said(f)}. Not a diagnosis.`;
   $("result-rows").replaceChildren(...result.steps.map(s => {
     const tr = document.createElement("tr");
     const usable = Object.entries(s.usable).map(([m, n]) => `${m} ${n}/${s.windows}`).join(", ");
