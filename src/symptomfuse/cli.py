@@ -163,7 +163,7 @@ Bad rows never stop the run: they go to quarantine.csv with a reason (bad_fields
 unknown_label, duplicate_row, conflicting_labels, outside_root, missing_file, empty_file,
 duplicate_content, unreadable, corrupt, no_audio, no_video, too_short, bad_keypoints, gated).
 Writes recordings.csv, windows.csv, quarantine.csv, contract.json (the feature contract: settings,
-classes, positive class), curation.json, summary.json and summary.png to --out.
+classes, positive class, whether they are ordinal ratings), curation.json, summary.json and summary.png to --out.
 
 Exit code: 0 when usable recordings remain; 1 when none does, or with --strict when any row was
 quarantined; 2 for bad arguments or an unreadable manifest.""",
@@ -171,7 +171,9 @@ quarantined; 2 for bad arguments or an unreadable manifest.""",
                "  symptomfuse curate sheet.csv --out cur --person-col subject --label-col diagnosis \\\n"
                "      --audio-col wav --video-col mp4 --labels control,pd --window 4 --hop 2\n"
                "  symptomfuse curate --table voice=data/uci_parkinsons/parkinsons.csv --out cur \\\n"
-               "      --person-col name --person-pattern '(phon_R01_S\\d+)' --label-col status --positive 1")
+               "      --person-col name --person-pattern '(phon_R01_S\\d+)' --label-col status --positive 1\n"
+               "  symptomfuse curate --table tap=ratings.csv --out cur --person-col video --label-col updrs_3_4 \\\n"
+               "      --labels 0,1,2,3,4 --ordinal --label-scope recording     # severity ratings")
     p.add_argument("manifest", type=Path, nargs="?", default=None, help="manifest CSV (optional with --table)")
     p.add_argument("--out", type=Path, required=True,
                    help="output folder: new or empty, or an earlier curation's, whose cache it reuses (never a folder "
